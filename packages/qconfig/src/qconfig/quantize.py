@@ -1,0 +1,109 @@
+"""The top-level ``QuantizeConfig`` and ``CompressConfig`` (config-semantics §4.3, §5).
+
+Deliberately stricter than Model Optimizer 0.47.0: ``algorithm`` is validated here, at config
+time, against the method registry. Model Optimizer only type-checks it and reports ``"awq"`` or
+an unknown field after it has already converted the model (§10.2). The value keeps the form the
+user gave (string, dict, list), so dumps stay identical to Model Optimizer's.
+"""
+
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+
+from qconfig.algorithms import QuantizeAlgorithmConfig, algorithm_class, known_methods
+from qconfig.base import ConfigBase
+from qconfig.entries import QuantizerCfgEntry
+from qconfig.normalize import expand_quant_cfg
+
+__all__ = ["CompressConfig", "QuantizeConfig", "resolve_algorithms"]
+
+AlgorithmForm = str | dict | QuantizeAlgorithmConfig | None
+
+
+def _resolve_one(value: AlgorithmForm) -> QuantizeAlgorithmConfig:
+    if isinstance(value, QuantizeAlgorithmConfig):
+        return value
+    if value is None or isinstance(value, str):
+        return algorithm_class(value)()
+    if "method" not in value:
+        raise ValueError(
+            f"An algorithm mapping needs a 'method' key, got {value!r}; known methods: "
+            f"{', '.join(known_methods())} (or null)."
+        )
+    cls = algorithm_class(value["method"])
+    try:
+        return cls.model_validate(value)
+    except ValidationError as exc:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(config)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ValueError(f"invalid {value['method']!r} algorithm config: {details}") from None
+
+
+def resolve_algorithms(algorithm: Any) -> tuple[QuantizeAlgorithmConfig, ...]:
+    """``algorithm`` in any accepted form → validated configs, one per calibration step.
+
+    ``None`` → ``()`` (no calibration); ``"max"`` → ``(MaxCalibConfig(),)``; a list → one
+    config per element, with ``None`` elements dropped.
+    """
+    if algorithm is None:
+        return ()
+    forms = algorithm if isinstance(algorithm, list) else [algorithm]
+    return tuple(_resolve_one(form) for form in forms if form is not None)
+
+
+class QuantizeConfig(ConfigBase):
+    """What to quantize (``quant_cfg``) and how to calibrate it (``algorithm``)."""
+
+    quant_cfg: list[QuantizerCfgEntry] = Field(
+        default=[{"quantizer_name": "*", "cfg": {"num_bits": 8, "axis": None}}],
+        validate_default=True,
+        description=(
+            "Ordered entries; for each quantizer the last matching entry wins. Start with "
+            "`{quantizer_name: '*', enable: false}` to deny everything, then enable what you "
+            "want quantized."
+        ),
+    )
+    algorithm: AlgorithmForm | list[AlgorithmForm] = Field(
+        default="max",
+        validate_default=True,
+        description=(
+            "Calibration: a method name, a mapping with `method` and its settings, a list of "
+            "those (run in order), or null for no calibration."
+        ),
+    )
+    effective_bits: float | None = Field(
+        default=None, description="Effective bits per element for the autoquant cost, (0, 16]."
+    )
+
+    @field_validator("quant_cfg", mode="before")
+    @classmethod
+    def _normalize(cls, v: Any) -> Any:
+        return [e.value for e in expand_quant_cfg(v)]
+
+    @field_validator("algorithm")
+    @classmethod
+    def _validate_algorithm(cls, v: Any) -> Any:
+        resolve_algorithms(v)
+        return v
+
+    @field_validator("effective_bits")
+    @classmethod
+    def _effective_bits(cls, v: float | None) -> float | None:
+        if v is not None and not (0 < v <= 16):
+            raise ValueError(f"effective_bits must be in (0, 16], got {v}")
+        return v
+
+    def algorithms(self) -> tuple[QuantizeAlgorithmConfig, ...]:
+        """The validated calibration steps this config asks for."""
+        return resolve_algorithms(self.algorithm)
+
+
+class CompressConfig(ConfigBase):
+    """Weight compression after quantization (mode ``real_quantize``)."""
+
+    compress: dict[str, bool] = Field(
+        default={"*": True}, description="Compress the weights of modules matching a pattern."
+    )
+    quant_gemm: bool = Field(default=True, description="Use quantized GEMMs after compression.")
