@@ -1,0 +1,395 @@
+"""``compile_plan(config, manifest)``: fold the ordered entries into per-quantizer states.
+
+The result is the state Model Optimizer 0.47.0 reaches when ``mtq.quantize`` applies the config
+once to a freshly converted model (config-semantics §9), with these deliberate differences, each
+listed in docs/differences.md:
+
+* an unknown ``parent_class`` key is a compile error before anything is applied (Model Optimizer
+  raises midway, with earlier entries already applied, §9.1);
+* hard-disabled quantizers stay disabled: a list ``cfg`` does not replace the Embedding's input
+  quantizer with an enabled sequential quantizer (§9.5, [obs J]) — it is reported instead;
+* a list ``cfg`` that would nest sequential quantizers (applying a list to the children of an
+  existing sequential quantizer, §9.5 "nesting pitfall") is a compile error: the nested state
+  cannot be saved and restored and is never what the author meant.
+
+The 0.47.0 post-application weight check (§10.3) is reproduced as a compile error with the same
+condition (``MODELOPT_SKIP_WEIGHT_QUANT_CHECK=1`` skips it, as in Model Optimizer).
+"""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any
+
+from qconfig.attributes import QuantizerAttributeConfig, RotateConfig, is_mx_format
+from qconfig.entries import QuantizerCfgEntry
+from qconfig.errors import ConfigError, Diagnostic
+from qconfig.manifest import Manifest, ModuleSite, QuantizerSite
+from qconfig.matching import digit_blind, matches, shape_of
+from qconfig.plan import Plan, QuantizerPlan
+from qconfig.quantize import QuantizeConfig
+
+__all__ = ["CompileError", "Trace", "compile_plan", "fold_quantizer", "to_quantize_config"]
+
+
+class CompileError(ConfigError):
+    """The config cannot be applied to this model; nothing would have been changed."""
+
+
+# --------------------------------------------------------------------------------------------
+# state of one quantizer while entries are folded into it
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Element:
+    attrs: QuantizerAttributeConfig
+    enable_src: int | None = None
+    attrs_src: int | None = None
+
+
+@dataclass
+class Trace:
+    """What happened to one quantizer: ``(entry index, target, effect)`` per applied entry."""
+
+    steps: list[tuple[int, str, str]] = field(default_factory=list)
+
+    def add(self, index: int, target: str, effect: str) -> None:
+        self.steps.append((index, target, effect))
+
+
+@dataclass
+class _Folded:
+    single: _Element | None
+    children: list[_Element] | None
+    sources: list[int]
+    problems: list[tuple[str, int, str]]  # (code, entry index, message)
+    matched: set[int]  # entries that selected this quantizer or one of its children
+
+    def elements(self) -> list[_Element]:
+        return self.children if self.children is not None else [self.single]  # type: ignore[list-item]
+
+
+def _effective(attrs: QuantizerAttributeConfig) -> QuantizerAttributeConfig:
+    # set_from_attribute_config forces the straight-through gradient for MX formats (§2.4).
+    if not attrs.pass_through_bwd and is_mx_format(attrs.block_sizes):
+        return attrs.model_copy(update={"pass_through_bwd": True})
+    return attrs
+
+
+def _toggled(attrs: QuantizerAttributeConfig, enable: bool, hard: bool) -> QuantizerAttributeConfig:
+    update: dict[str, Any] = {"enable": enable and not hard}
+    if not enable:  # exactly {"enable": False} also switches rotation off (§9.3)
+        rotate = attrs.rotate
+        if isinstance(rotate, RotateConfig):
+            update["rotate"] = rotate.model_copy(update={"enable": False})
+        else:
+            update["rotate"] = False
+    return attrs.model_copy(update=update)
+
+
+def _replaced(cfg: QuantizerAttributeConfig, enable: bool, hard: bool) -> QuantizerAttributeConfig:
+    return _effective(cfg.model_copy(update={"enable": enable and not hard}))
+
+
+def fold_quantizer(
+    name: str,
+    site: QuantizerSite,
+    parent_keys: frozenset[str],
+    entries: list[QuantizerCfgEntry],
+    selects: "Any",
+    trace: Trace | None = None,
+) -> _Folded:
+    """Apply every entry, in order, to one quantizer as Model Optimizer's module walk does.
+
+    ``selects(i, name)`` tells whether entry ``i``'s pattern selects ``name``. The walk visits
+    the quantizer, then — if it was a sequential quantizer before this entry and still is —
+    its children ``name.0``, ``name.1``, ... (§9.5).
+    """
+    hard = site.hard_disabled
+    direct = "." not in site.attribute  # a ModuleList member's parent is the list, not the module
+    state = _Folded(_Element(site.defaults), None, [], [], set())
+    for i, entry in enumerate(entries):
+        parent_ok = entry.parent_class is None or (direct and entry.parent_class in parent_keys)
+        was_sequential = state.children is not None
+        descend = was_sequential
+        applied = False
+        if parent_ok and selects(i, name):
+            state.matched.add(i)
+            applied = True
+            cfg = entry.cfg
+            if cfg is None:
+                for element in state.elements():
+                    element.attrs = _toggled(element.attrs, entry.enable, hard)
+                    element.enable_src = i
+                if trace:
+                    trace.add(i, name, f"toggle {'on' if entry.enable else 'off'}")
+            elif isinstance(cfg, list):
+                if hard:
+                    state.problems.append(
+                        (
+                            "QC212",
+                            i,
+                            f"a list cfg cannot replace the hard-disabled {name}; it stays "
+                            "disabled (Model Optimizer would swap in an enabled sequential "
+                            "quantizer that is never called)",
+                        )
+                    )
+                    applied = False
+                    if trace:
+                        trace.add(i, name, "ignored: hard-disabled quantizer stays disabled")
+                elif not was_sequential:
+                    state.children = [
+                        _Element(_replaced(c, entry.enable, False), i, i) for c in cfg
+                    ]
+                    state.single = None
+                    descend = False
+                    if trace:
+                        trace.add(i, name, f"make sequential ({len(cfg)} quantizers)")
+                else:
+                    children = state.children or []
+                    if len(cfg) != len(children):
+                        state.problems.append(
+                            (
+                                "QC213",
+                                i,
+                                f"{len(cfg)} attribute sets for the {len(children)} quantizers "
+                                f"of sequential {name}: only the first "
+                                f"{min(len(cfg), len(children))} are set",
+                            )
+                        )
+                    for element, c in zip(children, cfg, strict=False):
+                        element.attrs = _replaced(c, entry.enable, False)
+                        element.enable_src = element.attrs_src = i
+                    if trace:
+                        trace.add(i, name, "replace sequential attributes")
+            else:
+                new = _Element(_replaced(cfg, entry.enable, hard), i, i)
+                if was_sequential:
+                    state.children = None
+                    descend = False  # the old children are detached
+                    if trace:
+                        trace.add(i, name, "back to single (sequential replaced)")
+                elif trace:
+                    trace.add(i, name, "replace")
+                state.single = new
+        if descend and state.children is not None and entry.parent_class is None:
+            for k, element in enumerate(state.children):
+                child = f"{name}.{k}"
+                if not selects(i, child):
+                    continue
+                state.matched.add(i)
+                applied = True
+                cfg = entry.cfg
+                if cfg is None:
+                    element.attrs = _toggled(element.attrs, entry.enable, False)
+                    element.enable_src = i
+                    if trace:
+                        trace.add(i, child, f"toggle {'on' if entry.enable else 'off'}")
+                elif isinstance(cfg, list):
+                    raise CompileError(
+                        [
+                            Diagnostic(
+                                "QC103",
+                                "error",
+                                f"entry {i} ({entry.quantizer_name!r}) applies a list cfg to "
+                                f"{child}, a child of a sequential quantizer: Model Optimizer "
+                                "would nest sequential quantizers (a state that cannot be "
+                                "restored). Give each quantizer one list cfg.",
+                                path=f"quant_cfg[{i}]",
+                            )
+                        ]
+                    )
+                else:
+                    element.attrs = _replaced(cfg, entry.enable, False)
+                    element.enable_src = element.attrs_src = i
+                    if trace:
+                        trace.add(i, child, "replace")
+        if applied:
+            state.sources.append(i)
+    return state
+
+
+# --------------------------------------------------------------------------------------------
+# the whole manifest
+# --------------------------------------------------------------------------------------------
+
+
+def to_quantize_config(config: Any) -> QuantizeConfig:
+    """Accept a ``QuantizeConfig``, a mapping, or a preset-style dict."""
+    if isinstance(config, QuantizeConfig):
+        return config
+    if isinstance(config, Mapping):
+        return QuantizeConfig(**dict(config))
+    raise TypeError(f"expected a QuantizeConfig or a mapping, got {type(config).__name__}")
+
+
+@dataclass
+class CompileResult:
+    """A plan plus what lint needs to know about each entry."""
+
+    plan: Plan
+    entries: list[QuantizerCfgEntry]
+    matched_count: list[int]
+    live: list[bool]
+    problems: list[tuple[str, int, str]]
+
+
+def _selector(entries: list[QuantizerCfgEntry]):
+    def selects(i: int, name: str) -> bool:
+        return matches(entries[i].quantizer_name, name)
+
+    return selects
+
+
+def compile_detailed(config: Any, manifest: Manifest) -> CompileResult:
+    """``compile_plan`` plus per-entry match counts and liveness (for lint and explain)."""
+    qc = to_quantize_config(config)
+    entries = list(qc.quant_cfg)
+    known = set(manifest.registry_keys)
+    errors = [
+        Diagnostic(
+            "QC101",
+            "error",
+            f"parent_class {e.parent_class!r} is not a registered module key; known keys: "
+            f"{', '.join(sorted(known)) or '(none)'}",
+            path=f"quant_cfg[{i}].parent_class",
+        )
+        for i, e in enumerate(entries)
+        if e.parent_class and e.parent_class not in known
+    ]
+    if errors:
+        raise CompileError(errors)
+
+    selects = _selector(entries)
+    blind = [digit_blind(e.quantizer_name) for e in entries]
+    sighted = [i for i, b in enumerate(blind) if not b]
+    max_children = max(
+        [len(e.cfg) for e in entries if isinstance(e.cfg, list)] + [0],
+    )
+    default_keys: dict[int, Any] = {}
+
+    def defaults_key(site: QuantizerSite) -> Any:
+        key = default_keys.get(id(site.defaults))
+        if key is None:
+            key = default_keys[id(site.defaults)] = site.defaults.model_dump_json()
+        return key
+
+    groups: dict[tuple, tuple[str, QuantizerSite, frozenset[str], list[str]]] = {}
+    members: dict[tuple, list[tuple[str, ModuleSite]]] = {}
+    order: list[tuple[str, tuple]] = []
+    for module in manifest.modules:
+        parent_keys = frozenset(module.parent_class_keys)
+        for site in module.quantizers:
+            name = module.quantizer_name(site)
+            bits: tuple = ()
+            if sighted:
+                names = [name] + [f"{name}.{k}" for k in range(max_children)]
+                bits = tuple(selects(i, n) for i in sighted for n in names)
+            key = (
+                shape_of(name),
+                parent_keys,
+                "." in site.attribute,
+                site.hard_disabled,
+                defaults_key(site),
+                bits,
+            )
+            if key not in groups:
+                groups[key] = (name, site, parent_keys, [])
+                members[key] = []
+            members[key].append((name, module))
+            order.append((name, key))
+
+    folded: dict[tuple, _Folded] = {}
+    for key, (name, site, parent_keys, _) in groups.items():
+        folded[key] = fold_quantizer(name, site, parent_keys, entries, selects)
+
+    matched_count = [0] * len(entries)
+    live = [False] * len(entries)
+    problems: list[tuple[str, int, str]] = []
+    plans: dict[tuple, tuple[Any, bool]] = {}
+    for key, state in folded.items():
+        size = len(members[key])
+        for i in state.matched:
+            matched_count[i] += size
+        for element in state.elements():
+            for src in (element.enable_src, element.attrs_src):
+                if src is not None:
+                    live[src] = True
+        problems.extend(state.problems)
+        if state.children is not None:
+            attrs: Any = tuple(e.attrs for e in state.children)
+            enable = any(a.enable for a in attrs)
+        else:
+            attrs = state.single.attrs  # type: ignore[union-attr]
+            enable = attrs.enable
+        plans[key] = (attrs, enable)
+
+    quantizers: dict[str, QuantizerPlan] = {}
+    module_of = {}
+    for key, rows in members.items():
+        for name, module in rows:
+            module_of[name] = module
+    for name, key in order:
+        attrs, enable = plans[key]
+        site_hard = key[3]
+        quantizers[name] = QuantizerPlan(
+            name=name,
+            enable=enable,
+            attributes=attrs,
+            parent_class=module_of[name].registry_key,
+            sources=tuple(folded[key].sources),
+            hard_disabled=site_hard,
+        )
+
+    diagnostics = [
+        Diagnostic(code, "warning", msg, path=f"quant_cfg[{i}]")
+        for code, i, msg in dict.fromkeys(problems)
+    ]
+    if os.environ.get("MODELOPT_SKIP_WEIGHT_QUANT_CHECK") != "1":
+        _weight_check(entries, quantizers)
+    plan = Plan(quantizers, qc.algorithms(), diagnostics, manifest.model)
+    return CompileResult(plan, entries, matched_count, live, problems)
+
+
+def compile_plan(config: Any, manifest: Manifest) -> Plan:
+    """The per-quantizer plan of ``config`` on the model described by ``manifest``."""
+    return compile_detailed(config, manifest).plan
+
+
+def weight_request_patterns(entries: list[QuantizerCfgEntry]) -> list[str]:
+    """0.47.0's notion of "the config asks for weight quantization" (§10.3), quirks included:
+    entries keyed by ``quantizer_name`` only (``parent_class`` ignored), last one wins."""
+    last = {e.quantizer_name: e for e in entries}
+    return [
+        pattern
+        for pattern, e in last.items()
+        if e.enable and ("weight_quantizer" in pattern or fnmatchcase("weight_quantizer", pattern))
+    ]
+
+
+def any_weight_quantizer_enabled(quantizers: Mapping[str, QuantizerPlan]) -> bool:
+    for name, q in quantizers.items():
+        if "weight_quantizer" not in name:
+            continue
+        if q.enable:
+            return True
+    return False
+
+
+def _weight_check(entries: list[QuantizerCfgEntry], quantizers: dict[str, QuantizerPlan]) -> None:
+    patterns = weight_request_patterns(entries)
+    if patterns and not any_weight_quantizer_enabled(quantizers):
+        raise CompileError(
+            [
+                Diagnostic(
+                    "QC102",
+                    "error",
+                    "The quantization config asks for weight quantization but no weight "
+                    "quantizer is enabled, so nothing would be quantized. These patterns asked "
+                    f"for it: {patterns}",
+                    path="quant_cfg",
+                )
+            ]
+        )

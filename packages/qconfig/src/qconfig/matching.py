@@ -1,0 +1,66 @@
+"""Which quantizers an entry's pattern selects (config-semantics §9.2), without an
+O(entries × quantizers) fnmatch loop.
+
+Model Optimizer tests every module name against every pattern with ``fnmatch``. MoE models repeat
+the same structure thousands of times with only layer/expert numbers changing, so we group names
+by their *shape* (every run of digits replaced by ``0``) and test a pattern once per group.
+That is exact for patterns that cannot tell digits apart — no digit, no ``?`` and no character
+class that could contain a digit: each digit run of a name then lies inside text matched by
+``*``, so changing its value or length cannot change the verdict. The remaining patterns are
+tested name by name with a compiled regex.
+
+Matching is case-sensitive on every platform. (Model Optimizer uses ``fnmatch.fnmatch``, which
+follows ``os.path.normcase`` and is case-insensitive on Windows; configs behave the same
+everywhere here.)
+"""
+
+import re
+from fnmatch import translate
+from functools import lru_cache
+
+__all__ = ["digit_blind", "matches", "normalize_quantizer_name", "pattern_regex", "shape_of"]
+
+_LIST_SUFFIX = re.compile(r"(weight_quantizers?|input_quantizers?)\.\d+(?=$|\.)")
+_DIGITS = re.compile(r"\d+")
+
+
+def normalize_quantizer_name(name: str) -> str:
+    """``a.gate_up_proj_weight_quantizers.0`` → ``a.gate_up_proj_weight_quantizer`` (§9.2 rule 2).
+
+    Lets ``*weight_quantizer`` select fused-expert list members and sequential children.
+    """
+    return _LIST_SUFFIX.sub(lambda m: m.group(1).removesuffix("s"), name)
+
+
+@lru_cache(maxsize=4096)
+def pattern_regex(pattern: str) -> re.Pattern[str]:
+    """fnmatch semantics (whole string, ``*`` crosses dots), case-sensitive."""
+    return re.compile(translate(pattern))
+
+
+def matches(pattern: str, name: str) -> bool:
+    """Model Optimizer's name test: the name itself or its normalized form matches."""
+    regex = pattern_regex(pattern)
+    if regex.match(name):
+        return True
+    normalized = normalize_quantizer_name(name)
+    return normalized != name and regex.match(normalized) is not None
+
+
+def shape_of(name: str) -> str:
+    """A name with every digit run replaced by ``0``: the grouping key for digit-blind patterns."""
+    return _DIGITS.sub("0", name)
+
+
+_CLASS = re.compile(r"\[(!?)([^\]]*)\]")
+
+
+@lru_cache(maxsize=4096)
+def digit_blind(pattern: str) -> bool:
+    """True if the pattern's verdict cannot depend on which digits a name contains."""
+    if "?" in pattern or any(c.isdigit() for c in pattern):
+        return False
+    for negated, body in _CLASS.findall(pattern):
+        if negated or "-" in body:
+            return False
+    return True

@@ -1,0 +1,198 @@
+"""The compiled, flat per-quantizer plan (format ``qconfig.plan/v1``).
+
+A plan is the quantizer state Model Optimizer 0.47.0 reaches when it applies a config once to a
+freshly converted model, written out per quantizer so it can be reviewed, diffed and applied
+without re-running the matching. Its JSON shares identical attribute sets (a 100k-quantizer MoE
+has a handful of distinct ones) and is byte-for-byte deterministic.
+"""
+
+import json
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from qconfig.algorithms import QuantizeAlgorithmConfig
+from qconfig.attributes import QuantizerAttributeConfig
+from qconfig.errors import Diagnostic
+from qconfig.manifest import _restore_int_keys
+from qconfig.quantize import resolve_algorithms
+
+__all__ = ["PLAN_FORMAT", "Plan", "QuantizerPlan", "describe_format"]
+
+PLAN_FORMAT = "qconfig.plan/v1"
+
+Attributes = QuantizerAttributeConfig | tuple[QuantizerAttributeConfig, ...]
+
+
+@dataclass(frozen=True)
+class QuantizerPlan:
+    """Effective state of one quantizer (a tuple of attributes = a SequentialQuantizer)."""
+
+    name: str
+    enable: bool
+    attributes: Attributes
+    parent_class: str
+    sources: tuple[int, ...] = ()
+    hard_disabled: bool = False
+
+    @property
+    def is_sequential(self) -> bool:
+        return isinstance(self.attributes, tuple)
+
+
+@dataclass
+class Plan:
+    """Per-quantizer states keyed by full name, plus the validated calibration steps."""
+
+    quantizers: dict[str, QuantizerPlan]
+    algorithm: tuple[QuantizeAlgorithmConfig, ...] = ()
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    manifest_model: str = ""
+
+    # -- serialization ----------------------------------------------------------------------
+    def to_json(self) -> str:
+        """Deterministic JSON: attribute sets are interned and referenced by index."""
+        table: dict[str, int] = {}
+        sets: list[Any] = []
+
+        def intern(attrs: QuantizerAttributeConfig) -> int:
+            dumped = _dump_attrs(attrs)
+            key = json.dumps(dumped, sort_keys=True)
+            if key not in table:
+                table[key] = len(sets)
+                sets.append(dumped)
+            return table[key]
+
+        quantizers = {}
+        for name, q in self.quantizers.items():
+            attrs = (
+                [intern(a) for a in q.attributes] if q.is_sequential else intern(q.attributes)
+            )
+            row: dict[str, Any] = {
+                "enable": q.enable,
+                "attributes": attrs,
+                "parent_class": q.parent_class,
+                "sources": list(q.sources),
+            }
+            if q.hard_disabled:
+                row["hard_disabled"] = True
+            quantizers[name] = row
+        doc = {
+            "format": PLAN_FORMAT,
+            "model": self.manifest_model,
+            "algorithm": [a.model_dump(mode="json", exclude_unset=True) for a in self.algorithm],
+            "attribute_sets": sets,
+            "quantizers": quantizers,
+            "diagnostics": [d.to_dict() for d in self.diagnostics],
+        }
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "Plan":
+        doc = json.loads(text)
+        if doc.get("format") != PLAN_FORMAT:
+            raise ValueError(f"not a {PLAN_FORMAT} document (format={doc.get('format')!r})")
+        sets = [
+            QuantizerAttributeConfig.model_validate(_restore_int_keys(_tuples(s)))
+            for s in doc["attribute_sets"]
+        ]
+        quantizers = {}
+        for name, row in doc["quantizers"].items():
+            ref = row["attributes"]
+            attrs = tuple(sets[i] for i in ref) if isinstance(ref, list) else sets[ref]
+            quantizers[name] = QuantizerPlan(
+                name=name,
+                enable=row["enable"],
+                attributes=attrs,
+                parent_class=row["parent_class"],
+                sources=tuple(row["sources"]),
+                hard_disabled=row.get("hard_disabled", False),
+            )
+        diagnostics = [Diagnostic(**d) for d in doc.get("diagnostics", [])]
+        algorithm = resolve_algorithms([_restore_int_keys(a) for a in doc["algorithm"]])
+        return cls(quantizers, algorithm, diagnostics, doc.get("model", ""))
+
+    # -- reading ------------------------------------------------------------------------------
+    def enabled(self) -> list[str]:
+        return [n for n, q in self.quantizers.items() if q.enable]
+
+    def summary(self) -> str:
+        """Quantizers per format and the disabled ones, as a small text table."""
+        counts: Counter[str] = Counter()
+        disabled: Counter[str] = Counter()
+        for q in self.quantizers.values():
+            if q.enable:
+                counts[describe_format(q.attributes)] += 1
+            else:
+                disabled["hard-disabled" if q.hard_disabled else _kind(q.name)] += 1
+        width = max([len(k) for k in counts] + [len("format")])
+        lines = [f"{'format':<{width}}  quantizers"]
+        lines += [f"{fmt:<{width}}  {n}" for fmt, n in sorted(counts.items())]
+        lines.append(f"{'disabled':<{width}}  {sum(disabled.values())}")
+        lines += [f"  {kind:<{width - 2}}  {n}" for kind, n in sorted(disabled.items())]
+        methods = ", ".join(str(a.method) for a in self.algorithm) or "none"
+        lines.append(f"calibration: {methods}")
+        return "\n".join(lines)
+
+
+def _kind(name: str) -> str:
+    last = name.rsplit(".", 1)[-1]
+    return last if last.endswith(("quantizer", "quantizers")) else "other"
+
+
+def _tuples(value: Any) -> Any:
+    """num_bits / scale_bits / axis are tuples in the models; JSON gave lists."""
+    if isinstance(value, Mapping):
+        return {
+            k: (tuple(v) if k in ("num_bits", "scale_bits", "axis") and isinstance(v, list) else _tuples(v))
+            for k, v in value.items()
+        }
+    return value
+
+
+def _dump_attrs(attrs: QuantizerAttributeConfig) -> dict[str, Any]:
+    data = attrs.model_dump(mode="python")
+    if callable(data.get("calibrator")) or isinstance(data.get("calibrator"), tuple):
+        data["calibrator"] = repr(data["calibrator"])
+    return _jsonable(data)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def describe_format(attrs: Attributes) -> str:
+    """Short human name of a format: ``INT8 per-channel(0)``, ``NVFP4 (block 16)``, ..."""
+    if isinstance(attrs, tuple):
+        return " → ".join(describe_format(a) for a in attrs)
+    bits = attrs.num_bits
+    blocks = attrs.block_sizes
+    dynamic_blocks = blocks is not None and blocks.get("type") == "dynamic"
+    scale = blocks.get("scale_bits") if blocks else None
+    sizes = {k: v for k, v in (blocks or {}).items() if isinstance(k, int)}
+    if isinstance(bits, tuple):
+        base = {(4, 3): "FP8", (5, 2): "FP8-E5M2", (2, 1): "FP4", (3, 2): "FP6", (2, 3): "FP6-E2M3"}
+        name = base.get(bits, f"E{bits[0]}M{bits[1]}")
+        if bits == (2, 1) and scale == (4, 3):
+            name = "NVFP4"
+        elif scale == (8, 0):
+            name = "MX" + name.replace("-", "")
+    else:
+        name = f"INT{bits}" if scale != (8, 0) else f"MXINT{bits}"
+    if sizes:
+        sizes_text = ",".join("full" if v is None else str(v) for v in sizes.values())
+        layout = f"{'dynamic ' if dynamic_blocks else ''}block {sizes_text}"
+        if list(sizes.values()) == [None]:
+            layout = "per-token"
+    elif attrs.axis is not None:
+        layout = f"per-channel({attrs.axis})"
+    else:
+        layout = "per-tensor"
+    if attrs.type == "dynamic":
+        layout += " dynamic"
+    return f"{name} {layout}"

@@ -1,0 +1,168 @@
+"""Model Optimizer 0.47.0 as a test oracle: convert zoo models, read quantizer states.
+
+Nothing here is used at runtime; it only turns Model Optimizer's objects into qconfig's data so
+tests can compare them.
+"""
+
+import copy
+import warnings
+
+import modelopt.torch.quantization as mtq
+import modelopt.torch.quantization.config as mc
+import torch
+from modelopt.torch.quantization.conversion import replace_quant_module, set_quantizer_by_cfg
+from modelopt.torch.quantization.model_quant import _check_weight_quantization_took_effect
+from modelopt.torch.quantization.nn import QuantModuleRegistry, SequentialQuantizer, TensorQuantizer
+from modelopt.torch.quantization.nn.modules.tensor_quantizer import HardDisabledTensorQuantizer
+from torch import nn
+
+import zoo
+from qconfig.attributes import QuantizerAttributeConfig
+from qconfig.manifest import Manifest, ModuleSite, QuantizerSite
+
+
+class _QuantFusedExperts(zoo.FusedExperts):
+    """Model Optimizer quant class for the zoo's fused experts (per-expert weight quantizers)."""
+
+    def _setup(self):
+        n = self.gate_up_proj.shape[0]
+        self.gate_up_proj_weight_quantizers = nn.ModuleList(TensorQuantizer() for _ in range(n))
+        self.down_proj_weight_quantizers = nn.ModuleList(TensorQuantizer() for _ in range(n))
+        self.gate_up_proj_input_quantizer = TensorQuantizer()
+        self.down_proj_input_quantizer = TensorQuantizer()
+
+
+def register_fused_experts() -> None:
+    if zoo.FusedExperts not in QuantModuleRegistry:
+        mtq.register(original_cls=zoo.FusedExperts, quantized_cls=_QuantFusedExperts)
+
+
+def registry_keys() -> list[str]:
+    return sorted(set(QuantModuleRegistry._key_registry.values()))
+
+
+def tq_attributes(tq: TensorQuantizer) -> dict:
+    """A TensorQuantizer's state as QuantizerAttributeConfig fields (config-semantics §2.4)."""
+    calibrator = tq._calibrator
+    calib_name = type(calibrator).__name__
+    return {
+        "enable": not tq._disabled,
+        "num_bits": tq._num_bits,
+        "effective_bits": tq._effective_bits,
+        "axis": tq._axis,
+        "fake_quant": tq._fake_quant,
+        "unsigned": tq._unsigned,
+        "narrow_range": tq._narrow_range,
+        "learn_amax": tq._learn_amax,
+        "type": "dynamic" if tq._dynamic else "static",
+        "block_sizes": tq._block_sizes,
+        "bias": tq._bias,
+        "trt_high_precision_dtype": tq._trt_high_precision_dtype,
+        "calibrator": {"MaxCalibrator": "max", "HistogramCalibrator": "histogram"}.get(
+            calib_name, calib_name
+        ),
+        "rotate": tq._rotate,
+        "pass_through_bwd": tq._pass_through_bwd,
+        "backend": tq.backend,
+        "backend_extra_args": tq.backend_extra_args or None,
+        "use_constant_amax": tq._use_constant_amax,
+        "constant_amax": tq._constant_amax,
+    }
+
+
+def _normalize_rotate(attrs: dict) -> dict:
+    rotate = attrs["rotate"]
+    if not isinstance(rotate, bool):
+        attrs = {**attrs, "rotate": dict(rotate.model_dump())}
+    return attrs
+
+
+def quantizer_states(model: nn.Module) -> dict[str, dict]:
+    """Top-level quantizers (SQ children folded into their SQ): enable + attribute dicts."""
+    out: dict[str, dict] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, SequentialQuantizer):
+            children = [_normalize_rotate(tq_attributes(c)) for c in module]
+            out[name] = {"enable": any(c["enable"] for c in children), "attributes": children}
+        elif isinstance(module, TensorQuantizer):
+            parent = name.rsplit(".", 1)[0] if "." in name else ""
+            if parent in out and "attributes" in out[parent] and isinstance(
+                model.get_submodule(parent), SequentialQuantizer
+            ):
+                continue
+            attrs = _normalize_rotate(tq_attributes(module))
+            out[name] = {"enable": attrs["enable"], "attributes": attrs}
+    return out
+
+
+def plan_states(plan) -> dict[str, dict]:
+    """The same shape as quantizer_states, from a qconfig Plan."""
+    out = {}
+    for name, q in plan.quantizers.items():
+        if q.is_sequential:
+            attrs = [_normalize_rotate(a.model_dump()) for a in q.attributes]
+        else:
+            attrs = _normalize_rotate(q.attributes.model_dump())
+        out[name] = {"enable": q.enable, "attributes": attrs}
+    return out
+
+
+def converted(model: nn.Module) -> nn.Module:
+    """A deep copy converted by Model Optimizer, before any config is applied."""
+    model = copy.deepcopy(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        replace_quant_module(model)
+    return model
+
+
+def apply(model: nn.Module, quant_cfg) -> nn.Module:
+    """Convert and apply ``quant_cfg`` once, as ``mtq.quantize`` does (no calibration),
+    including 0.47.0's post-application weight check (§10.3)."""
+    model = converted(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        set_quantizer_by_cfg(model, quant_cfg)
+    _check_weight_quantization_took_effect(
+        model, mc.QuantizeConfig(quant_cfg=quant_cfg, algorithm=None)
+    )
+    return model
+
+
+def manifest_of(model: nn.Module, label: str = "") -> Manifest:
+    """A manifest read off Model Optimizer's converted copy of ``model``."""
+    quant = converted(model)
+    keys = registry_keys()
+    key_classes = {k: QuantModuleRegistry[k] for k in keys}
+    modules: dict[str, ModuleSite] = {}
+    qmods = {
+        name: m
+        for name, m in quant.named_modules()
+        if type(m) in QuantModuleRegistry._dynamic_classes.values()
+    }
+    for name, m in qmods.items():
+        weight = getattr(m, "weight", None)
+        if not isinstance(weight, torch.Tensor):
+            weight = None
+        modules[name] = ModuleSite(
+            name=name,
+            class_name=type(m).__name__.removeprefix("Quant"),
+            registry_key=QuantModuleRegistry.get_key_from_dm(m),
+            parent_class_keys=[k for k, cls in key_classes.items() if isinstance(m, cls)],
+            weight_shape=list(weight.shape) if weight is not None else None,
+            weight_dtype=str(weight.dtype).removeprefix("torch.") if weight is not None else None,
+        )
+    for name, tq in quant.named_modules():
+        if not isinstance(tq, TensorQuantizer):
+            continue
+        owner = max((m for m in modules if name.startswith(m + ".") or m == ""), key=len)
+        attribute = name[len(owner) + 1 :] if owner else name
+        modules[owner].quantizers.append(
+            QuantizerSite(
+                attribute=attribute,
+                defaults=QuantizerAttributeConfig.model_validate(tq_attributes(tq)),
+                hard_disabled=isinstance(tq, HardDisabledTensorQuantizer),
+            )
+        )
+    ordered = [m for m in modules.values() if m.quantizers]
+    return Manifest(model=label, registry_keys=keys, modules=ordered)
