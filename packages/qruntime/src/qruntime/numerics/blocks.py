@@ -1,0 +1,144 @@
+"""Block layouts: the static pad-and-reshape plan (§3.2) and the dynamic row blocks (§3.3).
+
+Static block quantization (INT, FP8, static NVFP4) is done by ``TensorQuantizer`` itself: it pads
+on the right with zeros, reshapes, quantizes with a per-"outer"-dim amax and reshapes back.
+Dynamic block formats (NVFP4, MX) are laid out by their kernels: rows of the last dimension cut
+into blocks of ``B`` consecutive elements, the partial last block zero padded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .attributes import BLOCK_SPECIAL_KEYS
+
+__all__ = ["StaticBlockPlan", "from_row_blocks", "static_block_plan", "to_row_blocks"]
+
+
+@dataclass(frozen=True)
+class StaticBlockPlan:
+    """How one input shape is padded and viewed for static block quantization (§3.2).
+
+    ``axis`` lists the dims of the reshaped view that keep their own amax; all other dims (the
+    inner block dims) are reduced. ``pad`` is an ``F.pad`` tuple (right padding only) or None.
+    """
+
+    shape: tuple[int, ...]
+    padded_shape: tuple[int, ...]
+    reshape: tuple[int, ...]
+    axis: tuple[int, ...]
+    pad: tuple[int, ...] | None
+
+    @property
+    def amax_shape(self) -> tuple[int, ...]:
+        """Shape of the per-block amax (keepdim over the reduced dims)."""
+        dims = list(self.reshape)
+        for i in range(len(dims)):
+            if i not in self.axis:
+                dims[i] = 1
+        if dims and dims[0] == -1:
+            dims[0] = math.prod(self.padded_shape) // self.reshape[1]
+        return tuple(dims)
+
+    @property
+    def reduce_dims(self) -> tuple[int, ...]:
+        """The dims of the reshaped view that one amax covers."""
+        return tuple(i for i in range(len(self.reshape)) if i not in self.axis)
+
+    def to_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """Pad with zeros on the right and reshape into the block view."""
+        if tuple(x.shape) != self.shape:
+            raise ValueError(f"block plan for shape {self.shape} applied to shape {tuple(x.shape)}")
+        if self.pad is not None:
+            x = F.pad(x, self.pad, "constant", 0)
+        return x.reshape(self.reshape)
+
+    def from_blocks(self, y: torch.Tensor) -> torch.Tensor:
+        """Reshape to the padded shape and slice the padding off."""
+        y = y.reshape(self.padded_shape)
+        if self.padded_shape != self.shape:
+            y = y[tuple(slice(0, n) for n in self.shape)]
+        return y
+
+
+def _block_size_for(block_axes: Mapping[int, Any], ax: int, ndim: int) -> Any:
+    # Model Optimizer looks a dim up under its positive index first, then its negative one.
+    return block_axes[ax] if ax in block_axes else block_axes.get(ax - ndim)
+
+
+@lru_cache(maxsize=256)
+def _plan(shape: tuple[int, ...], items: tuple[tuple[Any, Any], ...]) -> StaticBlockPlan:
+    block_axes = dict(items)
+    ndim = len(shape)
+    last = block_axes.get(ndim - 1) or block_axes.get(-1)
+    if last and len(block_axes) == 1:
+        # One block axis, the last one: flatten to (-1, B) so blocks never cross a row.
+        n = shape[-1]
+        padded = n + (-n) % last
+        pad = (0, padded - n) if padded != n else None
+        padded_shape = (*shape[:-1], padded)
+        return StaticBlockPlan(shape, padded_shape, (-1, last), (0,), pad)
+
+    reshape: list[int] = []
+    keep: list[bool] = []
+    pads: list[int] = []
+    for ax in range(ndim):
+        bsize = _block_size_for(block_axes, ax, ndim)
+        n = shape[ax]
+        if bsize is not None:
+            padded = n + (-n) % bsize
+            reshape.extend([padded // bsize, bsize])
+            keep.extend([True, False])
+            pads.append(padded - n)
+        else:
+            reshape.append(n)
+            keep.append(True)
+            pads.append(0)
+    padded_shape = tuple(n + p for n, p in zip(shape, pads, strict=True))
+    pad: tuple[int, ...] | None = None
+    if any(pads):
+        flat: list[int] = []
+        for p in reversed(pads):
+            flat.extend([0, p])
+        pad = tuple(flat)
+    axis = tuple(i for i, k in enumerate(keep) if k)
+    return StaticBlockPlan(tuple(shape), padded_shape, tuple(reshape), axis, pad)
+
+
+def static_block_plan(shape: torch.Size | tuple[int, ...], block_sizes: Mapping) -> StaticBlockPlan:
+    """The §3.2 plan for ``shape`` and the integer axes of ``block_sizes`` (cached)."""
+    items = tuple(
+        sorted(
+            ((k, v) for k, v in block_sizes.items() if k not in BLOCK_SPECIAL_KEYS),
+            key=lambda kv: kv[0],
+        )
+    )
+    return _plan(tuple(shape), items)
+
+
+def to_row_blocks(x: torch.Tensor, block_size: int) -> tuple[torch.Tensor, int]:
+    """View ``x`` as ``(rows, blocks_per_row, block_size)`` with zero padding of each row (§3.3).
+
+    Returns the blocked tensor and the original last-dim length (for :func:`from_row_blocks`).
+    """
+    n = x.shape[-1] if x.dim() > 0 else 1
+    rows = x.reshape(-1, n)
+    pad = (-n) % block_size
+    if pad:
+        rows = F.pad(rows, (0, pad))
+    return rows.reshape(rows.shape[0], -1, block_size), n
+
+
+def from_row_blocks(y: torch.Tensor, shape: torch.Size, n: int) -> torch.Tensor:
+    """Undo :func:`to_row_blocks`: drop the padding of each row and restore ``shape``."""
+    y = y.reshape(y.shape[0], -1)
+    if y.shape[1] != n:
+        y = y[:, :n]
+    return y.reshape(shape)

@@ -1,0 +1,88 @@
+"""Registry mapping an attribute set to the torch function of its number format.
+
+Each format module registers one entry with a predicate over :class:`QuantAttributes`; adding a
+format means adding a module that calls :func:`register_format`, never editing a chain of ``if``s
+here. Exactly one registered format must claim an attribute set; zero or several is an error.
+The pipeline (:mod:`.pipeline`) owns everything that is common to all formats (amax resolution,
+static block reshape, bias, STE); a format function only maps a tensor in its working layout to
+its fake-quantized values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from .attributes import QuantAttributes
+
+__all__ = ["FormatEntry", "FormatFn", "formats", "register_format", "resolve_format"]
+
+
+class FormatFn(Protocol):
+    """``fn(x, amax, attrs, *, global_amax) -> y`` in the working (block-reshaped) layout."""
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        amax: torch.Tensor | None,
+        attrs: QuantAttributes,
+        *,
+        global_amax: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class FormatEntry:
+    """One registered format.
+
+    ``uses_amax``: False for formats that never read an amax (MX, §2.1), so none is computed.
+    ``uses_bias``: False where the affine bias is ignored by fake quant (NVFP4/MX, §10.1).
+    """
+
+    name: str
+    matches: Callable[[QuantAttributes], bool]
+    fn: FormatFn
+    uses_amax: bool = True
+    uses_bias: bool = True
+
+
+_REGISTRY: dict[str, FormatEntry] = {}
+
+
+def register_format(
+    name: str,
+    *,
+    matches: Callable[[QuantAttributes], bool],
+    uses_amax: bool = True,
+    uses_bias: bool = True,
+) -> Callable[[FormatFn], FormatFn]:
+    """Decorator registering ``fn`` as the torch implementation of format ``name``."""
+
+    def deco(fn: FormatFn) -> FormatFn:
+        if name in _REGISTRY and _REGISTRY[name].fn is not fn:
+            raise ValueError(f"format {name!r} is already registered")
+        _REGISTRY[name] = FormatEntry(name, matches, fn, uses_amax, uses_bias)
+        return fn
+
+    return deco
+
+
+def formats() -> dict[str, FormatEntry]:
+    """The registered formats by name (a copy)."""
+    return dict(_REGISTRY)
+
+
+def resolve_format(attrs: QuantAttributes) -> FormatEntry:
+    """The single registered format claiming ``attrs`` (ValueError if none or several)."""
+    hits = [e for e in _REGISTRY.values() if e.matches(attrs)]
+    if len(hits) == 1:
+        return hits[0]
+    what = f"num_bits={attrs.num_bits!r}, block_sizes={attrs.block_sizes!r}"
+    if not hits:
+        raise ValueError(
+            f"no fake-quant format for {what}; registered formats: {sorted(_REGISTRY)}"
+        )
+    raise ValueError(f"ambiguous fake-quant format for {what}: {[e.name for e in hits]}")

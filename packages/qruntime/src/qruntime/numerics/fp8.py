@@ -1,0 +1,74 @@
+"""FP8 E4M3 fake quantization (numerics.md §5): per tensor, channel, token, 1-D and 2-D blocks.
+
+All granularities share one element formula with a broadcast amax. E5M2 exists in Model Optimizer
+0.47.0 only as an MX element format (:mod:`.mx`); a per-tensor/per-channel E5M2 config is rejected
+by its config validator (§5.2), and other (E, M) tuples raise ``NotImplementedError`` in
+``ScaledE4M3Function``, which this module reproduces.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .attributes import QuantAttributes
+from .dispatch import register_format
+from .floats import E4M3_MAX, EPS
+
+__all__ = ["e4m3_scales", "fake_quant_e4m3"]
+
+
+def e4m3_scales(amax: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scale, inv_scale)`` exactly as ``tensor_quant._fp8_eager`` computes them (§5.1).
+
+    A zero amax (``<= 2^-24``) is replaced by 1 — FP8 never zeroes its output (§15.2). Model
+    Optimizer writes ``448.0 / amax`` and ``1 / scale``; in torch a Python number divided by a
+    tensor is ``reciprocal(tensor) * number``, so the scale is ``f32(f32(1/amax) * 448)`` and the
+    inverse ``f32(1/scale)``. Reproducing that (instead of a single-rounding ``448/amax``) is what
+    keeps the results bit-identical for every amax, not only for those in the test vectors.
+    """
+    a = amax.to(torch.float32)
+    safe = torch.where(a <= EPS, torch.ones_like(a), a)
+    scale = torch.reciprocal(safe).mul_(E4M3_MAX)
+    return scale, torch.reciprocal(scale)
+
+
+def fake_quant_e4m3(x: torch.Tensor, amax: torch.Tensor | None) -> torch.Tensor:
+    """``y = e4m3(clamp(x * s, ±448)) * inv_s`` in float32, cast back to ``x.dtype`` (§5.1).
+
+    With ``amax=None`` (only reachable through the functional) the input is cast to E4M3 and
+    back without scaling. ``amax = inf`` gives ``s = 0``, ``inv_s = inf``: all NaN, as in Model
+    Optimizer.
+    """
+    if amax is None:
+        return x.to(torch.float32).to(torch.float8_e4m3fn).to(torch.float32).to(x.dtype)
+    scale, inv = e4m3_scales(amax)
+    out_shape = torch.broadcast_shapes(x.shape, scale.shape)
+    if tuple(out_shape) == tuple(x.shape):
+        y = x.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+        y.mul_(scale)
+    else:
+        y = torch.mul(x.to(torch.float32), scale)
+    y.clamp_(-E4M3_MAX, E4M3_MAX)
+    y.copy_(y.to(torch.float8_e4m3fn))
+    y.mul_(inv)
+    return y.to(x.dtype)
+
+
+def _matches(attrs: QuantAttributes) -> bool:
+    if not isinstance(attrs.num_bits, tuple) or attrs.is_dynamic_block:
+        return False
+    # E2M1 with E4M3 block scales in a static layout is static NVFP4 (§6.5), not FP8.
+    return not (attrs.num_bits == (2, 1) and attrs.scale_bits == (4, 3))
+
+
+@register_format("fp8_e4m3", matches=_matches)
+def _fp8_format(
+    x: torch.Tensor, amax: torch.Tensor | None, attrs: QuantAttributes, **_: object
+) -> torch.Tensor:
+    if attrs.num_bits != (4, 3):
+        # What ScaledE4M3Function raises for any other (E, M) outside dynamic blocks (§2.1).
+        raise NotImplementedError(
+            f"Only support E=4 & M=3 for now (num_bits={attrs.num_bits!r} needs dynamic "
+            "block_sizes with scale_bits, e.g. MX)."
+        )
+    return fake_quant_e4m3(x, amax)

@@ -1,0 +1,96 @@
+"""INT-N fake quantization (numerics.md §4): signed/unsigned, narrow range, any broadcast amax.
+
+Per tensor, per channel (``axis`` incl. tuples), per token and static 1-D/2-D blocks all reduce
+to this one element formula with a broadcast amax; the granularity is decided by the amax shape
+(and the block view of :mod:`.blocks`). Semantics are those of the CPU torch path
+(``tensor_quant._tensor_quant``), which is the path the reference vectors come from; the CUDA
+extension differs only for zero amax (§4.3, listed in docs/numerics.md).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .attributes import QuantAttributes
+from .dispatch import register_format
+from .floats import EPS, const
+
+__all__ = ["fake_quant_int", "int_cast", "int_range"]
+
+
+def int_range(num_bits: int, unsigned: bool = False, narrow_range: bool = False) -> tuple[int, int]:
+    """``(qmin, qmax)``: INT8 [-128, 127], narrow [-127, 127], UINT8 [0, 255] (§4.1)."""
+    qmax = 2 ** (num_bits - 1 + int(unsigned)) - 1
+    if unsigned:
+        return 0, qmax
+    return (-qmax if narrow_range else -qmax - 1), qmax
+
+
+def _scaled_f32(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``f32(x) * scale`` into a fresh float32 tensor, with as few passes over memory as possible."""
+    out_shape = torch.broadcast_shapes(x.shape, scale.shape)
+    if x.dtype != torch.float32 and tuple(out_shape) == tuple(x.shape):
+        y = x.to(torch.float32, memory_format=torch.contiguous_format)
+        return y.mul_(scale)
+    return torch.mul(x.to(torch.float32), scale)
+
+
+def fake_quant_int(
+    x: torch.Tensor,
+    amax: torch.Tensor,
+    num_bits: int = 8,
+    *,
+    unsigned: bool = False,
+    narrow_range: bool = False,
+) -> torch.Tensor:
+    """Quantize-dequantize ``x`` to ``num_bits`` integers with scale ``qmax / amax`` (§4.1).
+
+    ``y = clamp(round_even(x * s), qmin, qmax) / s`` in float32 with ``s = qmax / amax`` — a
+    division by the scale, not a multiplication by ``amax / qmax`` (§15.1). Where
+    ``amax <= 2^-24`` the scale is 0 for rounding and 1 for the division, so outputs are signed
+    zeros (NaN for inf/NaN inputs, §4.2). Raises like Model Optimizer's CPU path: ``ValueError``
+    for a negative amax, ``TypeError`` for negative inputs to an unsigned quantizer.
+    """
+    if unsigned and x.numel() and bool(x.min() < 0):
+        raise TypeError("Negative values encountered in unsigned quantization.")
+    a = amax.to(torch.float32)
+    if a.numel() and bool(a.min() < 0):
+        raise ValueError("Negative values in amax")
+    qmin, qmax = int_range(num_bits, unsigned, narrow_range)
+    scale = torch.div(const(float(qmax), a), a)
+    zero = a <= EPS
+    if bool(zero.any()):
+        round_scale = scale.masked_fill(zero, 0.0)
+        div_scale = scale.masked_fill(zero, 1.0)
+    else:
+        round_scale = div_scale = scale
+    y = _scaled_f32(x, round_scale)
+    y.round_().clamp_(qmin, qmax).div_(div_scale)
+    return y.to(x.dtype)
+
+
+def int_cast(
+    v: torch.Tensor, num_bits: int, unsigned: bool = False, narrow_range: bool = True
+) -> torch.Tensor:
+    """LSQ integer cast without scaling: ``clamp(round_even(v), qmin, qmax)`` (§6.7).
+
+    The forward of Model Optimizer's ``IntCastSTEFunction``; its gradient mask is
+    ``qmin <= v <= qmax`` (see :func:`.ste.int_cast_ste`).
+    """
+    qmin, qmax = int_range(num_bits, unsigned, narrow_range)
+    return torch.clamp(v.round(), qmin, qmax)
+
+
+def _matches(attrs: QuantAttributes) -> bool:
+    return isinstance(attrs.num_bits, int) and not attrs.is_dynamic_block
+
+
+@register_format("int", matches=_matches)
+def _int_format(
+    x: torch.Tensor, amax: torch.Tensor | None, attrs: QuantAttributes, **_: object
+) -> torch.Tensor:
+    assert amax is not None
+    assert isinstance(attrs.num_bits, int)
+    return fake_quant_int(
+        x, amax, attrs.num_bits, unsigned=attrs.unsigned, narrow_range=attrs.narrow_range
+    )
