@@ -101,7 +101,8 @@ def _load(name: str) -> Any:
 
 
 def get(name: str) -> Any:
-    """A deep copy of preset (or unit constant) ``name``, safe to edit."""
+    """A deep copy of preset (or unit constant) ``name``, safe to edit; ``KeyError`` if unknown."""
+    path(name)  # raises KeyError naming the known presets
     return copy.deepcopy(__getattr__(name))
 
 
