@@ -501,6 +501,8 @@ def test_text_forms():
     assert qconfig.load_config("{quant_cfg: [], algorithm: null}").algorithm is None  # YAML flow
     assert qconfig.load_config('{"quant_cfg": [], "effective_bits": 1e1}').effective_bits == 10
     assert qconfig.load_config("") == QuantizeConfig()  # an empty document is an empty mapping
+    # An empty header document does not discard the body (Model Optimizer returns {} here).
+    assert qconfig.load_config("---\n---\nalgorithm: null\n").algorithm is None
     config = QuantizeConfig(quant_cfg=[])
     assert qconfig.load_config(config) is config
 

@@ -45,9 +45,12 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qconfig.errors import ConfigError, Diagnostic, format_path
+
+if TYPE_CHECKING:  # the models are imported lazily; annotations only
+    from qconfig.quantize import QuantizeConfig
 
 __all__ = [
     "DUPLICATE_KEY",
@@ -180,17 +183,30 @@ def _error(code: str, message: str, loc: _Loc | None, path: _Path = (), file: st
 # --------------------------------------------------------------------------------------------
 # Parsing: YAML
 # --------------------------------------------------------------------------------------------
-@dataclass
 class _Parsed:
-    """One file or text, parsed but not yet import-resolved."""
+    """One file or text, parsed but not yet import-resolved.
 
-    body: Any  # dict or list (``imports`` removed)
-    imports: Any  # the ``imports`` value, or None
-    locs: _Locs
-    file: str | None
-    base_dir: Path
-    schema: str | None = None  # declared schema (canonical short name)
-    schema_loc: _Loc | None = None
+    (Plain classes rather than dataclasses here: building a dataclass costs import time, and
+    this module sits on the path of every ``load_config`` cold start.)
+    """
+
+    __slots__ = ("base_dir", "body", "file", "imports", "locs", "schema")
+
+    def __init__(
+        self,
+        body: Any,  # dict or list (``imports`` removed)
+        imports: Any,  # the ``imports`` value, or None
+        locs: _Locs,
+        file: str | None,
+        base_dir: Path,
+        schema: str | None = None,  # declared schema (canonical short name)
+    ) -> None:
+        self.body = body
+        self.imports = imports
+        self.locs = locs
+        self.file = file
+        self.base_dir = base_dir
+        self.schema = schema
 
 
 def _yaml_loader_class():
@@ -301,9 +317,9 @@ def _yaml_error(exc: Exception, file: str | None) -> ConfigError:
     return _error(SYNTAX_ERROR, message, loc, file=file)
 
 
-def _parse_schema_comment(text: str, file: str | None) -> tuple[str | None, _Loc | None]:
+def _parse_schema_comment(text: str, file: str | None) -> str | None:
     """``# modelopt-schema: X`` in the leading comment block (blank lines allowed, §13.2)."""
-    found: tuple[str | None, _Loc | None] = (None, None)
+    found: str | None = None
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if not stripped:
@@ -314,16 +330,16 @@ def _parse_schema_comment(text: str, file: str | None) -> tuple[str | None, _Loc
         if not match:
             continue
         loc = (file, number, line.index("#") + 1)
-        if found[0] is not None:
+        if found is not None:
             raise _error(SHAPE_ERROR, "More than one modelopt-schema comment.", loc, file=file)
-        found = (_canonical_schema(match.group(1), loc), loc)
+        found = _canonical_schema(match.group(1), loc)
     return found
 
 
 def _parse_yaml(text: str, file: str | None, base_dir: Path) -> _Parsed:
     import yaml
 
-    schema, schema_loc = _parse_schema_comment(text, file)
+    schema = _parse_schema_comment(text, file)
     locs = _Locs()
     loader = _yaml_loader_class()(text)
     try:
@@ -347,6 +363,8 @@ def _parse_yaml(text: str, file: str | None, base_dir: Path) -> _Parsed:
         # The body's locations were recorded last, under the same root; the header's keys
         # survive where the body does not redefine them.
         header, body = docs
+        if header is None:
+            header = {}
         if not isinstance(header, dict):
             raise _error(
                 SHAPE_ERROR,
@@ -360,7 +378,7 @@ def _parse_yaml(text: str, file: str | None, base_dir: Path) -> _Parsed:
             body = {**header, **body}
         elif isinstance(body, list):
             locs.values[()] = _root_loc(nodes[1], file)
-            return _Parsed(body, header.get("imports"), locs, file, base_dir, schema, schema_loc)
+            return _Parsed(body, header.get("imports"), locs, file, base_dir, schema)
         else:
             raise _error(
                 SHAPE_ERROR,
@@ -372,7 +390,7 @@ def _parse_yaml(text: str, file: str | None, base_dir: Path) -> _Parsed:
         if body is None:
             body = {}
             locs.values[()] = (file, 1, 1)
-    return _finish(body, locs, file, base_dir, schema, schema_loc)
+    return _finish(body, locs, file, base_dir, schema)
 
 
 def _root_loc(node: Any, file: str | None) -> _Loc:
@@ -385,7 +403,6 @@ def _finish(
     file: str | None,
     base_dir: Path,
     schema: str | None = None,
-    schema_loc: _Loc | None = None,
 ) -> _Parsed:
     if isinstance(body, dict):
         body.pop(_JSON_SCHEMA_KEY, None)  # JSON Schema declarations for editors, not config
@@ -398,7 +415,7 @@ def _finish(
             f"A config must be a mapping or a list, got {_kind(body)}.",
             locs.values.get(()) or (file, 1, 1),
         )
-    return _Parsed(body, imports, locs, file, base_dir, schema, schema_loc)
+    return _Parsed(body, imports, locs, file, base_dir, schema)
 
 
 def _kind(value: Any) -> str:
@@ -674,21 +691,25 @@ def _validate_schema(schema: Any, data: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 # Import resolution
 # --------------------------------------------------------------------------------------------
-@dataclass
 class _Snippet:
-    data: Any
-    locs: _Locs
-    schema: str
-    file: str
+    """An imported file, resolved and validated against its declared schema."""
+
+    __slots__ = ("data", "file", "locs", "schema")
+
+    def __init__(self, data: Any, locs: _Locs, schema: str, file: str) -> None:
+        self.data = data
+        self.locs = locs
+        self.schema = schema
+        self.file = file
 
 
-@dataclass
 class _Session:
     """State of one load: the import chain (cycle detection) and files already resolved."""
 
-    root_dir: Path
-    chain: list[tuple[str, str]] = field(default_factory=list)  # (canonical key, display)
-    cache: dict[str, _Snippet] = field(default_factory=dict)
+    def __init__(self, root_dir: Path) -> None:
+        self.root_dir = root_dir
+        self.chain: list[tuple[str, str]] = []  # (canonical key, display name)
+        self.cache: dict[str, _Snippet] = {}
 
     def display(self, file: str) -> str:
         try:
@@ -1105,8 +1126,8 @@ class Document:
 class Recipe:
     """A PTQ recipe (``metadata`` + ``quantize``, §13.1) as Model Optimizer's ``load_recipe``."""
 
-    metadata: dict[str, Any]
-    quantize: Any  # QuantizeConfig (annotated loosely to keep this module's import cheap)
+    metadata: dict[str, Any]  # recipe_type ("ptq") and description (default filled in)
+    quantize: QuantizeConfig
 
     @property
     def recipe_type(self) -> str:
@@ -1142,7 +1163,9 @@ def _root_schema(parsed: _Parsed, default: str | None) -> str:
     return default
 
 
-def load_document(src: Any, *, base_dir: str | os.PathLike | None = None) -> Document:
+def load_document(
+    src: str | os.PathLike | Mapping[str, Any], *, base_dir: str | os.PathLike | None = None
+) -> Document:
     """Parse ``src`` and resolve its imports without validating it.
 
     Files without a schema comment are taken as a ``QuantizeConfig`` (or a recipe when they
@@ -1236,7 +1259,11 @@ def _validate_recipe(doc: Document) -> Recipe:
     return Recipe({"recipe_type": "ptq", "description": description}, quantize)
 
 
-def load_config(src: Any, *, base_dir: str | os.PathLike | None = None) -> Any:
+def load_config(
+    src: str | os.PathLike | Mapping[str, Any] | QuantizeConfig,
+    *,
+    base_dir: str | os.PathLike | None = None,
+) -> QuantizeConfig:
     """Load a ``QuantizeConfig`` from a path, YAML/JSON text or a mapping.
 
     Returns a validated ``qconfig.QuantizeConfig`` (a recipe file yields its ``quantize``
@@ -1261,7 +1288,9 @@ def load_config(src: Any, *, base_dir: str | os.PathLike | None = None) -> Any:
     return doc.validate()
 
 
-def load_recipe(src: Any, *, base_dir: str | os.PathLike | None = None) -> Recipe:
+def load_recipe(
+    src: str | os.PathLike | Mapping[str, Any], *, base_dir: str | os.PathLike | None = None
+) -> Recipe:
     """Load a PTQ recipe (``metadata`` + ``quantize``) with its metadata."""
     doc = load_document(src, base_dir=base_dir)
     if doc.schema != _RECIPE:
@@ -1274,7 +1303,9 @@ def load_recipe(src: Any, *, base_dir: str | os.PathLike | None = None) -> Recip
     return _validate_recipe(doc)
 
 
-def load_snippet(src: Any, *, base_dir: str | os.PathLike | None = None) -> Any:
+def load_snippet(
+    src: str | os.PathLike | Mapping[str, Any], *, base_dir: str | os.PathLike | None = None
+) -> Any:
     """Load a file of any declared schema (a unit, a numerics snippet, a preset).
 
     The result is what the schema validates to: a model instance, or a list of
