@@ -1,1 +1,46 @@
-"""qruntime"""
+"""qruntime: apply qconfig plans to PyTorch models — quantizer modules, calibration, state.
+
+Data flows one way (docs/style.md): ``inventory(model)`` → ``qconfig.Manifest``;
+``compile_plan(config, manifest)`` → ``Plan``; ``apply_plan(model, plan, forward_loop)`` patches
+the model and calibrates it; quantizers compute with :mod:`qruntime.numerics`.
+``quantize(model, config, forward_loop)`` does all three, like ``mtq.quantize``.
+"""
+
+from qruntime import modules as _modules  # noqa: F401  (registers the built-in module types)
+from qruntime.apply import PlanMismatchError, applied_plan, apply_plan
+from qruntime.calibrate import UnsupportedAlgorithmError, register_algorithm, registered_methods
+from qruntime.inventory import inventory
+from qruntime.modules import QuantizerSlot, QuantModule
+from qruntime.numerics import fake_quant
+from qruntime.quantize import compile_for, quantize
+from qruntime.quantizer import HardDisabledTensorQuantizer, SequentialQuantizer, TensorQuantizer
+from qruntime.registry import register, unregister
+from qruntime.state import current_plan, quantizer_states, restore_state, save_state
+from qruntime.summary import summary
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "HardDisabledTensorQuantizer",
+    "PlanMismatchError",
+    "QuantModule",
+    "QuantizerSlot",
+    "SequentialQuantizer",
+    "TensorQuantizer",
+    "UnsupportedAlgorithmError",
+    "applied_plan",
+    "apply_plan",
+    "compile_for",
+    "current_plan",
+    "fake_quant",
+    "inventory",
+    "quantize",
+    "quantizer_states",
+    "register",
+    "register_algorithm",
+    "registered_methods",
+    "restore_state",
+    "save_state",
+    "summary",
+    "unregister",
+]

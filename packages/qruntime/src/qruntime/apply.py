@@ -1,0 +1,157 @@
+"""``apply_plan(model, plan, forward_loop)``: patch a model per a compiled plan, then calibrate.
+
+Everything that can be checked without touching the model is checked first (the plan's
+quantizer names, module classes and hard-disabled slots against :func:`inventory`, formats the
+numerics can run, calibration methods that exist). Then, inside one transaction
+(:mod:`qruntime.transaction`): modules are converted (config-semantics §7.1), every quantizer is
+set from the plan — a tuple of attributes becomes a ``SequentialQuantizer`` (§9.5), a single set
+on an existing one replaces it by a ``TensorQuantizer`` (§9.4) — and ``plan.algorithm`` runs.
+Any exception restores the model exactly as it was and is re-raised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from qconfig.attributes import QuantizerAttributeConfig
+from qconfig.plan import Plan, QuantizerPlan
+from torch import nn
+
+from qruntime import modules as _modules
+from qruntime.calibrate import check_supported, run_algorithms
+from qruntime.calibrate.registry import ForwardLoop
+from qruntime.inventory import inventory, module_sites
+from qruntime.numerics import as_attributes, resolve_format
+from qruntime.quantizer import SequentialQuantizer, TensorQuantizer
+from qruntime.transaction import ModelSnapshot
+
+__all__ = [
+    "PLAN_ATTRIBUTE",
+    "PlanMismatchError",
+    "applied_plan",
+    "apply_plan",
+    "check_plan",
+    "patch_model",
+]
+
+#: Where the applied plan is kept on the root module (read by ``summary`` and ``save_state``).
+PLAN_ATTRIBUTE = "_qruntime_plan"
+
+
+class PlanMismatchError(ValueError):
+    """The plan was compiled for another model (or cannot run here); nothing was changed."""
+
+
+def _listing(names: Iterable[str], limit: int = 5) -> str:
+    names = sorted(names)
+    more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def _elements(q: QuantizerPlan) -> tuple[QuantizerAttributeConfig, ...]:
+    return q.attributes if isinstance(q.attributes, tuple) else (q.attributes,)
+
+
+def _check_format(name: str, attrs: QuantizerAttributeConfig) -> None:
+    """Enabled attribute sets must map to a numerics format (numerics.md §2.1 dispatch)."""
+    if attrs.backend is not None:
+        raise PlanMismatchError(
+            f"{name}: custom quantization backend {attrs.backend!r} is not available in "
+            "qruntime. The model was not changed."
+        )
+    record = as_attributes(attrs)
+    axes = record.block_axes
+    if axes and all(v is None for v in axes.values()):
+        record = record.replace(block_sizes=None)
+    try:
+        resolve_format(record)
+    except ValueError as exc:
+        raise PlanMismatchError(f"{name}: {exc}. The model was not changed.") from None
+
+
+def check_plan(model: nn.Module, plan: Plan) -> None:
+    """Raise ``PlanMismatchError`` unless ``plan`` fits ``model`` exactly (names, classes)."""
+    manifest = inventory(model)
+    sites = {name: (module, site) for name, module, site in manifest.iter_sites()}
+    missing = sites.keys() - plan.quantizers.keys()
+    extra = plan.quantizers.keys() - sites.keys()
+    if missing or extra:
+        parts = []
+        if extra:
+            parts.append(f"{len(extra)} quantizer(s) the model does not have: {_listing(extra)}")
+        if missing:
+            parts.append(
+                f"{len(missing)} model quantizer(s) missing from the plan: {_listing(missing)}"
+            )
+        raise PlanMismatchError(
+            "the plan does not fit this model (was it compiled for another manifest?): "
+            + "; ".join(parts)
+            + ". The model was not changed."
+        )
+    for name, q in plan.quantizers.items():
+        module, site = sites[name]
+        if q.parent_class != module.registry_key:
+            raise PlanMismatchError(
+                f"{name}: the plan expects a {q.parent_class} module, the model has "
+                f"{module.class_name} ({module.registry_key}). The model was not changed."
+            )
+        if site.hard_disabled and q.is_sequential:
+            raise PlanMismatchError(
+                f"{name} is hard-disabled and cannot become a sequential quantizer. "
+                "The model was not changed."
+            )
+        for attrs in _elements(q):
+            if attrs.enable:
+                _check_format(name, attrs)
+
+
+def _set_quantizer(model: nn.Module, name: str, q: QuantizerPlan) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    current = parent._modules[attr]
+    if q.is_sequential:
+        attrs: Any = q.attributes
+        if not (isinstance(current, SequentialQuantizer) and len(current) == len(attrs)):
+            current = SequentialQuantizer(*(TensorQuantizer() for _ in attrs))
+            parent._modules[attr] = current
+    elif isinstance(current, SequentialQuantizer):
+        current = TensorQuantizer()
+        parent._modules[attr] = current
+    current.set_from_attribute_config(q.attributes)
+
+
+def patch_model(model: nn.Module, plan: Plan) -> None:
+    """Convert the plan's modules and set every quantizer (no checks, no transaction)."""
+    for _, module, registration, _ in module_sites(model):
+        if not _modules.is_converted(module):
+            _modules.convert_module(module, registration)
+    for name, q in plan.quantizers.items():
+        _set_quantizer(model, name, q)
+
+
+def apply_plan(model: nn.Module, plan: Plan, forward_loop: ForwardLoop | None = None) -> nn.Module:
+    """Quantize ``model`` in place per ``plan`` and run ``plan.algorithm``; returns ``model``.
+
+    ``forward_loop(model)`` runs the calibration data through the model (max calibration calls
+    it once; it is not needed without calibration or for weight-only calibration). On any
+    error the model — modules, classes, parameters, buffers, hooks, training flags — is left
+    exactly as it was. A model that is already quantized is re-configured: its quantizers are
+    set from the plan (calibrated ``_amax`` buffers are kept, config-semantics §2.4).
+    """
+    check_plan(model, plan)
+    check_supported(plan)
+    snapshot = ModelSnapshot(model)
+    try:
+        patch_model(model, plan)
+        run_algorithms(model, plan.algorithm, forward_loop)
+        model.__dict__[PLAN_ATTRIBUTE] = plan
+    except BaseException:
+        snapshot.restore()
+        raise
+    return model
+
+
+def applied_plan(model: nn.Module) -> Plan | None:
+    """The plan last applied to ``model`` (None if it was never quantized by qruntime)."""
+    return model.__dict__.get(PLAN_ATTRIBUTE)

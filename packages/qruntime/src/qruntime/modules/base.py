@@ -1,0 +1,103 @@
+"""The quant mixin every converted module type derives from, and its quantizer slots.
+
+A quant mixin declares its quantizers as *slots* (``quantizer_slots``): name relative to the
+module, module-default attributes and whether it is hard-disabled. The same list feeds
+:func:`qruntime.inventory` (which must not touch the model and works on the meta device) and the
+conversion (which creates one ``TensorQuantizer`` per slot, in slot order, so that ``state_dict``
+and ``named_modules`` order match Model Optimizer's, config-semantics §14.1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from qconfig.attributes import QuantizerAttributeConfig
+from torch import nn
+
+from qruntime.quantizer import HardDisabledTensorQuantizer, SequentialQuantizer, TensorQuantizer
+
+__all__ = [
+    "INT8_AXIS0",
+    "INT8_DISABLED",
+    "INT8_PER_TENSOR",
+    "QuantModule",
+    "QuantizerSlot",
+]
+
+#: Module-default descriptors (Model Optimizer's ``QUANT_DESC_8BIT_*``, config-semantics §7.2).
+INT8_PER_TENSOR = QuantizerAttributeConfig(num_bits=8)
+INT8_AXIS0 = QuantizerAttributeConfig(num_bits=8, axis=0)
+INT8_DISABLED = QuantizerAttributeConfig(num_bits=8, enable=False)
+
+
+@dataclass(frozen=True)
+class QuantizerSlot:
+    """One quantizer a converted module gets, as conversion leaves it.
+
+    ``attribute`` is ``"weight_quantizer"`` or, for quantizer lists, ``"<name>.<index>"`` (an
+    ``nn.ModuleList``, e.g. fused experts' ``gate_up_proj_weight_quantizers.0``).
+    """
+
+    attribute: str
+    defaults: QuantizerAttributeConfig = field(default_factory=lambda: INT8_PER_TENSOR)
+    hard_disabled: bool = False
+
+    def build(self) -> TensorQuantizer:
+        cls = HardDisabledTensorQuantizer if self.hard_disabled else TensorQuantizer
+        return cls(self.defaults)
+
+
+class QuantModule(nn.Module):
+    """Base of quant mixins; a converted module's class is ``Quant<C>(mixin, C)``.
+
+    Subclasses implement :meth:`quantizer_slots` and usually ``forward``. The default
+    :meth:`iter_weights_for_calibration` pairs ``<w>_weight_quantizer`` (or ``weight_quantizer``)
+    with the parameter ``<w>`` (``weight``) and ``<w>_weight_quantizers.<i>`` with ``<w>[i]``.
+    """
+
+    @classmethod
+    def quantizer_slots(cls, module: nn.Module) -> list[QuantizerSlot]:
+        """The quantizers ``module`` (not yet converted) gets, in creation order."""
+        raise NotImplementedError(f"{cls.__name__} must define quantizer_slots()")
+
+    def _setup(self) -> None:
+        """Create the quantizers of every slot (conversion, after the class swap)."""
+        lists: dict[str, nn.ModuleList] = {}
+        for slot in type(self).quantizer_slots(self):
+            quantizer = slot.build()
+            head, sep, index = slot.attribute.partition(".")
+            if not sep:
+                self.add_module(head, quantizer)
+                continue
+            if not index.isdigit() or "." in index:
+                raise ValueError(f"unsupported quantizer slot name {slot.attribute!r}")
+            container = lists.get(head)
+            if container is None:
+                container = lists[head] = nn.ModuleList()
+                self.add_module(head, container)
+            if int(index) != len(container):
+                raise ValueError(f"quantizer list {head!r} slots must be numbered 0, 1, ...")
+            container.append(quantizer)
+
+    def iter_weights_for_calibration(
+        self,
+    ) -> Iterator[tuple[torch.Tensor, TensorQuantizer | SequentialQuantizer]]:
+        """``(weight tensor, its quantizer)`` pairs that max calibration reads directly
+        (calibration.md §0.5: weights are calibrated from the tensor, not from data)."""
+        params = dict(self._parameters)
+        for name, module in self._modules.items():
+            if name == "weight_quantizer" and params.get("weight") is not None:
+                yield params["weight"], module  # type: ignore[misc]
+            elif (
+                name.endswith("_weight_quantizer")
+                and params.get(name[: -len("_weight_quantizer")]) is not None
+            ):
+                yield params[name[: -len("_weight_quantizer")]], module  # type: ignore[misc]
+            elif name.endswith("_weight_quantizers") and isinstance(module, nn.ModuleList):
+                weight = params.get(name[: -len("_weight_quantizers")])
+                if weight is None:
+                    continue
+                for index, quantizer in enumerate(module):
+                    yield weight[index], quantizer  # type: ignore[misc]

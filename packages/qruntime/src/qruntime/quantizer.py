@@ -1,0 +1,494 @@
+"""``TensorQuantizer`` and ``SequentialQuantizer``: the nn.Modules a patched model calls.
+
+A quantizer holds the attribute set it was configured with (``config``), the runtime state Model
+Optimizer keeps beside it (``_disabled``, ``_axis``, ``_block_sizes``, ``_if_quant``,
+``_if_calib``, ``_rotate``) and its calibration buffers (``_amax``, ``_pre_quant_scale``,
+``_bias_value``, ``_global_amax``) under Model Optimizer's names, so ``state_dict`` keys read
+``<module>.weight_quantizer._amax`` (config-semantics §12.2). Its forward runs the order of
+numerics.md §2 and hands the quantization itself to :func:`qruntime.numerics.fake_quant`.
+
+Two runtime rewrites of Model Optimizer are reproduced because they are visible in its state
+(and hence in conformance comparisons and saved checkpoints): on the first enabled forward
+``block_sizes`` whose integer keys all map to None become ``axis`` (numerics.md §2 step 5), and a
+static block layout sets ``axis`` to the kept dims of the block view (§3.2, e.g. ``(0,)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from qconfig.attributes import QuantizerAttributeConfig, RotateConfig
+from torch import nn
+
+from qruntime.calibrators import BiasCalibrator, MaxCalibrator
+from qruntime.numerics import fake_quant
+from qruntime.numerics.attributes import QuantAttributes, RotateSpec, as_attributes
+from qruntime.numerics.blocks import StaticBlockPlan, static_block_plan
+from qruntime.numerics.rotation import rotate as hadamard_rotate
+
+__all__ = [
+    "ATTRIBUTE_FIELDS",
+    "HardDisabledTensorQuantizer",
+    "SequentialQuantizer",
+    "TensorQuantizer",
+    "is_quantizer",
+]
+
+#: The 19 ``QuantizerAttributeConfig`` fields in declaration order (config-semantics §2.1).
+ATTRIBUTE_FIELDS: tuple[str, ...] = tuple(QuantizerAttributeConfig.model_fields)
+
+_DEFAULT_CONFIG = QuantizerAttributeConfig()
+_NO_ROTATION = RotateSpec()
+
+
+def _is_mx(block_sizes: Mapping[Any, Any] | None) -> bool:
+    return (
+        block_sizes is not None
+        and block_sizes.get("type") == "dynamic"
+        and block_sizes.get("scale_bits") == (8, 0)
+    )
+
+
+def _rotate_spec(rotate: Any) -> RotateSpec:
+    return as_attributes({"rotate": rotate}).rotate
+
+
+class TensorQuantizer(nn.Module):
+    """Fake-quantizes one tensor per the attributes of ``QuantizerAttributeConfig``.
+
+    Calibration state (``_if_calib``/``_if_quant``) is driven by the calibration algorithms in
+    :mod:`qruntime.calibrate`; outside calibration a configured quantizer quantizes with its
+    stored ``_amax`` if it has one, else with an amax recomputed from each input (dynamic).
+    """
+
+    def __init__(self, config: QuantizerAttributeConfig | None = None) -> None:
+        super().__init__()
+        self._config = _DEFAULT_CONFIG
+        self._if_quant = True
+        self._if_calib = False
+        self._enable_pre_quant_scale = True
+        self._calibrator: MaxCalibrator | None = None
+        self._bias_calibrator: BiasCalibrator | None = None
+        self._block_plan: StaticBlockPlan | None = None
+        self._work: QuantAttributes | None = None
+        self.set_from_attribute_config(config if config is not None else _DEFAULT_CONFIG)
+
+    # ------------------------------------------------------------------ configuration
+    def set_from_attribute_config(
+        self, config: QuantizerAttributeConfig | Mapping[str, Any]
+    ) -> None:
+        """Apply an attribute set: a full replacement for a config, a partial update for a dict.
+
+        Mirrors ``TensorQuantizer.set_from_attribute_config`` (config-semantics §2.4): a full
+        replacement writes all 19 fields and builds a fresh calibrator; a dict writes only its
+        keys; a dict equal to ``{"enable": False}`` also switches rotation off (§9.3); MX formats
+        force the straight-through gradient. Calibration buffers are never reset (§2.4, [obs M2]);
+        ``constant_amax`` (re)writes ``_amax``.
+        """
+        if isinstance(config, QuantizerAttributeConfig):
+            values = {name: getattr(config, name) for name in ATTRIBUTE_FIELDS}
+            full = True
+        else:
+            unknown = set(config) - set(ATTRIBUTE_FIELDS)
+            if unknown:
+                raise AssertionError(f"{sorted(unknown)} is not a valid TensorQuantizer attribute")
+            values = dict(config)
+            full = False
+        merged = {**self._config.__dict__, **values}
+        if merged.get("block_sizes") is not None and "block_sizes" in values:
+            merged["axis"] = None
+        self._config = QuantizerAttributeConfig.model_construct(
+            _fields_set=set(self._config.model_fields_set) | set(values), **merged
+        )
+        if "enable" in values:
+            self._disabled = values["enable"] is False
+        if full or "axis" in values:
+            self._axis = merged["axis"]
+        if full or "block_sizes" in values:
+            self._block_sizes = merged["block_sizes"]
+            self._block_plan = None
+            if self._block_sizes is not None:
+                self._axis = None
+        if full or "rotate" in values:
+            self._rotate = merged["rotate"]
+        if full or "calibrator" in values:
+            self._calibrator = MaxCalibrator(self._axis) if merged["calibrator"] == "max" else None
+        if full or "bias" in values:
+            bias = merged["bias"]
+            self._bias_calibrator = BiasCalibrator(bias) if bias is not None else None
+        if self._calibrator is not None:
+            self._calibrator.axis = self._axis
+        if not full and values == {"enable": False}:
+            self.disable_rotate()
+        if _is_mx(self._block_sizes) and not merged["pass_through_bwd"]:
+            self._config = self._config.model_copy(update={"pass_through_bwd": True})
+        if merged["constant_amax"] is not None and "constant_amax" in values:
+            self._set_buffer("_amax", torch.tensor(float(merged["constant_amax"])))
+        self._work = None
+
+    @property
+    def config(self) -> QuantizerAttributeConfig:
+        """The attribute set as configured, with the current enable state and rotation (what a
+        plan must hold to rebuild this quantizer; the runtime axis rewrites are not included)."""
+        enable = not self._disabled
+        if self._config.enable == enable and self._config.rotate is self._rotate:
+            return self._config
+        return self._config.model_copy(update={"enable": enable, "rotate": self._rotate})
+
+    def attributes(self) -> dict[str, Any]:
+        """Every attribute field with its *runtime* value (Model Optimizer's quantizer state).
+
+        ``axis``/``block_sizes`` reflect the runtime rewrites of numerics.md §2 steps 5-6 and
+        ``rotate`` a rotation switched off by ``{"enable": False}``.
+        """
+        out = dict(self._config.__dict__)
+        out["enable"] = not self._disabled
+        out["axis"] = self._axis
+        out["block_sizes"] = self._block_sizes
+        out["rotate"] = self._rotate
+        return out
+
+    # ------------------------------------------------------------------ Model Optimizer API
+    @property
+    def is_enabled(self) -> bool:
+        return not self._disabled
+
+    def enable(self) -> None:
+        self._disabled = False
+        self._work = None
+
+    def disable(self) -> None:
+        self._disabled = True
+        self._work = None
+
+    def enable_quant(self) -> None:
+        self._if_quant = True
+
+    def disable_quant(self) -> None:
+        self._if_quant = False
+
+    def enable_calib(self) -> None:
+        """Collect statistics in forward; dynamic quantizers never calibrate (numerics.md §2.2)."""
+        if self._calibrator is None:
+            raise ValueError("Calibrator was not created, cannot enable calibration.")
+        if self._config.type == "dynamic":
+            return
+        self._if_calib = True
+
+    def disable_calib(self) -> None:
+        self._if_calib = False
+
+    def disable_rotate(self) -> None:
+        """Switch rotation off keeping the field's type (config-semantics §9.3)."""
+        if isinstance(self._rotate, RotateConfig):
+            self._rotate = self._rotate.model_copy(update={"enable": False})
+        elif isinstance(self._rotate, Mapping):
+            self._rotate = dict(self._rotate, enable=False)
+        else:
+            self._rotate = False
+        self._work = None
+
+    @property
+    def num_bits(self) -> Any:
+        return self._config.num_bits
+
+    @property
+    def axis(self) -> Any:
+        return self._axis
+
+    @axis.setter
+    def axis(self, value: Any) -> None:
+        self._axis = value
+        if self._calibrator is not None:
+            self._calibrator.axis = value
+        self._work = None
+
+    @property
+    def block_sizes(self) -> dict | None:
+        return self._block_sizes
+
+    @property
+    def fake_quant(self) -> bool:
+        return self._config.fake_quant
+
+    @property
+    def is_dynamic(self) -> bool:
+        return self._config.type == "dynamic"
+
+    @property
+    def is_mx_format(self) -> bool:
+        return _is_mx(self._block_sizes)
+
+    @property
+    def is_static_block_quant(self) -> bool:
+        bs = self._block_sizes
+        return bs is not None and bs.get("type") != "dynamic" and self._config.fake_quant
+
+    @property
+    def is_nvfp4_static(self) -> bool:
+        bs = self._block_sizes
+        return (
+            self.is_static_block_quant
+            and self._config.num_bits == (2, 1)
+            and bs is not None
+            and bs.get("scale_bits") == (4, 3)
+        )
+
+    @property
+    def uses_constant_amax(self) -> bool:
+        return self._config.use_constant_amax or self._config.constant_amax is not None
+
+    # ------------------------------------------------------------------ buffers
+    def _set_buffer(self, name: str, value: torch.Tensor) -> None:
+        """(Re)register a buffer with a *new* tensor; never copied in place, so that a
+        transaction snapshot of ``_buffers`` restores the old tensor object (apply.py)."""
+        value = value.detach().clone()
+        old = self._buffers.get(name)
+        if old is not None and old.shape != value.shape:
+            raise RuntimeError("Changing shape when setting amax is not allowed.")
+        if old is not None:
+            value = value.to(old.device)
+        self._buffers.pop(name, None)
+        self.register_buffer(name, value)
+
+    @property
+    def amax(self) -> torch.Tensor | None:
+        """The stored amax (None: dynamic, or an MX format, which never reads it)."""
+        if self.is_mx_format:
+            return None
+        return self._buffers.get("_amax")
+
+    @amax.setter
+    def amax(self, value: Any) -> None:
+        if value is None:
+            raise AssertionError("amax cannot be set to None.")
+        self._set_buffer("_amax", torch.as_tensor(value))
+
+    def reset_amax(self) -> None:
+        self._buffers.pop("_amax", None)
+        if self._calibrator is not None:
+            self._calibrator.reset()
+
+    @property
+    def pre_quant_scale(self) -> torch.Tensor | None:
+        if not self._enable_pre_quant_scale:
+            return None
+        return self._buffers.get("_pre_quant_scale")
+
+    @pre_quant_scale.setter
+    def pre_quant_scale(self, value: torch.Tensor) -> None:
+        self._buffers.pop("_pre_quant_scale", None)
+        self.register_buffer("_pre_quant_scale", torch.as_tensor(value).detach().clone())
+
+    @property
+    def global_amax(self) -> torch.Tensor | None:
+        return self._buffers.get("_global_amax")
+
+    @global_amax.setter
+    def global_amax(self, value: torch.Tensor) -> None:
+        self._buffers.pop("_global_amax", None)
+        self.register_buffer("_global_amax", torch.as_tensor(value).detach().clone())
+
+    @property
+    def bias_value(self) -> torch.Tensor | None:
+        return self._buffers.get("_bias_value")
+
+    def load_calib_amax(self) -> None:
+        """Store the calibrator's running max as ``_amax`` (calibration.md §0.3)."""
+        if self._calibrator is None:
+            raise RuntimeError("Calibrator not created.")
+        amax = self._calibrator.compute_amax()
+        if amax is None:
+            raise RuntimeError("Calibrator returned None: it has not seen any tensor.")
+        self.amax = amax
+
+    def load_calib_bias(self) -> None:
+        if self._bias_calibrator is None:
+            raise RuntimeError("Bias calibrator not created.")
+        bias = self._bias_calibrator.compute_bias()
+        if bias is None:
+            raise RuntimeError("Bias calibrator returned None: it has not seen any tensor.")
+        self._buffers.pop("_bias_value", None)
+        self.register_buffer("_bias_value", bias.detach().clone())
+
+    # ------------------------------------------------------------------ forward
+    def _work_attributes(self) -> QuantAttributes:
+        """The attribute record handed to ``fake_quant``: runtime axis/block sizes, enabled,
+        rotation already applied by this module (cached until the state changes)."""
+        if self._work is None:
+            values = dict(self._config.__dict__)
+            values.update(enable=True, axis=self._axis, block_sizes=self._block_sizes)
+            self._work = as_attributes(values).replace(rotate=_NO_ROTATION)
+        return self._work
+
+    def _block_sizes_to_axis(self, x: torch.Tensor) -> None:
+        """numerics.md §2 step 5: ``{-1: None}`` means "reduce these dims" → ``axis`` = the rest."""
+        bs = self._block_sizes
+        if bs is None or not all(v is None for k, v in bs.items() if isinstance(k, int)):
+            return
+        listed = {k if k >= 0 else k + x.dim() for k in bs if isinstance(k, int)}
+        self.axis = tuple(i for i in range(x.dim()) if i not in listed) or None
+        self._block_sizes = None
+        self._work = None
+
+    def _static_plan(self, x: torch.Tensor) -> StaticBlockPlan:
+        """numerics.md §3.2: the pad-and-reshape plan, fixed by the first input's shape."""
+        plan = self._block_plan
+        if plan is None:
+            plan = static_block_plan(x.shape, self._block_sizes or {})
+            self._block_plan = plan
+            self.axis = plan.axis
+        elif tuple(x.shape) != plan.shape:
+            raise ValueError(
+                f"Input shape has changed from {tuple(plan.shape)} to {tuple(x.shape)}. "
+                "Block-quantization requires a fixed input shape."
+            )
+        return plan
+
+    def _collect(self, x: torch.Tensor) -> None:
+        """numerics.md §2 step 7: a static bias is collected first and subtracted (§10.1)."""
+        if (
+            self._bias_calibrator is not None
+            and (self._config.bias or {}).get("type", "static") == "static"
+        ):
+            self._bias_calibrator.collect(x)
+            x = x - self._bias_calibrator.compute_bias()
+        assert self._calibrator is not None
+        self._calibrator.collect(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """numerics.md §2: pre_quant_scale, rotation, disabled pass-through, block_sizes → axis,
+        static block reshape, calibration, fake quant, un-reshape, rotate back."""
+        if x.numel() == 0:
+            return x
+        pqs = self._buffers.get("_pre_quant_scale")
+        if pqs is not None and self._enable_pre_quant_scale:
+            x = x * pqs
+        rotation = _rotate_spec(self._rotate) if self._rotate else _NO_ROTATION
+        if rotation.enable:
+            x = hadamard_rotate(x, rotation)
+        if self._disabled:
+            return hadamard_rotate(x, rotation) if rotation.rotate_back else x
+        if self._block_sizes is not None and self._config.fake_quant:
+            self._block_sizes_to_axis(x)
+        static = self.is_static_block_quant
+        plan = self._static_plan(x) if static else None
+        if self._if_calib and self._config.type != "dynamic":
+            self._collect(plan.to_blocks(x) if plan is not None else x)
+        if not self._if_quant:
+            return hadamard_rotate(x, rotation) if rotation.rotate_back else x
+        if not x.is_contiguous():
+            x = x.contiguous()
+        amax = None if self.is_mx_format else self._buffers.get("_amax")
+        y = fake_quant(
+            x,
+            self._work_attributes(),
+            amax,
+            global_amax=self._buffers.get("_global_amax"),
+            bias_value=self._buffers.get("_bias_value"),
+        )
+        return hadamard_rotate(y, rotation) if rotation.rotate_back else y
+
+    def extra_repr(self) -> str:
+        if self._disabled:
+            return "disabled"
+        from qconfig.plan import describe_format
+
+        text = describe_format(self.config)
+        amax = self.amax
+        if amax is not None:
+            text += f" amax={amax.item():.4g}" if amax.numel() == 1 else f" amax=({amax.numel()},)"
+        elif not self.uses_constant_amax:
+            text += " amax=dynamic"
+        if not self._if_quant:
+            text += " (quant off)"
+        if self._if_calib:
+            text += " (calibrating)"
+        return text
+
+
+class HardDisabledTensorQuantizer(TensorQuantizer):
+    """A quantizer slot that can never be enabled: the Embedding's ``input_quantizer`` (§7.2).
+
+    Configs are absorbed and the quantizer forced back off; explicit enabling raises.
+    """
+
+    _ERROR = (
+        "This TensorQuantizer is hard-disabled by its parent module (the input_quantizer of an "
+        "nn.Embedding, whose input is integer indices) and cannot be enabled."
+    )
+
+    def set_from_attribute_config(
+        self, config: QuantizerAttributeConfig | Mapping[str, Any]
+    ) -> None:
+        super().set_from_attribute_config(config)
+        self._disabled = True
+
+    def enable(self) -> None:
+        raise RuntimeError(self._ERROR)
+
+    def enable_quant(self) -> None:
+        raise RuntimeError(self._ERROR)
+
+    def enable_calib(self) -> None:
+        raise RuntimeError(self._ERROR)
+
+
+class SequentialQuantizer(nn.Sequential):
+    """``Q_n(...Q_1(x))`` with one amax per element (numerics.md §10.2, config-semantics §7.3).
+
+    Children are named ``<name>.0``, ``<name>.1``; reads like ``is_enabled`` answer for the
+    container (true when any element is on), calls broadcast to every element.
+    """
+
+    def __init__(self, *quantizers: TensorQuantizer) -> None:
+        super().__init__(*quantizers)
+
+    def __iter__(self) -> Iterator[TensorQuantizer]:  # type: ignore[override]
+        return iter(self._modules.values())  # type: ignore[arg-type]
+
+    def set_from_attribute_config(
+        self,
+        config: QuantizerAttributeConfig
+        | Mapping[str, Any]
+        | list[QuantizerAttributeConfig]
+        | tuple[QuantizerAttributeConfig, ...],
+    ) -> None:
+        """A list is zipped with the elements (shorter wins); a single set is broadcast."""
+        if isinstance(config, (list, tuple)):
+            for quantizer, attrs in zip(self, config, strict=False):
+                quantizer.set_from_attribute_config(attrs)
+        else:
+            for quantizer in self:
+                quantizer.set_from_attribute_config(config)
+
+    @property
+    def is_enabled(self) -> bool:
+        return any(q.is_enabled for q in self)
+
+    def enable(self) -> None:
+        for q in self:
+            q.enable()
+
+    def disable(self) -> None:
+        for q in self:
+            q.disable()
+
+    @property
+    def config(self) -> tuple[QuantizerAttributeConfig, ...]:
+        return tuple(q.config for q in self)
+
+    def attributes(self) -> list[dict[str, Any]]:
+        return [q.attributes() for q in self]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for quantizer in self:
+            x = quantizer(x)
+        return x
+
+
+def is_quantizer(module: nn.Module) -> bool:
+    """A ``TensorQuantizer`` or ``SequentialQuantizer`` (what config patterns can select, §9.2)."""
+    return isinstance(module, (TensorQuantizer, SequentialQuantizer))
