@@ -1167,19 +1167,13 @@ _RECIPE_TYPES = (
 _DEFAULT_DESCRIPTION = "Model optimization recipe."
 
 
-def _root_schema(parsed: _Parsed, default: str | None) -> str:
+def _root_schema(parsed: _Parsed) -> str:
+    """Declared schema, else a recipe when it has recipe sections, else a QuantizeConfig."""
     if parsed.schema is not None:
         return parsed.schema
     if isinstance(parsed.body, dict) and ("metadata" in parsed.body or "quantize" in parsed.body):
         return _RECIPE
-    if default is None:
-        raise _error(
-            SHAPE_ERROR,
-            "This file declares no type: add a '# modelopt-schema: qconfig.<Type>' comment.",
-            None,
-            file=parsed.file,
-        )
-    return default
+    return "QuantizeConfig"
 
 
 def load_document(
@@ -1192,7 +1186,7 @@ def load_document(
     mappings (default: the current directory); files always use their own directory.
     """
     parsed = _parse_source(src, base_dir)
-    schema = _root_schema(parsed, "QuantizeConfig")
+    schema = _root_schema(parsed)
     session = _Session(parsed.base_dir)
     if parsed.file is not None:
         key = os.path.normcase(str(Path(parsed.file).resolve()))
