@@ -72,7 +72,7 @@ def tq_attributes(tq: TensorQuantizer) -> dict:
 
 def _normalize_rotate(attrs: dict) -> dict:
     rotate = attrs["rotate"]
-    if not isinstance(rotate, bool):
+    if not isinstance(rotate, (bool, dict)):
         attrs = {**attrs, "rotate": dict(rotate.model_dump())}
     return attrs
 
@@ -86,8 +86,10 @@ def quantizer_states(model: nn.Module) -> dict[str, dict]:
             out[name] = {"enable": any(c["enable"] for c in children), "attributes": children}
         elif isinstance(module, TensorQuantizer):
             parent = name.rsplit(".", 1)[0] if "." in name else ""
-            if parent in out and "attributes" in out[parent] and isinstance(
-                model.get_submodule(parent), SequentialQuantizer
+            if (
+                parent in out
+                and "attributes" in out[parent]
+                and isinstance(model.get_submodule(parent), SequentialQuantizer)
             ):
                 continue
             attrs = _normalize_rotate(tq_attributes(module))
@@ -129,6 +131,13 @@ def apply(model: nn.Module, quant_cfg) -> nn.Module:
     return model
 
 
+def check_weights(model: nn.Module, quant_cfg) -> None:
+    """0.47.0's post-application weight check (§10.3), raising as mtq.quantize does."""
+    _check_weight_quantization_took_effect(
+        model, mc.QuantizeConfig(quant_cfg=quant_cfg, algorithm=None)
+    )
+
+
 def manifest_of(model: nn.Module, label: str = "") -> Manifest:
     """A manifest read off Model Optimizer's converted copy of ``model``."""
     quant = converted(model)
@@ -140,7 +149,9 @@ def manifest_of(model: nn.Module, label: str = "") -> Manifest:
         for name, m in quant.named_modules()
         if type(m) in QuantModuleRegistry._dynamic_classes.values()
     }
+    originals = {dm: cls for cls, dm in QuantModuleRegistry._dynamic_classes.items()}
     for name, m in qmods.items():
+        original = originals[type(m)]
         weight = getattr(m, "weight", None)
         if not isinstance(weight, torch.Tensor):
             weight = None
@@ -151,6 +162,11 @@ def manifest_of(model: nn.Module, label: str = "") -> Manifest:
             parent_class_keys=[k for k, cls in key_classes.items() if isinstance(m, cls)],
             weight_shape=list(weight.shape) if weight is not None else None,
             weight_dtype=str(weight.dtype).removeprefix("torch.") if weight is not None else None,
+            subclass_of=[
+                key
+                for cls, key in QuantModuleRegistry._key_registry.items()
+                if issubclass(original, cls)
+            ],
         )
     for name, tq in quant.named_modules():
         if not isinstance(tq, TensorQuantizer):

@@ -227,13 +227,17 @@ def to_quantize_config(config: Any) -> QuantizeConfig:
 
 @dataclass
 class CompileResult:
-    """A plan plus what lint needs to know about each entry."""
+    """A plan plus what lint needs to know about each entry and quantizer."""
 
     plan: Plan
     entries: list[QuantizerCfgEntry]
     matched_count: list[int]
     live: list[bool]
     problems: list[tuple[str, int, str]]
+    #: per quantizer name, per element: (entry that set its attributes, entry that set enable)
+    element_sources: dict[str, tuple[tuple[int | None, int | None], ...]] = field(
+        default_factory=dict
+    )
 
 
 def _selector(entries: list[QuantizerCfgEntry]):
@@ -326,7 +330,12 @@ def compile_detailed(config: Any, manifest: Manifest) -> CompileResult:
             enable = attrs.enable
         plans[key] = (attrs, enable)
 
+    group_sources = {
+        key: tuple((e.attrs_src, e.enable_src) for e in state.elements())
+        for key, state in folded.items()
+    }
     quantizers: dict[str, QuantizerPlan] = {}
+    element_sources = {}
     module_of = {}
     for key, rows in members.items():
         for name, module in rows:
@@ -342,6 +351,7 @@ def compile_detailed(config: Any, manifest: Manifest) -> CompileResult:
             sources=tuple(folded[key].sources),
             hard_disabled=site_hard,
         )
+        element_sources[name] = group_sources[key]
 
     diagnostics = [
         Diagnostic(code, "warning", msg, path=f"quant_cfg[{i}]")
@@ -350,7 +360,7 @@ def compile_detailed(config: Any, manifest: Manifest) -> CompileResult:
     if os.environ.get("MODELOPT_SKIP_WEIGHT_QUANT_CHECK") != "1":
         _weight_check(entries, quantizers)
     plan = Plan(quantizers, qc.algorithms(), diagnostics, manifest.model)
-    return CompileResult(plan, entries, matched_count, live, problems)
+    return CompileResult(plan, entries, matched_count, live, problems, element_sources)
 
 
 def compile_plan(config: Any, manifest: Manifest) -> Plan:

@@ -81,7 +81,10 @@ class Plan:
         doc = {
             "format": PLAN_FORMAT,
             "model": self.manifest_model,
-            "algorithm": [a.model_dump(mode="json", exclude_unset=True) for a in self.algorithm],
+            "algorithm": [
+                {"method": a.method, **a.model_dump(mode="json", exclude_unset=True)}
+                for a in self.algorithm
+            ],
             "attribute_sets": sets,
             "quantizers": quantizers,
             "diagnostics": [d.to_dict() for d in self.diagnostics],

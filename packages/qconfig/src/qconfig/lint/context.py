@@ -1,0 +1,44 @@
+"""What a lint rule can look at: the raw document, the validated config, the manifest and the
+compile result, plus a way to turn a JSON path into a file position."""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from qconfig.compile import CompileResult
+from qconfig.errors import Diagnostic
+from qconfig.manifest import Manifest
+from qconfig.normalize import ExpandedEntry
+from qconfig.quantize import QuantizeConfig
+
+__all__ = ["Finding", "LintContext"]
+
+Path = tuple[int | str, ...]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A rule's result: a message and the JSON path it is about (file position comes later)."""
+
+    message: str
+    path: Path = ()
+
+
+@dataclass
+class LintContext:
+    file: str | None
+    raw: Any  # the resolved document's QuantizeConfig mapping (imports already spliced)
+    raw_path: Path  # where that mapping sits in the document (("quantize",) for recipes)
+    config: QuantizeConfig
+    expanded: list[ExpandedEntry]
+    manifest: Manifest | None = None
+    compiled: CompileResult | None = None
+    locate: Callable[[Path], tuple[str | None, int | None, int | None]] = field(
+        default=lambda path: (None, None, None)
+    )
+    #: compile errors (QC101–QC103); model-aware rules are skipped when there are any
+    compile_errors: list[Diagnostic] = field(default_factory=list)
+
+    def entry_path(self, index: int) -> Path:
+        """JSON path of normalized entry ``index`` in the document."""
+        return (*self.raw_path, "quant_cfg", *self.expanded[index].source)
