@@ -744,6 +744,16 @@ def test_inexpressible_rules_are_left_to_the_loader():
         assert schema_errors(doc) == [] and not model_accepts(doc)
 
 
+VERDICTS = json.loads((ROOT / "tests/e2e/node/fixtures/verdicts.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("case", VERDICTS, ids=[c["name"] for c in VERDICTS])
+def test_verdict_fixtures_match_schema_and_models(case):
+    """The corpus ajv is checked against (tests/e2e/node/ajv.test.mjs) is right for Python too."""
+    assert (not schema_errors(case["doc"])) == case["valid"]
+    assert model_accepts(case["doc"]) == case.get("model_accepts", case["valid"])
+
+
 # -- manifest and plan --------------------------------------------------------------------------
 
 

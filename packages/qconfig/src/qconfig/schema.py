@@ -48,7 +48,7 @@ def json_schema(kind: str = "config") -> dict[str, Any]:
     }
     if kind not in builders:
         raise ValueError(f"unknown schema kind {kind!r}; expected one of {', '.join(KINDS)}")
-    return copy.deepcopy(builders[kind]())
+    return _declare_required(copy.deepcopy(builders[kind]()))
 
 
 def render(kind: str = "config") -> str:
@@ -69,6 +69,34 @@ def write_schemas(directory: str | Path) -> list[Path]:
 
 
 # -- small builders -------------------------------------------------------------------------------
+
+
+#: Keywords whose values are JSON data, not subschemas.
+_DATA_KEYWORDS = frozenset({"default", "examples", "enum", "const", "defaultSnippets"})
+
+
+def _declare_required(node: Any) -> Any:
+    """Give every ``required`` key a ``properties`` entry in the same subschema (in place).
+
+    ajv's strict mode (strictRequired) insists on it even where the key is declared by the
+    enclosing object, because rule subschemas (``if``/``then``/``anyOf``) are compiled first.
+    The entry is the boolean schema ``true``: it changes no verdict, and both editor engines
+    skip non-object property schemas when they list completions, so no undocumented duplicate
+    shows up.
+    """
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key not in _DATA_KEYWORDS:
+                _declare_required(value)
+        required = node.get("required")
+        if isinstance(required, list):
+            properties = node.setdefault("properties", {})
+            for key in required:
+                properties.setdefault(key, True)
+    elif isinstance(node, list):
+        for value in node:
+            _declare_required(value)
+    return node
 
 
 def _ref(name: str) -> dict[str, Any]:
@@ -709,6 +737,7 @@ def _algorithm_definitions() -> dict[str, dict[str, Any]]:
         layerwise_field: dict[str, Any] = {"anyOf": [{"type": "null"}, _ref("LayerwiseConfig")]}
         if cls.mutates_weights:
             layerwise_field["anyOf"][1] = {
+                "type": "object",
                 "allOf": [_ref("LayerwiseConfig")],
                 "$comment": "Only amax-only algorithms support calib_mutates_weights: false.",
                 "properties": {"calib_mutates_weights": {"const": True}},
@@ -798,7 +827,15 @@ def _algorithm() -> dict[str, Any]:
                 "max",
             )
         },
-        "anyOf": [_ref(cls.__name__) for cls in ALGORITHMS.values()],
+        # Dispatch on method, as QuantizeConfig does (§4): until a method is written, completion
+        # offers only `method` and the snippets, not the union of every algorithm's settings.
+        "allOf": [
+            {
+                "if": {"required": ["method"], "properties": {"method": {"const": method}}},
+                "then": _ref(cls.__name__),
+            }
+            for method, cls in ALGORITHMS.items()
+        ],
         "defaultSnippets": [
             {
                 "label": f"{m} algorithm",
@@ -875,6 +912,7 @@ _IMPORTS_PROPERTY = _doc(
 def _recipe() -> dict[str, Any]:
     return {
         "type": "object",
+        "title": "PTQ recipe",  # yaml-language-server names its skeleton completion after it
         "description": "A Model Optimizer PTQ recipe: `metadata` plus the config under `quantize`.",
         "properties": {
             "$schema": _SCHEMA_PROPERTY,
