@@ -65,14 +65,19 @@ class TensorQuantizer(nn.Module):
 
     def __init__(self, config: QuantizerAttributeConfig | None = None) -> None:
         super().__init__()
-        self._config = _DEFAULT_CONFIG
-        self._if_quant = True
-        self._if_calib = False
-        self._enable_pre_quant_scale = True
-        self._calibrator: MaxCalibrator | None = None
-        self._bias_calibrator: BiasCalibrator | None = None
-        self._block_plan: StaticBlockPlan | None = None
-        self._work: QuantAttributes | None = None
+        # Plain attributes go straight into __dict__: nn.Module.__setattr__ only adds checks
+        # for parameters/buffers/submodules, and quantizers are created by the thousand.
+        self.__dict__.update(
+            _config=_DEFAULT_CONFIG,
+            _disabled=False,
+            _if_quant=True,
+            _if_calib=False,
+            _enable_pre_quant_scale=True,
+            _calibrator=None,
+            _bias_calibrator=None,
+            _block_plan=None,
+            _work=None,
+        )
         self.set_from_attribute_config(config if config is not None else _DEFAULT_CONFIG)
 
     # ------------------------------------------------------------------ configuration
@@ -87,46 +92,50 @@ class TensorQuantizer(nn.Module):
         force the straight-through gradient. Calibration buffers are never reset (§2.4, [obs M2]);
         ``constant_amax`` (re)writes ``_amax``.
         """
+        d = self.__dict__
         if isinstance(config, QuantizerAttributeConfig):
-            values = {name: getattr(config, name) for name in ATTRIBUTE_FIELDS}
+            values: dict[str, Any] = config.__dict__
+            merged = values
             full = True
+            new_config = config
         else:
             unknown = set(config) - set(ATTRIBUTE_FIELDS)
             if unknown:
                 raise AssertionError(f"{sorted(unknown)} is not a valid TensorQuantizer attribute")
             values = dict(config)
             full = False
-        merged = {**self._config.__dict__, **values}
-        if merged.get("block_sizes") is not None and "block_sizes" in values:
-            merged["axis"] = None
-        self._config = QuantizerAttributeConfig.model_construct(
-            _fields_set=set(self._config.model_fields_set) | set(values), **merged
-        )
+            merged = {**d["_config"].__dict__, **values}
+            if merged.get("block_sizes") is not None and "block_sizes" in values:
+                merged["axis"] = None
+            new_config = QuantizerAttributeConfig.model_construct(
+                _fields_set=set(d["_config"].model_fields_set) | set(values), **merged
+            )
+        d["_config"] = new_config
         if "enable" in values:
-            self._disabled = values["enable"] is False
+            d["_disabled"] = values["enable"] is False
         if full or "axis" in values:
-            self._axis = merged["axis"]
+            d["_axis"] = merged["axis"]
         if full or "block_sizes" in values:
-            self._block_sizes = merged["block_sizes"]
-            self._block_plan = None
-            if self._block_sizes is not None:
-                self._axis = None
+            d["_block_sizes"] = merged["block_sizes"]
+            d["_block_plan"] = None
+            if merged["block_sizes"] is not None:
+                d["_axis"] = None
         if full or "rotate" in values:
-            self._rotate = merged["rotate"]
+            d["_rotate"] = merged["rotate"]
         if full or "calibrator" in values:
-            self._calibrator = MaxCalibrator(self._axis) if merged["calibrator"] == "max" else None
+            d["_calibrator"] = MaxCalibrator(d["_axis"]) if merged["calibrator"] == "max" else None
         if full or "bias" in values:
             bias = merged["bias"]
-            self._bias_calibrator = BiasCalibrator(bias) if bias is not None else None
-        if self._calibrator is not None:
-            self._calibrator.axis = self._axis
+            d["_bias_calibrator"] = BiasCalibrator(bias) if bias is not None else None
+        if d["_calibrator"] is not None:
+            d["_calibrator"].axis = d["_axis"]
         if not full and values == {"enable": False}:
             self.disable_rotate()
-        if _is_mx(self._block_sizes) and not merged["pass_through_bwd"]:
-            self._config = self._config.model_copy(update={"pass_through_bwd": True})
+        if _is_mx(d["_block_sizes"]) and not merged["pass_through_bwd"]:
+            d["_config"] = new_config.model_copy(update={"pass_through_bwd": True})
         if merged["constant_amax"] is not None and "constant_amax" in values:
             self._set_buffer("_amax", torch.tensor(float(merged["constant_amax"])))
-        self._work = None
+        d["_work"] = None
 
     @property
     def config(self) -> QuantizerAttributeConfig:

@@ -1,0 +1,256 @@
+"""qruntime against Model Optimizer 0.47.0 on the zoo models.
+
+(a) ``inventory(model)`` equals the manifest read off Model Optimizer's converted model (also on
+    the meta device);
+(b) after ``quantize(model, preset)`` with max calibration and the same forward loop: every
+    quantizer's enable state and attributes, every calibration buffer (``_amax``,
+    ``_global_amax``; bit-exact, same dtype, same ``state_dict`` keys) and the model outputs on
+    unseen data are equal. Presets whose fake quant Model Optimizer cannot run on CPU (NVFP4, MX)
+    are compared against Model Optimizer's calibrated model with its dynamic-block/static-NVFP4
+    fake quant replaced by the reference numerics (``qruntime.numerics.fake_quant``), so the
+    structure, calibration and every other quantizer still come from Model Optimizer;
+(c) ``save_state`` → ``restore_state`` onto a fresh model gives bit-identical outputs.
+
+The zoo's fused-experts model cannot be max-calibrated by Model Optimizer (its
+``iter_weights_for_calibration`` looks for ``gate_up_proj_weight_quantizer``, singular, and raises
+AttributeError), so it is compared without calibration.
+"""
+
+import copy
+import warnings
+
+import modelopt.torch.quantization as mtq
+import oracle
+import pytest
+import qruntime
+import torch
+import zoo
+from modelopt.torch.quantization.nn import TensorQuantizer as MoTensorQuantizer
+from modelopt.torch.quantization.nn.modules.tensor_quantizer import StaticBlockScaleQuantizer
+from qruntime import QuantizerSlot, QuantModule
+from qruntime.numerics import fake_quant
+
+MODELS = ["llama", "moe", "vlm", "cnn", "rnn", "subclass"]
+CPU_PRESETS = [
+    "INT8_DEFAULT_CFG",
+    "INT4_BLOCKWISE_WEIGHT_ONLY_CFG",
+    "FP8_DEFAULT_CFG",
+    "W4A8_AWQ_BETA_CFG",
+    "FP8_PER_CHANNEL_PER_TOKEN_CFG",
+]
+REFERENCE_PRESETS = [
+    "NVFP4_DEFAULT_CFG",
+    "MXFP8_DEFAULT_CFG",
+    "MXFP4_DEFAULT_CFG",
+    "MXFP6_DEFAULT_CFG",
+    "MXINT8_DEFAULT_CFG",
+    "W4A8_NVFP4_FP8_CFG",
+    "NVFP4_FOUR_OVER_SIX_CFG",  # static NVFP4 weights: promoted, with a shared global amax
+]
+REFERENCE_MODELS = ["llama", "cnn", "rnn"]
+
+
+class QuantFusedExperts(QuantModule):
+    """The zoo's fused experts: one weight quantizer per expert, one input quantizer per proj."""
+
+    @classmethod
+    def quantizer_slots(cls, module):
+        n = module.gate_up_proj.shape[0]
+        return [
+            *(QuantizerSlot(f"gate_up_proj_weight_quantizers.{i}") for i in range(n)),
+            *(QuantizerSlot(f"down_proj_weight_quantizers.{i}") for i in range(n)),
+            QuantizerSlot("gate_up_proj_input_quantizer"),
+            QuantizerSlot("down_proj_input_quantizer"),
+        ]
+
+
+qruntime.register(zoo.FusedExperts, QuantFusedExperts)
+oracle.register_fused_experts()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The zoo models are tiny: intra-op threads only add overhead (and contention on CI)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _loop(name):
+    batches = [zoo.example_inputs(name, seed=s) for s in (0, 1)]
+
+    def forward_loop(model):
+        for batch in batches:
+            model(*batch)
+
+    return forward_loop
+
+
+def _config(preset, algorithm="max"):
+    cfg = copy.deepcopy(getattr(mtq, preset))
+    cfg["algorithm"] = algorithm
+    return cfg
+
+
+def _modelopt(model, cfg, forward_loop):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return mtq.quantize(copy.deepcopy(model), copy.deepcopy(cfg), forward_loop)
+
+
+def _normalized(states):
+    out = {}
+    for name, state in states.items():
+        attrs = state["attributes"]
+        if isinstance(attrs, list):
+            attrs = [oracle._normalize_rotate(a) for a in attrs]
+        else:
+            attrs = oracle._normalize_rotate(attrs)
+        out[name] = {"enable": state["enable"], "attributes": attrs}
+    return out
+
+
+def _buffers(model):
+    return {
+        k: v
+        for k, v in model.state_dict().items()
+        if "_quantizer" in k and k.rsplit(".", 1)[-1].startswith("_")
+    }
+
+
+def _assert_same_state(ref, ours):
+    assert _normalized(qruntime.quantizer_states(ours)) == oracle.quantizer_states(ref)
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    ref_buffers, our_buffers = _buffers(ref), _buffers(ours)
+    assert ref_buffers, "the preset calibrated nothing"
+    for key, value in ref_buffers.items():
+        assert our_buffers[key].dtype == value.dtype, key
+        assert torch.equal(our_buffers[key], value), key
+
+
+def _outputs(model, name):
+    with torch.no_grad():
+        return model(*zoo.example_inputs(name, seed=2))
+
+
+# ---------------------------------------------------------------------------------------- (a)
+
+
+@pytest.mark.parametrize("name", [*MODELS, "fused"])
+def test_inventory_equals_modelopt_conversion(name):
+    model = zoo.build(name)
+    expected = oracle.manifest_of(model, name).model_dump()
+    assert qruntime.inventory(model, name).model_dump() == expected
+    with torch.device("meta"):
+        meta_model = zoo.ZOO[name]()
+    meta = qruntime.inventory(meta_model, name).model_dump()
+    assert meta == expected
+
+
+# ---------------------------------------------------------------------------------------- (b)
+
+
+@pytest.mark.parametrize("preset", CPU_PRESETS)
+@pytest.mark.parametrize("name", MODELS)
+def test_quantize_max_is_bit_exact(name, preset):
+    model, forward_loop = zoo.build(name), _loop(name)
+    cfg = _config(preset)
+    ref = _modelopt(model, cfg, forward_loop)
+    ours = qruntime.quantize(copy.deepcopy(model), cfg, forward_loop)
+    _assert_same_state(ref, ours)
+    expected = _outputs(ref, name)
+    assert torch.equal(_outputs(ours, name), expected)
+    assert not torch.equal(_outputs(model, name), expected), "quantization had no effect"
+
+
+@pytest.fixture
+def reference_fake_quant(monkeypatch):
+    """Model Optimizer with its CPU-less formats computed by the reference numerics."""
+    dynamic_original = MoTensorQuantizer._fake_quantize
+    static_original = StaticBlockScaleQuantizer._fake_quantize
+
+    def numerics(self, inputs):
+        attrs = oracle.tq_attributes(self)
+        amax = None if self.is_mx_format else self._get_amax(inputs)
+        return fake_quant(inputs, attrs, amax, global_amax=getattr(self, "_global_amax", None))
+
+    def dynamic(self, inputs):
+        blocks = self._block_sizes
+        if blocks is not None and blocks.get("type") == "dynamic":
+            return numerics(self, inputs)
+        return dynamic_original(self, inputs)
+
+    def static(self, inputs):
+        if self.is_nvfp4_static:
+            return numerics(self, inputs)
+        return static_original(self, inputs)
+
+    monkeypatch.setattr(MoTensorQuantizer, "_fake_quantize", dynamic)
+    monkeypatch.setattr(StaticBlockScaleQuantizer, "_fake_quantize", static)
+
+
+@pytest.mark.parametrize("preset", REFERENCE_PRESETS)
+@pytest.mark.parametrize("name", REFERENCE_MODELS)
+def test_quantize_max_gpu_formats_match_reference_numerics(name, preset, reference_fake_quant):
+    model, forward_loop = zoo.build(name), _loop(name)
+    cfg = _config(preset)
+    ref = _modelopt(model, cfg, forward_loop)
+    ours = qruntime.quantize(copy.deepcopy(model), cfg, forward_loop)
+    _assert_same_state(ref, ours)
+    expected = _outputs(ref, name)
+    assert torch.equal(_outputs(ours, name), expected)
+    assert not torch.equal(_outputs(model, name), expected), "quantization had no effect"
+
+
+@pytest.mark.parametrize("preset", ["INT8_DEFAULT_CFG", "W4A8_AWQ_BETA_CFG"])
+def test_registered_fused_experts_match_without_calibration(preset):
+    model = zoo.build("fused")
+    quant_cfg = getattr(mtq, preset)["quant_cfg"]
+    ref = oracle.apply(model, copy.deepcopy(quant_cfg))
+    ours = qruntime.quantize(copy.deepcopy(model), {"quant_cfg": copy.deepcopy(quant_cfg)})
+    assert _normalized(qruntime.quantizer_states(ours)) == oracle.quantizer_states(ref)
+    assert list(ours.state_dict()) == list(ref.state_dict())
+
+
+def test_dict_without_algorithm_does_not_calibrate_like_modelopt():
+    model, forward_loop = zoo.build("llama"), _loop("llama")
+    cfg = copy.deepcopy(mtq.INT8_DEFAULT_CFG)
+    del cfg["algorithm"]
+    ref = _modelopt(model, cfg, forward_loop)
+    ours = qruntime.quantize(copy.deepcopy(model), cfg, forward_loop)
+    assert not _buffers(ref) and not _buffers(ours)
+    assert torch.equal(_outputs(ours, "llama"), _outputs(ref, "llama"))
+
+
+# ---------------------------------------------------------------------------------------- (c)
+
+
+@pytest.mark.parametrize(
+    ("name", "preset"),
+    [
+        ("llama", "W4A8_AWQ_BETA_CFG"),
+        ("moe", "INT4_BLOCKWISE_WEIGHT_ONLY_CFG"),
+        ("llama", "NVFP4_FOUR_OVER_SIX_CFG"),
+        ("vlm", "FP8_PER_CHANNEL_PER_TOKEN_CFG"),
+        ("rnn", "INT8_DEFAULT_CFG"),
+        ("cnn", "MXFP4_DEFAULT_CFG"),
+    ],
+)
+def test_save_restore_round_trip_is_bit_identical(tmp_path, name, preset):
+    model = qruntime.quantize(zoo.build(name), _config(preset), _loop(name))
+    model.get_submodule(qruntime.inventory(model).quantizer_names()[0]).disable()
+    path = tmp_path / "state.safetensors"
+    qruntime.save_state(model, path)
+    fresh = zoo.build(name)
+    restored = qruntime.restore_state(fresh, path)
+    assert restored is fresh
+    assert list(restored.state_dict()) == list(model.state_dict())
+    expected = model.state_dict()
+    for key, value in restored.state_dict().items():
+        assert value.dtype == expected[key].dtype and torch.equal(value, expected[key]), key
+    assert torch.equal(_outputs(restored, name), _outputs(model, name))
+    # after a forward, the runtime rewrites (block axes, per-token axes) agree as well
+    assert _normalized(qruntime.quantizer_states(restored)) == _normalized(
+        qruntime.quantizer_states(model)
+    )
