@@ -1053,16 +1053,16 @@ def _plan_schema() -> dict[str, Any]:
         {cls.__name__: config_definitions[cls.__name__] for cls in ALGORITHMS.values()}
     )
     attributes = _attribute_dump()
-    # Plans write a Python calibrator constructor as its repr().
-    attributes["properties"]["calibrator"]["anyOf"] = [{"type": "string"}]
-    del attributes["properties"]["calibrator"]["type"]
-    del attributes["properties"]["calibrator"]["enum"]
-    del attributes["properties"]["calibrator"]["markdownEnumDescriptions"]
+    attributes["properties"]["calibrator"] = _doc(
+        {"type": "string"},
+        "`max`, `histogram`, or the repr() of a Python calibrator constructor.",
+        "max",
+    )
     definitions["QuantizerAttributeConfig"] = attributes
     index = {"type": "integer", "minimum": 0}
-    quantizer = {
+    state = {
         "type": "object",
-        "description": "The effective state of one quantizer.",
+        "description": "An effective quantizer state, shared by every quantizer that has it.",
         "properties": {
             "enable": _doc({"type": "boolean"}, "**Required.** Whether it quantizes.", True),
             "attributes": _doc(
@@ -1106,7 +1106,7 @@ def _plan_schema() -> dict[str, Any]:
         "required": ["code", "severity", "message"],
         "additionalProperties": False,
     }
-    definitions["QuantizerPlan"] = quantizer
+    definitions["QuantizerState"] = state
     definitions["Diagnostic"] = diagnostic
     algorithm_step = {
         "type": "object",
@@ -1120,7 +1120,7 @@ def _plan_schema() -> dict[str, Any]:
         "type": "object",
         "properties": {
             "format": _doc({"const": PLAN_FORMAT}, "**Required.** Format tag.", PLAN_FORMAT),
-            "model": _doc({"type": "string"}, "**Required.** The manifest's `model`.", ""),
+            "model": _doc({"type": "string"}, "The manifest's `model`.", ""),
             "algorithm": _doc(
                 {"type": "array", "items": algorithm_step},
                 "**Required.** Validated calibration steps, in order.",
@@ -1131,18 +1131,23 @@ def _plan_schema() -> dict[str, Any]:
                 "**Required.** Distinct attribute sets, referenced by index.",
                 [],
             ),
+            "states": _doc(
+                {"type": "array", "items": _ref("QuantizerState")},
+                "**Required.** Distinct quantizer states, referenced by index.",
+                [],
+            ),
             "quantizers": _doc(
-                {"type": "object", "additionalProperties": _ref("QuantizerPlan")},
-                "**Required.** Full quantizer name → its state.",
+                {"type": "object", "additionalProperties": index},
+                "**Required.** Full quantizer name → index of its state in `states`.",
                 {},
             ),
             "diagnostics": _doc(
                 {"type": "array", "items": _ref("Diagnostic")},
-                "**Required.** What the compiler noticed.",
+                "What the compiler noticed.",
                 [],
             ),
         },
-        "required": ["format", "model", "algorithm", "attribute_sets", "quantizers", "diagnostics"],
+        "required": ["format", "algorithm", "attribute_sets", "states", "quantizers"],
         "additionalProperties": False,
         "definitions": definitions,
     }
