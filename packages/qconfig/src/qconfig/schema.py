@@ -17,10 +17,10 @@ import json
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-from pydantic_core import PydanticUndefined, to_jsonable_python
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 __all__ = ["DRAFT_07", "KINDS", "SCHEMA_FILES", "json_schema", "render", "write_schemas"]
 
@@ -127,11 +127,18 @@ def _one_of_strings(values: list[str], descriptions: list[str]) -> dict[str, Any
     return {"type": "string", "enum": values, "markdownEnumDescriptions": descriptions}
 
 
+#: A field without a default (a required one).
+_REQUIRED = object()
+
+
 def _json_default(model: type[BaseModel], name: str) -> Any:
-    info = model.model_fields[name]
-    value = info.get_default(call_default_factory=True)
+    """The field's default as JSON, or ``_REQUIRED``."""
+    from pydantic import BaseModel
+    from pydantic_core import PydanticUndefined, to_jsonable_python
+
+    value = model.model_fields[name].get_default(call_default_factory=True)
     if value is PydanticUndefined:
-        return PydanticUndefined
+        return _REQUIRED
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json")
     return to_jsonable_python(value)
@@ -179,7 +186,7 @@ def _model_object(
                 schema.pop(k, None)
         description = info.description or descriptions[name]
         default = _json_default(model, name)
-        if default is PydanticUndefined:
+        if default is _REQUIRED:
             required.append(key)
             default = defaults[name]
             description = f"**Required.** {description}"
@@ -867,7 +874,7 @@ def _snippet_settings(method: str) -> dict[str, Any]:
         if name in common:
             continue
         default = _json_default(cls, name)
-        if default is not None and default is not PydanticUndefined:
+        if default is not None and default is not _REQUIRED:
             out[name] = default
         if len(out) == 2:
             break
