@@ -17,6 +17,7 @@ condition (``MODELOPT_SKIP_WEIGHT_QUANT_CHECK=1`` skips it, as in Model Optimize
 """
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -26,7 +27,7 @@ from qconfig.attributes import QuantizerAttributeConfig, RotateConfig, is_mx_for
 from qconfig.entries import QuantizerCfgEntry
 from qconfig.errors import ConfigError, Diagnostic
 from qconfig.manifest import Manifest, ModuleSite, QuantizerSite
-from qconfig.matching import digit_blind, matches, shape_of
+from qconfig.matching import digit_blind, matches, required_text, shape_of
 from qconfig.plan import Plan, QuantizerPlan
 from qconfig.quantize import QuantizeConfig
 
@@ -273,85 +274,95 @@ def compile_detailed(config: Any, manifest: Manifest) -> CompileResult:
         [len(e.cfg) for e in entries if isinstance(e.cfg, list)] + [0],
     )
     default_keys: dict[int, Any] = {}
+    site_keys: dict[int, tuple] = {}
 
-    def defaults_key(site: QuantizerSite) -> Any:
-        key = default_keys.get(id(site.defaults))
+    def site_key(site: QuantizerSite) -> tuple:
+        """What about a quantizer site (besides its name) can change the fold's outcome."""
+        key = site_keys.get(id(site))
         if key is None:
-            key = default_keys[id(site.defaults)] = site.defaults.model_dump_json()
+            defaults = default_keys.get(id(site.defaults))
+            if defaults is None:
+                defaults = default_keys[id(site.defaults)] = site.defaults.model_dump_json()
+            key = site_keys[id(site)] = (shape_of(site.attribute), site.hard_disabled, defaults)
         return key
 
-    groups: dict[tuple, tuple[str, QuantizerSite, frozenset[str], list[str]]] = {}
-    members: dict[tuple, list[tuple[str, ModuleSite]]] = {}
-    order: list[tuple[str, tuple]] = []
+    # Group quantizers whose fold must come out the same (see matching.py); the per-quantizer
+    # loop below is the only O(quantizers) part, so it stays free of function calls where it can.
+    suffixes = [""] + [f".{k}" for k in range(max_children)]
+    sighted_patterns = [entries[i].quantizer_name for i in sighted]
+    # names that contain none of these cannot match a sighted pattern (unless normalized)
+    required = [required_text(p) for p in sighted_patterns]
+    maybe = re.compile(
+        "" if "" in required else "|".join(["quantizers?\\.", *map(re.escape, required)])
+    )
+    unmatched_bits = (False,) * (len(sighted_patterns) * len(suffixes))
+    representative: dict[tuple, tuple[str, QuantizerSite, frozenset[str]]] = {}
+    counts: dict[tuple, int] = {}
+    order: list[tuple[str, tuple, str]] = []
     for module in manifest.modules:
         parent_keys = frozenset(module.parent_class_keys)
+        module_key = (shape_of(module.name), parent_keys)
+        prefix = f"{module.name}." if module.name else ""
         for site in module.quantizers:
-            name = module.quantizer_name(site)
-            bits: tuple = ()
-            if sighted:
-                names = [name] + [f"{name}.{k}" for k in range(max_children)]
-                bits = tuple(selects(i, n) for i in sighted for n in names)
-            key = (
-                shape_of(name),
-                parent_keys,
-                "." in site.attribute,
-                site.hard_disabled,
-                defaults_key(site),
-                bits,
-            )
-            if key not in groups:
-                groups[key] = (name, site, parent_keys, [])
-                members[key] = []
-            members[key].append((name, module))
-            order.append((name, key))
+            name = prefix + site.attribute
+            bits = unmatched_bits
+            if sighted_patterns and maybe.search(
+                name if max_children == 0 else "\n".join(name + suffix for suffix in suffixes)
+            ):
+                bits = tuple(
+                    matches(p, name + suffix) for p in sighted_patterns for suffix in suffixes
+                )
+            key = (module_key, site_keys.get(id(site)) or site_key(site), bits)
+            if key not in counts:
+                representative[key] = (name, site, parent_keys)
+                counts[key] = 0
+            counts[key] += 1
+            order.append((name, key, module.registry_key))
 
-    folded: dict[tuple, _Folded] = {}
-    for key, (name, site, parent_keys, _) in groups.items():
-        folded[key] = fold_quantizer(name, site, parent_keys, entries, selects)
+    folded = {
+        key: fold_quantizer(name, site, parent_keys, entries, selects)
+        for key, (name, site, parent_keys) in representative.items()
+    }
 
     matched_count = [0] * len(entries)
     live = [False] * len(entries)
     problems: list[tuple[str, int, str]] = []
-    plans: dict[tuple, tuple[Any, bool]] = {}
     for key, state in folded.items():
-        size = len(members[key])
         for i in state.matched:
-            matched_count[i] += size
+            matched_count[i] += counts[key]
         for element in state.elements():
-            for src in (element.enable_src, element.attrs_src):
+            for src in (element.attrs_src, element.enable_src):
                 if src is not None:
                     live[src] = True
         problems.extend(state.problems)
-        if state.children is not None:
-            attrs: Any = tuple(e.attrs for e in state.children)
-            enable = any(a.enable for a in attrs)
-        else:
-            attrs = state.single.attrs  # type: ignore[union-attr]
-            enable = attrs.enable
-        plans[key] = (attrs, enable)
 
-    group_sources = {
-        key: tuple((e.attrs_src, e.enable_src) for e in state.elements())
-        for key, state in folded.items()
-    }
+    shared: dict[tuple, QuantizerPlan] = {}
+    group_sources: dict[tuple, tuple] = {}
     quantizers: dict[str, QuantizerPlan] = {}
-    element_sources = {}
-    module_of = {}
-    for key, rows in members.items():
-        for name, module in rows:
-            module_of[name] = module
-    for name, key in order:
-        attrs, enable = plans[key]
-        site_hard = key[3]
-        quantizers[name] = QuantizerPlan(
-            name=name,
-            enable=enable,
-            attributes=attrs,
-            parent_class=module_of[name].registry_key,
-            sources=tuple(folded[key].sources),
-            hard_disabled=site_hard,
-        )
-        element_sources[name] = group_sources[key]
+    element_sources: dict[str, tuple] = {}
+    for name, key, registry_key in order:
+        plan_key = (key, registry_key)
+        q = shared.get(plan_key)
+        if q is None:
+            state = folded[key]
+            if state.children is not None:
+                attrs: Any = tuple(e.attrs for e in state.children)
+                enable = any(a.enable for a in attrs)
+            else:
+                attrs = state.single.attrs  # type: ignore[union-attr]
+                enable = attrs.enable
+            q = shared[plan_key] = QuantizerPlan(
+                enable=enable,
+                attributes=attrs,
+                parent_class=registry_key,
+                sources=tuple(state.sources),
+                hard_disabled=key[1][1],
+            )
+            group_sources[plan_key] = tuple(
+                (e.attrs_src, e.enable_src) for e in state.elements()
+            )
+        quantizers[name] = q
+        element_sources[name] = group_sources[plan_key]
 
     diagnostics = [
         Diagnostic(code, "warning", msg, path=f"quant_cfg[{i}]")

@@ -18,7 +18,7 @@ import re
 from fnmatch import translate
 from functools import lru_cache
 
-__all__ = ["digit_blind", "matches", "normalize_quantizer_name", "pattern_regex", "shape_of"]
+__all__ = ["digit_blind", "matches", "matches_fast", "may_normalize", "normalize_quantizer_name", "pattern_regex", "shape_of"]
 
 _LIST_SUFFIX = re.compile(r"(weight_quantizers?|input_quantizers?)\.\d+(?=$|\.)")
 _DIGITS = re.compile(r"\d+")
@@ -38,13 +38,43 @@ def pattern_regex(pattern: str) -> re.Pattern[str]:
     return re.compile(translate(pattern))
 
 
+def may_normalize(name: str) -> bool:
+    """Cheap test: can ``normalize_quantizer_name`` change this name at all?"""
+    return "quantizers." in name or "quantizer." in name
+
+
 def matches(pattern: str, name: str) -> bool:
     """Model Optimizer's name test: the name itself or its normalized form matches."""
     regex = pattern_regex(pattern)
     if regex.match(name):
         return True
+    if not may_normalize(name):
+        return False
     normalized = normalize_quantizer_name(name)
     return normalized != name and regex.match(normalized) is not None
+
+
+_WILDCARDS = re.compile(r"\*|\?|\[[^\]]*\]")
+
+
+@lru_cache(maxsize=4096)
+def required_text(pattern: str) -> str:
+    """The longest literal run of ``pattern``: a name without it cannot match it directly.
+
+    Patterns with a ``[`` get no pre-check: fnmatch's rules for ``]`` and unclosed classes are
+    subtle, and such patterns are rare outside digit-blind ones.
+    """
+    if "[" in pattern:
+        return ""
+    return max(_WILDCARDS.split(pattern), key=len)
+
+
+def matches_fast(pattern: str, name: str) -> bool:
+    """``matches`` with a substring pre-check (exact: the literal must occur in a direct match,
+    and names that normalization could change take the full path)."""
+    if required_text(pattern) not in name and not may_normalize(name):
+        return False
+    return matches(pattern, name)
 
 
 def shape_of(name: str) -> str:

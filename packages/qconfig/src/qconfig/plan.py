@@ -27,9 +27,11 @@ Attributes = QuantizerAttributeConfig | tuple[QuantizerAttributeConfig, ...]
 
 @dataclass(frozen=True)
 class QuantizerPlan:
-    """Effective state of one quantizer (a tuple of attributes = a SequentialQuantizer)."""
+    """Effective state of one quantizer (a tuple of attributes = a SequentialQuantizer).
 
-    name: str
+    Immutable and shared: every quantizer that ends in the same state refers to one object.
+    """
+
     enable: bool
     attributes: Attributes
     parent_class: str
@@ -52,32 +54,45 @@ class Plan:
 
     # -- serialization ----------------------------------------------------------------------
     def to_json(self) -> str:
-        """Deterministic JSON: attribute sets are interned and referenced by index."""
-        table: dict[str, int] = {}
+        """Deterministic JSON. Attribute sets and whole quantizer states are interned: each
+        quantizer name points at a state, each state at attribute sets, so a 100k-quantizer
+        MoE plan stays a few MB."""
+        set_index: dict[str, int] = {}
+        by_id: dict[int, int] = {}
         sets: list[Any] = []
 
         def intern(attrs: QuantizerAttributeConfig) -> int:
-            dumped = _dump_attrs(attrs)
-            key = json.dumps(dumped, sort_keys=True)
-            if key not in table:
-                table[key] = len(sets)
-                sets.append(dumped)
-            return table[key]
+            index = by_id.get(id(attrs))
+            if index is None:
+                dumped = _dump_attrs(attrs)
+                key = json.dumps(dumped, sort_keys=True)
+                index = set_index.setdefault(key, len(sets))
+                if index == len(sets):
+                    sets.append(dumped)
+                by_id[id(attrs)] = index
+            return index
 
-        quantizers = {}
+        state_index: dict[tuple, int] = {}
+        states: list[dict[str, Any]] = []
+        quantizers: dict[str, int] = {}
         for name, q in self.quantizers.items():
-            attrs = (
-                [intern(a) for a in q.attributes] if q.is_sequential else intern(q.attributes)
+            attrs: Any = (
+                tuple(intern(a) for a in q.attributes) if q.is_sequential else intern(q.attributes)
             )
-            row: dict[str, Any] = {
-                "enable": q.enable,
-                "attributes": attrs,
-                "parent_class": q.parent_class,
-                "sources": list(q.sources),
-            }
-            if q.hard_disabled:
-                row["hard_disabled"] = True
-            quantizers[name] = row
+            key = (q.enable, attrs, q.parent_class, q.sources, q.hard_disabled)
+            index = state_index.get(key)
+            if index is None:
+                index = state_index[key] = len(states)
+                row: dict[str, Any] = {
+                    "enable": q.enable,
+                    "attributes": list(attrs) if isinstance(attrs, tuple) else attrs,
+                    "parent_class": q.parent_class,
+                    "sources": list(q.sources),
+                }
+                if q.hard_disabled:
+                    row["hard_disabled"] = True
+                states.append(row)
+            quantizers[name] = index
         doc = {
             "format": PLAN_FORMAT,
             "model": self.manifest_model,
@@ -86,6 +101,7 @@ class Plan:
                 for a in self.algorithm
             ],
             "attribute_sets": sets,
+            "states": states,
             "quantizers": quantizers,
             "diagnostics": [d.to_dict() for d in self.diagnostics],
         }
@@ -100,12 +116,15 @@ class Plan:
             QuantizerAttributeConfig.model_validate(_restore_int_keys(_tuples(s)))
             for s in doc["attribute_sets"]
         ]
-        quantizers = {}
-        for name, row in doc["quantizers"].items():
+        states = []
+        for row in doc["states"]:
             ref = row["attributes"]
             attrs = tuple(sets[i] for i in ref) if isinstance(ref, list) else sets[ref]
+            states.append((row, attrs))
+        quantizers = {}
+        for name, index in doc["quantizers"].items():
+            row, attrs = states[index]
             quantizers[name] = QuantizerPlan(
-                name=name,
                 enable=row["enable"],
                 attributes=attrs,
                 parent_class=row["parent_class"],
@@ -124,11 +143,11 @@ class Plan:
         """Quantizers per format and the disabled ones, as a small text table."""
         counts: Counter[str] = Counter()
         disabled: Counter[str] = Counter()
-        for q in self.quantizers.values():
+        for name, q in self.quantizers.items():
             if q.enable:
                 counts[describe_format(q.attributes)] += 1
             else:
-                disabled["hard-disabled" if q.hard_disabled else _kind(q.name)] += 1
+                disabled["hard-disabled" if q.hard_disabled else _kind(name)] += 1
         width = max([len(k) for k in counts] + [len("format")])
         lines = [f"{'format':<{width}}  quantizers"]
         lines += [f"{fmt:<{width}}  {n}" for fmt, n in sorted(counts.items())]
