@@ -249,7 +249,7 @@ def test_int8_example_is_int8_default():
     assert config.model_dump(exclude_unset=True) == reference.model_dump(exclude_unset=True)
 
 
-def test_recipe_and_two_document_files(tmp_path):
+def test_recipe_and_header_documents():
     recipe = {
         "$schema": "x",
         "imports": {"fp8": "qconfig/units/fp8"},
@@ -259,7 +259,7 @@ def test_recipe_and_two_document_files(tmp_path):
             "quant_cfg": [{"quantizer_name": "*input_quantizer", "cfg": {"$import": "fp8"}}],
         },
     }
-    assert schema_errors(recipe) == []
+    assert schema_errors(recipe) == [] and model_accepts(recipe)
     assert schema_errors({**recipe, "metadata": {"recipe_type": "qat"}})
     assert schema_errors({**recipe, "quant_cfg": []})  # a recipe has no top-level quant_cfg
     assert schema_errors({"metadata": {"recipe_type": "ptq"}})  # quantize is required

@@ -203,7 +203,7 @@ def _model_object(
 
 
 def _first_paragraph(text: str | None) -> str:
-    """A docstring's summary as markdown (RST ````x```` → ```x```)."""
+    """A docstring's first paragraph on one line, RST double backticks made markdown ones."""
     return " ".join((text or "").strip().split("\n\n")[0].split()).replace("``", "`")
 
 
@@ -998,15 +998,19 @@ def _attribute_dump() -> dict[str, Any]:
     return out
 
 
+#: Fields the manifest models leave undocumented.
 _MANIFEST_DESCRIPTIONS = {
     "format": "Format tag of the file.",
     "modules": "Every converted module, in `named_modules()` order.",
     "quantizers": "The module's quantizers, in creation order.",
-    "attribute": "Name relative to its module.",
-    "defaults": "Module-default attributes.",
-    "name": "Dotted module name.",
-    "class_name": "Python class of the module.",
-    "registry_key": "Registry key.",
+}
+#: What completion inserts for the manifest's required fields.
+_MANIFEST_PLACEHOLDERS = {
+    "attribute": "",
+    "defaults": {},
+    "name": "",
+    "class_name": "",
+    "registry_key": "",
 }
 
 
@@ -1014,34 +1018,25 @@ _MANIFEST_DESCRIPTIONS = {
 def _manifest_schema() -> dict[str, Any]:
     from qconfig.manifest import Manifest, ModuleSite, QuantizerSite
 
-    placeholders = {
-        "attribute": "",
-        "defaults": {},
-        "name": "",
-        "class_name": "",
-        "registry_key": "",
-    }
-    definitions = {
-        name: _model_object(model, descriptions=_MANIFEST_DESCRIPTIONS, defaults=placeholders)
-        for name, model in (
-            ("Manifest", Manifest),
-            ("ModuleSite", ModuleSite),
-            ("QuantizerSite", QuantizerSite),
+    def closed(model: type[BaseModel]) -> dict[str, Any]:
+        return _model_object(
+            model, descriptions=_MANIFEST_DESCRIPTIONS, defaults=_MANIFEST_PLACEHOLDERS
         )
+
+    config_definitions = _config_schema()["definitions"]
+    definitions = {
+        "ModuleSite": closed(ModuleSite),
+        "QuantizerSite": closed(QuantizerSite),
+        "QuantizerAttributeConfig": _attribute_dump(),
+        **{
+            k: config_definitions[k]
+            for k in ("RotateConfig", "BlockSizes", "Bias", "NoLoneEnableTrue")
+        },
     }
-    definitions["QuantizerSite"]["properties"]["defaults"] = _doc(
-        _ref("QuantizerAttributeConfig"),
-        "**Required.** " + QuantizerSite.model_fields["defaults"].description,
-        {},
-    )
-    definitions["QuantizerAttributeConfig"] = _attribute_dump()
-    for name in ("RotateConfig", "BlockSizes", "Bias", "NoLoneEnableTrue"):
-        definitions[name] = _config_schema()["definitions"][name]
-    manifest = definitions.pop("Manifest")
     return {
         "$schema": DRAFT_07,
         "title": "qconfig model manifest (qconfig.manifest/v1)",
-        **manifest,
+        **closed(Manifest),
         "definitions": definitions,
     }
 
