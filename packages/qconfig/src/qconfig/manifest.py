@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from qconfig.attributes import QuantizerAttributeConfig
 
@@ -40,6 +40,11 @@ class QuantizerSite(_Strict):
         default=False,
         description="Can never be enabled (the Embedding's input quantizer).",
     )
+
+    @field_serializer("defaults", when_used="json")
+    def _sparse_defaults(self, defaults: QuantizerAttributeConfig) -> dict:
+        # only what differs from the attribute defaults: readable, and 5x smaller files
+        return defaults.model_dump(mode="json", exclude_defaults=True)
 
 
 class ModuleSite(_Strict):
