@@ -4,6 +4,7 @@
 // Documents are given URIs inside examples/configs/ so that the relative schema references a
 // user writes there ("../../schemas/...") resolve to the checked-in files.
 
+import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -119,3 +120,12 @@ export function yamlEngine() {
 }
 
 export const labels = (items) => items.map((item) => item.label);
+
+/** Every label in `expected` is among the completion `items`, documented if asked. */
+export function assertOffers(items, expected, { documented = false } = {}) {
+  for (const label of expected) {
+    const item = items.find((candidate) => candidate.label === label);
+    assert.ok(item, `${label} not offered; got ${labels(items).join(', ')}`);
+    if (documented) assert.ok(item.documentation, `${label} has no documentation`);
+  }
+}

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 
 import {
-  ATTRIBUTE_FIELDS, ENTRY_FIELDS, EXAMPLES, METHODS, ROOT, YAML_MODELINE, labels, yamlEngine,
+  ATTRIBUTE_FIELDS, ENTRY_FIELDS, EXAMPLES, METHODS, ROOT, YAML_MODELINE, assertOffers, labels, yamlEngine,
 } from './support.mjs';
 
 const engine = yamlEngine();
@@ -16,8 +16,8 @@ const inCfg = (...lines) =>
   yaml('quant_cfg:', '  - quantizer_name: "*weight_quantizer"', '    cfg:', ...lines.map((l) => `      ${l}`));
 
 test('top level offers quant_cfg and algorithm', async () => {
-  const items = labels(await engine.complete(yaml('|')));
-  for (const key of ['quant_cfg', 'algorithm', 'effective_bits']) assert.ok(items.includes(key), `${key} in ${items}`);
+  const items = await engine.complete(yaml('|'));
+  assertOffers(items, ['quant_cfg', 'algorithm', 'effective_bits']);
 });
 
 test('no completion without the modeline (control)', async () => {
@@ -26,26 +26,20 @@ test('no completion without the modeline (control)', async () => {
 });
 
 test('an entry offers quantizer_name, parent_class, cfg and enable', async () => {
-  const items = labels(await engine.complete(yaml('quant_cfg:', '  - quantizer_name: "*"', '    |')));
-  for (const key of ENTRY_FIELDS.filter((k) => k !== 'quantizer_name')) assert.ok(items.includes(key), `${key} in ${items}`);
-  const first = labels(await engine.complete(yaml('quant_cfg:', '  - |')));
-  for (const key of ENTRY_FIELDS) assert.ok(first.includes(key), `${key} in ${first}`);
+  const items = await engine.complete(yaml('quant_cfg:', '  - quantizer_name: "*"', '    |'));
+  assertOffers(items, ENTRY_FIELDS.filter((key) => key !== 'quantizer_name'));
+  const first = await engine.complete(yaml('quant_cfg:', '  - |'));
+  assertOffers(first, ENTRY_FIELDS);
 });
 
 test('a new quant_cfg element offers the entry snippets', async () => {
-  const items = labels(await engine.complete(yaml('quant_cfg:', '  - |')));
-  for (const label of ['deny all', 'weight entry', 'input entry', 'KV-cache entry']) {
-    assert.ok(items.includes(label), `${label} in ${items}`);
-  }
+  const items = await engine.complete(yaml('quant_cfg:', '  - |'));
+  assertOffers(items, ['deny all', 'weight entry', 'input entry', 'KV-cache entry']);
 });
 
 test('cfg offers every attribute field, each documented', async () => {
   const items = await engine.complete(inCfg('|'));
-  for (const field of ATTRIBUTE_FIELDS) {
-    const item = items.find((candidate) => candidate.label === field);
-    assert.ok(item, `${field} missing from ${labels(items)}`);
-    assert.ok(item.documentation, `${field} has no documentation`);
-  }
+  assertOffers(items, ATTRIBUTE_FIELDS, { documented: true });
 });
 
 test('an algorithm mapping offers method and the algorithm snippets first', async () => {
@@ -57,26 +51,24 @@ test('an algorithm mapping offers method and the algorithm snippets first', asyn
 });
 
 test('algorithm.method offers every method', async () => {
-  const items = labels(await engine.complete(yaml('algorithm:', '  method: |')));
-  for (const method of METHODS) assert.ok(items.includes(method), `${method} in ${items}`);
+  const items = await engine.complete(yaml('algorithm:', '  method: |'));
+  assertOffers(items, METHODS);
 });
 
 test('algorithm offers every method name', async () => {
-  const items = labels(await engine.complete(yaml('algorithm: |')));
-  for (const method of METHODS) assert.ok(items.includes(method), `${method} in ${items}`);
+  const items = await engine.complete(yaml('algorithm: |'));
+  assertOffers(items, METHODS);
 });
 
 test('num_bits offers integer, [E, M] and ExMy values', async () => {
-  const items = labels(await engine.complete(inCfg('num_bits: |')));
-  for (const value of ['8', '4', '[4,3]', '[2,1]', 'e4m3', 'e2m1']) assert.ok(items.includes(value), `${value} in ${items}`);
+  const items = await engine.complete(inCfg('num_bits: |'));
+  assertOffers(items, ['8', '4', '[4,3]', '[2,1]', 'e4m3', 'e2m1']);
 });
 
 test('type and quantizer_name offer their values', async () => {
-  const types = labels(await engine.complete(inCfg('type: |')));
-  assert.ok(types.includes('static') && types.includes('dynamic'), types.join(', '));
+  assertOffers(await engine.complete(inCfg('type: |')), ['static', 'dynamic']);
   // labels are written as they would be inserted: quoted, since YAML reads a bare * as an alias
-  const names = labels(await engine.complete(yaml('quant_cfg:', '  - quantizer_name: |')));
-  assert.ok(names.includes('"*[kv]_bmm_quantizer"'), names.join(', '));
+  assertOffers(await engine.complete(yaml('quant_cfg:', '  - quantizer_name: |')), ['"*[kv]_bmm_quantizer"']);
 });
 
 test('hover shows the field descriptions', async () => {
