@@ -796,6 +796,18 @@ def test_manifest_json_validates():
     assert schema_errors(doc, "manifest")
 
 
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "examples" / "manifests").glob("*.json")), ids=lambda p: p.name
+)
+def test_example_manifests_and_their_plans_validate(path):
+    from qconfig import compile_plan
+    from qconfig.manifest import Manifest
+
+    assert schema_errors(json.loads(path.read_text(encoding="utf-8")), "manifest") == []
+    plan = compile_plan(load_config(EXAMPLES / "w4a8_awq.yaml"), Manifest.load(path))
+    assert schema_errors(json.loads(plan.to_json()), "plan") == []
+
+
 @pytest.mark.parametrize("name", ["INT8_DEFAULT_CFG", "NVFP4_AWQ_FULL_CFG", "W4A8_AWQ_BETA_CFG"])
 def test_plan_json_validates(name):
     from qconfig import compile_plan
