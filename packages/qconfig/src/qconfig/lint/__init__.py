@@ -27,7 +27,7 @@ def _diagnostics(ctx: LintContext, rule: Rule, findings: Iterable[Finding]) -> l
         out.append(
             Diagnostic(
                 rule.code,
-                rule.severity,  # type: ignore[arg-type]
+                finding.severity or rule.severity,  # type: ignore[arg-type]
                 finding.message,
                 file,
                 line,
@@ -41,10 +41,7 @@ def _diagnostics(ctx: LintContext, rule: Rule, findings: Iterable[Finding]) -> l
 
 def lint_context(src: Any, manifest=None) -> LintContext | None:
     """Load ``src`` (raising ConfigError on load/validation errors) and compile it if possible."""
-    from qconfig.compile import CompileError, compile_detailed
-    from qconfig.loader import load_document
-
-    from qconfig.loader import Recipe
+    from qconfig.loader import Recipe, load_document
     from qconfig.normalize import expand_quant_cfg
     from qconfig.quantize import QuantizeConfig
 
@@ -67,6 +64,8 @@ def lint_context(src: Any, manifest=None) -> LintContext | None:
         locate=document.locate,
     )
     if manifest is not None:
+        from qconfig.compile import CompileError, compile_detailed  # not needed without one
+
         try:
             ctx.compiled = compile_detailed(ctx.config, manifest)
         except CompileError as exc:

@@ -1,15 +1,19 @@
 """What a lint rule can look at: the raw document, the validated config, the manifest and the
 compile result, plus a way to turn a JSON path into a file position."""
 
+from __future__ import annotations
+
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qconfig.compile import CompileResult
 from qconfig.errors import Diagnostic
-from qconfig.manifest import Manifest
-from qconfig.normalize import ExpandedEntry
-from qconfig.quantize import QuantizeConfig
+
+if TYPE_CHECKING:  # annotations only: without a manifest, lint never imports compile/manifest
+    from qconfig.compile import CompileResult
+    from qconfig.manifest import Manifest
+    from qconfig.normalize import ExpandedEntry
+    from qconfig.quantize import QuantizeConfig
 
 __all__ = ["Finding", "LintContext"]
 
@@ -22,6 +26,7 @@ class Finding:
 
     message: str
     path: Path = ()
+    severity: str | None = None  # overrides the rule's default severity
 
 
 @dataclass
@@ -36,7 +41,7 @@ class LintContext:
     locate: Callable[[Path], tuple[str | None, int | None, int | None]] = field(
         default=lambda path: (None, None, None)
     )
-    #: compile errors (QC101–QC103); model-aware rules are skipped when there are any
+    #: compile errors (QC101-QC103); model-aware rules are skipped when there are any
     compile_errors: list[Diagnostic] = field(default_factory=list)
 
     def entry_path(self, index: int) -> Path:

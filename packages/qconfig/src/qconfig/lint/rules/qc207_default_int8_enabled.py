@@ -5,7 +5,6 @@ from collections import defaultdict
 
 from qconfig.lint.context import Finding, LintContext
 from qconfig.lint.registry import rule
-from qconfig.plan import describe_format
 
 
 @rule(
@@ -15,6 +14,8 @@ from qconfig.plan import describe_format
     needs_manifest=True,
 )
 def check(ctx: LintContext):
+    from qconfig.plan import describe_format  # only with a manifest: keeps `lint` start lean
+
     result = ctx.compiled
     hits: dict[int, list[str]] = defaultdict(list)
     for name, elements in result.element_sources.items():

@@ -8,13 +8,14 @@ nothing asked for weights at all.
 
 from fnmatch import fnmatchcase
 
-from qconfig.compile import any_weight_quantizer_enabled
 from qconfig.lint.context import Finding, LintContext
 from qconfig.lint.registry import rule
 
 
 @rule("QC208", "warning", "no weight quantizer is enabled", needs_manifest=True)
 def check(ctx: LintContext):
+    from qconfig.compile import any_weight_quantizer_enabled  # only with a manifest
+
     result = ctx.compiled
     if any_weight_quantizer_enabled(result.plan.quantizers):
         return

@@ -19,7 +19,14 @@ def check(ctx: LintContext):
         if lowered_names is None:
             lowered_names = [(n.lower(), n) for n in ctx.manifest.quantizer_names()]
         pattern = entry.quantizer_name.lower()
-        hit = next((n for low, n in lowered_names if matches(pattern, low)), None)
+        hit = next(
+            (
+                n
+                for low, n in lowered_names
+                if matches(pattern, low) and not matches(entry.quantizer_name, n)
+            ),
+            None,
+        )
         if hit:
             yield Finding(
                 f"{entry.quantizer_name!r} matches {hit} only when case is ignored; matching "
