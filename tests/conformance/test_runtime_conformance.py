@@ -29,6 +29,8 @@ from modelopt.torch.quantization.nn import TensorQuantizer as MoTensorQuantizer
 from modelopt.torch.quantization.nn.modules.tensor_quantizer import StaticBlockScaleQuantizer
 from qruntime import QuantizerSlot, QuantModule
 from qruntime.numerics import fake_quant
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
 
 MODELS = ["llama", "moe", "vlm", "cnn", "rnn", "subclass"]
 CPU_PRESETS = [
@@ -211,6 +213,50 @@ def test_registered_fused_experts_match_without_calibration(preset):
     ours = qruntime.quantize(copy.deepcopy(model), {"quant_cfg": copy.deepcopy(quant_cfg)})
     assert _normalized(qruntime.quantizer_states(ours)) == oracle.quantizer_states(ref)
     assert list(ours.state_dict()) == list(ref.state_dict())
+
+
+@pytest.mark.parametrize(
+    ("bits", "bias"),
+    [
+        (8, {-1: None, "type": "static", "method": "mean"}),
+        ((4, 3), {-1: None, "type": "static", "method": "max_min"}),
+        (8, {-1: None, -2: None, "type": "dynamic", "method": "max_min"}),
+    ],
+)
+def test_affine_bias_max_is_bit_exact(bits, bias):
+    cfg = {
+        "quant_cfg": [
+            {"quantizer_name": "*", "enable": False},
+            {"quantizer_name": "*weight_quantizer", "cfg": {"num_bits": 8, "axis": 0}},
+            {"quantizer_name": "*input_quantizer", "cfg": {"num_bits": bits, "bias": bias}},
+        ],
+        "algorithm": "max",
+    }
+    model, forward_loop = zoo.build("llama"), _loop("llama")
+    ref = _modelopt(model, cfg, forward_loop)
+    ours = qruntime.quantize(copy.deepcopy(model), cfg, forward_loop)
+    _assert_same_state(ref, ours)
+    assert torch.equal(_outputs(ours, "llama"), _outputs(ref, "llama"))
+
+
+def test_rnn_packed_sequences_are_bit_exact():
+    torch.manual_seed(0)
+    model = nn.Sequential()
+    model.add_module("lstm", nn.LSTM(4, 6, num_layers=2, bidirectional=True, batch_first=True))
+    model.add_module("gru", nn.GRU(4, 6, batch_first=True))
+    data = torch.randn(3, 5, 4)
+
+    def run(m):
+        packed = pack_padded_sequence(data, [5, 3, 2], batch_first=True)
+        (a, _), (b, _) = m.lstm(packed), m.gru(packed)
+        return torch.cat([a.data, b.data], -1)
+
+    cfg = _config("INT8_DEFAULT_CFG")
+    ref = _modelopt(model, cfg, run)
+    ours = qruntime.quantize(copy.deepcopy(model), cfg, run)
+    _assert_same_state(ref, ours)
+    with torch.no_grad():
+        assert torch.equal(run(ours), run(ref))
 
 
 def test_dict_without_algorithm_does_not_calibrate_like_modelopt():

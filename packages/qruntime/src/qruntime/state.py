@@ -75,12 +75,13 @@ def current_plan(model: nn.Module) -> Plan:
     applied = applied_plan(model)
     quantizers = {}
     for name, module, site in inventory(model).iter_sites():
-        q = model.get_submodule(name)
-        if not is_quantizer(q):
+        parent, _, attr = name.rpartition(".")
+        owner = model.get_submodule(parent) if parent else model
+        q = owner._modules.get(attr)
+        if q is None or not is_quantizer(q):
             raise ValueError(f"{name} is not quantized; apply a plan first")
         before = applied.quantizers.get(name) if applied is not None else None
         quantizers[name] = QuantizerPlan(
-            name=name,
             enable=q.is_enabled,
             attributes=q.config,
             parent_class=module.registry_key,
