@@ -5,6 +5,7 @@ import pytest
 import qruntime
 import torch
 import zoo
+from qruntime.registry import registrations
 from torch import nn
 
 W = "*weight_quantizer"
@@ -167,3 +168,46 @@ def test_static_bias_without_data_fails_like_modelopt():
     with pytest.raises(RuntimeError, match="Bias calibrator returned None"):
         qruntime.quantize(model, config, _loop)  # ``dead`` never sees data
     assert type(model.fc1) is nn.Linear
+
+
+class QuantFusedExperts(qruntime.QuantModule):
+    """The zoo's fused experts with a forward that calls per-expert weight quantizers."""
+
+    @classmethod
+    def quantizer_slots(cls, module):
+        n = module.gate_up_proj.shape[0]
+        return [
+            *(qruntime.QuantizerSlot(f"gate_up_proj_weight_quantizers.{i}") for i in range(n)),
+            *(qruntime.QuantizerSlot(f"down_proj_weight_quantizers.{i}") for i in range(n)),
+            qruntime.QuantizerSlot("gate_up_proj_input_quantizer"),
+            qruntime.QuantizerSlot("down_proj_input_quantizer"),
+        ]
+
+    def forward(self, x):
+        out = 0
+        for e in range(self.gate_up_proj.shape[0]):
+            up = self.gate_up_proj_weight_quantizers[e](self.gate_up_proj[e])
+            down = self.down_proj_weight_quantizers[e](self.down_proj[e])
+            g, u = (self.gate_up_proj_input_quantizer(x) @ up.T).chunk(2, dim=-1)
+            out = out + self.down_proj_input_quantizer(nn.functional.silu(g) * u) @ down.T
+        return out
+
+
+def test_weight_quantizer_lists_are_calibrated_per_expert():
+    """Model Optimizer 0.47.0 raises AttributeError here (docs/differences.md)."""
+    previous = [r for r in registrations() if r.original is zoo.FusedExperts]
+    qruntime.register(zoo.FusedExperts, QuantFusedExperts)
+    try:
+        model = zoo.build("fused")
+        config = _config({"num_bits": 8, "axis": 0}, {"num_bits": 8})
+        qruntime.quantize(model, config, lambda m: m(*zoo.example_inputs("fused")))
+    finally:
+        qruntime.unregister(zoo.FusedExperts)
+        for r in previous:  # other test modules may have registered their own wrapper
+            qruntime.register(r.original, r.quant_cls, key=r.key)
+    experts = model.experts
+    for e in range(2):
+        q = experts.gate_up_proj_weight_quantizers[e]
+        assert torch.equal(q._amax, experts.gate_up_proj[e].abs().amax(1, keepdim=True))
+    assert experts.down_proj_input_quantizer._amax is not None
+    assert "experts.gate_up_proj_weight_quantizers.1._amax" in model.state_dict()
