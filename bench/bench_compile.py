@@ -20,8 +20,16 @@ from qconfig.compile import compile_plan
 from qconfig.manifest import Manifest, ModuleSite, QuantizerSite
 
 PROJS = ("gate_proj", "up_proj", "down_proj")
-KEYS = ["nn.Linear", "nn.Embedding", "nn.LayerNorm", "nn.Conv2d", "nn.BatchNorm1d",
-        "nn.BatchNorm2d", "nn.BatchNorm3d", "nn.LeakyReLU"]
+KEYS = [
+    "nn.Linear",
+    "nn.Embedding",
+    "nn.LayerNorm",
+    "nn.Conv2d",
+    "nn.BatchNorm1d",
+    "nn.BatchNorm2d",
+    "nn.BatchNorm3d",
+    "nn.LeakyReLU",
+]
 
 
 def layout(quantizers: int, experts: int = 64) -> tuple[int, int]:
@@ -73,7 +81,9 @@ def modelopt_seconds(layers: int, experts: int, quant_cfg) -> float | None:
         model = nn.Module()
         model.model = nn.Module()
         model.model.layers = nn.ModuleList(
-            nn.ModuleDict({"mlp": nn.ModuleDict({"experts": nn.ModuleList(mlp() for _ in range(experts))})})
+            nn.ModuleDict(
+                {"mlp": nn.ModuleDict({"experts": nn.ModuleList(mlp() for _ in range(experts))})}
+            )
             for _ in range(layers)
         )
     with warnings.catch_warnings():
@@ -96,8 +106,12 @@ def timed(fn, repeat: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 20000, 100000])
-    parser.add_argument("--modelopt-max", type=int, default=20000,
-                        help="largest size to run Model Optimizer on (it is linear and slow)")
+    parser.add_argument(
+        "--modelopt-max",
+        type=int,
+        default=20000,
+        help="largest size to run Model Optimizer on (it is linear and slow)",
+    )
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
 
@@ -110,7 +124,7 @@ def main() -> None:
         n = len(manifest.quantizer_names())
         for preset in ("NVFP4_MLP_ONLY_CFG", "INT8_DEFAULT_CFG"):
             config = presets.get(preset)
-            ours = timed(lambda config=config: compile_plan(config, manifest), args.repeat)
+            ours = timed(lambda c=config, m=manifest: compile_plan(c, m), args.repeat)
             plan_mb = len(compile_plan(config, manifest).to_json().encode()) / 1e6
             theirs = (
                 modelopt_seconds(layers, experts, config["quant_cfg"])

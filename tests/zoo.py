@@ -267,7 +267,10 @@ def example_inputs(name: str, batch: int = 2, seed: int = 0):
     if name in ("llama", "moe"):
         return (torch.randint(0, 32, (batch, 8), generator=g),)
     if name == "vlm":
-        return (torch.randn(batch, 3, 8, 8, generator=g), torch.randint(0, 32, (batch, 4), generator=g))
+        return (
+            torch.randn(batch, 3, 8, 8, generator=g),
+            torch.randint(0, 32, (batch, 4), generator=g),
+        )
     if name == "cnn":
         return (torch.randn(batch, 3, 16, 16, generator=g),)
     if name == "rnn":

@@ -10,15 +10,14 @@ import warnings
 import modelopt.torch.quantization as mtq
 import modelopt.torch.quantization.config as mc
 import torch
+import zoo
 from modelopt.torch.quantization.conversion import replace_quant_module, set_quantizer_by_cfg
 from modelopt.torch.quantization.model_quant import _check_weight_quantization_took_effect
 from modelopt.torch.quantization.nn import QuantModuleRegistry, SequentialQuantizer, TensorQuantizer
 from modelopt.torch.quantization.nn.modules.tensor_quantizer import HardDisabledTensorQuantizer
-from torch import nn
-
-import zoo
 from qconfig.attributes import QuantizerAttributeConfig
 from qconfig.manifest import Manifest, ModuleSite, QuantizerSite
+from torch import nn
 
 
 class _QuantFusedExperts(zoo.FusedExperts):

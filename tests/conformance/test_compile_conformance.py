@@ -14,7 +14,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from modelopt.torch.quantization.conversion import set_quantizer_by_cfg
 from modelopt.torch.quantization.nn import SequentialQuantizer
-
 from qconfig.compile import CompileError, compile_plan
 
 oracle.register_fused_experts()
@@ -290,7 +289,7 @@ def test_nested_sequential_is_a_compile_error():
         {"quantizer_name": "*weight_quantizer", "cfg": w4a8},
         {"quantizer_name": "*weight_quantizer", "cfg": w4a8},
     ]
-    model, expected = theirs("subclass", quant_cfg)
+    model, _ = theirs("subclass", quant_cfg)
     assert _has_nested_sequential(model)
     got = ours("subclass", quant_cfg)
     assert isinstance(got, CompileError) and got.diagnostics[0].code == "QC103"
@@ -316,68 +315,128 @@ OFF = {"quantizer_name": "*", "enable": False}
 W4B = {"num_bits": 4, "block_sizes": {-1: 8, "type": "static"}}
 FP8 = {"num_bits": (4, 3), "axis": None}
 EXPERIMENTS = {
-    "B": [OFF, {"quantizer_name": "*weight_quantizer", "cfg": W4B},
-          {"quantizer_name": "*weight_quantizer", "enable": False},
-          {"quantizer_name": "*mlp.0.weight_quantizer", "enable": True},
-          {"quantizer_name": "*lm_head.input_quantizer", "enable": True}],
-    "C": [{"quantizer_name": "*", "cfg": {"num_bits": 8, "axis": 0, "narrow_range": True,
-                                           "unsigned": True}},
-          {"quantizer_name": "*input_quantizer", "enable": False},
-          {"quantizer_name": "*mlp*input_quantizer", "cfg": {"num_bits": (4, 3)}},
-          {"quantizer_name": "*mlp.2.weight_quantizer", "cfg": {"num_bits": 6}},
-          {"quantizer_name": "*output_quantizer", "enable": False}],
-    "D": [OFF, {"quantizer_name": "*weight_quantizer", "cfg": [W4B, FP8]},
-          {"quantizer_name": "*mlp.0.weight_quantizer", "cfg": {"num_bits": 8, "axis": 0}},
-          {"quantizer_name": "*lm_head.weight_quantizer", "enable": False},
-          {"quantizer_name": "*sub.weight_quantizer.1", "enable": False},
-          {"quantizer_name": "*features*", "enable": False},
-          {"quantizer_name": "*emb*", "enable": False}],
-    "D3": [{"quantizer_name": "*weight_quantizer", "cfg": [W4B, FP8]},
-           {"quantizer_name": "*", "cfg": {"num_bits": 8}}],
-    "D4": [{"quantizer_name": "*weight_quantizer", "cfg": [W4B, FP8]},
-           {"quantizer_name": "*", "parent_class": "nn.Linear", "cfg": {"num_bits": 8}}],
-    "E": [OFF, {"quantizer_name": "*", "parent_class": "nn.Linear",
-                "cfg": {"num_bits": 8, "axis": None}},
-          {"quantizer_name": "*input_quantizer", "parent_class": "nn.Conv2d",
-           "cfg": {"num_bits": (4, 3)}},
-          {"quantizer_name": "*output_quantizer", "parent_class": "nn.LayerNorm",
-           "cfg": {"num_bits": (4, 3)}},
-          {"quantizer_name": "*output_quantizer", "parent_class": "nn.Linear", "enable": False}],
-    "F1": {"default": {"enable": False}, "*weight_quantizer": {"num_bits": 8, "axis": 0},
-           "*input_quantizer": {"num_bits": 8, "axis": None},
-           "nn.Conv2d": {"*input_quantizer": {"enable": False}}, "*lm_head*": {"enable": False}},
-    "G": [OFF, {"quantizer_name": "*LM_HEAD*", "cfg": {"num_bits": 4}},
-          {"quantizer_name": "lm_head*", "cfg": {"num_bits": 5}},
-          {"quantizer_name": "mlp.?.weight_quantizer", "cfg": {"num_bits": 6}},
-          {"quantizer_name": "features.[ab]*.input_quantizer", "cfg": {"num_bits": 7}},
-          {"quantizer_name": "weight_quantizer", "cfg": {"num_bits": 3}}],
-    "H": [OFF, {"quantizer_name": "*mlp.0.weight_quantizer",
-                "cfg": {"num_bits": 4, "axis": 0, "enable": False}},
-          {"quantizer_name": "*mlp.2.weight_quantizer", "cfg": {"enable": False}},
-          {"quantizer_name": "*lm_head.weight_quantizer",
-           "cfg": {"num_bits": 4, "axis": 0, "enable": True}, "enable": False}],
-    "I": [OFF, {"quantizer_name": "*mlp.0.weight_quantizer",
-                "cfg": {"num_bits": 8, "axis": 0, "rotate": True}},
-          {"quantizer_name": "*mlp.2.weight_quantizer",
-           "cfg": {"num_bits": 8, "axis": 0, "rotate": {"enable": True, "rotate_fp32": True}}},
-          {"quantizer_name": "*mlp.2.weight_quantizer",
-           "cfg": {"num_bits": 8, "axis": 0, "rotate": {"enable": True, "rotate_fp32": True}},
-           "enable": False},
-          {"quantizer_name": "*mlp.0.weight_quantizer", "enable": False},
-          {"quantizer_name": "*mlp.0.weight_quantizer", "enable": True}],
+    "B": [
+        OFF,
+        {"quantizer_name": "*weight_quantizer", "cfg": W4B},
+        {"quantizer_name": "*weight_quantizer", "enable": False},
+        {"quantizer_name": "*mlp.0.weight_quantizer", "enable": True},
+        {"quantizer_name": "*lm_head.input_quantizer", "enable": True},
+    ],
+    "C": [
+        {
+            "quantizer_name": "*",
+            "cfg": {"num_bits": 8, "axis": 0, "narrow_range": True, "unsigned": True},
+        },
+        {"quantizer_name": "*input_quantizer", "enable": False},
+        {"quantizer_name": "*mlp*input_quantizer", "cfg": {"num_bits": (4, 3)}},
+        {"quantizer_name": "*mlp.2.weight_quantizer", "cfg": {"num_bits": 6}},
+        {"quantizer_name": "*output_quantizer", "enable": False},
+    ],
+    "D": [
+        OFF,
+        {"quantizer_name": "*weight_quantizer", "cfg": [W4B, FP8]},
+        {"quantizer_name": "*mlp.0.weight_quantizer", "cfg": {"num_bits": 8, "axis": 0}},
+        {"quantizer_name": "*lm_head.weight_quantizer", "enable": False},
+        {"quantizer_name": "*sub.weight_quantizer.1", "enable": False},
+        {"quantizer_name": "*features*", "enable": False},
+        {"quantizer_name": "*emb*", "enable": False},
+    ],
+    "D3": [
+        {"quantizer_name": "*weight_quantizer", "cfg": [W4B, FP8]},
+        {"quantizer_name": "*", "cfg": {"num_bits": 8}},
+    ],
+    "D4": [
+        {"quantizer_name": "*weight_quantizer", "cfg": [W4B, FP8]},
+        {"quantizer_name": "*", "parent_class": "nn.Linear", "cfg": {"num_bits": 8}},
+    ],
+    "E": [
+        OFF,
+        {"quantizer_name": "*", "parent_class": "nn.Linear", "cfg": {"num_bits": 8, "axis": None}},
+        {
+            "quantizer_name": "*input_quantizer",
+            "parent_class": "nn.Conv2d",
+            "cfg": {"num_bits": (4, 3)},
+        },
+        {
+            "quantizer_name": "*output_quantizer",
+            "parent_class": "nn.LayerNorm",
+            "cfg": {"num_bits": (4, 3)},
+        },
+        {"quantizer_name": "*output_quantizer", "parent_class": "nn.Linear", "enable": False},
+    ],
+    "F1": {
+        "default": {"enable": False},
+        "*weight_quantizer": {"num_bits": 8, "axis": 0},
+        "*input_quantizer": {"num_bits": 8, "axis": None},
+        "nn.Conv2d": {"*input_quantizer": {"enable": False}},
+        "*lm_head*": {"enable": False},
+    },
+    "G": [
+        OFF,
+        {"quantizer_name": "*LM_HEAD*", "cfg": {"num_bits": 4}},
+        {"quantizer_name": "lm_head*", "cfg": {"num_bits": 5}},
+        {"quantizer_name": "mlp.?.weight_quantizer", "cfg": {"num_bits": 6}},
+        {"quantizer_name": "features.[ab]*.input_quantizer", "cfg": {"num_bits": 7}},
+        {"quantizer_name": "weight_quantizer", "cfg": {"num_bits": 3}},
+    ],
+    "H": [
+        OFF,
+        {
+            "quantizer_name": "*mlp.0.weight_quantizer",
+            "cfg": {"num_bits": 4, "axis": 0, "enable": False},
+        },
+        {"quantizer_name": "*mlp.2.weight_quantizer", "cfg": {"enable": False}},
+        {
+            "quantizer_name": "*lm_head.weight_quantizer",
+            "cfg": {"num_bits": 4, "axis": 0, "enable": True},
+            "enable": False,
+        },
+    ],
+    "I": [
+        OFF,
+        {
+            "quantizer_name": "*mlp.0.weight_quantizer",
+            "cfg": {"num_bits": 8, "axis": 0, "rotate": True},
+        },
+        {
+            "quantizer_name": "*mlp.2.weight_quantizer",
+            "cfg": {"num_bits": 8, "axis": 0, "rotate": {"enable": True, "rotate_fp32": True}},
+        },
+        {
+            "quantizer_name": "*mlp.2.weight_quantizer",
+            "cfg": {"num_bits": 8, "axis": 0, "rotate": {"enable": True, "rotate_fp32": True}},
+            "enable": False,
+        },
+        {"quantizer_name": "*mlp.0.weight_quantizer", "enable": False},
+        {"quantizer_name": "*mlp.0.weight_quantizer", "enable": True},
+    ],
     "J2": [{"quantizer_name": "emb.input_quantizer", "enable": True}],
-    "L3": [OFF, {"quantizer_name": "*", "enable": True},
-           {"quantizer_name": "*weight_quantizer", "enable": False}],
-    "e7": {"*weight_quantizer": {"num_bits": 4, "axis": 0},
-           "*input_quantizer": {"num_bits": 8, "axis": None}, "default": {"enable": False}},
-    "e9": [OFF, {"quantizer_name": "*weight_quantizer", "parent_class": "nn.Conv1d",
-                 "cfg": {"num_bits": 8}},
-           {"quantizer_name": "*weight_quantizer", "parent_class": "nn.Embedding",
-            "enable": False}],
-    "children": [OFF, {"quantizer_name": "*weight_quantizer", "cfg": [W4B, FP8]},
-                 {"quantizer_name": "*sub.weight_quantizer.1", "enable": False},
-                 {"quantizer_name": "mlp.?.weight_quantizer.0", "cfg": {"num_bits": 6}},
-                 {"quantizer_name": "*.[0-9].weight_quantizer.1", "cfg": {"num_bits": 5}}],
+    "L3": [
+        OFF,
+        {"quantizer_name": "*", "enable": True},
+        {"quantizer_name": "*weight_quantizer", "enable": False},
+    ],
+    "e7": {
+        "*weight_quantizer": {"num_bits": 4, "axis": 0},
+        "*input_quantizer": {"num_bits": 8, "axis": None},
+        "default": {"enable": False},
+    },
+    "e9": [
+        OFF,
+        {
+            "quantizer_name": "*weight_quantizer",
+            "parent_class": "nn.Conv1d",
+            "cfg": {"num_bits": 8},
+        },
+        {"quantizer_name": "*weight_quantizer", "parent_class": "nn.Embedding", "enable": False},
+    ],
+    "children": [
+        OFF,
+        {"quantizer_name": "*weight_quantizer", "cfg": [W4B, FP8]},
+        {"quantizer_name": "*sub.weight_quantizer.1", "enable": False},
+        {"quantizer_name": "mlp.?.weight_quantizer.0", "cfg": {"num_bits": 6}},
+        {"quantizer_name": "*.[0-9].weight_quantizer.1", "cfg": {"num_bits": 5}},
+    ],
 }
 
 
@@ -388,8 +447,11 @@ def test_documented_experiments(experiment):
 
 def test_fused_expert_lists_match_singular_patterns():
     """P4: ``*weight_quantizer`` selects ``…_weight_quantizers.N``; ``*.experts.*`` needs a dot."""
-    quant_cfg = [OFF, {"quantizer_name": "*weight_quantizer", "cfg": {"num_bits": 4, "axis": 0}},
-                 {"quantizer_name": "*.experts.*input_quantizer", "cfg": {"num_bits": (4, 3)}}]
+    quant_cfg = [
+        OFF,
+        {"quantizer_name": "*weight_quantizer", "cfg": {"num_bits": 4, "axis": 0}},
+        {"quantizer_name": "*.experts.*input_quantizer", "cfg": {"num_bits": (4, 3)}},
+    ]
     _check("fused", quant_cfg)
     got = ours("fused", quant_cfg)
     assert got["experts.gate_up_proj_weight_quantizers.1"]["attributes"]["num_bits"] == 4

@@ -17,8 +17,10 @@ CONFIG = {
     "quant_cfg": [
         {"quantizer_name": "*", "enable": False},
         {"quantizer_name": "*weight_quantizer", "cfg": {"num_bits": 4, "axis": 0}},
-        {"quantizer_name": "*mlp*weight_quantizer", "cfg": [{"num_bits": 4, "axis": 0},
-                                                           {"num_bits": (4, 3)}]},
+        {
+            "quantizer_name": "*mlp*weight_quantizer",
+            "cfg": [{"num_bits": 4, "axis": 0}, {"num_bits": (4, 3)}],
+        },
         {"quantizer_name": "*mlp.down_proj*", "cfg": {"num_bits": 8, "axis": 0}},
         {"quantizer_name": "lm_head*", "enable": False},
         {"quantizer_name": "*LM_HEAD*", "enable": False},
@@ -91,7 +93,10 @@ def test_plan_json_is_byte_identical_across_hash_seeds():
         env = {**os.environ, "PYTHONHASHSEED": seed}
         result = subprocess.run(
             [sys.executable, "-c", SCRIPT, str(EXAMPLES / "moe.json")],
-            env=env, capture_output=True, text=True, check=True,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         outputs.add(result.stdout)
     assert len(outputs) == 1 and outputs.pop().startswith('{"format":"qconfig.plan/v1"')

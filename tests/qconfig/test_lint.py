@@ -66,23 +66,33 @@ def test_qc201_legacy_and_qc202_default_not_first(tmp_path):
 
 
 def test_qc203_inner_enable(tmp_path):
-    found = run(tmp_path, HEADER + "  - quantizer_name: '*weight_quantizer'\n"
-                "    cfg: {num_bits: 4, axis: 0, enable: false}\n", manifest=None)
+    found = run(
+        tmp_path,
+        HEADER + "  - quantizer_name: '*weight_quantizer'\n"
+        "    cfg: {num_bits: 4, axis: 0, enable: false}\n",
+        manifest=None,
+    )
     d = only(found, "QC203")[0]
     assert (d.line, d.path) == (5, "quant_cfg[1].cfg.enable") and "ends enabled" in d.message
 
 
 def test_qc204_no_deny_all(tmp_path):
-    found = run(tmp_path, "quant_cfg:\n  - quantizer_name: '*weight_quantizer'\n"
-                "    cfg: {num_bits: 8, axis: 0}\n", manifest=None)
+    found = run(
+        tmp_path,
+        "quant_cfg:\n  - quantizer_name: '*weight_quantizer'\n    cfg: {num_bits: 8, axis: 0}\n",
+        manifest=None,
+    )
     assert codes(found) == ["QC204"]
 
 
 def test_qc205_unmatched_and_qc214_case(tmp_path):
-    found = run(tmp_path, HEADER + "  - quantizer_name: '*weight_quantizer'\n"
-                "    cfg: {num_bits: 8, axis: 0}\n  - quantizer_name: '*LM_HEAD*'\n"
-                "    enable: false\n  - quantizer_name: 'model.lm_head*'\n"
-                "    cfg: {num_bits: 4, axis: 0}\n")
+    found = run(
+        tmp_path,
+        HEADER + "  - quantizer_name: '*weight_quantizer'\n"
+        "    cfg: {num_bits: 8, axis: 0}\n  - quantizer_name: '*LM_HEAD*'\n"
+        "    enable: false\n  - quantizer_name: 'model.lm_head*'\n"
+        "    cfg: {num_bits: 4, axis: 0}\n",
+    )
     unmatched = only(found, "QC205")
     assert sorted((d.line, d.severity) for d in unmatched) == [(6, "info"), (8, "warning")]
     case = only(found, "QC214")
@@ -90,17 +100,23 @@ def test_qc205_unmatched_and_qc214_case(tmp_path):
 
 
 def test_qc206_shadowed(tmp_path):
-    found = run(tmp_path, HEADER + "  - quantizer_name: '*mlp*weight_quantizer'\n"
-                "    cfg: {num_bits: 4, axis: 0}\n  - quantizer_name: '*weight_quantizer'\n"
-                "    cfg: {num_bits: 8, axis: 0}\n")
+    found = run(
+        tmp_path,
+        HEADER + "  - quantizer_name: '*mlp*weight_quantizer'\n"
+        "    cfg: {num_bits: 4, axis: 0}\n  - quantizer_name: '*weight_quantizer'\n"
+        "    cfg: {num_bits: 8, axis: 0}\n",
+    )
     d = only(found, "QC206")[0]
     assert d.line == 4 and "override" in d.message
 
 
 def test_qc207_enable_only_true_keeps_module_default(tmp_path):
-    found = run(tmp_path, HEADER + "  - quantizer_name: '*weight_quantizer'\n"
-                "    cfg: {num_bits: 4, axis: 0}\n  - quantizer_name: '*input_quantizer'\n"
-                "    enable: true\n")
+    found = run(
+        tmp_path,
+        HEADER + "  - quantizer_name: '*weight_quantizer'\n"
+        "    cfg: {num_bits: 4, axis: 0}\n  - quantizer_name: '*input_quantizer'\n"
+        "    enable: true\n",
+    )
     d = only(found, "QC207")[0]
     assert d.line == 6 and "INT8 per-tensor" in d.message
 
@@ -119,25 +135,32 @@ def test_qc208_no_weight_quantizer_respects_parent_class(tmp_path):
 
 
 def test_qc102_weight_check_is_an_error(tmp_path):
-    found = run(tmp_path, HEADER + "  - quantizer_name: '*experts*weight_quantizer'\n"
-                "    cfg: {num_bits: 4, axis: 0}\n")
+    found = run(
+        tmp_path,
+        HEADER + "  - quantizer_name: '*experts*weight_quantizer'\n"
+        "    cfg: {num_bits: 4, axis: 0}\n",
+    )
     d = only(found, "QC102")[0]
     assert d.severity == "error"
 
 
 def test_qc101_unknown_parent_class(tmp_path):
-    found = run(tmp_path, HEADER + "  - quantizer_name: '*'\n    parent_class: nn.ReLU\n"
-                "    enable: false\n")
+    found = run(
+        tmp_path, HEADER + "  - quantizer_name: '*'\n    parent_class: nn.ReLU\n    enable: false\n"
+    )
     d = only(found, "QC101")[0]
     assert (d.line, d.path) == (5, "quant_cfg[1].parent_class")
 
 
 def test_qc209_qc210_block_sizes(tmp_path):
     # llama weights are 16 wide (and 32 for lm_head/up/gate outputs): 24 does not divide 16/32
-    found = run(tmp_path, HEADER + "  - quantizer_name: '*mlp*weight_quantizer'\n"
-                "    cfg: {num_bits: 4, block_sizes: {-1: 24, type: static}}\n"
-                "  - quantizer_name: '*self_attn*weight_quantizer'\n"
-                "    cfg: {num_bits: 4, block_sizes: {-1: 12, type: static}}\n")
+    found = run(
+        tmp_path,
+        HEADER + "  - quantizer_name: '*mlp*weight_quantizer'\n"
+        "    cfg: {num_bits: 4, block_sizes: {-1: 24, type: static}}\n"
+        "  - quantizer_name: '*self_attn*weight_quantizer'\n"
+        "    cfg: {num_bits: 4, block_sizes: {-1: 12, type: static}}\n",
+    )
     exceeds = only(found, "QC210")
     assert [d.line for d in exceeds] == [5] and "exceeds dimension -1 (16)" in exceeds[0].message
     pads = only(found, "QC209")
@@ -151,44 +174,67 @@ def test_qc211_parent_class_misses_subclasses(tmp_path):
         model="subclass",
         registry_keys=["nn.Linear"],
         modules=[
-            ModuleSite(name="fc", class_name="Linear", registry_key="nn.Linear",
-                       parent_class_keys=["nn.Linear"], subclass_of=["nn.Linear"],
-                       quantizers=[QuantizerSite(attribute="weight_quantizer", defaults=attrs)]),
-            ModuleSite(name="sub", class_name="MyLinear", registry_key="nn.Linear",
-                       parent_class_keys=[], subclass_of=["nn.Linear"],
-                       quantizers=[QuantizerSite(attribute="weight_quantizer", defaults=attrs)]),
+            ModuleSite(
+                name="fc",
+                class_name="Linear",
+                registry_key="nn.Linear",
+                parent_class_keys=["nn.Linear"],
+                subclass_of=["nn.Linear"],
+                quantizers=[QuantizerSite(attribute="weight_quantizer", defaults=attrs)],
+            ),
+            ModuleSite(
+                name="sub",
+                class_name="MyLinear",
+                registry_key="nn.Linear",
+                parent_class_keys=[],
+                subclass_of=["nn.Linear"],
+                quantizers=[QuantizerSite(attribute="weight_quantizer", defaults=attrs)],
+            ),
         ],
     )
-    found = run(tmp_path, HEADER + "  - quantizer_name: '*weight_quantizer'\n"
-                "    parent_class: nn.Linear\n    cfg: {num_bits: 4, axis: 0}\n", manifest)
+    found = run(
+        tmp_path,
+        HEADER + "  - quantizer_name: '*weight_quantizer'\n"
+        "    parent_class: nn.Linear\n    cfg: {num_bits: 4, axis: 0}\n",
+        manifest,
+    )
     d = only(found, "QC211")[0]
     assert d.line == 5 and "sub.weight_quantizer" in d.message
 
 
 def test_qc212_list_cfg_on_hard_disabled(tmp_path):
-    found = run(tmp_path, HEADER + "  - quantizer_name: '*weight_quantizer'\n"
-                "    cfg: {num_bits: 8, axis: 0}\n  - quantizer_name: '*embed_tokens.input_quantizer'\n"
-                "    cfg: [{num_bits: 8}, {num_bits: e4m3}]\n")
+    found = run(
+        tmp_path,
+        HEADER + "  - quantizer_name: '*weight_quantizer'\n"
+        "    cfg: {num_bits: 8, axis: 0}\n  - quantizer_name: '*embed_tokens.input_quantizer'\n"
+        "    cfg: [{num_bits: 8}, {num_bits: e4m3}]\n",
+    )
     d = only(found, "QC212")[0]
     assert d.line == 7 and "hard-disabled" in d.message
 
 
 def test_qc213_sequential_length_mismatch(tmp_path):
-    found = run(tmp_path, HEADER + "  - quantizer_name: '*weight_quantizer'\n"
-                "    cfg: [{num_bits: 4, axis: 0}, {num_bits: e4m3}]\n"
-                "  - quantizer_name: 'model.layers.0.mlp.up_proj.weight_quantizer'\n"
-                "    parent_class: nn.Linear\n"
-                "    cfg: [{num_bits: 8, axis: 0}]\n")
+    found = run(
+        tmp_path,
+        HEADER + "  - quantizer_name: '*weight_quantizer'\n"
+        "    cfg: [{num_bits: 4, axis: 0}, {num_bits: e4m3}]\n"
+        "  - quantizer_name: 'model.layers.0.mlp.up_proj.weight_quantizer'\n"
+        "    parent_class: nn.Linear\n"
+        "    cfg: [{num_bits: 8, axis: 0}]\n",
+    )
     d = only(found, "QC213")[0]
     assert d.line == 8 and "only the first 1" in d.message
 
 
 def test_list_cfg_on_an_existing_sequential_without_parent_class_nests(tmp_path):
     # without parent_class the children match too: Model Optimizer would nest (QC103)
-    found = run(tmp_path, HEADER + "  - quantizer_name: '*weight_quantizer'\n"
-                "    cfg: [{num_bits: 4, axis: 0}, {num_bits: e4m3}]\n"
-                "  - quantizer_name: 'model.layers.0.mlp.up_proj.weight_quantizer'\n"
-                "    cfg: [{num_bits: 8, axis: 0}]\n")
+    found = run(
+        tmp_path,
+        HEADER + "  - quantizer_name: '*weight_quantizer'\n"
+        "    cfg: [{num_bits: 4, axis: 0}, {num_bits: e4m3}]\n"
+        "  - quantizer_name: 'model.layers.0.mlp.up_proj.weight_quantizer'\n"
+        "    cfg: [{num_bits: 8, axis: 0}]\n",
+    )
     d = only(found, "QC103")[0]
     assert (d.severity, d.line) == ("error", 6)
 
@@ -198,14 +244,21 @@ def test_errors_in_imported_files_point_into_them(tmp_path):
         "# modelopt-schema: modelopt.torch.quantization.config.QuantizerCfgEntry\n"
         "quantizer_name: '*weight_quantizer'\ncfg: {num_bits: 8, axis: 0, enable: false}\n"
     )
-    found = run(tmp_path, "imports:\n  w: unit.yaml\n" + HEADER + "  - $import: w\n",
-                manifest=None)
+    found = run(tmp_path, "imports:\n  w: unit.yaml\n" + HEADER + "  - $import: w\n", manifest=None)
     d = only(found, "QC203")[0]
     assert d.file.endswith("unit.yaml") and d.line == 3
 
 
-@pytest.mark.parametrize("name", ["INT8_DEFAULT_CFG", "FP8_DEFAULT_CFG", "NVFP4_DEFAULT_CFG",
-                                  "W4A8_AWQ_BETA_CFG", "INT4_BLOCKWISE_WEIGHT_ONLY_CFG"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "INT8_DEFAULT_CFG",
+        "FP8_DEFAULT_CFG",
+        "NVFP4_DEFAULT_CFG",
+        "W4A8_AWQ_BETA_CFG",
+        "INT4_BLOCKWISE_WEIGHT_ONLY_CFG",
+    ],
+)
 def test_presets_have_no_errors_on_the_llama_example(name):
     found = lint(presets.path(name), LLAMA)
     assert [d for d in found if d.severity == "error"] == []
@@ -219,6 +272,16 @@ def test_every_rule_is_documented():
     docs = (Path(__file__).resolve().parents[2] / "docs" / "lint-rules.md").read_text()
     import qconfig.lint.rules  # noqa: F401
 
-    for code in list(RULES) + ["QC001", "QC002", "QC003", "QC004", "QC005", "QC006",
-                               "QC101", "QC102", "QC103"]:
+    loader_and_compile = [
+        "QC001",
+        "QC002",
+        "QC003",
+        "QC004",
+        "QC005",
+        "QC006",
+        "QC101",
+        "QC102",
+        "QC103",
+    ]
+    for code in [*RULES, *loader_and_compile]:
         assert f"## {code}" in docs, code

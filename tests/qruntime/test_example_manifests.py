@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 import zoo
-
 from qconfig.manifest import Manifest
 from qruntime import inventory
 

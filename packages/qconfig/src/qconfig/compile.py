@@ -26,7 +26,7 @@ from typing import Any
 from qconfig.attributes import QuantizerAttributeConfig, RotateConfig, is_mx_format
 from qconfig.entries import QuantizerCfgEntry
 from qconfig.errors import ConfigError, Diagnostic
-from qconfig.manifest import Manifest, ModuleSite, QuantizerSite
+from qconfig.manifest import Manifest, QuantizerSite
 from qconfig.matching import digit_blind, matches, required_text, shape_of
 from qconfig.plan import Plan, QuantizerPlan
 from qconfig.quantize import QuantizeConfig
@@ -358,9 +358,7 @@ def compile_detailed(config: Any, manifest: Manifest) -> CompileResult:
                 sources=tuple(state.sources),
                 hard_disabled=key[1][1],
             )
-            group_sources[plan_key] = tuple(
-                (e.attrs_src, e.enable_src) for e in state.elements()
-            )
+            group_sources[plan_key] = tuple((e.attrs_src, e.enable_src) for e in state.elements())
         quantizers[name] = q
         element_sources[name] = group_sources[plan_key]
 

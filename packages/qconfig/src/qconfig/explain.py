@@ -22,7 +22,9 @@ class Explanation:
     quantizer: str
     module: str
     registry_key: str
-    steps: list[tuple[int, str, str, str]] = field(default_factory=list)  # idx, pattern, target, effect
+    steps: list[tuple[int, str, str, str]] = field(
+        default_factory=list
+    )  # idx, pattern, target, effect
     final_enable: bool = False
     final_format: str = ""
     attributes: Any = None
@@ -61,14 +63,14 @@ def explain(config: Any, manifest: Manifest, quantizer_name: str) -> Explanation
     """The entries that shaped ``quantizer_name``, in order, with their effect."""
     qc = to_quantize_config(config)
     entries = list(qc.quant_cfg)
-    for name, module, site in manifest.iter_sites():
-        if name == quantizer_name:
-            break
-    else:
+    found = next(((m, s) for n, m, s in manifest.iter_sites() if n == quantizer_name), None)
+    if found is None:
         known = manifest.quantizer_names()
         close = [n for n in known if quantizer_name in n or n.endswith(quantizer_name)][:5]
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise KeyError(f"no quantizer named {quantizer_name!r} in the manifest{hint}")
+    module, site = found
+    name = quantizer_name
     trace = Trace()
     state = fold_quantizer(
         name,
@@ -79,7 +81,9 @@ def explain(config: Any, manifest: Manifest, quantizer_name: str) -> Explanation
         trace,
     )
     out = Explanation(name, module.name, module.registry_key)
-    out.steps = [(i, entries[i].quantizer_name, target, effect) for i, target, effect in trace.steps]
+    out.steps = [
+        (i, entries[i].quantizer_name, target, effect) for i, target, effect in trace.steps
+    ]
     if state.children is not None:
         attrs: Any = tuple(e.attrs for e in state.children)
         out.final_enable = any(a.enable for a in attrs)

@@ -1,5 +1,5 @@
 """Which quantizers an entry's pattern selects (config-semantics §9.2), without an
-O(entries × quantizers) fnmatch loop.
+O(entries * quantizers) fnmatch loop.
 
 Model Optimizer tests every module name against every pattern with ``fnmatch``. MoE models repeat
 the same structure thousands of times with only layer/expert numbers changing, so we group names
@@ -18,7 +18,15 @@ import re
 from fnmatch import translate
 from functools import lru_cache
 
-__all__ = ["digit_blind", "matches", "matches_fast", "may_normalize", "normalize_quantizer_name", "pattern_regex", "shape_of"]
+__all__ = [
+    "digit_blind",
+    "matches",
+    "matches_fast",
+    "may_normalize",
+    "normalize_quantizer_name",
+    "pattern_regex",
+    "shape_of",
+]
 
 _LIST_SUFFIX = re.compile(r"(weight_quantizers?|input_quantizers?)\.\d+(?=$|\.)")
 _DIGITS = re.compile(r"\d+")

@@ -167,7 +167,11 @@ def _tuples(value: Any) -> Any:
     """num_bits / scale_bits / axis are tuples in the models; JSON gave lists."""
     if isinstance(value, Mapping):
         return {
-            k: (tuple(v) if k in ("num_bits", "scale_bits", "axis") and isinstance(v, list) else _tuples(v))
+            k: (
+                tuple(v)
+                if k in ("num_bits", "scale_bits", "axis") and isinstance(v, list)
+                else _tuples(v)
+            )
             for k, v in value.items()
         }
     return value

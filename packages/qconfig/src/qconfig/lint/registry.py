@@ -28,7 +28,9 @@ class Rule:
 RULES: dict[str, Rule] = {}
 
 
-def rule(code: str, severity: str, summary: str, *, needs_manifest: bool = False, fixable: bool = False):
+def rule(
+    code: str, severity: str, summary: str, *, needs_manifest: bool = False, fixable: bool = False
+):
     """Register a lint rule under a stable code."""
 
     def register(fn):

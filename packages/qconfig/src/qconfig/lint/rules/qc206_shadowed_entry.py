@@ -4,7 +4,12 @@ from qconfig.lint.context import Finding, LintContext
 from qconfig.lint.registry import rule
 
 
-@rule("QC206", "warning", "entry has no effect: later entries override all it sets", needs_manifest=True)
+@rule(
+    "QC206",
+    "warning",
+    "entry has no effect: later entries override all it sets",
+    needs_manifest=True,
+)
 def check(ctx: LintContext):
     result = ctx.compiled
     for index, (count, live) in enumerate(zip(result.matched_count, result.live, strict=True)):

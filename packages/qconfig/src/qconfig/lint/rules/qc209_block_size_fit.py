@@ -22,16 +22,30 @@ def _misfits(ctx: LintContext):
             if not attrs.enable or not attrs.block_sizes:
                 continue
             for axis, size in attrs.block_sizes.items():
-                if not isinstance(axis, int) or size is None or not -len(shape) <= axis < len(shape):
+                if (
+                    not isinstance(axis, int)
+                    or size is None
+                    or not -len(shape) <= axis < len(shape)
+                ):
                     continue
                 dim = shape[axis]
                 source = result.element_sources[name][k][0]
                 if size > dim:
-                    yield "QC210", source, name, f"block size {size} exceeds dimension {axis} ({dim})"
+                    yield (
+                        "QC210",
+                        source,
+                        name,
+                        f"block size {size} exceeds dimension {axis} ({dim})",
+                    )
                 elif dim % size:
-                    yield "QC209", source, name, (
-                        f"block size {size} does not divide dimension {axis} ({dim}); "
-                        f"the last block is padded"
+                    yield (
+                        "QC209",
+                        source,
+                        name,
+                        (
+                            f"block size {size} does not divide dimension {axis} ({dim}); "
+                            f"the last block is padded"
+                        ),
                     )
 
 
@@ -46,7 +60,12 @@ def _grouped(ctx: LintContext, code: str):
         yield Finding(f"{name}: {why}{more}", (*ctx.entry_path(source), "cfg"))
 
 
-@rule("QC209", "warning", "weight block size does not divide the weight dimension", needs_manifest=True)
+@rule(
+    "QC209",
+    "warning",
+    "weight block size does not divide the weight dimension",
+    needs_manifest=True,
+)
 def check_divides(ctx: LintContext):
     yield from _grouped(ctx, "QC209")
 
