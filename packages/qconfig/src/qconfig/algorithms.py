@@ -309,7 +309,9 @@ class LSQConfig(QuantizeAlgorithmConfig):
 
     @model_validator(mode="after")
     def _tied_needs_same_learnability(self) -> "LSQConfig":
-        learn = [self.learnable_amax] if isinstance(self.learnable_amax, str) else self.learnable_amax
+        learn = (
+            [self.learnable_amax] if isinstance(self.learnable_amax, str) else self.learnable_amax
+        )
         if self.tied_amax and set(learn) not in (set(), {"pre", "post"}):
             raise ValueError(
                 "tied_amax=True requires learnable_amax to be [] or ['pre', 'post'], "

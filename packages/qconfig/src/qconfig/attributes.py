@@ -234,7 +234,8 @@ class QuantizerAttributeConfig(ConfigBase):
     @field_validator("constant_amax")
     @classmethod
     def _v8_constant_amax(cls, v: float | None) -> float | None:
-        if v is not None and v <= 0:
+        # ``not v > 0`` (rather than ``v <= 0``) also rejects NaN, as Model Optimizer does.
+        if v is not None and not v > 0:
             raise ValueError("constant_amax must be a positive value.")
         return v
 
@@ -249,17 +250,21 @@ class QuantizerAttributeConfig(ConfigBase):
             )
         if not isinstance(bits, tuple):
             return self
+        # A model-level error has no field in its location, so the messages name num_bits.
         if not all(x > 0 for x in bits):
-            raise ValueError("num_bits must be a positive integer or a tuple of positive integers.")
+            raise ValueError(
+                f"num_bits must be a positive integer or a tuple of positive integers. {bits}"
+            )
         if bits not in FP_FORMATS:
             raise ValueError(
-                "Supported FPx quantization formats: FP8 (E4M3, E5M2), FP6(E3M2, E2M3), FP4(E2M1)."
+                f"num_bits {bits} is not a supported FP format. Supported FPx quantization "
+                "formats: FP8 (E4M3, E5M2), FP6(E3M2, E2M3), FP4(E2M1)."
             )
         dynamic_blocks = self.block_sizes is not None and self.block_sizes.get("type") == "dynamic"
         if bits not in _FP_FORMATS_ANY_LAYOUT and not dynamic_blocks:
             raise ValueError(
                 f"Only blockwise dynamic quantization is supported with quantization formats "
-                f"E{bits[0]}M{bits[1]}."
+                f"E{bits[0]}M{bits[1]} (num_bits={bits} needs block_sizes with type 'dynamic')."
             )
         return self
 

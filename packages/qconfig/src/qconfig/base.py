@@ -18,9 +18,7 @@ __all__ = ["ConfigBase"]
 class ConfigBase(BaseModel, MutableMapping):  # type: ignore[misc]
     """pydantic model + ``MutableMapping`` over its *fields* (not only the ones that were set)."""
 
-    model_config = ConfigDict(
-        extra="forbid", validate_assignment=True, populate_by_name=True
-    )
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
     # -- mapping protocol -------------------------------------------------------------------
     @classmethod

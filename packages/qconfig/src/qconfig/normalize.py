@@ -101,7 +101,7 @@ def expand_quant_cfg(raw: Any, *, warn: bool = True) -> list[ExpandedEntry]:
             and len(element) > 1
             and any(isinstance(k, str) and k.startswith("nn.") for k in element)
         ):
-            pairs = [(source + (k,), k, v) for k, v in element.items()]
+            pairs = [((*source, k), k, v) for k, v in element.items()]
         else:
             where = f"quant_cfg[{source[0]!r}]" if flat_dict else f"quant_cfg[{source[0]}]"
             raise ValueError(

@@ -38,7 +38,10 @@ def _resolve_one(value: AlgorithmForm) -> QuantizeAlgorithmConfig:
             f"{'.'.join(str(p) for p in err['loc']) or '(config)'}: {err['msg']}"
             for err in exc.errors()
         )
-        raise ValueError(f"invalid {value['method']!r} algorithm config: {details}") from None
+        raise ValueError(
+            f"invalid {value['method']!r} algorithm config: {details} (known methods: "
+            f"{', '.join(known_methods())}; null for no calibration)."
+        ) from None
 
 
 def resolve_algorithms(algorithm: Any) -> tuple[QuantizeAlgorithmConfig, ...]:
@@ -85,7 +88,14 @@ class QuantizeConfig(ConfigBase):
     @field_validator("algorithm")
     @classmethod
     def _validate_algorithm(cls, v: Any) -> Any:
-        resolve_algorithms(v)
+        if not isinstance(v, list):
+            resolve_algorithms(v)
+            return v
+        for index, form in enumerate(v):  # name the failing step of a list
+            try:
+                resolve_algorithms(form)
+            except ValueError as exc:
+                raise ValueError(f"algorithm[{index}]: {exc}") from None
         return v
 
     @field_validator("effective_bits")
