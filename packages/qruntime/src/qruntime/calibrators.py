@@ -36,15 +36,9 @@ class MaxCalibrator:
 
     @torch.no_grad()
     def collect(self, x: torch.Tensor) -> None:
-        """Fold one batch in. NaN/inf amaxes are refused like Model Optimizer's assertions."""
+        """Fold one batch in (the running max propagates NaN and inf, see compute_amax)."""
         amax = amax_reduce(x, axis_to_reduce_dims(x.dim(), self.axis)).detach()
-        if x.device.type == "meta":
-            self._calib_amax = amax
-            return
-        if not bool(torch.isfinite(amax).all()):
-            kind = "nan" if bool(torch.isnan(amax).any()) else "inf"
-            raise AssertionError(f"detected {kind} values in amax during max calibration")
-        if self._calib_amax is None:
+        if self._calib_amax is None or x.device.type == "meta":
             self._calib_amax = amax
             return
         if amax.shape != self._calib_amax.shape:
@@ -52,8 +46,17 @@ class MaxCalibrator:
         self._calib_amax = torch.maximum(self._calib_amax, amax)
 
     def compute_amax(self) -> torch.Tensor | None:
-        """The running max, or None if no tensor was collected (the quantizer stays dynamic)."""
-        return self._calib_amax
+        """The running max, or None if no tensor was collected (the quantizer stays dynamic).
+
+        NaN or inf in any collected batch is refused here, like Model Optimizer's per-batch
+        assertions: ``torch.maximum`` carries both into the running max, so checking once at
+        the end gives the same verdict without a device sync per batch.
+        """
+        amax = self._calib_amax
+        if amax is not None and amax.device.type != "meta" and not bool(torch.isfinite(amax).all()):
+            kind = "nan" if bool(torch.isnan(amax).any()) else "inf"
+            raise AssertionError(f"detected {kind} values in amax during max calibration")
+        return amax
 
     def reset(self) -> None:
         self._calib_amax = None

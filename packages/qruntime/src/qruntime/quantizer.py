@@ -165,18 +165,16 @@ class TensorQuantizer(nn.Module):
         return not self._disabled
 
     def enable(self) -> None:
-        self._disabled = False
-        self._work = None
+        self.__dict__["_disabled"] = False
 
     def disable(self) -> None:
-        self._disabled = True
-        self._work = None
+        self.__dict__["_disabled"] = True
 
     def enable_quant(self) -> None:
-        self._if_quant = True
+        self.__dict__["_if_quant"] = True
 
     def disable_quant(self) -> None:
-        self._if_quant = False
+        self.__dict__["_if_quant"] = False
 
     def enable_calib(self) -> None:
         """Collect statistics in forward; dynamic quantizers never calibrate (numerics.md §2.2)."""
@@ -184,10 +182,10 @@ class TensorQuantizer(nn.Module):
             raise ValueError("Calibrator was not created, cannot enable calibration.")
         if self._config.type == "dynamic":
             return
-        self._if_calib = True
+        self.__dict__["_if_calib"] = True
 
     def disable_calib(self) -> None:
-        self._if_calib = False
+        self.__dict__["_if_calib"] = False
 
     def disable_rotate(self) -> None:
         """Switch rotation off keeping the field's type (config-semantics §9.3)."""

@@ -1,0 +1,146 @@
+"""Max-calibration cost on CPU: calibration time ÷ plain forward time, qruntime beside Model Optimizer.
+
+For one zoo model and one preset (max calibration) it measures, best of ``--repeat`` runs:
+
+* ``forward``: the forward loop on the float model (under ``torch.no_grad``, as calibration runs);
+* ``calibrate``: the calibration step alone on an already converted and configured model
+  (qruntime: ``run_algorithms``; Model Optimizer: ``mtq.calibrate(model, "max", loop)``);
+* ``quantize``: the whole ``quantize(model, config, forward_loop)`` call (inventory/convert,
+  config, calibration).
+
+The goal for qruntime is ``calibrate / forward <= 1.3``: the forward loop dominates, collection
+adds one reduction per activation and one per weight. Numbers are printed, never asserted.
+
+    .venv/bin/python bench/bench_calib_cpu.py --model llama --batch 16 --seq 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import qruntime
+import zoo
+from qruntime.calibrate import run_algorithms
+from qruntime.quantize import compile_for
+
+
+def _inputs(name: str, batch: int, seq: int, n_batches: int) -> list[tuple[torch.Tensor, ...]]:
+    out = []
+    for seed in range(n_batches):
+        g = torch.Generator().manual_seed(seed)
+        if name in ("llama", "moe"):
+            out.append((torch.randint(0, 32, (batch, seq), generator=g),))
+        elif name == "vlm":
+            side = max(4, int(seq**0.5) // 4 * 4)
+            pixels = torch.randn(batch, 3, side, side, generator=g)
+            out.append((pixels, torch.randint(0, 32, (batch, seq), generator=g)))
+        elif name == "cnn":
+            out.append((torch.randn(batch, 3, 16, 16, generator=g),))
+        else:
+            raise SystemExit(f"no input recipe for {name!r}")
+    return out
+
+
+def _best(fn, repeat: int) -> float:
+    """Best of ``repeat`` runs: the least disturbed by other load on the machine."""
+    return min(fn() for _ in range(repeat))
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="llama", choices=["llama", "moe", "vlm", "cnn"])
+    parser.add_argument("--preset", default="INT8_DEFAULT_CFG")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--batches", type=int, default=4, help="batches per forward loop")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--no-modelopt", action="store_true")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    import modelopt.torch.quantization as mtq
+
+    config = copy.deepcopy(getattr(mtq, args.preset))
+    config["algorithm"] = "max"
+    base = zoo.build(args.model)
+    batches = _inputs(args.model, args.batch, args.seq, args.batches)
+
+    def loop(model: torch.nn.Module) -> None:
+        for batch in batches:
+            model(*batch)
+
+    def plain_forward() -> float:
+        with torch.no_grad():
+            return _timed(lambda: loop(base))
+
+    plain_forward()  # warm-up
+    forward = _best(plain_forward, args.repeat)
+
+    plan = compile_for(base, config)
+    configure_only = dataclasses.replace(plan, algorithm=())
+
+    def ours_calibrate() -> float:
+        model = qruntime.apply_plan(copy.deepcopy(base), configure_only)
+        return _timed(lambda: run_algorithms(model, plan.algorithm, loop))
+
+    def ours_quantize() -> float:
+        model = copy.deepcopy(base)
+        return _timed(lambda: qruntime.quantize(model, config, loop))
+
+    ours_calibrate()  # warm-up
+    rows = [("qruntime", _best(ours_calibrate, args.repeat), _best(ours_quantize, args.repeat))]
+
+    if not args.no_modelopt:
+        warnings.simplefilter("ignore")
+        no_calibration = {**copy.deepcopy(config), "algorithm": None}
+
+        def mo_calibrate() -> float:
+            model = mtq.quantize(copy.deepcopy(base), copy.deepcopy(no_calibration))
+            return _timed(lambda: mtq.calibrate(model, "max", loop))
+
+        def mo_quantize() -> float:
+            model = copy.deepcopy(base)
+            return _timed(lambda: mtq.quantize(model, copy.deepcopy(config), loop))
+
+        mo_calibrate()  # warm-up
+        rows.append(
+            ("modelopt 0.47.0", _best(mo_calibrate, args.repeat), _best(mo_quantize, args.repeat))
+        )
+
+    print(
+        f"model={args.model} preset={args.preset} batch={args.batch} seq={args.seq} "
+        f"batches={args.batches} threads={torch.get_num_threads()} repeat={args.repeat} "
+        f"torch={torch.__version__}"
+    )
+    print(f"plain forward loop: {forward * 1e3:.1f} ms")
+    print(
+        f"{'':16s} {'calibrate ms':>13s} {'calib/fwd':>10s} {'quantize ms':>12s} {'quant/fwd':>10s}"
+    )
+    for label, calib, quant in rows:
+        print(
+            f"{label:16s} {calib * 1e3:13.1f} {calib / forward:10.2f} {quant * 1e3:12.1f} "
+            f"{quant / forward:10.2f}"
+        )
+    print("goal: qruntime calib/fwd <= 1.3")
+
+
+if __name__ == "__main__":
+    main()
