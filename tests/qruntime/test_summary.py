@@ -31,6 +31,6 @@ def test_model_summary_shows_calibration_status_and_later_toggles():
     model.mlp[0].weight_quantizer.disable()
     text = qruntime.summary(model)
     header = text.splitlines()[0].split()
-    assert header == ["format", "enabled", "static"]
+    assert header == ["format", "enabled", "calibrated"]
     assert "disabled after the plan was applied" in text
     assert "mlp.0.weight_quantizer" in text

@@ -49,9 +49,9 @@ def _calibration(q: nn.Module) -> str:
         if leaf.uses_constant_amax:
             status.append("constant")
         elif leaf.is_mx_format:
-            status.append("static")  # MX scales are per block and need no amax
+            status.append("calibrated")  # MX scales are per block and need no amax
         elif leaf._buffers.get("_amax") is not None:
-            status.append("static")
+            status.append("calibrated")
         else:
             status.append("dynamic")
     return "dynamic" if "dynamic" in status else status[0]
