@@ -205,6 +205,7 @@ def _looks_like_config(path: Path) -> bool:
 
 
 def _cmd_lint(args: argparse.Namespace) -> int:
+    import warnings
     from dataclasses import replace
 
     manifest = _load_manifest(args.manifest) if args.manifest else None
@@ -224,7 +225,10 @@ def _cmd_lint(args: argparse.Namespace) -> int:
         if args.skip_non_configs and not _looks_like_config(path):
             continue
         checked += 1
-        here = [d if d.file is not None else replace(d, file=file) for d in lint(path, manifest)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # QC201 reports legacy forms
+            diagnostics = lint(path, manifest)
+        here = [d if d.file is not None else replace(d, file=file) for d in diagnostics]
         if not args.show_info:
             hidden += sum(d.severity == "info" for d in here)
             here = [d for d in here if d.severity != "info"]
@@ -233,7 +237,7 @@ def _cmd_lint(args: argparse.Namespace) -> int:
         found += here
 
     errors = sum(d.severity == "error" for d in found)
-    warnings = sum(d.severity == "warning" for d in found)
+    n_warnings = sum(d.severity == "warning" for d in found)
     if args.format == "json":
         import json
 
@@ -246,19 +250,20 @@ def _cmd_lint(args: argparse.Namespace) -> int:
         for d in found:
             print(_format_text(d, color))
         counts = [_plural(errors, "error")] if errors else []
-        counts += [_plural(warnings, "warning")] if warnings else []
-        notes = len(found) - errors - warnings
+        counts += [_plural(n_warnings, "warning")] if n_warnings else []
+        notes = len(found) - errors - n_warnings
         counts += [_plural(notes, "note")] if notes else []
         extra = f"; {_plural(hidden, 'note')} hidden (--show-info)" if hidden else ""
         if counts:
             listed = ", ".join(counts[:-1]) + (" and " if len(counts) > 1 else "") + counts[-1]
-            tail = "" if errors or not warnings or args.strict else "; warnings fail with --strict"
+            strict_note = not errors and n_warnings and not args.strict
+            tail = "; warnings fail with --strict" if strict_note else ""
             print(f"Found {listed} in {_plural(checked, 'file')}{extra}{tail}.")
         elif checked:
             print(f"All checks passed ({_plural(checked, 'file')}{extra}).")
     if unreadable:
         return EXIT_USAGE
-    if errors or (args.strict and warnings):
+    if errors or (args.strict and n_warnings):
         return EXIT_FINDINGS
     return EXIT_OK
 
@@ -382,8 +387,8 @@ def _cmd_presets(args: argparse.Namespace) -> int:
     import yaml
 
     header = (
-        f"# Model Optimizer 0.47.0's {args.name}, every import resolved "
-        f"(`qconfig presets {args.name} --source` shows the file it is written in).\n"
+        f"# Model Optimizer 0.47.0's {args.name}, imports resolved.\n"
+        f"# The file it is written in: `qconfig presets {args.name} --source`.\n"
     )
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     body = yaml.dump(value, Dumper=dumper, sort_keys=False, default_flow_style=None, width=100)

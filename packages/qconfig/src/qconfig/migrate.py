@@ -108,6 +108,11 @@ def _pop_after(node: Any, key: Any) -> _After:
         return _After()
     token = comments[index]
     comments[index] = None
+    return _pop_after_token(token)
+
+
+def _pop_after_token(token: Any) -> _After:
+    """A detached comment token as an :class:`_After`."""
     head, sep, rest = token.value.partition("\n")
     if not head.strip():
         return _After(None, rest)
@@ -216,8 +221,15 @@ def _entry(parent_class: Any, pattern: Any, value: Any, parent: Any) -> _Out:
     block = _is_block_container(value)
     after = _After()
     quantizer_eol = None
+    inner = ""
     if isinstance(value, (dict, list)):
-        _take_pre(value)  # ruamel's copy of the comment after the key (moved below)
+        # ruamel keeps a copy of the comment after the key on the value; the parent's copy is
+        # missing when it is the last thing before a following document-level comment
+        ca = getattr(value, "ca", None)
+        copy_after = ca.comment[0] if ca is not None and ca.comment else None
+        if not key_after and copy_after is not None:
+            key_after = _pop_after_token(copy_after)
+        inner = _take_pre(value)  # comment lines between the key and the value's first item
     if block:
         quantizer_eol = key_after.eol  # written on the key's line, which becomes this one
         after = _After(None, key_after.lines + _take_tail(value))
@@ -246,6 +258,12 @@ def _entry(parent_class: Any, pattern: Any, value: Any, parent: Any) -> _Out:
         entry["enable"] = True if enable is None else enable
     if quantizer_eol is not None:
         _set_after(entry, "quantizer_name", _After(quantizer_eol))
+    if inner:  # printed where they were: between the pattern's line and its attributes
+        _set_after(
+            entry,
+            "parent_class" if "parent_class" in entry else "quantizer_name",
+            _After(None, inner),
+        )
     if block:
         _set_after(entry, "enable", _After(enable_after.eol))
         after = _After(None, enable_after.lines).then(after)
@@ -476,7 +494,11 @@ def _layout(body: Any, lines: list[str]) -> _Layout | None:
     end = _next_key_line(container, key)
     if end is None and container is not body:
         end = _next_key_line(body, "quantize")
-    end = len(lines) if end is None else end
+    if end is None:
+        # comments at the end of the document belong to it, not to quant_cfg's last item
+        tail = getattr(getattr(body, "ca", None), "end", None) or []
+        marks = [t.start_mark.line for t in tail if getattr(t, "start_mark", None) is not None]
+        end = min(marks) if marks else len(lines)
     if isinstance(raw, dict):
         return _Layout(key_column, raw.lc.key(next(iter(raw)))[0], end, [], [])
     starts = [raw.lc.item(i)[0] for i in range(len(raw))]
@@ -647,11 +669,12 @@ def migrate_text(
 ) -> Migration:
     """Migrate a config's text; raises ``MigrationError`` if it does not load or would change.
 
-    ``base_dir`` resolves the config's relative imports (the file's directory); ``file`` only
-    names it in messages.
+    ``base_dir`` resolves the config's relative imports (the file's directory); ``file`` names
+    it in messages (and, when it is the path ``text`` was read from, locates load errors).
     """
     root = Path(base_dir) if base_dir is not None else Path.cwd()
-    before = _semantics(text, root, file)
+    original: Any = Path(file) if file is not None and Path(file).is_file() else text
+    before = _semantics(original, root, file)
     new_text, converted, entries = (_migrate_json if json_format else _migrate_yaml)(text)
     if not converted:
         return Migration(text, 0, entries)
