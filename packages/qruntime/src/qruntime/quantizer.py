@@ -63,6 +63,10 @@ class TensorQuantizer(nn.Module):
     stored ``_amax`` if it has one, else with an amax recomputed from each input (dynamic).
     """
 
+    #: ``fake_quant``'s backend: "auto" runs the Triton kernels (bit-exact with the torch
+    #: reference, docs/kernels.md) for CUDA tensors when Triton is installed; "torch" never does.
+    backend: str = "auto"
+
     def __init__(self, config: QuantizerAttributeConfig | None = None) -> None:
         super().__init__()
         # Plain attributes go straight into __dict__: nn.Module.__setattr__ only adds checks
@@ -395,6 +399,7 @@ class TensorQuantizer(nn.Module):
             amax,
             global_amax=self._buffers.get("_global_amax"),
             bias_value=self._buffers.get("_bias_value"),
+            backend=self.backend,
         )
         return hadamard_rotate(y, rotation) if rotation.rotate_back else y
 

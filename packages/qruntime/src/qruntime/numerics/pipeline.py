@@ -24,7 +24,7 @@ from .ste import straight_through
 
 __all__ = ["BACKENDS", "fake_quant", "resolve_amax"]
 
-#: Accepted ``backend`` values. "auto" means Triton on CUDA tensors once that backend exists.
+#: Accepted ``backend`` values: "auto" = Triton kernels for CUDA tensors (qruntime.kernels).
 BACKENDS = ("auto", "torch", "triton")
 
 
@@ -48,10 +48,6 @@ def resolve_amax(
 
 
 def _check_backend(backend: str) -> None:
-    if backend == "triton":
-        raise ValueError(
-            "The Triton backend is not installed yet; use backend='torch' (or 'auto')."
-        )
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
 
@@ -63,8 +59,16 @@ def _quantize_working(
     amax: torch.Tensor | None,
     global_amax: torch.Tensor | None,
     bias_value: torch.Tensor | None,
+    backend: str = "torch",
 ) -> torch.Tensor:
     """Format function + affine bias + STE on ``x`` in its working layout (§2.1, §10.1, §11)."""
+    if backend != "torch":
+        # Kernel hook (docs/kernels.md): None means "run the torch code below" (same bits).
+        from qruntime.kernels.dispatch import quantize_working
+
+        y = quantize_working(x, attrs, entry, amax, global_amax, bias_value, backend)
+        if y is not None:
+            return y
     a = resolve_amax(x, attrs, amax) if entry.uses_amax else None
     bias = resolve_bias(x, attrs.bias, bias_value) if entry.uses_bias else None
 
@@ -99,8 +103,10 @@ def fake_quant(
             ``(R/b, 1, C/b, 1)``), as :func:`reduce_amax` returns it; for NVFP4 the global amax,
             for static NVFP4 the per-block amax. None: computed from ``x`` on every call.
             Ignored by MX formats and overridden by ``use_constant_amax``/``constant_amax``.
-        backend: "torch" (this reference) or "auto" (same, for now); "triton" raises until that
-            backend is installed.
+        backend: "torch" (this reference), "auto" (Triton kernels for CUDA tensors when Triton
+            is installed, else this reference) or "triton" (kernels; CPU tensors only under
+            ``TRITON_INTERPRET=1``). Kernels are bit-exact with this reference; a format or
+            input without a kernel runs this reference (docs/kernels.md).
         global_amax: static NVFP4 only: the per-tensor amax (default ``max |amax|``, §6.5).
         bias_value: the calibrated bias of a static ``bias`` attribute (§10.1).
         pre_quant_scale: SmoothQuant/AWQ scale multiplied in first, with torch type promotion
@@ -134,10 +140,12 @@ def fake_quant(
         plan = static_block_plan(x.shape, attrs.block_sizes or {})
         work = attrs.replace(axis=plan.axis)
         y = plan.from_blocks(
-            _quantize_working(plan.to_blocks(x), work, entry, amax, global_amax, bias_value)
+            _quantize_working(
+                plan.to_blocks(x), work, entry, amax, global_amax, bias_value, backend
+            )
         )
     else:
-        y = _quantize_working(x, attrs, entry, amax, global_amax, bias_value)
+        y = _quantize_working(x, attrs, entry, amax, global_amax, bias_value, backend)
     if attrs.rotate.rotate_back:
         y = rotate(y, attrs.rotate)
     return y

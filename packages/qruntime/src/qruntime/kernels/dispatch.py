@@ -1,0 +1,167 @@
+"""Backend selection and the kernel path of ``fake_quant`` (called from numerics' pipeline hook).
+
+Why here and not in numerics: the reference must stay importable and testable without Triton,
+and the kernel path must reuse the reference's pipeline (amax resolution, static block reshape,
+affine bias, STE) instead of re-deriving it. The pipeline calls :func:`quantize_working` for the
+one step that differs — the format function on the working layout — and falls back to its own
+torch code whenever this returns None.
+
+Rules (docs/kernels.md):
+
+* ``backend="torch"``: never a kernel.
+* ``backend="auto"``: Triton for CUDA tensors when Triton imports; a CUDA tensor without Triton
+  warns once and runs torch. CPU tensors run torch.
+* ``backend="triton"``: Triton for CUDA tensors, and for CPU tensors under ``TRITON_INTERPRET=1``
+  (how CI tests the kernels); anything else raises.
+* A format without a kernel, or an input a kernel does not cover (dtype, layout, bit width),
+  runs the torch reference — never a kernel that would give different bits.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import Counter
+from typing import Any
+
+import torch
+
+from qruntime.numerics.affine import resolve_bias
+from qruntime.numerics.attributes import QuantAttributes
+from qruntime.numerics.dispatch import FormatEntry
+from qruntime.numerics.pipeline import resolve_amax
+from qruntime.numerics.ste import straight_through
+
+from .registry import KernelUnsupported, kernel_for
+
+__all__ = [
+    "KERNEL_STATS",
+    "choose_backend",
+    "interpreter_enabled",
+    "quantize_working",
+    "reset_warnings",
+    "triton_available",
+]
+
+#: ``(format name, "triton" | "fallback")`` -> calls, so tests and benchmarks can prove which
+#: implementation ran (a fallback is correct, but it is not a kernel test).
+KERNEL_STATS: Counter[tuple[str, str]] = Counter()
+
+_TRITON_OK: bool | None = None
+_WARNED_NO_TRITON = False
+
+
+def triton_available() -> bool:
+    """Whether ``import triton`` works (cached; Triton is optional)."""
+    global _TRITON_OK
+    if _TRITON_OK is None:
+        try:
+            import triton  # noqa: F401
+        except Exception:  # ImportError, or a broken install raising something else
+            _TRITON_OK = False
+        else:
+            _TRITON_OK = True
+    return _TRITON_OK
+
+
+def interpreter_enabled() -> bool:
+    """Whether Triton runs kernels in its CPU interpreter (must be set before triton imports)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _is_cuda(x: torch.Tensor) -> bool:
+    # A function of its own so that CPU tests can pretend a tensor lives on a GPU.
+    return x.is_cuda
+
+
+def reset_warnings() -> None:
+    """Forget that the missing-Triton warning was shown (tests)."""
+    global _WARNED_NO_TRITON
+    _WARNED_NO_TRITON = False
+
+
+def choose_backend(x: torch.Tensor, backend: str) -> str:
+    """ "torch" or "triton" for this tensor under the rules of the module docstring."""
+    global _WARNED_NO_TRITON
+    if backend == "torch":
+        return "torch"
+    cuda = _is_cuda(x)
+    if backend == "triton":
+        if not triton_available():
+            raise RuntimeError("backend='triton' needs the triton package (pip install triton)")
+        if not cuda and not interpreter_enabled():
+            raise RuntimeError(
+                "backend='triton' needs CUDA tensors, or TRITON_INTERPRET=1 set before triton "
+                "is imported to run the kernels in Triton's CPU interpreter"
+            )
+        return "triton"
+    if backend != "auto":
+        raise ValueError(f"unknown backend {backend!r}")
+    if not cuda:
+        return "torch"
+    if not triton_available():
+        if not _WARNED_NO_TRITON:
+            _WARNED_NO_TRITON = True
+            warnings.warn(
+                "qruntime: triton is not installed; fake quantization of CUDA tensors uses the "
+                "torch reference (same bits, slower). pip install triton for the kernels.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        return "torch"
+    return "triton"
+
+
+def quantize_working(
+    x: torch.Tensor,
+    attrs: QuantAttributes,
+    entry: FormatEntry,
+    amax: torch.Tensor | None,
+    global_amax: torch.Tensor | None,
+    bias_value: torch.Tensor | None,
+    backend: str,
+) -> torch.Tensor | None:
+    """The kernel version of the pipeline's ``_quantize_working``, or None to run torch.
+
+    Same contract as the reference: format + affine bias + STE on ``x`` in its working layout.
+    A dynamic amax (no stored, constant or given amax, no bias) is left to the kernel, which
+    computes it in the same pass where the layout allows. The forward runs without autograd;
+    the reference's straight-through function then attaches the §11 backward to its result.
+    """
+    if choose_backend(x, backend) != "triton":
+        return None
+    kernel = kernel_for(entry.name)
+    if kernel is None:
+        KERNEL_STATS[(entry.name, "fallback")] += 1
+        return None
+    bias = resolve_bias(x, attrs.bias, bias_value) if entry.uses_bias else None
+    dynamic = (
+        entry.uses_amax
+        and amax is None
+        and bias is None
+        and not attrs.use_constant_amax
+        and attrs.constant_amax is None
+    )
+    a = resolve_amax(x, attrs, amax) if entry.uses_amax and not dynamic else None
+    clip_needed = entry.uses_amax and not (attrs.pass_through_bwd or attrs.is_mx)
+    grad = torch.is_grad_enabled() and x.requires_grad
+    with torch.no_grad():
+        src = x.detach() if bias is None else x.detach() - bias
+        try:
+            y, used = kernel.fn(
+                src, a, attrs, global_amax=global_amax, need_amax=clip_needed and grad
+            )
+        except KernelUnsupported:
+            KERNEL_STATS[(entry.name, "fallback")] += 1
+            return None
+        if bias is not None:
+            y = y + bias
+    KERNEL_STATS[(entry.name, "triton")] += 1
+    if not grad:
+        return y
+    result = y
+
+    def forward(_: Any) -> torch.Tensor:
+        return result
+
+    return straight_through(x, forward, clip_amax=used if clip_needed else None, bias=bias)
