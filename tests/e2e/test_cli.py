@@ -489,21 +489,23 @@ def test_migrate_write_keeps_comments_and_untouched_lines(tmp_path, capsys, monk
     }
 
 
-@pytest.mark.parametrize("name", sorted(LEGACY))
-def test_migrate_keeps_the_compiled_plan_on_every_example_manifest(tmp_path, name):
+def test_migrate_keeps_the_compiled_plan_on_every_example_manifest(tmp_path):
     assert len(MANIFESTS) >= 3, "examples/manifests/*.json missing"
-    original = write(tmp_path, "original" + Path(name).suffix, LEGACY[name])
-    migrated = write(tmp_path, name, LEGACY[name])
-    proc = run("migrate", "--write", name, cwd=tmp_path)
+    for name, text in LEGACY.items():
+        write(tmp_path, name, text)
+        write(tmp_path, "original_" + name, text)
+    proc = run("migrate", "--write", *LEGACY, cwd=tmp_path)  # several files at once
     assert proc.returncode == 0, proc.stderr
-    assert migrated.read_text(encoding="utf-8") != LEGACY[name]
-    compiled = 0
-    for manifest_path in MANIFESTS:
-        manifest = Manifest.load(manifest_path)
-        before = plan_or_error(original, manifest)
-        assert plan_or_error(migrated, manifest) == before, (name, manifest_path.name)
-        compiled += before[0] == "plan"
-    assert compiled >= 3, f"{name} compiles on too few manifests to prove anything"
+    manifests = [Manifest.load(path) for path in MANIFESTS]
+    for name, text in LEGACY.items():
+        migrated = tmp_path / name
+        assert migrated.read_text(encoding="utf-8") != text, name
+        compiled = 0
+        for manifest_path, manifest in zip(MANIFESTS, manifests, strict=True):
+            before = plan_or_error(tmp_path / ("original_" + name), manifest)
+            assert plan_or_error(migrated, manifest) == before, (name, manifest_path.name)
+            compiled += before[0] == "plan"
+        assert compiled >= 3, f"{name} compiles on too few manifests to prove anything"
 
 
 def test_default_last_stays_last(tmp_path):
