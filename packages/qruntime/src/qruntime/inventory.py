@@ -14,6 +14,7 @@ from qconfig.manifest import Manifest, ModuleSite, QuantizerSite
 from torch import nn
 
 from qruntime.modules.base import QuantizerSlot
+from qruntime.moe import moe_blocks, sparse_moe_key
 from qruntime.quantizer import is_quantizer
 from qruntime.registry import Registration, lookup, original_class, registered_keys, registrations
 
@@ -54,6 +55,8 @@ def inventory(model: nn.Module, label: str = "") -> Manifest:
     ``parent_class_keys`` holds a module's own key only if its class is itself registered (a
     converted subclass gets a class of its own that ``parent_class`` keys never match, §7.1 [obs
     E]); ``subclass_of`` lists every registered class it derives from (for lint rule QC211).
+    ``registry_keys`` also holds ``hf.<Class>`` for sparse MoE blocks when Model Optimizer would
+    register them (:mod:`qruntime.moe`).
     """
     regs = registrations()
     modules = []
@@ -79,4 +82,5 @@ def inventory(model: nn.Module, label: str = "") -> Manifest:
                 ],
             )
         )
-    return Manifest(model=label, registry_keys=registered_keys(), modules=modules)
+    keys = sorted({*registered_keys(), *(sparse_moe_key(m) for m in moe_blocks(model))})
+    return Manifest(model=label, registry_keys=keys, modules=modules)

@@ -259,8 +259,8 @@ class TensorQuantizer(nn.Module):
         old = self._buffers.get(name)
         if old is not None and old.shape != value.shape:
             raise RuntimeError("Changing shape when setting amax is not allowed.")
-        if old is not None:
-            value = value.to(old.device)
+        if old is not None:  # Model Optimizer copies into the existing buffer: keep its dtype
+            value = value.to(device=old.device, dtype=old.dtype)
         self._buffers.pop(name, None)
         self.register_buffer(name, value)
 

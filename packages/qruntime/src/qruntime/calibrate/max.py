@@ -6,7 +6,8 @@
    the data or on MoE routing;
 3. ``forward_loop(model)`` once — activation quantizers keep a running max of ``amax_reduce``;
 4. ``_amax`` written where something was collected (no data → stays dynamic, §1.6), static
-   biases loaded, quantization back on;
+   biases loaded, quantization back on; the experts of sparse MoE blocks share their input amax
+   (§1.3 step 5, :mod:`qruntime.moe`);
 5. static-block weight quantizers are finalized (§0.5): amax kept in float32, and NVFP4-static
    ones get a ``_global_amax`` — shared within q/k/v, gate/up and w1/w3 sibling groups (§1.4).
 
@@ -34,6 +35,7 @@ from qruntime.calibrate.registry import (
     register_algorithm,
 )
 from qruntime.modules.base import QuantModule
+from qruntime.moe import moe_blocks, sync_expert_amax
 from qruntime.numerics.amax import amax_reduce
 from qruntime.quantizer import SequentialQuantizer, TensorQuantizer
 
@@ -182,6 +184,8 @@ def max_calibrate(
     if forward_loop is not None and not skip:
         forward_loop(model)
     finish_stats_collection(quantizers)
+    for block in moe_blocks(model):
+        sync_expert_amax(block, config.sync_expert_weight_amax)
     patterns = _patterns(config)
     finalize_static_blocks(model, patterns)
 
@@ -196,6 +200,11 @@ def _patterns(config: MaxCalibConfig) -> list[str]:
 def _check(plan: Plan, config: QuantizeAlgorithmConfig) -> None:
     """Max needs a max calibrator on every enabled quantizer (histogram and custom calibrators
     fail inside Model Optimizer's ``max``, calibration.md §2.3)."""
+    if config.moe_calib_experts_ratio is not None:
+        raise UnsupportedAlgorithmError(
+            "moe_calib_experts_ratio (forcing calibration tokens to more MoE experts) is not "
+            "implemented in qruntime. The model was not changed."
+        )
     for name, q in plan.quantizers.items():
         elements = q.attributes if isinstance(q.attributes, tuple) else (q.attributes,)
         for attrs in elements:
