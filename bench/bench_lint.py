@@ -1,0 +1,103 @@
+"""Wall time of ``qconfig lint`` on one preset YAML, process start to exit.
+
+Why: the linter runs in editors, pre-commit hooks and CI, once per commit or save, so its
+start-up is what users wait for; Model Optimizer can only check a config after
+``import modelopt.torch.quantization`` (several seconds, torch included). Goal: qconfig lint
+<= 0.25 s median on a quiet machine. Prints numbers; never pass/fail.
+
+Every row is a fresh process run the way users run it (the installed console script), median of
+``--runs``; ``cpu s`` is the child's user+sys time, which a busy machine inflates far less than
+wall time, so compare rows of one run only. The floor rows show what any pydantic + PyYAML tool
+pays before doing anything. Bytecode: a pip-installed package is byte-compiled at install time;
+an editable checkout writes ``__pycache__`` on first import unless PYTHONDONTWRITEBYTECODE is
+set, so this script unsets it for its children and warms each command once.
+
+    .venv/bin/python bench/bench_lint.py [--runs 10] [--modelopt-runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PRESET = "INT8_DEFAULT_CFG"  # 27 entries once its units are imported
+
+
+def _measure(cmd: list[str], runs: int, cwd: str, env: dict[str, str]) -> tuple[float, float]:
+    """(median wall s, median user+sys CPU s) over ``runs`` fresh processes."""
+    walls, cpus = [], []
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+        walls.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+        if proc.returncode != 0:
+            raise SystemExit(
+                f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
+            )
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--modelopt-runs", type=int, default=3)
+    args = parser.parse_args()
+
+    from qconfig import presets
+
+    qconfig = shutil.which("qconfig", path=str(Path(sys.executable).parent))
+    if qconfig is None:
+        raise SystemExit("the qconfig script is not installed next to this python")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    py = sys.executable
+    with tempfile.TemporaryDirectory() as tmp:
+        # a stand-alone copy: its imports name packaged units (qconfig/units/...)
+        shutil.copy(presets.path(PRESET), Path(tmp) / "preset.yaml")
+        rows: list[tuple[str, list[str], int]] = [
+            ("qconfig lint preset.yaml", [qconfig, "lint", "preset.yaml"], args.runs),
+            ("qconfig --help", [qconfig, "--help"], args.runs),
+            ("floor: python -c 'import pydantic, yaml'", [py, "-c", _FLOOR], args.runs),
+            ("floor: python -c pass", [py, "-c", "pass"], args.runs),
+        ]
+        if importlib.util.find_spec("modelopt") is not None:
+            code = "import modelopt.torch.quantization"
+            rows.append((f"python -c '{code}'", [py, "-c", code], args.modelopt_runs))
+        results = []
+        for label, cmd, runs in rows:
+            _measure(cmd, 1, tmp, env)  # warm bytecode and file caches
+            results.append((label, runs, *_measure(cmd, runs, tmp, env)))
+
+    print(f"python {sys.version.split()[0]} on {os.cpu_count()} CPUs, load {_load()}")
+    print(f"{'what (fresh process each run)':48} {'runs':>4} {'median wall s':>13} {'cpu s':>6}")
+    for label, runs, wall, cpu in results:
+        print(f"{label:48} {runs:4d} {wall:13.3f} {cpu:6.3f}")
+    ours = results[0][2]
+    print(f"goal for qconfig lint: <= 0.25 s median wall -> {'met' if ours <= 0.25 else 'NOT met'}")
+    if len(results) == 5:
+        print(f"import modelopt.torch.quantization / qconfig lint: {results[4][2] / ours:.1f}x")
+
+
+_FLOOR = "import pydantic, yaml; from pydantic import BaseModel, Field"
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+if __name__ == "__main__":
+    main()
