@@ -539,3 +539,22 @@ def test_migrate_errors(tmp_path, capsys, monkeypatch):
     assert main(["migrate", "--write", "a.yaml", "b.yaml"]) == 0
     for name in ("a.yaml", "b.yaml"):
         assert "quantizer_name" in (tmp_path / name).read_text(encoding="utf-8")
+
+
+def test_skip_non_configs_leaves_other_yaml_and_json_alone(tmp_path, capsys, monkeypatch):
+    """What the pre-commit hook relies on: it is handed every YAML/JSON file of a repository."""
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "ci.yml", "on: push\njobs: {}\n")
+    write(tmp_path, "package.json", '{"name": "x", "version": "1.0.0"}\n')
+    write(tmp_path, "manifest.json", LLAMA.read_text(encoding="utf-8"))
+    config = ROOT / "examples" / "configs" / "int8_default.yaml"
+    assert main(["plan", str(config), "--manifest", str(LLAMA), "-o", "plan.json"]) == 0
+    unit = ROOT / "packages/qconfig/src/qconfig/presets/units/default_disabled_quantizers.yaml"
+    write(tmp_path, "bad.yaml", BAD)
+    others = ["ci.yml", "package.json", "manifest.json", "plan.json"]
+    assert main(["lint", *others]) == 1  # none of them is a config
+    capsys.readouterr()
+    assert main(["lint", "--skip-non-configs", *others, str(unit), "bad.yaml"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("bad.yaml:7:30: QC003")
+    assert out[-1] == "Found 1 error in 2 files."  # the unit snippet and bad.yaml

@@ -198,6 +198,8 @@ def _looks_like_config(path: Path) -> bool:
         return "quant_cfg" in text
     body = docs[-1] if docs else None
     if isinstance(body, dict):
+        if str(body.get("format", "")).startswith("qconfig."):
+            return False  # a manifest or a plan (a plan has an `algorithm` key too)
         return bool(_CONFIG_KEYS & set(body))
     if isinstance(body, list):
         return any(isinstance(e, dict) and "quantizer_name" in e for e in body)
