@@ -16,6 +16,7 @@ The 0.47.0 post-application weight check (§10.3) is reproduced as a compile err
 condition (``MODELOPT_SKIP_WEIGHT_QUANT_CHECK=1`` skips it, as in Model Optimizer).
 """
 
+import gc
 import os
 import re
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from qconfig.attributes import QuantizerAttributeConfig, RotateConfig, is_mx_format
+from qconfig.base import ConfigBase
 from qconfig.entries import QuantizerCfgEntry
 from qconfig.errors import ConfigError, Diagnostic
 from qconfig.manifest import Manifest, QuantizerSite
@@ -250,6 +252,18 @@ def _selector(entries: list[QuantizerCfgEntry]):
 
 def compile_detailed(config: Any, manifest: Manifest) -> CompileResult:
     """``compile_plan`` plus per-entry match counts and liveness (for lint and explain)."""
+    # The per-quantizer loops allocate a few objects per quantizer and nothing cyclic; the
+    # cyclic collector's repeated full scans would double the time on 100k-quantizer models.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _compile(config, manifest)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _compile(config: Any, manifest: Manifest) -> CompileResult:
     qc = to_quantize_config(config)
     entries = list(qc.quant_cfg)
     known = set(manifest.registry_keys)
@@ -282,12 +296,13 @@ def compile_detailed(config: Any, manifest: Manifest) -> CompileResult:
         if key is None:
             defaults = default_keys.get(id(site.defaults))
             if defaults is None:
-                defaults = default_keys[id(site.defaults)] = site.defaults.model_dump_json()
+                defaults = default_keys[id(site.defaults)] = _freeze(site.defaults.__dict__)
             key = site_keys[id(site)] = (shape_of(site.attribute), site.hard_disabled, defaults)
         return key
 
-    # Group quantizers whose fold must come out the same (see matching.py); the per-quantizer
-    # loop below is the only O(quantizers) part, so it stays free of function calls where it can.
+    # Group quantizers whose fold must come out the same (see matching.py). Work is done per
+    # module *signature* (name shape, classes, quantizer sites): a 100k-quantizer MoE has a few
+    # dozen signatures, so per quantizer only its name is built and stored.
     suffixes = [""] + [f".{k}" for k in range(max_children)]
     sighted_patterns = [entries[i].quantizer_name for i in sighted]
     # names that contain none of these cannot match a sighted pattern (unless normalized)
@@ -295,35 +310,47 @@ def compile_detailed(config: Any, manifest: Manifest) -> CompileResult:
     maybe = re.compile(
         "" if "" in required else "|".join(["quantizers?\\.", *map(re.escape, required)])
     )
-    unmatched_bits = (False,) * (len(sighted_patterns) * len(suffixes))
     representative: dict[tuple, tuple[str, QuantizerSite, frozenset[str]]] = {}
-    counts: dict[tuple, int] = {}
-    order: list[tuple[str, tuple, str]] = []
+    signatures: dict[tuple, tuple[list[tuple], str]] = {}  # -> (group key per site, registry key)
+    module_count: dict[tuple, int] = {}
+    layout: list[tuple[list[str], tuple]] = []  # (quantizer names, signature) per module
     for module in manifest.modules:
+        if not module.quantizers:
+            continue
+        prefix = f"{module.name}." if module.name else ""
+        names = [prefix + site.attribute for site in module.quantizers]
+        bits: tuple = ()
+        if sighted_patterns and maybe.search(
+            "\n".join(n + suffix for n in names for suffix in suffixes)
+        ):
+            bits = tuple(
+                tuple(matches(p, n + suffix) for p in sighted_patterns for suffix in suffixes)
+                for n in names
+            )
         parent_keys = frozenset(module.parent_class_keys)
         module_key = (shape_of(module.name), parent_keys)
-        prefix = f"{module.name}." if module.name else ""
-        for site in module.quantizers:
-            name = prefix + site.attribute
-            bits = unmatched_bits
-            if sighted_patterns and maybe.search(
-                name if max_children == 0 else "\n".join(name + suffix for suffix in suffixes)
-            ):
-                bits = tuple(
-                    matches(p, name + suffix) for p in sighted_patterns for suffix in suffixes
-                )
-            key = (module_key, site_keys.get(id(site)) or site_key(site), bits)
-            if key not in counts:
-                representative[key] = (name, site, parent_keys)
-                counts[key] = 0
-            counts[key] += 1
-            order.append((name, key, module.registry_key))
+        sites = tuple(site_keys.get(id(site)) or site_key(site) for site in module.quantizers)
+        signature = (module_key, module.registry_key, sites, bits)
+        if signature not in signatures:
+            group_keys = []
+            for k, (site, name) in enumerate(zip(module.quantizers, names, strict=True)):
+                key = (module_key, sites[k], bits[k] if bits else ())
+                representative.setdefault(key, (name, site, parent_keys))
+                group_keys.append(key)
+            signatures[signature] = (group_keys, module.registry_key)
+            module_count[signature] = 0
+        module_count[signature] += 1
+        layout.append((names, signature))
 
     folded = {
         key: fold_quantizer(name, site, parent_keys, entries, selects)
         for key, (name, site, parent_keys) in representative.items()
     }
 
+    counts: dict[tuple, int] = dict.fromkeys(folded, 0)
+    for signature, (group_keys, _) in signatures.items():
+        for key in group_keys:
+            counts[key] += module_count[signature]
     matched_count = [0] * len(entries)
     live = [False] * len(entries)
     problems: list[tuple[str, int, str]] = []
@@ -337,30 +364,36 @@ def compile_detailed(config: Any, manifest: Manifest) -> CompileResult:
         problems.extend(state.problems)
 
     shared: dict[tuple, QuantizerPlan] = {}
-    group_sources: dict[tuple, tuple] = {}
+    per_signature: dict[tuple, tuple[list[QuantizerPlan], list[tuple]]] = {}
+    for signature, (group_keys, registry_key) in signatures.items():
+        plans, element_lists = [], []
+        for key in group_keys:
+            state = folded[key]
+            plan = shared.get((key, registry_key))
+            if plan is None:
+                if state.children is not None:
+                    attrs: Any = tuple(e.attrs for e in state.children)
+                    enable = any(a.enable for a in attrs)
+                else:
+                    attrs = state.single.attrs  # type: ignore[union-attr]
+                    enable = attrs.enable
+                plan = shared[(key, registry_key)] = QuantizerPlan(
+                    enable=enable,
+                    attributes=attrs,
+                    parent_class=registry_key,
+                    sources=tuple(state.sources),
+                    hard_disabled=key[1][1],  # site key = (attribute shape, hard, defaults)
+                )
+            plans.append(plan)
+            element_lists.append(tuple((e.attrs_src, e.enable_src) for e in state.elements()))
+        per_signature[signature] = (plans, element_lists)
+
     quantizers: dict[str, QuantizerPlan] = {}
     element_sources: dict[str, tuple] = {}
-    for name, key, registry_key in order:
-        plan_key = (key, registry_key)
-        q = shared.get(plan_key)
-        if q is None:
-            state = folded[key]
-            if state.children is not None:
-                attrs: Any = tuple(e.attrs for e in state.children)
-                enable = any(a.enable for a in attrs)
-            else:
-                attrs = state.single.attrs  # type: ignore[union-attr]
-                enable = attrs.enable
-            q = shared[plan_key] = QuantizerPlan(
-                enable=enable,
-                attributes=attrs,
-                parent_class=registry_key,
-                sources=tuple(state.sources),
-                hard_disabled=key[1][1],
-            )
-            group_sources[plan_key] = tuple((e.attrs_src, e.enable_src) for e in state.elements())
-        quantizers[name] = q
-        element_sources[name] = group_sources[plan_key]
+    for names, signature in layout:
+        plans, element_lists = per_signature[signature]
+        quantizers.update(zip(names, plans, strict=True))
+        element_sources.update(zip(names, element_lists, strict=True))
 
     diagnostics = [
         Diagnostic(code, "warning", msg, path=f"quant_cfg[{i}]")
@@ -370,6 +403,21 @@ def compile_detailed(config: Any, manifest: Manifest) -> CompileResult:
         _weight_check(entries, quantizers)
     plan = Plan(quantizers, qc.algorithms(), diagnostics, manifest.model)
     return CompileResult(plan, entries, matched_count, live, problems, element_sources)
+
+
+def _freeze(value: Any) -> Any:
+    """A hashable stand-in for attribute values (dicts and lists become tuples)."""
+    if isinstance(value, dict):
+        return tuple((k, _freeze(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, ConfigBase):
+        return (type(value).__name__, _freeze(value.__dict__))
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
 
 
 def compile_plan(config: Any, manifest: Manifest) -> Plan:
