@@ -52,6 +52,7 @@ __all__ = [
     "load_embedding_model",
     "load_sentences",
     "make_batches",
+    "meta_embedding_model",
     "plan_report",
     "resolve_config",
     "run_quantize",
@@ -125,6 +126,18 @@ def load_embedding_model(model_dir: str | Path) -> tuple[nn.Module, Any]:
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
     model = transformers.AutoModel.from_pretrained(folder, local_files_only=True)
     return model.eval(), tokenizer
+
+
+def meta_embedding_model(model_dir: str | Path) -> nn.Module:
+    """The architecture of a local Hugging Face folder on the meta device (no weights read):
+    enough for ``inventory``, and fast."""
+    folder = Path(model_dir)
+    if not (folder / "config.json").is_file():
+        raise JobError(f"{folder}: not a Hugging Face model folder (no config.json)")
+    transformers = import_transformers()
+    config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+    with torch.device("meta"):
+        return transformers.AutoModel.from_config(config)
 
 
 def load_sentences(path: str | Path, limit: int | None = None) -> list[str]:
@@ -370,6 +383,7 @@ class QuantizeReport:
     bits: EffectiveBits | None = None
     state_path: Path | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    quantized: nn.Module | None = field(default=None, repr=False)  # the quantized model
 
     @property
     def mean_cosine(self) -> float:
@@ -420,12 +434,17 @@ def run_quantize(
     model_dir = Path(options.model) if options.model is not None else bundled_model_dir()
     model_label = BUNDLED_MODEL if options.model is None else str(model_dir)
 
+    # 1. lint against the manifest of the model built on the meta device: a config that does
+    #    not fit is reported before a single weight is read
     start = time.perf_counter()
-    model, tokenizer = load_embedding_model(model_dir)
-    seconds["load"] = time.perf_counter() - start
-    params = sum(p.numel() for p in model.parameters())
+    meta_model = meta_embedding_model(model_dir)
+    params = sum(p.numel() for p in meta_model.parameters())
+    manifest = inventory(meta_model, type(meta_model).__name__)
+    del meta_model
+    diagnostics = lint(source, manifest)
+    seconds["lint"] = time.perf_counter() - start
     say("qruntime quantize")
-    say(f"  model:  {model_label} ({type(model).__name__}, {params / 1e6:.1f}M parameters)")
+    say(f"  model:  {model_label} ({manifest.model}, {params / 1e6:.1f}M parameters)")
     say(f"          {model_dir}")
     say(f"  config: {config_label}")
     say(
@@ -433,9 +452,6 @@ def run_quantize(
         f"{len(eval_sentences)} held-out evaluation sentences ({eval_path})"
     )
 
-    # 1. lint against the manifest of this very model
-    manifest = inventory(model, type(model).__name__)
-    diagnostics = lint(source, manifest)
     sites = sum(len(m.quantizers) for m in manifest.modules)
     say()
     say(
@@ -448,7 +464,10 @@ def run_quantize(
         say("\nnothing was quantized: fix the errors above first")
         return report
 
-    # 2. the plan
+    # 2. the real model and its plan
+    start = time.perf_counter()
+    model, tokenizer = load_embedding_model(model_dir)
+    seconds["load"] = time.perf_counter() - start
     config = _load_config_for(source, options.algorithm)
     plan = compile_for(model, config)
     entries = normalize_quant_cfg_list(
@@ -533,4 +552,5 @@ def run_quantize(
     timing = ", ".join(f"{k} {v:.1f}s" for k, v in seconds.items())
     say(f"  time: {timing}")
     report.ok = True
+    report.quantized = model
     return report
