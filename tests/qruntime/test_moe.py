@@ -2,12 +2,11 @@
 and the expert input-amax sync after max calibration (calibration.md §1.3 step 5)."""
 
 import pytest
+import qruntime
 import torch
 import zoo
-from torch import nn
-
-import qruntime
 from qruntime import moe
+from torch import nn
 
 CONFIG = {
     "quant_cfg": [
