@@ -29,6 +29,7 @@ import json
 import os
 import re
 import warnings
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +110,17 @@ def _pop_after(node: Any, key: Any) -> _After:
     token = comments[index]
     comments[index] = None
     return _pop_after_token(token)
+
+
+def _pop_before(node: Any, key: Any) -> str:
+    """Detach the full-line comments ruamel keeps *before* ``node[key]`` (slot 1)."""
+    ca = getattr(node, "ca", None)
+    comments = None if ca is None else ca.items.get(key)
+    if not comments or len(comments) < 2 or not comments[1]:
+        return ""
+    tokens = comments[1]
+    comments[1] = None
+    return "".join(_as_lines(t) for t in tokens)
 
 
 def _pop_after_token(token: Any) -> _After:
@@ -217,6 +229,7 @@ def _new_map(flow: bool, like: Any) -> Any:
 
 def _entry(parent_class: Any, pattern: Any, value: Any, parent: Any) -> _Out:
     """The legacy pair ``parent[pattern] = value`` as a list-form entry (as ``_legacy_pair``)."""
+    before = _pop_before(parent, pattern)
     key_after = _pop_after(parent, pattern)
     block = _is_block_container(value)
     after = _After()
@@ -269,7 +282,7 @@ def _entry(parent_class: Any, pattern: Any, value: Any, parent: Any) -> _Out:
         after = _After(None, enable_after.lines).then(after)
     else:
         after = enable_after.then(after)
-    return _Out(entry, True, after=after)
+    return _Out(entry, True, after=after, before=before)
 
 
 def _star(like: Any) -> Any:
@@ -291,8 +304,9 @@ def _pairs(parent: Any, key: Any) -> tuple[list[_Out], str]:
         return [_entry(None, key, value, parent)], ""
     if not isinstance(value, Mapping) or not value:
         raise MigrationError(f"quant_cfg: the value of {key!r} must be a mapping of patterns")
+    before = _pop_before(parent, key)
     key_after = _pop_after(parent, key)
-    before = _take_pre(value) if _is_block_container(value) else ""
+    before += _take_pre(value) if _is_block_container(value) else ""
     out = [_entry(key, pattern, value[pattern], value) for pattern in list(value)]
     first = out[0]
     if key_after.eol is not None and not _is_flow(first.node) and hasattr(first.node, "ca"):
@@ -314,7 +328,7 @@ def _convert(raw: Any) -> list[_Out]:
             )
         for key in list(raw):
             entries, before = _pairs(raw, key)
-            entries[0].before = before
+            entries[0].before = before + entries[0].before
             out += entries
         return out
     for index, element in enumerate(raw):
@@ -329,7 +343,7 @@ def _convert(raw: Any) -> list[_Out]:
             for key in list(element):
                 more, more_before = _pairs(element, key)
                 if entries:
-                    more[0].before = more_before
+                    more[0].before = more_before + more[0].before
                 else:
                     before = more_before
                 entries += more
@@ -337,7 +351,7 @@ def _convert(raw: Any) -> list[_Out]:
             out.append(_Out(element, False, index, seq_comments))
             continue
         entries[-1].after = entries[-1].after.then(_pop_after(raw, index))
-        entries[0].before = before + entries[0].before
+        entries[0].before = _pop_before(raw, index) + before + entries[0].before
         for entry in entries:
             entry.origin = index
         out += entries
@@ -496,12 +510,15 @@ def _layout(body: Any, lines: list[str]) -> _Layout | None:
         end = _next_key_line(body, "quantize")
     if end is None:
         # comments at the end of the document belong to it, not to quant_cfg's last item
-        tail = getattr(getattr(body, "ca", None), "end", None) or []
+        # (ruamel files them on the body, the recipe section or the quant_cfg value itself)
+        tail = [t for n in (body, container, raw) for t in getattr(n.ca, "end", None) or []]
         marks = [t.start_mark.line for t in tail if getattr(t, "start_mark", None) is not None]
         end = min(marks) if marks else len(lines)
     if isinstance(raw, dict):
         return _Layout(key_column, raw.lc.key(next(iter(raw)))[0], end, [], [])
-    starts = [raw.lc.item(i)[0] for i in range(len(raw))]
+    # an element's lines start at the comments ruamel files *before* it (sequence slot 1), so
+    # that they are rendered with it when it is converted and kept with it when it is not
+    starts = [min([raw.lc.item(i)[0], *_pre_lines(raw, i)]) for i in range(len(raw))]
     dashes = []
     for line, column in (raw.lc.item(i) for i in range(len(raw))):
         match = re.match(r"^( *)- +", lines[line])
@@ -514,10 +531,21 @@ def _layout(body: Any, lines: list[str]) -> _Layout | None:
     return _Layout(key_column, starts[0], end, starts, dashes)
 
 
+def _pre_lines(seq: Any, index: int) -> list[int]:
+    comments = seq.ca.items.get(index)
+    if not comments or len(comments) < 2 or not comments[1]:
+        return []
+    return [t.start_mark.line for t in comments[1] if getattr(t, "start_mark", None) is not None]
+
+
 def _next_key_line(container: Any, key: Any) -> int | None:
+    """First line of the key after ``key``, counting the comments ruamel files before it."""
     keys = list(container)
     index = keys.index(key)
-    return container.lc.key(keys[index + 1])[0] if index + 1 < len(keys) else None
+    if index + 1 >= len(keys):
+        return None
+    following = keys[index + 1]
+    return min([container.lc.key(following)[0], *_pre_lines(container, following)])
 
 
 def _render(elements: list[_Out], dash_column: int, text: str) -> list[str]:
@@ -549,6 +577,32 @@ def _render(elements: list[_Out], dash_column: int, text: str) -> list[str]:
     return out
 
 
+_COMMENT = re.compile(r"(?:^|\s)(#.*)$")
+
+
+def _comment_of(line: str) -> str | None:
+    match = _COMMENT.search(line.rstrip("\n"))
+    return match.group(1).rstrip() if match else None
+
+
+def _keep_comments(old: list[str], new: list[str], dash_column: int) -> list[str]:
+    """``new`` plus, as full lines at its end, any comment of ``old`` that it lost.
+
+    A safety net: ruamel drops a few comments on the floor (one after an empty flow mapping
+    ``{}``, for instance). A comment that moved is better than a comment that vanished.
+    """
+    missing = Counter(c for c in map(_comment_of, old) if c)
+    missing.subtract(c for c in map(_comment_of, new) if c)
+    out = list(new)
+    for line in old:
+        comment = _comment_of(line)
+        if comment and missing[comment] > 0:
+            missing[comment] -= 1
+            full_line = line.lstrip().startswith("#")
+            out.append(line if full_line else " " * dash_column + comment + "\n")
+    return out
+
+
 def _splice(text: str, layout: _Layout, elements: list[_Out]) -> str:
     """``text`` with only the converted elements' lines replaced.
 
@@ -561,8 +615,9 @@ def _splice(text: str, layout: _Layout, elements: list[_Out]) -> str:
     head, tail = lines[: layout.first], lines[layout.end :]
     if not layout.starts:  # a flat dict, converted as a whole
         _, offset = _guess_indent(text)
-        body = _render(elements, layout.key_column + offset, text)
-        return "".join(head + body + tail)
+        dash = layout.key_column + offset
+        body = _render(elements, dash, text)
+        return "".join(head + _keep_comments(lines[layout.first : layout.end], body, dash) + tail)
     out: list[str] = []
     index = 0
     while index < len(elements):
@@ -573,7 +628,8 @@ def _splice(text: str, layout: _Layout, elements: list[_Out]) -> str:
             end += 1
         old = lines[layout.starts[origin] : layout.starts[origin + 1]]
         if elements[index].converted:
-            out += _render(elements[index:end], layout.dashes[origin], text)
+            dash = layout.dashes[origin]
+            out += _keep_comments(old, _render(elements[index:end], dash, text), dash)
         else:
             out += old
         index = end
