@@ -696,7 +696,7 @@ def _json_indent(text: str) -> int:
 # --------------------------------------------------------------------------------------------
 # verification and public API
 # --------------------------------------------------------------------------------------------
-def _semantics(src: Any, base_dir: Path | None, file: str | None) -> Any:
+def _semantics(src: Any, base_dir: Path | None) -> Any:
     """What a document means: the validated config (or entry list) as plain data."""
     from qconfig.errors import ConfigError
     from qconfig.loader import Recipe, load_document
@@ -706,9 +706,7 @@ def _semantics(src: Any, base_dir: Path | None, file: str | None) -> Any:
         try:
             value = load_document(src, base_dir=base_dir).validate()
         except ConfigError as exc:
-            raise MigrationError(
-                f"{file or 'the config'} does not load; fix these first:\n{exc}"
-            ) from None
+            raise MigrationError(f"does not load; fix these first:\n{exc}") from None
     if isinstance(value, Recipe):
         return ("recipe", value.metadata, value.quantize.model_dump())
     if isinstance(value, list):
@@ -725,19 +723,19 @@ def migrate_text(
 ) -> Migration:
     """Migrate a config's text; raises ``MigrationError`` if it does not load or would change.
 
-    ``base_dir`` resolves the config's relative imports (the file's directory); ``file`` names
-    it in messages (and, when it is the path ``text`` was read from, locates load errors).
+    ``base_dir`` resolves the config's relative imports (the file's directory); ``file`` is the
+    path ``text`` was read from, if any, so that load errors name it with line and column.
     """
     root = Path(base_dir) if base_dir is not None else Path.cwd()
     original: Any = Path(file) if file is not None and Path(file).is_file() else text
-    before = _semantics(original, root, file)
+    before = _semantics(original, root)
     new_text, converted, entries = (_migrate_json if json_format else _migrate_yaml)(text)
     if not converted:
         return Migration(text, 0, entries)
-    after = _semantics(new_text, root, file)
+    after = _semantics(new_text, root)
     if after != before:
         raise MigrationError(
-            f"{file or 'the config'}: the migrated config would differ from the original; "
+            "the migrated config would differ from the original; "
             "nothing was written (please report this as a qconfig bug)"
         )
     return Migration(new_text, converted, entries)
