@@ -558,3 +558,27 @@ def test_skip_non_configs_leaves_other_yaml_and_json_alone(tmp_path, capsys, mon
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("bad.yaml:7:30: QC003")
     assert out[-1] == "Found 1 error in 2 files."  # the unit snippet and bad.yaml
+
+
+def test_lean_start(tmp_path):
+    """The start-up work `qconfig lint` skips (bench/bench_lint.py measures what it costs):
+    `--help` imports no pydantic, and lint never scans installed distributions for pydantic
+    plugins (importlib.metadata and the email/zipfile/csv modules it pulls in)."""
+    write(tmp_path, "good.yaml", GOOD)
+    code = (
+        "import sys\n"
+        "from qconfig.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('pydantic' in sys.modules)\n"
+        "assert main(['lint', 'good.yaml']) == 0\n"
+        "print(sorted(m for m in ('importlib.metadata', 'email', 'zipfile') if m in sys.modules))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[-1] == "[]" and lines[-3] == "False", proc.stdout

@@ -167,10 +167,14 @@ def _compile_or_report(path: str, config: Any, manifest: Manifest) -> Any:
     try:
         return compile_plan(config, manifest)
     except CompileError as exc:
+        import warnings
+
         from qconfig.lint import lint
 
         # lint maps normalized entry indices back to the file's lines and columns
-        located = [d for d in lint(Path(path), manifest) if d.severity == "error"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            located = [d for d in lint(Path(path), manifest) if d.severity == "error"]
         _print_diagnostics(located or exc.diagnostics, path)
         return None
 
