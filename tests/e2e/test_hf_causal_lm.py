@@ -69,6 +69,22 @@ def test_manifest_cli_on_meta_device(workdir: Path, capsys: pytest.CaptureFixtur
     assert json.loads(real.to_json()) == json.loads(out.read_text())
 
 
+def test_manifest_cli_from_a_factory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    (tmp_path / "my_models.py").write_text(
+        "import torch\n"
+        "def build():\n"
+        "    assert torch.empty(1).device.type == 'meta'  # built under torch.device('meta')\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert qruntime_main(["manifest", "my_models:build", "--label", "tiny"]) == 0
+    manifest = Manifest.from_json(capsys.readouterr().out)
+    assert manifest.model == "tiny"
+    assert [(m.name, m.weight_shape) for m in manifest.modules] == [("0", [4, 8]), ("2", [2, 4])]
+
+
 def test_manifest_cli_rejects_a_bad_factory(capsys: pytest.CaptureFixture) -> None:
     assert qruntime_main(["manifest", "no_such_module_xyz:build"]) == 2
     assert "no_such_module_xyz" in capsys.readouterr().err
