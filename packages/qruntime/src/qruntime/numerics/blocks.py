@@ -1,9 +1,10 @@
-"""Block layouts: the static pad-and-reshape plan (§3.2) and the dynamic row blocks (§3.3).
+"""Static block layout: the pad-and-reshape plan of ``TensorQuantizer`` (numerics.md §3.2).
 
 Static block quantization (INT, FP8, static NVFP4) is done by ``TensorQuantizer`` itself: it pads
 on the right with zeros, reshapes, quantizes with a per-"outer"-dim amax and reshapes back.
-Dynamic block formats (NVFP4, MX) are laid out by their kernels: rows of the last dimension cut
-into blocks of ``B`` consecutive elements, the partial last block zero padded.
+Dynamic block formats (NVFP4, MX) are laid out by their kernels instead (§3.3: rows of the last
+dim cut into blocks, the partial last block zero padded); that layout is
+:func:`.chunking.map_blocks`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 
 from .attributes import BLOCK_SPECIAL_KEYS
 
-__all__ = ["StaticBlockPlan", "from_row_blocks", "static_block_plan", "to_row_blocks"]
+__all__ = ["StaticBlockPlan", "static_block_plan"]
 
 
 @dataclass(frozen=True)
@@ -121,24 +122,3 @@ def static_block_plan(shape: torch.Size | tuple[int, ...], block_sizes: Mapping)
         )
     )
     return _plan(tuple(shape), items)
-
-
-def to_row_blocks(x: torch.Tensor, block_size: int) -> tuple[torch.Tensor, int]:
-    """View ``x`` as ``(rows, blocks_per_row, block_size)`` with zero padding of each row (§3.3).
-
-    Returns the blocked tensor and the original last-dim length (for :func:`from_row_blocks`).
-    """
-    n = x.shape[-1] if x.dim() > 0 else 1
-    rows = x.reshape(-1, n)
-    pad = (-n) % block_size
-    if pad:
-        rows = F.pad(rows, (0, pad))
-    return rows.reshape(rows.shape[0], -1, block_size), n
-
-
-def from_row_blocks(y: torch.Tensor, shape: torch.Size, n: int) -> torch.Tensor:
-    """Undo :func:`to_row_blocks`: drop the padding of each row and restore ``shape``."""
-    y = y.reshape(y.shape[0], -1)
-    if y.shape[1] != n:
-        y = y[:, :n]
-    return y.reshape(shape)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 
 from .attributes import QuantAttributes
+from .chunking import map_chunks
 from .dispatch import register_format
-from .floats import E4M3_MAX, EPS
+from .floats import E4M3_MAX, EPS, cast_e4m3_
 
 __all__ = ["e4m3_scales", "fake_quant_e4m3"]
 
@@ -42,16 +43,21 @@ def fake_quant_e4m3(x: torch.Tensor, amax: torch.Tensor | None) -> torch.Tensor:
     if amax is None:
         return x.to(torch.float32).to(torch.float8_e4m3fn).to(torch.float32).to(x.dtype)
     scale, inv = e4m3_scales(amax)
-    out_shape = torch.broadcast_shapes(x.shape, scale.shape)
-    if tuple(out_shape) == tuple(x.shape):
-        y = x.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
-        y.mul_(scale)
-    else:
-        y = torch.mul(x.to(torch.float32), scale)
-    y.clamp_(-E4M3_MAX, E4M3_MAX)
-    y.copy_(y.to(torch.float8_e4m3fn))
-    y.mul_(inv)
-    return y.to(x.dtype)
+
+    def kernel(xc: torch.Tensor, buf: torch.Tensor, s: torch.Tensor, s_inv: torch.Tensor):
+        if xc.dtype == torch.float32:
+            torch.mul(xc, s, out=buf)
+        else:  # exact upcast first: a bf16 tensor times a 0-d fp32 scale would stay bf16
+            buf.copy_(xc)
+            buf.mul_(s)
+        cast_e4m3_(buf).mul_(s_inv)
+
+    out = map_chunks(kernel, x, (scale, inv), x.dtype)
+    if out is not None:
+        return out
+    # Broadcast patterns without a row/column view (e.g. 2-D block amax): whole-tensor ops.
+    y = torch.mul(x.to(torch.float32), scale)
+    return cast_e4m3_(y).mul_(inv).to(x.dtype)
 
 
 def _matches(attrs: QuantAttributes) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from .attributes import QuantAttributes
+from .chunking import map_chunks
 from .dispatch import register_format
 from .floats import EPS, const
 
@@ -64,6 +65,19 @@ def fake_quant_int(
         div_scale = scale.masked_fill(zero, 1.0)
     else:
         round_scale = div_scale = scale
+
+    def kernel(xc: torch.Tensor, buf: torch.Tensor, s_round: torch.Tensor, s_div: torch.Tensor):
+        if xc.dtype == torch.float32:
+            torch.mul(xc, s_round, out=buf)
+        else:  # exact upcast first: a bf16 tensor times a 0-d fp32 scale would stay bf16
+            buf.copy_(xc)
+            buf.mul_(s_round)
+        buf.round_().clamp_(qmin, qmax).div_(s_div)
+
+    out = map_chunks(kernel, x, (round_scale, div_scale), x.dtype)
+    if out is not None:
+        return out
+    # Broadcast patterns without a row/column view (e.g. 2-D block amax): whole-tensor ops.
     y = _scaled_f32(x, round_scale)
     y.round_().clamp_(qmin, qmax).div_(div_scale)
     return y.to(x.dtype)

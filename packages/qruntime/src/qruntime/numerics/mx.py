@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .attributes import QuantAttributes
-from .blocks import from_row_blocks, to_row_blocks
+from .chunking import map_blocks
 from .dispatch import register_format
 from .floats import FLT_MAX, cast_e4m3, cast_e5m2, const, pow2, round_to_table
 
@@ -103,14 +103,16 @@ def fake_quant_mx(
     if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise TypeError(f"MX fake quantization supports fp32/fp16/bf16 inputs, got {x.dtype}")
     el = MX_ELEMENTS[num_bits]
-    blocks, n = to_row_blocks(x, block_size)
-    xf = blocks.to(torch.float32)
-    m = xf.abs()
-    amax = torch.nan_to_num(m, nan=0.0, posinf=FLT_MAX).amax(dim=-1, keepdim=True)
-    scale, unscale = e8m0_scale(amax, el)
-    q = _convert(m.mul_(scale), el).mul_(unscale)
-    y = torch.where(xf > 0, q, q.neg())
-    return from_row_blocks(y, x.shape, n).to(x.dtype)
+
+    def kernel(xc: torch.Tensor, buf: torch.Tensor) -> None:
+        buf.copy_(xc)
+        m = buf.abs()
+        amax = torch.nan_to_num(m, nan=0.0, posinf=FLT_MAX).amax(dim=-1, keepdim=True)
+        scale, unscale = e8m0_scale(amax, el)
+        q = _convert(m.mul_(scale), el).mul_(unscale)
+        torch.where(buf > 0, q, q.neg(), out=buf)
+
+    return map_blocks(kernel, x, block_size, (), x.dtype)
 
 
 @register_format("mx", matches=lambda attrs: attrs.is_mx, uses_amax=False, uses_bias=False)

@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 
 from .attributes import QuantAttributes
-from .blocks import from_row_blocks, to_row_blocks
+from .chunking import map_blocks, map_chunks
 from .dispatch import register_format
 from .floats import FLT_MAX, cast_e4m3, const, round_to_table
 from .fp8 import e4m3_scales
@@ -98,22 +98,26 @@ def fake_quant_nvfp4_dynamic(
     """
     ga = _global_amax_f32(global_amax)
     if kernel == "triton":
-        block_size = 16
-    elif kernel != "cuda_ext":
+        return map_blocks(_triton_block_kernel, x, 16, (ga,), x.dtype)
+    if kernel != "cuda_ext":
         raise ValueError(f"unknown NVFP4 kernel {kernel!r} (expected 'cuda_ext' or 'triton')")
-    blocks, n = to_row_blocks(x, block_size)
-    xf = blocks.to(torch.float32)
-    m = xf.abs()
-    if kernel == "cuda_ext":
-        scale, unscale = _cuda_ext_scales(_block_amax_cuda(xf), ga)
-        q = round_to_table(m.mul_(scale), "E2M1").mul_(unscale)
-        y = torch.where(xf > 0, q, q.neg())
-    else:
-        bmax = torch.nan_to_num(m, nan=0.0).amax(dim=-1, keepdim=True)
-        s = _triton_scales(bmax, ga)
-        q = round_to_table(m.div_(s), "E2M1").mul_(s)
-        y = torch.where(xf >= 0, q, q.neg())
-    return from_row_blocks(y, x.shape, n).to(x.dtype)
+    return map_blocks(_cuda_ext_block_kernel, x, block_size, (ga,), x.dtype)
+
+
+def _cuda_ext_block_kernel(xc: torch.Tensor, buf: torch.Tensor, ga: torch.Tensor) -> None:
+    buf.copy_(xc)
+    m = buf.abs()
+    scale, unscale = _cuda_ext_scales(_block_amax_cuda(buf), ga)
+    q = round_to_table(m.mul_(scale), "E2M1").mul_(unscale)
+    torch.where(buf > 0, q, q.neg(), out=buf)
+
+
+def _triton_block_kernel(xc: torch.Tensor, buf: torch.Tensor, ga: torch.Tensor) -> None:
+    buf.copy_(xc)
+    m = buf.abs()
+    s = _triton_scales(torch.nan_to_num(m, nan=0.0).amax(dim=-1, keepdim=True), ga)
+    q = round_to_table(m.div_(s), "E2M1").mul_(s)
+    torch.where(buf >= 0, q, q.neg(), out=buf)
 
 
 def nvfp4_static_block_scales(
@@ -160,13 +164,18 @@ def fake_quant_nvfp4_static(
         )
     sq = nvfp4_static_block_scales(block_amax, global_amax, four_over_six=four_over_six)
     sq = sq.reshape(nblocks, 1)
-    xf = x.reshape(nblocks, -1).to(torch.float32)
     zero = sq == 0
     safe = torch.where(zero | ~torch.isfinite(sq), torch.ones_like(sq), sq)
-    q = round_to_table(xf.abs().div_(safe), "E2M1").mul_(safe)
-    y = torch.where(xf >= 0, q, q.neg())
-    y = torch.where(zero, torch.zeros_like(y), y)
-    return y.reshape(x.shape).to(x.dtype)
+
+    def kernel(xc: torch.Tensor, buf: torch.Tensor, u: torch.Tensor, z: torch.Tensor) -> None:
+        buf.copy_(xc)
+        q = round_to_table(buf.abs().div_(u), "E2M1").mul_(u)
+        torch.where(buf >= 0, q, q.neg(), out=buf)
+        buf.masked_fill_(z, 0.0)  # a zero scale gives +0 (the kernel's ``where(zero, 0, y)``)
+
+    out = map_chunks(kernel, x.reshape(nblocks, -1), (safe, zero), x.dtype)
+    assert out is not None
+    return out.reshape(x.shape)
 
 
 def fp4_cast(x: torch.Tensor) -> torch.Tensor:
