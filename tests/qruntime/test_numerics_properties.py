@@ -709,10 +709,10 @@ def test_hadamard_block_rules() -> None:
 
 # --------------------------------------------------------------------------- API behaviours
 def test_backend_argument() -> None:
+    """On CPU tensors "auto" is the torch reference; unknown names are rejected. ("triton" is
+    qruntime.kernels' business, tested there.)"""
     x = torch.randn(4, 8)
-    assert torch.equal(fake_quant(x, {}, backend="auto"), fake_quant(x, {}, backend="torch"))
-    with pytest.raises(ValueError, match="Triton backend is not installed"):
-        fake_quant(x, {}, backend="triton")
+    assert_bits(fake_quant(x, {}, backend="auto"), fake_quant(x, {}, backend="torch"))
     with pytest.raises(ValueError, match="unknown backend"):
         fake_quant(x, {}, backend="cuda")
 
