@@ -732,3 +732,53 @@ def test_attribute_objects_and_defaults() -> None:
     assert fake_quant(x, {"enable": False}) is x
     empty = torch.empty(0, 3)
     assert fake_quant(empty, {}) is empty
+
+
+def test_reduce_amax_layouts() -> None:
+    """The amax shapes calibration stores are the shapes fake_quant broadcasts (§3)."""
+    x = make_tensor((6, 20), torch.bfloat16, 11)
+    nvfp4 = {"num_bits": (2, 1), "block_sizes": {-1: 16, "type": "dynamic", "scale_bits": (4, 3)}}
+    mx = {"num_bits": (2, 1), "block_sizes": {-1: 32, "type": "dynamic", "scale_bits": (8, 0)}}
+    cases: list[tuple[dict[str, Any], tuple[int, ...] | None]] = [
+        ({"num_bits": 8}, ()),
+        ({"num_bits": 8, "axis": 0}, (6, 1)),
+        ({"num_bits": 8, "axis": -1}, (1, 20)),
+        ({"num_bits": 8, "block_sizes": {-1: None}}, (6, 1)),
+        ({"num_bits": 4, "block_sizes": {-1: 8}}, (18, 1)),  # 20 -> 24 padded, 3 blocks a row
+        ({"num_bits": 8, "block_sizes": {-1: 8, -2: 4}}, (2, 1, 3, 1)),
+        (nvfp4, ()),
+        (mx, None),
+    ]
+    for cfg, shape in cases:
+        amax = reduce_amax(x, cfg)
+        if shape is None:
+            assert amax is None
+            continue
+        assert amax is not None and tuple(amax.shape) == shape, (cfg, amax)
+        assert amax.dtype == x.dtype
+        assert_bits(fake_quant(x, cfg, amax), fake_quant(x, cfg))
+
+
+def test_unsupported_configurations_raise() -> None:
+    x = torch.randn(4, 32)
+    mx = {"num_bits": (2, 1), "block_sizes": {-1: 32, "type": "dynamic", "scale_bits": (8, 0)}}
+    nvfp4 = {"num_bits": (2, 1), "block_sizes": {-1: 16, "type": "dynamic", "scale_bits": (4, 3)}}
+    with pytest.raises(TypeError):
+        fake_quant(x.double(), mx)
+    with pytest.raises(TypeError):
+        fake_quant(x.double(), nvfp4)
+    with pytest.raises(ValueError, match="block size"):
+        fake_quant(x, {**mx, "block_sizes": {-1: 64, "type": "dynamic", "scale_bits": (8, 0)}})
+    with pytest.raises(NotImplementedError, match="E=4 & M=3"):
+        fake_quant(x, {"num_bits": (2, 1)})
+    with pytest.raises(ValueError, match="no fake-quant format"):
+        fake_quant(x, {"num_bits": 4, "block_sizes": {-1: 16, "type": "dynamic"}})
+    with pytest.raises(ValueError, match="bias_value"):
+        fake_quant(x, {"num_bits": 8, "bias": {-1: None, "type": "static"}})
+    with pytest.raises(ValueError, match="one amax"):
+        fake_quant(x, [{"num_bits": 8}, {"num_bits": (4, 3)}], [torch.tensor(1.0)])
+    with pytest.raises(ValueError, match="rotate_back"):
+        fake_quant(
+            x,
+            {"num_bits": 8, "fake_quant": False, "rotate": {"enable": True, "mode": "rotate_back"}},
+        )

@@ -189,6 +189,15 @@ def fp4_cast(x: torch.Tensor) -> torch.Tensor:
     return torch.where(xf >= 0, q, q.neg()).to(x.dtype)
 
 
+_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _check_dtype(x: torch.Tensor) -> None:
+    # Both GPU kernels dispatch on fp32/fp16/bf16 only (fp64 raises there too).
+    if x.dtype not in _KERNEL_DTYPES:
+        raise TypeError(f"NVFP4 fake quantization supports fp32/fp16/bf16 inputs, got {x.dtype}")
+
+
 def _dynamic_matches(attrs: QuantAttributes) -> bool:
     return attrs.is_dynamic_block and attrs.scale_bits == (4, 3)
 
@@ -201,6 +210,7 @@ def _nvfp4_dynamic_format(
         raise NotImplementedError(
             f"E4M3-scaled dynamic blocks need num_bits=(2, 1) (NVFP4), got {attrs.num_bits!r}"
         )
+    _check_dtype(x)
     block = attrs.dynamic_block_size(x.dim())
     if block not in NVFP4_BLOCK_SIZES:
         raise ValueError(f"NVFP4 block size must be one of {NVFP4_BLOCK_SIZES}, got {block!r}")
@@ -222,6 +232,7 @@ def _nvfp4_static_format(
     **_: object,
 ) -> torch.Tensor:
     assert amax is not None and attrs.block_sizes is not None
+    _check_dtype(x)
     return fake_quant_nvfp4_static(
         x, amax, global_amax, four_over_six=bool(attrs.block_sizes.get("four_over_six", False))
     )
