@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 NODE_DIR := tests/e2e/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: setup test lint format demo bench schemas clean
+.PHONY: setup test lint format demo bench schemas clean gpu-wheels gpu-check-dry
 
 setup: $(STAMP)
 
@@ -39,6 +39,29 @@ demo: setup
 
 schemas: setup
 	$(VENV)/bin/qconfig schema --all -o schemas
+
+# GPU check (docs/kernels.md): the GPU machine's Python (3.12) lacks qruntime's pure-Python
+# dependencies; download them as wheels (same versions as the venv) into a git-ignored folder
+# that the device call carries, then run `bash bench/gpu_check.sh` there.
+GPU_WHEELS ?= .gpu-wheels
+GPU_PYTHON ?= 3.12
+GPU_DEPS := pydantic pydantic[-_]core annotated[-_]types typing[-_]inspection typing[-_]extensions \
+	jsonschema jsonschema[-_]specifications referencing rpds[-_]py attrs pyyaml ruamel[.]yaml
+GPU_PLATFORMS := $(foreach n,28 27 17,--platform manylinux_2_$(n)_x86_64) \
+	--platform manylinux2014_x86_64 --platform manylinux1_x86_64
+
+gpu-wheels: setup
+	rm -rf $(GPU_WHEELS) && mkdir -p $(GPU_WHEELS)
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) \
+		--implementation cp $(GPU_PLATFORMS) -d $(GPU_WHEELS) \
+		$$($(PY) -m pip freeze | grep -iE '^($(subst $(eval) ,|,$(strip $(GPU_DEPS))))==')
+	ls $(GPU_WHEELS)
+
+# The same steps on this CPU machine (TRITON_INTERPRET=1, tiny sizes), wheels for this Python.
+gpu-check-dry: setup
+	$(MAKE) gpu-wheels GPU_WHEELS=.gpu-wheels-dry \
+		GPU_PYTHON=$$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+	GPU_WHEELS=.gpu-wheels-dry PYTHON=$(PY) GPU_TEST_WORKERS=2 bash bench/gpu_check.sh --dry-run
 
 clean:
 	rm -rf $(VENV) $(NODE_DIR)/node_modules
