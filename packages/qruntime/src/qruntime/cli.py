@@ -6,8 +6,8 @@ meta device (no weights, no memory, seconds even for a 70B architecture) and wri
 in CI jobs that never load the model. ``quantize`` is the end-to-end job of :mod:`qruntime.job`:
 lint, plan, calibrate, measure, save.
 
-Exit codes: 0 success; 1 the config has lint errors for this model (nothing was quantized);
-2 usage or environment errors (a missing file, transformers not installed, a bad model spec).
+Exit codes: 0 success; 1 the config has lint errors for this model or asks for what qruntime
+cannot run (an algorithm other than max, a custom backend) — nothing was quantized; 2 usage or environment errors (a missing file, transformers not installed, a bad model spec).
 """
 
 from __future__ import annotations
@@ -221,6 +221,8 @@ def _cmd_manifest(args: argparse.Namespace) -> int:
 def _cmd_quantize(args: argparse.Namespace) -> int:
     from qconfig.errors import ConfigError
 
+    from qruntime.apply import PlanMismatchError
+    from qruntime.calibrate import UnsupportedAlgorithmError
     from qruntime.job import JobError, QuantizeOptions, run_quantize
 
     options = QuantizeOptions(
@@ -242,6 +244,10 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     except (JobError, ConfigError) as exc:
         print(f"qruntime quantize: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except (UnsupportedAlgorithmError, PlanMismatchError) as exc:
+        hint = " (try --algorithm max)" if isinstance(exc, UnsupportedAlgorithmError) else ""
+        print(f"qruntime quantize: error: {exc}{hint}", file=sys.stderr)
+        return EXIT_FINDINGS
     return EXIT_OK if report.ok else EXIT_FINDINGS
 
 
