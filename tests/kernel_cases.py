@@ -20,12 +20,14 @@ __all__ = [
     "DTYPES",
     "E2M1_TIES",
     "E4M3_MIDPOINTS",
+    "EDGE_IDS",
     "INF",
     "INT_TIES",
     "NAN",
     "amax_for",
     "assert_bits",
     "dyn",
+    "edge_cases",
     "make_input",
     "run_both",
 ]
@@ -209,3 +211,52 @@ def amax_for(mode: Any, x: torch.Tensor, cfg: dict) -> torch.Tensor | None:
     finite = torch.nan_to_num(x.float(), nan=0.0, posinf=0.0, neginf=0.0).to(x.dtype)
     a = reduce_amax(finite, cfg)
     return None if a is None else a * 0.75
+
+
+def edge_cases(
+    device: str | torch.device,
+) -> dict[str, tuple[torch.Tensor, dict, torch.Tensor | None, list[int] | None]]:
+    """``id -> (x, config, amax, rows to compare or None)`` for the rules that random data
+    rarely reaches:
+
+    * INT/FP8 per channel with amax 0, 2^-24 (still "zero"), 2^-25, 1.5 * 2^-24, 1e-38, inf,
+      NaN (numerics.md §4.2, §5.1), in every dtype;
+    * NVFP4 with a zero / inf / NaN / huge global amax and a block whose E4M3 scale rounds to 0;
+    * MX: an all-zero block, an inf in a block (its finite elements become 0), a NaN, a block
+      amax near FLT_MAX and one of fp32 subnormals (E8M0 exponent at both ends, 2^-127
+      unscale — also what shows flush-to-zero on a GPU), an amax just above a power of two.
+      MXINT8 of inf is undefined behaviour in the CUDA source (§7.3): that row is not compared.
+    """
+    out: dict[str, tuple[torch.Tensor, dict, torch.Tensor | None, list[int] | None]] = {}
+    amax = torch.tensor([0.0, 2**-24, 2**-25, 2**-24 * 1.5, 1e-38, INF, NAN, 2.0]).reshape(8, 1)
+    for dname, dtype in zip(("fp32", "bf16", "fp16"), DTYPES, strict=True):
+        x = make_input((8, 9), dtype, 3, device=device)
+        for fname, cfg in (
+            ("int8", {"num_bits": 8, "axis": 0}),
+            ("fp8", {"num_bits": (4, 3), "axis": 0}),
+        ):
+            out[f"{fname}-edge-amax-{dname}"] = (x, cfg, amax.to(device), None)
+    x = make_input((2, 48), torch.float32, 5, specials=False, device=device)
+    x[1, 16:32] *= 1e-9  # far below the global grid: its E4M3 scale becomes 0
+    for g in (0.0, INF, NAN, 1e30, 5.0):
+        out[f"nvfp4-global-{g}"] = (
+            x,
+            dyn((2, 1), 16, (4, 3)),
+            torch.tensor(g, device=device),
+            None,
+        )
+    x = torch.randn(6, 32, generator=torch.Generator().manual_seed(1))
+    x[0] = 0.0
+    x[1, 3] = INF
+    x[2, 5] = NAN
+    x[3] *= 3e38 / x[3].abs().max()
+    x[4] = torch.finfo(torch.float32).tiny / 8 * torch.arange(32)
+    x[5] = 6.0 * (1 + 2**-23)
+    x = x.to(device)
+    for bits in ((2, 1), (3, 2), (2, 3), (4, 3), (5, 2), 8):
+        keep = [0, 2, 3, 4, 5] if bits == 8 else None
+        out[f"mx-{bits}-edge-blocks"] = (x, dyn(bits, 32, (8, 0)), None, keep)
+    return out
+
+
+EDGE_IDS = sorted(edge_cases("cpu"))

@@ -13,7 +13,16 @@ import os
 
 import pytest
 import torch
-from kernel_cases import CASES, DTYPES, amax_for, assert_bits, make_input, run_both
+from kernel_cases import (
+    CASES,
+    DTYPES,
+    EDGE_IDS,
+    amax_for,
+    assert_bits,
+    edge_cases,
+    make_input,
+    run_both,
+)
 from qruntime.kernels import KERNEL_STATS, dispatch
 from qruntime.numerics import fake_quant
 
@@ -56,6 +65,16 @@ def test_kernel_matches_reference_on_device(cfg, shape, modes, ties, dtype, devi
                 x = torch.where(x < 0, -x, x)
             got, want = run_both(x, cfg, amax_for(mode, x, cfg))
             assert_bits(got, want)
+
+
+@pytest.mark.parametrize("case", EDGE_IDS)
+def test_edge_cases_on_device(case, device):
+    """Edge amaxes and blocks (kernel_cases.edge_cases), incl. fp32 subnormals: flush-to-zero."""
+    x, cfg, amax, keep = edge_cases(device)[case]
+    got, want = run_both(x, cfg, amax)
+    if keep is not None:
+        got, want = got[keep], want[keep]
+    assert_bits(got, want)
 
 
 GRAD_CASES = [

@@ -39,18 +39,29 @@ import triton  # noqa: F401  (a missing Triton must fail this module, not skip i
 from kernel_cases import (
     CASES,
     DTYPES,
-    INF,
+    EDGE_IDS,
     NAN,
     amax_for,
     assert_bits,
     dyn,
+    edge_cases,
     make_input,
     run_both,
 )
 from qconfig.attributes import QuantizerAttributeConfig as QAC
 from qruntime import TensorQuantizer
 from qruntime.kernels import KERNEL_STATS, dispatch, kernel_for, kernels, registry
-from qruntime.kernels.layout import collapse, ew_plan, row_plan, tile_plan
+from qruntime.kernels.layout import (
+    BOTH,
+    COLS,
+    ROWS,
+    SCALAR,
+    EwPlan,
+    collapse,
+    ew_plan,
+    row_plan,
+    tile_plan,
+)
 from qruntime.numerics import fake_quant, formats
 
 pytestmark = [
@@ -87,42 +98,14 @@ def test_kernel_matches_reference(cfg, shape, modes, ties, dtype):
         assert_bits(got, want)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16", "fp16"])
-def test_zero_tiny_and_nonfinite_amax_per_channel(dtype):
-    """§4.2/§5.1 edge amaxes: 0, 2^-24 (still zero), 2^-25, the smallest normal, inf, NaN."""
-    amax = torch.tensor([0.0, 2**-24, 2**-25, 2**-24 * 1.5, 1e-38, INF, NAN, 2.0]).reshape(8, 1)
-    x = make_input((8, 9), dtype, 3)
-    for cfg in ({"num_bits": 8, "axis": 0}, {"num_bits": (4, 3), "axis": 0}):
-        got, want = run_both(x, cfg, amax)
-        assert_bits(got, want)
-
-
-def test_nvfp4_edge_global_amax_and_tiny_blocks():
-    """NVFP4: zero / inf / NaN global amax use scale 1; a block whose E4M3 scale rounds to 0."""
-    cfg = dyn((2, 1), 16, (4, 3))
-    x = make_input((2, 48), torch.float32, 5, specials=False)
-    x[1, 16:32] *= 1e-9  # a block far below the global grid: its E4M3 scale becomes 0
-    for g in (0.0, INF, NAN, 1e30, 5.0):
-        got, want = run_both(x, cfg, torch.tensor(g))
-        assert_bits(got, want)
-
-
-def test_mx_edge_blocks():
-    """MX: all-zero block, inf in a block (finite elements -> 0), NaN only hits itself, huge and
-    subnormal block amaxes (E8M0 exponent at both ends, 2^-127 unscale)."""
-    x = torch.randn(6, 32, generator=torch.Generator().manual_seed(1))
-    x[0] = 0.0
-    x[1, 3] = INF
-    x[2, 5] = NAN
-    x[3] *= 3e38 / x[3].abs().max()
-    x[4] = torch.finfo(torch.float32).tiny / 8 * torch.arange(32)
-    x[5] = 6.0 * (1 + 2**-23)  # just above a power of two: the exponent rounds up
-    for bits in ((2, 1), (3, 2), (2, 3), (4, 3), (5, 2), 8):
-        cfg = dyn(bits, 32, (8, 0))
-        got, want = run_both(x, cfg)
-        if bits == 8:  # MXINT8 of inf is undefined behaviour in the CUDA source (§7.3)
-            got, want = got[[0, 2, 3, 4, 5]], want[[0, 2, 3, 4, 5]]
-        assert_bits(got, want)
+@pytest.mark.parametrize("case", EDGE_IDS)
+def test_edge_cases(case):
+    """Edge amaxes, NVFP4 global-amax edges and MX edge blocks (kernel_cases.edge_cases)."""
+    x, cfg, amax, keep = edge_cases("cpu")[case]
+    got, want = run_both(x, cfg, amax)
+    if keep is not None:
+        got, want = got[keep], want[keep]
+    assert_bits(got, want)
 
 
 GRAD_CASES = [
@@ -380,9 +363,7 @@ def _ew_indices(shape: tuple[int, ...], pshape: tuple[int, ...]) -> torch.Tensor
         return None
     r = torch.arange(plan.rows)[:, None]
     c = torch.arange(plan.cols)[None, :]
-    return (((r // plan.rdiv) % plan.rmod) * plan.rstride + (c // plan.cdiv) % plan.cmod).reshape(
-        -1
-    )
+    return plan.index(r, c).reshape(-1)
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -407,4 +388,8 @@ def test_layout_plans():
     assert row_plan((6, 4, 8), (6, 4, 1)).block == 8  # per token
     assert row_plan((6, 8), (1, 8)) is None  # per column: not one pass
     assert tile_plan((2, 128, 3, 128), (2, 1, 3, 1)) is not None
-    assert ew_plan((2, 3), (2, 3)).cmod == 6
+    assert ew_plan((2, 3), (2, 3)).pattern == COLS  # one parameter per element
+    assert ew_plan((8, 5), (8, 1)).pattern == ROWS  # per channel on dim 0: one load per row
+    assert ew_plan((4, 6, 5), (1, 6, 1)) == EwPlan(24, 5, ROWS, rmod=6, row_mod=True)
+    assert ew_plan((2, 3, 4, 5), (2, 1, 4, 1)).pattern == BOTH
+    assert ew_plan((3, 4), (1, 1)).pattern == SCALAR

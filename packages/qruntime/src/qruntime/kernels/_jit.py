@@ -152,3 +152,37 @@ def e4m3_round(v, MAX: tl.constexpr, MAN_BITS: tl.constexpr, EMIN: tl.constexpr)
     nan = c != c
     mag = round_grid(tl.abs(tl.where(nan, 0.0, c)), MAN_BITS, EMIN)
     return tl.where(nan, c, copysign(mag, c))
+
+
+@triton.jit
+def load_param(
+    ptr,
+    r,
+    c,
+    rows,
+    cols,
+    rdiv,
+    rmod,
+    cdiv,
+    col_groups,
+    PATTERN: tl.constexpr,
+    ROW_MOD: tl.constexpr,
+):
+    """The per-element parameter of tile rows ``r`` x columns ``c`` under a
+    :class:`..layout.EwPlan` (index math on the 1-D row/column vectors, see there)."""
+    if PATTERN == 0:
+        p = tl.load(ptr)
+    elif PATTERN == 1:
+        ri = r // rdiv
+        if ROW_MOD:
+            ri = ri % rmod
+        p = tl.load(ptr + ri, mask=r < rows, other=1.0)[:, None]
+    elif PATTERN == 2:
+        p = tl.load(ptr + c // cdiv, mask=c < cols, other=1.0)[None, :]
+    else:
+        ri = r // rdiv
+        if ROW_MOD:
+            ri = ri % rmod
+        idx = ri[:, None] * col_groups + (c // cdiv)[None, :]
+        p = tl.load(ptr + idx, mask=(r < rows)[:, None] & (c < cols)[None, :], other=1.0)
+    return p

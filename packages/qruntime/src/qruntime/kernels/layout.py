@@ -4,7 +4,7 @@ Why this exists: every INT/FP8 granularity of the reference (per tensor, per cha
 per token, static 1-D and 2-D blocks) is one element formula with an amax that broadcasts over
 the working layout (numerics.md §3). A kernel cannot use torch broadcasting, so the broadcast
 pattern is reduced here, once per call and without touching the data, to a few integers that a
-kernel turns into a per-element parameter index with two divisions and two remainders. Shapes
+kernel turns into a parameter index per tile row and column (:class:`EwPlan`). Shapes
 that do not reduce to that form return None and the caller uses the torch reference instead
 (never a kernel that would give different bits).
 
@@ -16,8 +16,22 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["EwPlan", "Group", "RowPlan", "TilePlan", "collapse", "ew_plan", "row_plan", "tile_plan"]
+__all__ = [
+    "BOTH",
+    "COLS",
+    "ROWS",
+    "SCALAR",
+    "EwPlan",
+    "Group",
+    "RowPlan",
+    "TilePlan",
+    "collapse",
+    "ew_plan",
+    "row_plan",
+    "tile_plan",
+]
 
 
 @dataclass(frozen=True)
@@ -55,42 +69,53 @@ def collapse(shape: Sequence[int], param_shape: Sequence[int]) -> list[Group] | 
     return groups
 
 
+#: How an elementwise kernel finds an element's parameter (:class:`EwPlan`).
+SCALAR, ROWS, COLS, BOTH = 0, 1, 2, 3
+
+
 @dataclass(frozen=True)
 class EwPlan:
-    """A 2-D view ``(rows, cols)`` and the parameter index of element ``(r, c)``:
+    """A 2-D view ``(rows, cols)`` of the tensor and the parameter index of element ``(r, c)``:
 
-    ``idx = ((r // rdiv) % rmod) * rstride + (c // cdiv) % cmod``.
+    * ``SCALAR``: one parameter (per tensor);
+    * ``ROWS``: ``row_idx(r)`` with ``row_idx(r) = (r // rdiv) % rmod`` (the ``%`` only when
+      ``row_mod``), e.g. per channel on dim 0, static 1-D blocks;
+    * ``COLS``: ``c // cdiv``, e.g. per channel on the last dim;
+    * ``BOTH``: ``row_idx(r) * col_groups + c // cdiv``, e.g. the 2-D block view.
 
-    ``scalar`` marks a single parameter (per tensor): the kernel then skips the index math.
+    The split is chosen so the index math runs on the 1-D row and column vectors of a tile
+    (a few integer ops per row or column, not per element) and a parameter is loaded once per
+    row (ROWS) or column (COLS); only BOTH gathers per element.
     """
 
     rows: int
     cols: int
-    rdiv: int
-    rmod: int
-    rstride: int
-    cdiv: int
-    cmod: int
-    scalar: bool
+    pattern: int
+    rdiv: int = 1
+    rmod: int = 1
+    row_mod: bool = False
+    cdiv: int = 1
+    col_groups: int = 1
 
-
-def _part(groups: Sequence[Group]) -> tuple[int, int, int]:
-    """``(size, div, mod)`` of a run of groups holding at most one kept group."""
-    size = math.prod(g.size for g in groups)
-    kept = [i for i, g in enumerate(groups) if g.kept]
-    if not kept:
-        return size, 1, 1
-    (k,) = kept
-    div = math.prod(g.size for g in groups[k + 1 :])
-    return size, div, groups[k].size
+    def index(self, r: Any, c: Any) -> Any:
+        """The parameter index of ``(r, c)`` (ints or broadcasting tensors), as the kernel does."""
+        row = r // self.rdiv
+        if self.row_mod:
+            row = row % self.rmod
+        if self.pattern == SCALAR:
+            return 0 * r + 0 * c
+        if self.pattern == ROWS:
+            return row + 0 * c
+        if self.pattern == COLS:
+            return c // self.cdiv + 0 * r
+        return row * self.col_groups + c // self.cdiv
 
 
 def ew_plan(shape: Sequence[int], param_shape: Sequence[int]) -> EwPlan | None:
     """The :class:`EwPlan` of an elementwise formula with a broadcast parameter (≤ 2 kept runs).
 
-    Two kept runs cover per channel on one axis or an axis tuple of adjacent dims, per token and
-    the 2-D block view ``(R/b, b, C/b, b)``; three or more (e.g. ``axis=(0, 2)`` on a 4-D input
-    with dims between) return None.
+    Two kept runs cover per channel on any axis or on adjacent axes, per token and the 2-D block
+    view ``(R/b, b, C/b, b)``; three or more (e.g. ``axis=(0, 2, 4)`` on a 5-D input) give None.
     """
     groups = collapse(shape, param_shape)
     if groups is None:
@@ -98,16 +123,31 @@ def ew_plan(shape: Sequence[int], param_shape: Sequence[int]) -> EwPlan | None:
     numel = math.prod(shape)
     kept = [i for i, g in enumerate(groups) if g.kept]
     if not kept:
-        return EwPlan(1, numel, 1, 1, 0, 1, 1, True)
+        return EwPlan(1, numel, SCALAR)
     if len(kept) > 2:
         return None
+    last = kept[-1]
+    tail = math.prod(g.size for g in groups[last + 1 :])  # the trailing reduced run (or 1)
     if len(kept) == 1:
-        cols, cdiv, cmod = _part(groups)
-        return EwPlan(1, cols, 1, 1, 0, cdiv, cmod, False)
-    split = kept[1]  # the row part ends just before the second kept run
-    rows, rdiv, rmod = _part(groups[:split])
-    cols, cdiv, cmod = _part(groups[split:])
-    return EwPlan(rows, cols, rdiv, rmod, cmod, cdiv, cmod, False)
+        k = groups[last].size
+        lead = math.prod(g.size for g in groups[:last])
+        if tail == 1:  # [R?, K]: the parameter follows the columns
+            return EwPlan(lead, k, COLS)
+        return EwPlan(lead * k, tail, ROWS, rmod=k, row_mod=lead > 1)
+    first = kept[0]
+    k1, k2 = groups[first].size, groups[last].size
+    mid = math.prod(g.size for g in groups[first + 1 : last])
+    lead = math.prod(g.size for g in groups[:first])
+    return EwPlan(
+        lead * k1 * mid,
+        k2 * tail,
+        BOTH,
+        rdiv=mid,
+        rmod=k1,
+        row_mod=lead > 1,
+        cdiv=tail,
+        col_groups=k2,
+    )
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from .._jit import (
     copysign,
     e4m3_round,
     load_f32,
+    load_param,
     rne_nonneg,
     store_f32,
 )
@@ -90,13 +91,13 @@ def _ew_kernel(
     cols,
     rdiv,
     rmod,
-    rstride,
     cdiv,
-    cmod,
+    col_groups,
     FMT: tl.constexpr,
     QMIN: tl.constexpr,
     QMAX: tl.constexpr,
-    SCALAR: tl.constexpr,
+    PATTERN: tl.constexpr,
+    ROW_MOD: tl.constexpr,
     IN_KIND: tl.constexpr,
     OUT_KIND: tl.constexpr,
     BR: tl.constexpr,
@@ -112,13 +113,8 @@ def _ew_kernel(
     mask = (r[:, None] < rows) & (c[None, :] < cols)
     offs = r[:, None] * cols + c[None, :]
     x = load_f32(x_ptr, offs, mask, IN_KIND)
-    if SCALAR:
-        p0 = tl.load(p0_ptr)
-        p1 = tl.load(p1_ptr)
-    else:
-        idx = ((r // rdiv) % rmod)[:, None] * rstride + ((c // cdiv) % cmod)[None, :]
-        p0 = tl.load(p0_ptr + idx, mask=mask, other=1.0)
-        p1 = tl.load(p1_ptr + idx, mask=mask, other=1.0)
+    p0 = load_param(p0_ptr, r, c, rows, cols, rdiv, rmod, cdiv, col_groups, PATTERN, ROW_MOD)
+    p1 = load_param(p1_ptr, r, c, rows, cols, rdiv, rmod, cdiv, col_groups, PATTERN, ROW_MOD)
     y = _element(x, p0, p1, FMT, QMIN, QMAX)
     store_f32(y_ptr, offs, y, mask, OUT_KIND)
 
@@ -313,13 +309,13 @@ def _elementwise(
         plan.cols,
         plan.rdiv,
         plan.rmod,
-        plan.rstride,
         plan.cdiv,
-        plan.cmod,
+        plan.col_groups,
         FMT=fmt,
         QMIN=qmin,
         QMAX=qmax,
-        SCALAR=plan.scalar,
+        PATTERN=plan.pattern,
+        ROW_MOD=plan.row_mod,
         IN_KIND=kin,
         OUT_KIND=kout,
         BR=br,
