@@ -28,7 +28,7 @@ def test_subclass_rule_and_keys():
     assert modules["lm_head"].parent_class_keys == ["nn.Linear"]
     assert modules["mlp.0"].weight_shape == [32, 8] and modules["mlp.0"].weight_dtype == "float32"
     assert "mlp.1" not in modules  # ReLU is not registered
-    assert len(manifest.registry_keys) == 28 and "nn.Linear" in manifest.registry_keys
+    assert len([k for k in manifest.registry_keys if k.startswith("nn.")]) == 28
 
 
 def test_module_defaults_and_order():

@@ -15,9 +15,11 @@ from typing import Any
 import torch
 
 from qruntime.numerics.affine import bias_axes
-from qruntime.numerics.amax import amax_reduce, axis_to_reduce_dims
+from qruntime.numerics.amax import axis_to_reduce_dims
 
 __all__ = ["BiasCalibrator", "MaxCalibrator"]
+
+_FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
 
 class MaxCalibrator:
@@ -26,40 +28,84 @@ class MaxCalibrator:
     ``axis`` lists the dims that keep their own amax (per channel); the owning quantizer updates
     it when the static block reshape or the ``block_sizes`` → ``axis`` rewrite changes its axis
     (numerics.md §2 steps 5-6), exactly as Model Optimizer re-points its calibrator.
+
+    It keeps the running max and the running min of the data and forms ``max(|max|, |min|)``
+    once, in :meth:`compute_amax`: max, min and abs never round, so this equals the running max
+    of the per-batch ``amax_reduce`` bit for bit, with three cheap operations per batch.
     """
 
-    __slots__ = ("_calib_amax", "axis")
+    __slots__ = ("_hi", "_lo", "_pending", "axis")
+
+    #: Batches whose (min, max) are kept before they are folded into the running values.
+    FOLD_EVERY = 16
 
     def __init__(self, axis: int | tuple[int, ...] | None = None) -> None:
         self.axis = axis
-        self._calib_amax: torch.Tensor | None = None
+        self._hi: torch.Tensor | None = None
+        self._lo: torch.Tensor | None = None
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    @torch.no_grad()
     def collect(self, x: torch.Tensor) -> None:
-        """Fold one batch in (the running max propagates NaN and inf, see compute_amax)."""
-        amax = amax_reduce(x, axis_to_reduce_dims(x.dim(), self.axis)).detach()
-        if self._calib_amax is None or x.device.type == "meta":
-            self._calib_amax = amax
-            return
-        if amax.shape != self._calib_amax.shape:
+        """Fold one batch in (NaN and inf propagate; they are refused in compute_amax).
+
+        One reduction per batch; the element-wise running max/min are updated every
+        ``FOLD_EVERY`` batches (and at the end), which gives the same values.
+        """
+        x = x.detach()
+        if x.dtype in _FP8_DTYPES:
+            x = x.to(torch.get_default_dtype())
+        dims = axis_to_reduce_dims(x.dim(), self.axis)
+        if dims is None:
+            lo, hi = torch.aminmax(x)
+        else:
+            hi = torch.amax(x, dim=dims, keepdim=True)
+            lo = torch.amin(x, dim=dims, keepdim=True)
+        pending = self._pending
+        reference = pending[0][1] if pending else self._hi
+        if reference is not None and hi.shape != reference.shape:
             raise RuntimeError("amax shape changed!")
-        self._calib_amax = torch.maximum(self._calib_amax, amax)
+        if pending and (hi.dtype != reference.dtype or len(pending) >= self.FOLD_EVERY):
+            self._fold()
+        pending.append((lo, hi))
+
+    def _fold(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        if len(pending) == 1:
+            lo, hi = pending[0]
+        else:
+            lo = torch.stack([p[0] for p in pending]).amin(0)
+            hi = torch.stack([p[1] for p in pending]).amax(0)
+        pending.clear()
+        if self._hi is None or self._lo is None or hi.device.type == "meta":
+            self._hi, self._lo = hi, lo
+        else:
+            self._hi = torch.maximum(self._hi, hi)
+            self._lo = torch.minimum(self._lo, lo)
 
     def compute_amax(self) -> torch.Tensor | None:
-        """The running max, or None if no tensor was collected (the quantizer stays dynamic).
+        """The running max of ``amax_reduce``, or None if no tensor was collected (the quantizer
+        then stays dynamic).
 
         NaN or inf in any collected batch is refused here, like Model Optimizer's per-batch
-        assertions: ``torch.maximum`` carries both into the running max, so checking once at
-        the end gives the same verdict without a device sync per batch.
+        assertions: both survive the running max/min, so checking once at the end gives the same
+        verdict without a device sync per batch.
         """
-        amax = self._calib_amax
-        if amax is not None and amax.device.type != "meta" and not bool(torch.isfinite(amax).all()):
+        self._fold()
+        if self._hi is None or self._lo is None:
+            return None
+        amax = torch.maximum(self._hi.abs(), self._lo.abs())
+        if amax.numel() == 1:
+            amax = amax.squeeze()
+        if amax.device.type != "meta" and not bool(torch.isfinite(amax).all()):
             kind = "nan" if bool(torch.isnan(amax).any()) else "inf"
             raise AssertionError(f"detected {kind} values in amax during max calibration")
         return amax
 
     def reset(self) -> None:
-        self._calib_amax = None
+        self._hi = self._lo = None
+        self._pending.clear()
 
 
 class BiasCalibrator:

@@ -372,33 +372,44 @@ class TensorQuantizer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """numerics.md §2: pre_quant_scale, rotation, disabled pass-through, block_sizes → axis,
         static block reshape, calibration, fake quant, un-reshape, rotate back."""
+        d = self.__dict__
+        pqs = d["_buffers"].get("_pre_quant_scale")
+        rotate = d["_rotate"]
+        if (
+            pqs is None
+            and not rotate
+            and (
+                d["_disabled"]
+                or not (d["_if_quant"] or d["_if_calib"] or d["_block_sizes"] is not None)
+            )
+        ):
+            return x  # nothing to do: disabled, or neither quantizing nor collecting
         if x.numel() == 0:
             return x
-        pqs = self._buffers.get("_pre_quant_scale")
-        if pqs is not None and self._enable_pre_quant_scale:
+        if pqs is not None and d["_enable_pre_quant_scale"]:
             x = x * pqs
-        rotation = _rotate_spec(self._rotate) if self._rotate else _NO_ROTATION
+        rotation = _rotate_spec(rotate) if rotate else _NO_ROTATION
         if rotation.enable:
             x = hadamard_rotate(x, rotation)
-        if self._disabled:
+        if d["_disabled"]:
             return hadamard_rotate(x, rotation) if rotation.rotate_back else x
-        if self._block_sizes is not None and self._config.fake_quant:
+        if d["_block_sizes"] is not None and d["_config"].fake_quant:
             self._block_sizes_to_axis(x)
-        static = self.is_static_block_quant
-        plan = self._static_plan(x) if static else None
-        if self._if_calib and self._config.type != "dynamic":
+        plan = self._static_plan(x) if self.is_static_block_quant else None
+        if d["_if_calib"] and d["_config"].type != "dynamic":
             self._collect(plan.to_blocks(x) if plan is not None else x)
-        if not self._if_quant:
+        if not d["_if_quant"]:
             return hadamard_rotate(x, rotation) if rotation.rotate_back else x
         if not x.is_contiguous():
             x = x.contiguous()
-        amax = None if self.is_mx_format else self._buffers.get("_amax")
+        buffers = d["_buffers"]
+        amax = None if self.is_mx_format else buffers.get("_amax")
         y = fake_quant(
             x,
             self._work_attributes(),
             amax,
-            global_amax=self._buffers.get("_global_amax"),
-            bias_value=self._buffers.get("_bias_value"),
+            global_amax=buffers.get("_global_amax"),
+            bias_value=buffers.get("_bias_value"),
             backend=self.backend,
         )
         return hadamard_rotate(y, rotation) if rotation.rotate_back else y
