@@ -179,3 +179,23 @@ def test_extra_repr_reads_the_format():
     assert "INT8 per-channel(0)" in repr(q) and "dynamic" in repr(q)
     q.disable()
     assert "disabled" in repr(q)
+
+
+@pytest.mark.parametrize("axis", [None, 0, (0, 2)])
+def test_running_max_over_many_batches_equals_the_max_of_per_batch_amaxes(axis):
+    q = TensorQuantizer(QAC(num_bits=8, axis=axis))
+    q.disable_quant()
+    q.enable_calib()
+    batches = [_x(3, 4, 5, seed=s) * (1 + s % 7) for s in range(40)]
+    for b in batches:
+        q(b)
+    q.load_calib_amax()
+    dims = (
+        None
+        if axis is None
+        else tuple(i for i in range(3) if i not in ((axis,) if isinstance(axis, int) else axis))
+    )
+    per_batch = [
+        b.abs().amax() if dims is None else b.abs().amax(dims, keepdim=True) for b in batches
+    ]
+    assert torch.equal(q.amax, torch.stack(per_batch).amax(0))
