@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 NODE_DIR := tests/e2e/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: setup test lint format demo bench schemas clean gpu-wheels gpu-check-dry
+.PHONY: setup test lint format demo bench schemas clean gpu-wheels gpu-check-dry kernels-triton36
 
 setup: $(STAMP)
 
@@ -62,6 +62,14 @@ gpu-check-dry: setup
 	$(MAKE) gpu-wheels GPU_WHEELS=.gpu-wheels-dry \
 		GPU_PYTHON=$$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 	GPU_WHEELS=.gpu-wheels-dry PYTHON=$(PY) GPU_TEST_WORKERS=2 bash bench/gpu_check.sh --dry-run
+
+# The GPU image has Triton 3.6, CI has PyPI's: run the kernel tests in 3.6's interpreter too
+# (its language semantics differ, e.g. unary minus; docs/kernels.md). Downloads ~190 MB once.
+TRITON36 := .triton36
+kernels-triton36: setup
+	test -d $(TRITON36)/triton || $(PY) -m pip install -q --no-deps --target $(TRITON36) triton==3.6.0
+	TRITON_INTERPRET=1 PYTHONPATH=$(TRITON36) $(PY) -c 'import triton; assert triton.__version__ == "3.6.0", triton.__version__'
+	TRITON_INTERPRET=1 PYTHONPATH=$(TRITON36) $(PY) -m pytest -n 2 -q tests/qruntime/test_kernels.py
 
 clean:
 	rm -rf $(VENV) $(NODE_DIR)/node_modules
