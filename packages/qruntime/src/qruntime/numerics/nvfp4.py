@@ -10,6 +10,7 @@ Static NVFP4 (§6.5/§6.6) has a single implementation (Triton), reproduced by
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -115,7 +116,9 @@ def _cuda_ext_block_kernel(xc: torch.Tensor, buf: torch.Tensor, ga: torch.Tensor
 def _triton_block_kernel(xc: torch.Tensor, buf: torch.Tensor, ga: torch.Tensor) -> None:
     buf.copy_(xc)
     m = buf.abs()
-    s = _triton_scales(torch.nan_to_num(m, nan=0.0).amax(dim=-1, keepdim=True), ga)
+    # tl.max ignores NaN but keeps inf (nan_to_num would turn inf into FLT_MAX by default).
+    bmax = torch.nan_to_num(m, nan=0.0, posinf=math.inf).amax(dim=-1, keepdim=True)
+    s = _triton_scales(bmax, ga)
     q = round_to_table(m.div_(s), "E2M1").mul_(s)
     torch.where(buf >= 0, q, q.neg(), out=buf)
 
