@@ -309,6 +309,23 @@ def test_kernel_declining_an_input_runs_torch(fresh_dispatch):
     assert entry is not None
 
 
+def test_triton_errors_fall_back_under_auto_and_raise_under_triton(fresh_dispatch):
+    from triton.compiler.errors import CompilationError
+
+    def broken(*args: Any, **kwargs: Any):
+        raise CompilationError("src", None, "does not compile here")
+
+    kernel_for("int")
+    fresh_dispatch.setitem(registry._REGISTRY, "int", registry.KernelEntry("int", broken, "t"))
+    fresh_dispatch.setattr(dispatch, "_is_cuda", lambda t: True)
+    x = torch.randn(4, 8)
+    with pytest.warns(RuntimeWarning, match="failed"):
+        y = fake_quant(x, {"num_bits": 8}, backend="auto")
+    assert_bits(y, fake_quant(x, {"num_bits": 8}))
+    with pytest.raises(CompilationError):
+        fake_quant(x, {"num_bits": 8}, backend="triton")
+
+
 def test_every_reference_format_has_a_kernel_and_no_orphans():
     assert set(kernels()) == set(formats())
 

@@ -15,6 +15,8 @@ Rules (docs/kernels.md):
   (how CI tests the kernels); anything else raises.
 * A format without a kernel, or an input a kernel does not cover (dtype, layout, bit width),
   runs the torch reference — never a kernel that would give different bits.
+* Under ``"auto"`` a Triton error (a kernel that does not compile with the installed Triton, or
+  does not fit the GPU) warns once per format and runs the reference; ``"triton"`` raises it.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ KERNEL_STATS: Counter[tuple[str, str]] = Counter()
 
 _TRITON_OK: bool | None = None
 _WARNED_NO_TRITON = False
+_WARNED_FORMATS: set[str] = set()
 
 
 def triton_available() -> bool:
@@ -75,9 +78,18 @@ def _is_cuda(x: torch.Tensor) -> bool:
 
 
 def reset_warnings() -> None:
-    """Forget that the missing-Triton warning was shown (tests)."""
+    """Forget which warnings were shown (tests)."""
     global _WARNED_NO_TRITON
     _WARNED_NO_TRITON = False
+    _WARNED_FORMATS.clear()
+
+
+def _is_triton_error(exc: BaseException) -> bool:
+    try:
+        from triton.errors import TritonError
+    except ImportError:  # pragma: no cover - Triton imported fine moments ago
+        return False
+    return isinstance(exc, TritonError)
 
 
 def choose_backend(x: torch.Tensor, backend: str) -> str:
@@ -153,6 +165,19 @@ def quantize_working(
             )
         except KernelUnsupported:
             KERNEL_STATS[(entry.name, "fallback")] += 1
+            return None
+        except Exception as exc:
+            if backend != "auto" or not _is_triton_error(exc):
+                raise
+            KERNEL_STATS[(entry.name, "fallback")] += 1
+            if entry.name not in _WARNED_FORMATS:
+                _WARNED_FORMATS.add(entry.name)
+                warnings.warn(
+                    f"qruntime: the Triton kernel for {entry.name!r} failed ({exc!r}); using the "
+                    "torch reference for it (same bits, slower).",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
             return None
         if bias is not None:
             y = y + bias

@@ -344,9 +344,12 @@ def _run(
         if ran:
             return y, used
         amax = amax_reduce(x, axis_to_reduce_dims(x.dim(), axis))  # the reference reduction
+        checked = True  # |x| maxima are never negative: no host sync for the check below
+    else:
+        checked = False
     a = amax.to(torch.float32)
     if fmt == FMT_INT:
-        if a.numel() and bool(a.min() < 0):
+        if not checked and a.numel() and bool(a.min() < 0):
             raise ValueError("Negative values in amax")
         scale = torch.div(torch.tensor(qmax, dtype=torch.float32, device=a.device), a)
         zero = a <= EPS
