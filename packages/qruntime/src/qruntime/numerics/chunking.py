@@ -9,7 +9,8 @@ results are bit-identical to the unchunked formula (numerics.md §1).
 
 Chunks are at most torch's parallel grain (32768 elements), so each op runs on the calling thread
 without an OpenMP fork/join; parallelism comes from splitting the chunk list over a small thread
-pool (``torch.get_num_threads()`` workers; torch releases the GIL inside ops). One join per call
+pool (``torch.get_num_threads()`` workers, at most ``MAX_WORKERS``; torch releases the GIL
+inside ops). One join per call
 instead of one barrier per op per chunk keeps this fast on a busy machine too.
 """
 
@@ -28,6 +29,10 @@ __all__ = ["CHUNK_ELEMENTS", "map_blocks", "map_chunks"]
 #: Elements per chunk: torch's intra-op grain size, so an op on one chunk never forks threads;
 #: 128 KiB of float32 stays in L2.
 CHUNK_ELEMENTS = 1 << 15
+
+#: At most this many chunk workers: each op's Python dispatch holds the GIL for a few
+#: microseconds, so beyond a handful of threads they would mostly wait for each other.
+MAX_WORKERS = 8
 
 _POOL: tuple[int, ThreadPoolExecutor] | None = None
 
@@ -96,7 +101,7 @@ def _run(
                     fn(x2[r0:r1], b, *chunk_params)
                     out[r0:r1].copy_(b)
 
-    workers = min(torch.get_num_threads(), len(starts))
+    workers = min(torch.get_num_threads(), MAX_WORKERS, len(starts))
     if workers <= 1 or not x2.is_cpu or step * cols > CHUNK_ELEMENTS:
         work(0, len(starts))
         return out
