@@ -10,8 +10,8 @@ results are bit-identical to the unchunked formula (numerics.md §1).
 Chunks are at most torch's parallel grain (32768 elements), so each op runs on the calling thread
 without an OpenMP fork/join; parallelism comes from splitting the chunk list over a small thread
 pool (``torch.get_num_threads()`` workers, at most ``MAX_WORKERS``; torch releases the GIL
-inside ops). One join per call
-instead of one barrier per op per chunk keeps this fast on a busy machine too.
+inside ops). One join per call instead of one barrier per op per chunk keeps this fast on a busy
+machine too.
 """
 
 from __future__ import annotations
