@@ -144,7 +144,10 @@ def _row_kernel(
         pid = pid.to(tl.int64)
     g = pid * G + tl.arange(0, G)
     lane = tl.arange(0, LANES)
-    mask = (g[:, None] < n_groups) & (lane[None, :] < BLOCK)
+    if LANES == BLOCK:  # no lane mask: keeps the loads vectorisable (constant along lanes)
+        mask = tl.broadcast_to(g[:, None] < n_groups, (G, LANES))
+    else:
+        mask = (g[:, None] < n_groups) & (lane[None, :] < BLOCK)
     if EVEN:
         offs = g[:, None] * BLOCK + lane[None, :]
     else:
