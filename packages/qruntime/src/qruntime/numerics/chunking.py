@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 import torch.nn.functional as F
 
-__all__ = ["CHUNK_ELEMENTS", "map_blocks", "map_chunks"]
+__all__ = ["CHUNK_ELEMENTS", "as_f32", "map_blocks", "map_chunks"]
 
 #: Elements per chunk: torch's intra-op grain size, so an op on one chunk never forks threads;
 #: 128 KiB of float32 stays in L2.
@@ -47,6 +47,11 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 #: ``fn(x_chunk, buf, *param_chunks)``: write the float32 result of the chunk into ``buf``.
 ChunkFn = Callable[..., None]
+
+
+def as_f32(xc: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
+    """The chunk as float32: itself when it already is (read-only), else upcast into ``buf``."""
+    return xc if xc.dtype == torch.float32 else buf.copy_(xc)
 
 
 def _layout(shape: torch.Size, params: Sequence[torch.Tensor]) -> tuple[int, int, str] | None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .attributes import QuantAttributes
-from .chunking import map_blocks
+from .chunking import as_f32, map_blocks
 from .dispatch import register_format
 from .floats import FLT_MAX, cast_e4m3, cast_e5m2, const, pow2, round_to_table
 
@@ -105,12 +105,12 @@ def fake_quant_mx(
     el = MX_ELEMENTS[num_bits]
 
     def kernel(xc: torch.Tensor, buf: torch.Tensor) -> None:
-        buf.copy_(xc)
-        m = buf.abs()
+        xf = as_f32(xc, buf)
+        m = xf.abs()
         amax = torch.nan_to_num(m, nan=0.0, posinf=FLT_MAX).amax(dim=-1, keepdim=True)
         scale, unscale = e8m0_scale(amax, el)
         q = _convert(m.mul_(scale), el).mul_(unscale)
-        torch.where(buf > 0, q, q.neg(), out=buf)
+        torch.where(xf > 0, q, q.neg(), out=buf)
 
     return map_blocks(kernel, x, block_size, (), x.dtype)
 

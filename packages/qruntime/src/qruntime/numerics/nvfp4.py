@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 
 from .attributes import QuantAttributes
-from .chunking import map_blocks, map_chunks
+from .chunking import as_f32, map_blocks, map_chunks
 from .dispatch import register_format
 from .floats import FLT_MAX, cast_e4m3, const, round_to_table
 from .fp8 import e4m3_scales
@@ -106,21 +106,21 @@ def fake_quant_nvfp4_dynamic(
 
 
 def _cuda_ext_block_kernel(xc: torch.Tensor, buf: torch.Tensor, ga: torch.Tensor) -> None:
-    buf.copy_(xc)
-    m = buf.abs()
-    scale, unscale = _cuda_ext_scales(_block_amax_cuda(buf), ga)
+    xf = as_f32(xc, buf)
+    m = xf.abs()
+    scale, unscale = _cuda_ext_scales(_block_amax_cuda(xf), ga)
     q = round_to_table(m.mul_(scale), "E2M1").mul_(unscale)
-    torch.where(buf > 0, q, q.neg(), out=buf)
+    torch.where(xf > 0, q, q.neg(), out=buf)
 
 
 def _triton_block_kernel(xc: torch.Tensor, buf: torch.Tensor, ga: torch.Tensor) -> None:
-    buf.copy_(xc)
-    m = buf.abs()
+    xf = as_f32(xc, buf)
+    m = xf.abs()
     # tl.max ignores NaN but keeps inf (nan_to_num would turn inf into FLT_MAX by default).
     bmax = torch.nan_to_num(m, nan=0.0, posinf=math.inf).amax(dim=-1, keepdim=True)
     s = _triton_scales(bmax, ga)
     q = round_to_table(m.div_(s), "E2M1").mul_(s)
-    torch.where(buf >= 0, q, q.neg(), out=buf)
+    torch.where(xf >= 0, q, q.neg(), out=buf)
 
 
 def nvfp4_static_block_scales(
@@ -171,9 +171,9 @@ def fake_quant_nvfp4_static(
     safe = torch.where(zero | ~torch.isfinite(sq), torch.ones_like(sq), sq)
 
     def kernel(xc: torch.Tensor, buf: torch.Tensor, u: torch.Tensor, z: torch.Tensor) -> None:
-        buf.copy_(xc)
-        q = round_to_table(buf.abs().div_(u), "E2M1").mul_(u)
-        torch.where(buf >= 0, q, q.neg(), out=buf)
+        xf = as_f32(xc, buf)
+        q = round_to_table(xf.abs().div_(u), "E2M1").mul_(u)
+        torch.where(xf >= 0, q, q.neg(), out=buf)
         buf.masked_fill_(z, 0.0)  # a zero scale gives +0 (the kernel's ``where(zero, 0, y)``)
 
     out = map_chunks(kernel, x.reshape(nblocks, -1), (safe, zero), x.dtype)
