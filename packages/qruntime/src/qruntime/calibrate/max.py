@@ -140,11 +140,21 @@ def _shared_global_amax(model: nn.Module, patterns: list[str]) -> dict[int, torc
     return shared
 
 
-def finalize_static_blocks(model: nn.Module, patterns: list[str]) -> None:
+def finalize_static_blocks(
+    model: nn.Module,
+    patterns: list[str],
+    pairs: list[tuple[str, nn.Module, torch.Tensor, nn.Module]] | None = None,
+) -> None:
     """Static-block weight quantizers keep their amax in float32; NVFP4-static ones get a
     global amax (``promote_static_block_weight_quantizers``, calibration.md §0.5)."""
-    shared = _shared_global_amax(model, patterns)
-    for _, _, _, quantizer in _weight_pairs(model):
+    pairs = _weight_pairs(model) if pairs is None else pairs
+    nvfp4 = any(
+        isinstance(q, TensorQuantizer) and q.is_nvfp4_static and not q._disabled
+        for _, _, _, w in pairs
+        for q in _leaves(w)
+    )
+    shared = _shared_global_amax(model, patterns) if nvfp4 else {}
+    for _, _, _, quantizer in pairs:
         if isinstance(quantizer, SequentialQuantizer):
             if len(quantizer) == 0:
                 continue
@@ -186,8 +196,7 @@ def max_calibrate(
     finish_stats_collection(quantizers)
     for block in moe_blocks(model):
         sync_expert_amax(block, config.sync_expert_weight_amax)
-    patterns = _patterns(config)
-    finalize_static_blocks(model, patterns)
+    finalize_static_blocks(model, _patterns(config), pairs)
 
 
 def _patterns(config: MaxCalibConfig) -> list[str]:
