@@ -9,7 +9,6 @@ dim cut into blocks, the partial last block zero padded); that layout is
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -36,17 +35,6 @@ class StaticBlockPlan:
     reshape: tuple[int, ...]
     axis: tuple[int, ...]
     pad: tuple[int, ...] | None
-
-    @property
-    def amax_shape(self) -> tuple[int, ...]:
-        """Shape of the per-block amax (keepdim over the reduced dims)."""
-        dims = list(self.reshape)
-        for i in range(len(dims)):
-            if i not in self.axis:
-                dims[i] = 1
-        if dims and dims[0] == -1:
-            dims[0] = math.prod(self.padded_shape) // self.reshape[1]
-        return tuple(dims)
 
     @property
     def reduce_dims(self) -> tuple[int, ...]:

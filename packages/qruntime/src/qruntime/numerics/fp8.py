@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from .attributes import QuantAttributes
-from .chunking import map_chunks
+from .chunking import as_f32, map_chunks
 from .dispatch import register_format
 from .floats import E4M3_MAX, EPS, cast_e4m3_
 
@@ -45,11 +45,8 @@ def fake_quant_e4m3(x: torch.Tensor, amax: torch.Tensor | None) -> torch.Tensor:
     scale, inv = e4m3_scales(amax)
 
     def kernel(xc: torch.Tensor, buf: torch.Tensor, s: torch.Tensor, s_inv: torch.Tensor):
-        if xc.dtype == torch.float32:
-            torch.mul(xc, s, out=buf)
-        else:  # exact upcast first: a bf16 tensor times a 0-d fp32 scale would stay bf16
-            buf.copy_(xc)
-            buf.mul_(s)
+        # Exact upcast first: a bf16 chunk times a 0-d fp32 scale would be computed in bf16.
+        torch.mul(as_f32(xc, buf), s, out=buf)
         cast_e4m3_(buf).mul_(s_inv)
 
     out = map_chunks(kernel, x, (scale, inv), x.dtype)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from .attributes import QuantAttributes
-from .chunking import map_chunks
+from .chunking import as_f32, map_chunks
 from .dispatch import register_format
 from .floats import EPS, const
 
@@ -67,11 +67,8 @@ def fake_quant_int(
         round_scale = div_scale = scale
 
     def kernel(xc: torch.Tensor, buf: torch.Tensor, s_round: torch.Tensor, s_div: torch.Tensor):
-        if xc.dtype == torch.float32:
-            torch.mul(xc, s_round, out=buf)
-        else:  # exact upcast first: a bf16 tensor times a 0-d fp32 scale would stay bf16
-            buf.copy_(xc)
-            buf.mul_(s_round)
+        # Exact upcast first: a bf16 chunk times a 0-d fp32 scale would be computed in bf16.
+        torch.mul(as_f32(xc, buf), s_round, out=buf)
         buf.round_().clamp_(qmin, qmax).div_(s_div)
 
     out = map_chunks(kernel, x, (round_scale, div_scale), x.dtype)

@@ -68,23 +68,10 @@ class Packed:
     scale_zeros: torch.Tensor | None = None
 
 
-def _pad_last(x: torch.Tensor, block: int) -> torch.Tensor:
-    pad = (-x.shape[-1]) % block
-    return F.pad(x, (0, pad)) if pad else x
-
-
 def _pad_flat(x: torch.Tensor, block: int) -> torch.Tensor:
     flat = x.reshape(-1)
     pad = (-flat.numel()) % block
     return F.pad(flat, (0, pad)) if pad else flat
-
-
-def _block_amax_last(x: torch.Tensor, block: int) -> torch.Tensor:
-    """Per-block amax along the last dim in ``x``'s dtype (``reduce_block_amax``), no keepdim."""
-    blocks = x.reshape(*x.shape[:-1], -1, block)
-    hi = blocks.amax(dim=-1)
-    lo = blocks.amin(dim=-1)
-    return torch.maximum(hi.abs(), lo.abs())
 
 
 def _pack_low_first(codes: torch.Tensor) -> torch.Tensor:
@@ -120,10 +107,10 @@ def nvfp4_quantize(
     rounded half-to-even on the E2M1 grid and negative values rounding to 0 keep code 8 (+0).
     """
     shape, dtype = x.shape, x.dtype
-    xp = _pad_last(x, block_size)
+    xp = _pad_dims(x, {-1: block_size})
     amax = amax_reduce(xp) if global_amax is None else global_amax
     s2 = torch.div(amax.to(torch.float32), const(6.0 * 448.0, xp))
-    ratio = torch.div(_block_amax_last(xp, block_size).to(torch.float32), s2 * 6.0)
+    ratio = torch.div(_block_amax(xp, {-1: block_size}).to(torch.float32), s2 * 6.0)
     ratio = torch.where(ratio == 0, torch.ones_like(ratio), ratio)
     scale8 = ratio.clamp(min=2.0**-9, max=448.0).to(torch.float8_e4m3fn)
     denom = (scale8.to(torch.float32) * s2).unsqueeze(-1)
@@ -190,8 +177,8 @@ def mxfp8_quantize(x: torch.Tensor, block_size: int = 32) -> Packed:
     """``MXFP8QTensor.quantize`` (§7.4): ``e = clamp(ceil(log2(amax/448)), ±127)`` per block of 32,
     ``e4m3(clamp(x * 2^-e, ±448))`` data (padded blocks, sliced back)."""
     shape, dtype = x.shape, x.dtype
-    xp = _pad_last(x, block_size)
-    e = _mxfp8_exponent(_block_amax_last(xp, block_size))
+    xp = _pad_dims(x, {-1: block_size})
+    e = _mxfp8_exponent(_block_amax(xp, {-1: block_size}))
     scale_u8 = (e + 127).to(torch.uint8)
     factor = torch.exp2(127 - scale_u8.to(torch.float32)).unsqueeze(-1)
     scaled = xp.reshape(*xp.shape[:-1], -1, block_size) * factor
@@ -201,7 +188,7 @@ def mxfp8_quantize(x: torch.Tensor, block_size: int = 32) -> Packed:
 
 def mxfp8_dequantize(p: Packed, block_size: int = 32) -> torch.Tensor:
     """E4M3 data times ``2^(scale - 127)`` in float32, cast to the original dtype."""
-    data = _pad_last(p.data.to(torch.float32), block_size)
+    data = _pad_dims(p.data.to(torch.float32), {-1: block_size})
     descale = torch.exp2(p.scale.to(torch.float32) - 127).unsqueeze(-1)
     y = (data.reshape(*data.shape[:-1], -1, block_size) * descale).reshape(data.shape)
     return y[..., : p.shape[-1]].to(p.dtype)
