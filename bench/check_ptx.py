@@ -8,7 +8,8 @@ code-generation facts that bit-exactness rests on can be checked here, for the T
 * every kernel the CPU test cases launch compiles and assembles (``ptxas``) for sm_90;
 * no approximate or flushing fp32 arithmetic: no ``div.full``/``div.approx``/``rcp.approx``,
   no ``.ftz``, no ``fma`` on fp32 (contraction is off);
-* ``div_rn`` became ``div.rn.f32``; fp64 -> fp32 and fp32 -> fp16 conversions are ``cvt.rn``;
+* ``div_rn`` became ``div.rn.f32``; fp64 -> fp32 and fp32 -> fp16 conversions are ``cvt.rn``
+  (no float conversion rounds towards zero or infinity);
 * whether the global loads were vectorised (reported; a performance hint, not a failure).
 
 The specializations are collected by running the CPU kernel cases with the launch replaced by
@@ -54,6 +55,7 @@ FORBIDDEN = {
     "approximate reciprocal": re.compile(r"\brcp\.approx"),
     "flush to zero": re.compile(r"\.ftz\b"),
     "fp32 fma (contraction)": re.compile(r"\bfma\.rn\.f32"),
+    "float narrowing not to nearest": re.compile(r"\bcvt\.r[zmp]\.(f16|bf16|f32)"),
 }
 
 
@@ -67,6 +69,20 @@ def _spec_key(kernel: Any, args: tuple, meta: dict) -> str:
                 f"{'i64' if abs(int(a)) >= 2**31 else 'i32'}:{int(a) == 1}:{int(a) % 16 == 0}"
             )
     return f"{kernel.__name__}|{','.join(parts)}|{sorted(meta.items())}"
+
+
+def representative(specs: dict[str, tuple[Any, tuple, dict]]) -> dict[str, tuple[Any, tuple, dict]]:
+    """Every element-format branch of every kernel (bf16 in/out preferred: the most involved
+    load/store path) plus every output dtype of every kernel, without the shape variants: the
+    quick CI subset."""
+    chosen: dict[tuple, str] = {}
+    for key, (kernel, _, meta) in sorted(
+        specs.items(), key=lambda kv: kv[1][2].get("OUT_KIND") != 2
+    ):
+        chosen.setdefault((kernel.__name__, meta.get("FMT"), meta.get("KIND")), key)
+        chosen.setdefault((kernel.__name__, "out", meta.get("OUT_KIND")), key)
+    keep = set(chosen.values())
+    return {k: v for k, v in specs.items() if k in keep}
 
 
 def collect(limit: int | None) -> dict[str, tuple[Any, tuple, dict]]:
@@ -149,7 +165,7 @@ def compile_spec(kernel: Any, args: tuple, meta: dict, arch: int) -> dict[str, A
         "violations": [name for name, hit in found.items() if hit],
         "div_rn_f32": "div.rn.f32" in ptx,
         "cvt_rn_f32_f64": "cvt.rn.f32.f64" in ptx,
-        "cvt_rn_f16_f32": "cvt.rn.f16.f32" in ptx,
+        "cvt_rn_f16_f32": bool(re.search(r"cvt\.rn\.f16(x2)?\.f32", ptx)),
         "vector_loads": sorted(set(re.findall(r"ld\.global(?:\.[a-z0-9]+)*\.v\d", ptx))),
     }
 
@@ -158,9 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", type=int, default=90, help="CUDA compute capability (90 = H100/H200)")
     p.add_argument("--limit", type=int, help="compile only the first N specializations")
+    p.add_argument("--representative", action="store_true", help="one per kernel code path")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     specs = collect(args.limit)
+    if args.representative:
+        specs = representative(specs)
     print(f"triton {triton.__version__}: {len(specs)} kernel specializations for sm_{args.arch}")
     results = []
     for kernel, kargs, meta in specs.values():
