@@ -288,16 +288,22 @@ def _compile(config: Any, manifest: Manifest) -> CompileResult:
         [len(e.cfg) for e in entries if isinstance(e.cfg, list)] + [0],
     )
     default_keys: dict[int, Any] = {}
-    site_keys: dict[int, tuple] = {}
+    site_ids: dict[int, int] = {}  # id(site) -> small int standing for its site key
+    interned: dict[tuple, int] = {}
+    hard_of: list[bool] = []
 
-    def site_key(site: QuantizerSite) -> tuple:
-        """What about a quantizer site (besides its name) can change the fold's outcome."""
-        key = site_keys.get(id(site))
+    def site_key(site: QuantizerSite) -> int:
+        """What about a quantizer site (besides its name) can change the fold's outcome, as a
+        small int: group keys are hashed once per module, so they must hash cheaply."""
+        defaults = default_keys.get(id(site.defaults))
+        if defaults is None:
+            defaults = default_keys[id(site.defaults)] = _freeze(site.defaults.__dict__)
+        full = (shape_of(site.attribute), site.hard_disabled, defaults)
+        key = interned.get(full)
         if key is None:
-            defaults = default_keys.get(id(site.defaults))
-            if defaults is None:
-                defaults = default_keys[id(site.defaults)] = _freeze(site.defaults.__dict__)
-            key = site_keys[id(site)] = (shape_of(site.attribute), site.hard_disabled, defaults)
+            key = interned[full] = len(hard_of)
+            hard_of.append(site.hard_disabled)
+        site_ids[id(site)] = key
         return key
 
     # Group quantizers whose fold must come out the same (see matching.py). Work is done per
@@ -329,7 +335,10 @@ def _compile(config: Any, manifest: Manifest) -> CompileResult:
             )
         parent_keys = frozenset(module.parent_class_keys)
         module_key = (shape_of(module.name), parent_keys)
-        sites = tuple(site_keys.get(id(site)) or site_key(site) for site in module.quantizers)
+        sites = tuple(
+            site_ids[id(site)] if id(site) in site_ids else site_key(site)
+            for site in module.quantizers
+        )
         signature = (module_key, module.registry_key, sites, bits)
         if signature not in signatures:
             group_keys = []
@@ -382,7 +391,7 @@ def _compile(config: Any, manifest: Manifest) -> CompileResult:
                     attributes=attrs,
                     parent_class=registry_key,
                     sources=tuple(state.sources),
-                    hard_disabled=key[1][1],  # site key = (attribute shape, hard, defaults)
+                    hard_disabled=hard_of[key[1]],  # key = (module key, site key, bits)
                 )
             plans.append(plan)
             element_lists.append(tuple((e.attrs_src, e.enable_src) for e in state.elements()))
