@@ -42,6 +42,39 @@ def load_f32(ptr, offs, mask, KIND: tl.constexpr):
 
 
 @triton.jit
+def block_offsets(
+    n_groups,
+    bpr,
+    row_len,
+    BLOCK: tl.constexpr,
+    G: tl.constexpr,
+    LANES: tl.constexpr,
+    EVEN: tl.constexpr,
+    WIDE: tl.constexpr,
+):
+    """Offsets and mask of this program's ``G`` blocks of ``BLOCK`` elements along rows of
+    ``row_len`` (``bpr`` blocks per row; ``EVEN`` when blocks tile rows exactly), shared by every
+    per-block kernel so that they all lay blocks out the same way."""
+    pid = tl.program_id(0)
+    if WIDE:
+        pid = pid.to(tl.int64)
+    g = pid * G + tl.arange(0, G)
+    lane = tl.arange(0, LANES)
+    if LANES == BLOCK:  # no lane mask: keeps the loads vectorisable (constant along lanes)
+        mask = tl.broadcast_to(g[:, None] < n_groups, (G, LANES))
+    else:
+        mask = (g[:, None] < n_groups) & (lane[None, :] < BLOCK)
+    if EVEN:
+        offs = g[:, None] * BLOCK + lane[None, :]
+    else:
+        row = g // bpr
+        col = (g - row * bpr)[:, None] * BLOCK + lane[None, :]
+        mask = mask & (col < row_len)
+        offs = row[:, None] * row_len + col
+    return g, offs, mask
+
+
+@triton.jit
 def f32_to_bf16_bits(y):
     """RNE fp32 -> bf16 on the bit pattern (torch's ``BFloat16`` constructor; NaN -> 0x7FC0)."""
     b = y.to(tl.uint32, bitcast=True)

@@ -23,6 +23,7 @@ from qruntime.numerics.pipeline import resolve_amax
 
 from .._jit import (
     amax_ignore_nan,
+    block_offsets,
     e4m3_round,
     load_f32,
     negate,
@@ -58,22 +59,7 @@ def _dynamic_kernel(
     OUT_KIND: tl.constexpr,
     WIDE: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    if WIDE:
-        pid = pid.to(tl.int64)
-    g = pid * G + tl.arange(0, G)
-    lane = tl.arange(0, LANES)
-    if LANES == BLOCK:  # no lane mask: keeps the loads vectorisable (constant along lanes)
-        mask = tl.broadcast_to(g[:, None] < n_groups, (G, LANES))
-    else:
-        mask = (g[:, None] < n_groups) & (lane[None, :] < BLOCK)
-    if EVEN:
-        offs = g[:, None] * BLOCK + lane[None, :]
-    else:
-        row = g // bpr
-        col = (g - row * bpr)[:, None] * BLOCK + lane[None, :]
-        mask = mask & (col < row_len)
-        offs = row[:, None] * row_len + col
+    _g, offs, mask = block_offsets(n_groups, bpr, row_len, BLOCK, G, LANES, EVEN, WIDE)
     x = load_f32(x_ptr, offs, mask, IN_KIND)
     ax = tl.abs(x)
     la = amax_ignore_nan(ax, 1)

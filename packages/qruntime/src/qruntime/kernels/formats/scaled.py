@@ -31,6 +31,7 @@ from qruntime.numerics.integer import int_range
 
 from .._jit import (
     amax_propagate_nan,
+    block_offsets,
     clamp_keep_nan,
     copysign,
     e4m3_round,
@@ -139,22 +140,7 @@ def _row_kernel(
     WRITE_AMAX: tl.constexpr,
     WIDE: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    if WIDE:
-        pid = pid.to(tl.int64)
-    g = pid * G + tl.arange(0, G)
-    lane = tl.arange(0, LANES)
-    if LANES == BLOCK:  # no lane mask: keeps the loads vectorisable (constant along lanes)
-        mask = tl.broadcast_to(g[:, None] < n_groups, (G, LANES))
-    else:
-        mask = (g[:, None] < n_groups) & (lane[None, :] < BLOCK)
-    if EVEN:
-        offs = g[:, None] * BLOCK + lane[None, :]
-    else:
-        row = g // bpr
-        col = (g - row * bpr)[:, None] * BLOCK + lane[None, :]
-        mask = mask & (col < row_len)
-        offs = row[:, None] * row_len + col
+    g, offs, mask = block_offsets(n_groups, bpr, row_len, BLOCK, G, LANES, EVEN, WIDE)
     x = load_f32(x_ptr, offs, mask, IN_KIND)
     a = amax_propagate_nan(tl.abs(x), 1)
     p0, p1 = _scales_from_amax(a, FMT, QMAX)
