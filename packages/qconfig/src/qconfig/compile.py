@@ -22,6 +22,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from functools import cached_property
 from typing import Any
 
 from qconfig.attributes import QuantizerAttributeConfig, RotateConfig, is_mx_format
@@ -237,10 +238,17 @@ class CompileResult:
     matched_count: list[int]
     live: list[bool]
     problems: list[tuple[str, int, str]]
-    #: per quantizer name, per element: (entry that set its attributes, entry that set enable)
-    element_sources: dict[str, tuple[tuple[int | None, int | None], ...]] = field(
-        default_factory=dict
-    )
+    #: (quantizer names, per-name element sources) per module; see ``element_sources``
+    layout: list[tuple[list[str], list[tuple]]] = field(default_factory=list, repr=False)
+
+    @cached_property
+    def element_sources(self) -> dict[str, tuple[tuple[int | None, int | None], ...]]:
+        """Per quantizer name, per element: (entry that set its attributes, entry that set its
+        enable state). Only lint needs it, so it is built on first use."""
+        out: dict[str, tuple] = {}
+        for names, sources in self.layout:
+            out.update(zip(names, sources, strict=True))
+        return out
 
 
 def _selector(entries: list[QuantizerCfgEntry]):
@@ -398,11 +406,11 @@ def _compile(config: Any, manifest: Manifest) -> CompileResult:
         per_signature[signature] = (plans, element_lists)
 
     quantizers: dict[str, QuantizerPlan] = {}
-    element_sources: dict[str, tuple] = {}
+    module_sources = []
     for names, signature in layout:
         plans, element_lists = per_signature[signature]
         quantizers.update(zip(names, plans, strict=True))
-        element_sources.update(zip(names, element_lists, strict=True))
+        module_sources.append((names, element_lists))
 
     diagnostics = [
         Diagnostic(code, "warning", msg, path=f"quant_cfg[{i}]")
@@ -411,7 +419,7 @@ def _compile(config: Any, manifest: Manifest) -> CompileResult:
     if os.environ.get("MODELOPT_SKIP_WEIGHT_QUANT_CHECK") != "1":
         _weight_check(entries, quantizers)
     plan = Plan(quantizers, qc.algorithms(), diagnostics, manifest.model)
-    return CompileResult(plan, entries, matched_count, live, problems, element_sources)
+    return CompileResult(plan, entries, matched_count, live, problems, module_sources)
 
 
 def _freeze(value: Any) -> Any:
