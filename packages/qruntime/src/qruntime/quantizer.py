@@ -251,6 +251,42 @@ class TensorQuantizer(nn.Module):
     def uses_constant_amax(self) -> bool:
         return self._config.use_constant_amax or self._config.constant_amax is not None
 
+    # ------------------------------------------------------------------ calibration state
+    # What calibration algorithms read and drive (qruntime.calibrate never touches the private
+    # fields above).
+    @property
+    def calibrator(self) -> Any:
+        """The statistics collector (None: this quantizer's config names no calibrator)."""
+        return self._calibrator
+
+    @property
+    def bias_calibrator(self) -> BiasCalibrator | None:
+        """The affine-bias collector (None without a ``bias`` attribute)."""
+        return self._bias_calibrator
+
+    @property
+    def has_static_bias(self) -> bool:
+        """A ``bias`` attribute whose value is calibrated (``type`` static, the default)."""
+        return self._bias_calibrator is not None and (self._config.bias or {}).get(
+            "type", "static"
+        ) == "static"
+
+    @property
+    def is_calibrating(self) -> bool:
+        """Statistics collection is on (``enable_calib``)."""
+        return self._if_calib
+
+    @property
+    def is_quantizing(self) -> bool:
+        """Quantization is on (``enable_quant``)."""
+        return self._if_quant
+
+    def store_amax(self, value: torch.Tensor) -> None:
+        """Replace ``_amax`` by ``value`` as given (dtype included), unlike the ``amax`` setter
+        which keeps the stored dtype as Model Optimizer's in-place copy does."""
+        self._buffers.pop("_amax", None)
+        self.register_buffer("_amax", value.detach().clone())
+
     # ------------------------------------------------------------------ buffers
     def _set_buffer(self, name: str, value: torch.Tensor) -> None:
         """(Re)register a buffer with a *new* tensor; never copied in place, so that a
