@@ -283,9 +283,12 @@ class TensorQuantizer(nn.Module):
 
     def store_amax(self, value: torch.Tensor) -> None:
         """Replace ``_amax`` by ``value`` as given (dtype included), unlike the ``amax`` setter
-        which keeps the stored dtype as Model Optimizer's in-place copy does."""
-        self._buffers.pop("_amax", None)
-        self.register_buffer("_amax", value.detach().clone())
+        which keeps the stored dtype as Model Optimizer's in-place copy does. The tensor is
+        stored, not copied: pass a new one (rollback restores the old tensor object)."""
+        if "_amax" in self._buffers:
+            self._buffers["_amax"] = value.detach()  # keeps its place in state_dict order
+        else:
+            self.register_buffer("_amax", value.detach())
 
     # ------------------------------------------------------------------ buffers
     def _set_buffer(self, name: str, value: torch.Tensor) -> None:
