@@ -5,7 +5,7 @@ import pytest
 import qruntime
 import torch
 import zoo
-from qruntime import moe
+from qruntime.sites import moe
 from torch import nn
 
 CONFIG = {

@@ -14,9 +14,9 @@ from qconfig.manifest import Manifest, ModuleSite, QuantizerSite
 from torch import nn
 
 from qruntime.modules.base import QuantizerSlot
-from qruntime.moe import moe_blocks, sparse_moe_key
 from qruntime.quantizer import is_quantizer
 from qruntime.registry import Registration, lookup, original_class, registered_keys, registrations
+from qruntime.sites.moe import moe_blocks, sparse_moe_key
 
 __all__ = ["inventory", "module_sites"]
 
