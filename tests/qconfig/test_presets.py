@@ -18,7 +18,7 @@ import yaml
 from qconfig import presets
 from qconfig.loader import PRESETS_DIR
 
-REFERENCE_FILE = Path(__file__).resolve().parents[2].parent / "shared/reference/presets-0.47.json"
+REFERENCE_FILE = Path(__file__).resolve().parents[1] / "data" / "presets-0.47.json"
 REFERENCE = json.loads(REFERENCE_FILE.read_text())
 PRESET_NAMES = [name for name in REFERENCE if not name.startswith("_")]
 UNIT_NAMES = [name for name in REFERENCE if name.startswith("_") and name != "_note"]

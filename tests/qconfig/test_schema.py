@@ -195,7 +195,7 @@ def test_entry_snippets_are_valid_entries():
 
 # -- presets and examples ---------------------------------------------------------------------
 
-REFERENCE = json.loads((ROOT.parent / "shared/reference/presets-0.47.json").read_text())
+REFERENCE = json.loads((ROOT / "tests/data/presets-0.47.json").read_text())
 
 
 @pytest.mark.parametrize("name", presets.names())

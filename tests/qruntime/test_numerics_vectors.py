@@ -1,4 +1,4 @@
-"""Bit-exact checks of qruntime.numerics against every case of reference/fq_vectors.pt.
+"""Bit-exact checks of qruntime.numerics against every case of tests/data/fq_vectors.pt (Model Optimizer 0.47.0 outputs).
 
 Each of the 121 cases is one test. Cases with a stored output must match it bit for bit (NaN
 positions must agree; every other element, sign of zero included, must have the same bit
@@ -28,7 +28,7 @@ from qruntime.numerics import real_quant as rq
 from qruntime.numerics.floats import TABLE_FORMATS
 from qruntime.numerics.rotation import normalized_hadamard_transform
 
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "fq_vectors.pt"
+VECTORS = Path(__file__).resolve().parents[1] / "data" / "fq_vectors.pt"
 
 
 def _load() -> dict[str, Any]:
