@@ -6,6 +6,7 @@ legacy flat dict, and converts them with a few sharp edges (``"default"`` is ren
 step is separate so that lint and ``migrate`` can see where each entry came from.
 """
 
+import functools
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,13 @@ from pydantic import TypeAdapter
 
 from qconfig.entries import QuantizerCfgEntry
 
-__all__ = ["ExpandedEntry", "expand_quant_cfg", "need_calibration", "normalize_quant_cfg_list"]
+__all__ = [
+    "ExpandedEntry",
+    "expand_quant_cfg",
+    "need_calibration",
+    "normalize_quant_cfg_list",
+    "validate_entries",
+]
 
 LEGACY_WARNING = (
     "Passing quant_cfg in the legacy dict format is deprecated; use a list of "
@@ -125,7 +132,16 @@ def _format_path(path: tuple[int | str, ...]) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f"[{p!r}]" for p in path)
 
 
-_ENTRY_LIST = TypeAdapter(list[QuantizerCfgEntry])
+@functools.cache
+def _entry_list() -> TypeAdapter:
+    # built on first use: building the validator costs start-up time that lint without a
+    # legacy form or a list snippet never needs
+    return TypeAdapter(list[QuantizerCfgEntry])
+
+
+def validate_entries(data: Any) -> list[QuantizerCfgEntry]:
+    """Validate already list-form entries as ``list[QuantizerCfgEntry]`` (pydantic errors)."""
+    return _entry_list().validate_python(data)
 
 
 def normalize_quant_cfg_list(raw: Any) -> list[QuantizerCfgEntry]:
@@ -135,7 +151,7 @@ def normalize_quant_cfg_list(raw: Any) -> list[QuantizerCfgEntry]:
     ``ValidationError`` located at ``[index, field, ...]`` of the normalized list.
     """
     expanded = expand_quant_cfg(raw)
-    return _ENTRY_LIST.validate_python([e.value for e in expanded])
+    return validate_entries([e.value for e in expanded])
 
 
 def need_calibration(config: Mapping[str, Any]) -> bool:

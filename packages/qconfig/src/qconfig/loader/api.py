@@ -1,0 +1,252 @@
+"""The public loading functions, and PTQ recipes.
+
+``load_document`` parses and resolves imports without validating (lint and migrate need the raw
+data with its locations); ``load_config``, ``load_recipe`` and ``load_snippet`` validate it as
+the type the file declares or implies.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qconfig.errors import ConfigError
+from qconfig.loader.diagnostics import validation_diagnostics, value_at
+from qconfig.loader.imports import ImportSession
+from qconfig.loader.locations import (
+    SHAPE_ERROR,
+    VALIDATION_ERROR,
+    Locations,
+    Parsed,
+    kind_of,
+    located_error,
+)
+from qconfig.loader.schemas import RECIPE, schema_table, validate_as
+from qconfig.loader.sources import parse_source
+
+if TYPE_CHECKING:  # the models are imported lazily; annotations only
+    from qconfig.quantize import QuantizeConfig
+
+
+@dataclass(frozen=True)
+class Document:
+    """A loaded file with imports resolved and ExMy/int-key conversions applied, not validated.
+
+    ``schema`` is the declared or implied type name (``"QuantizeConfig"``, ``"recipe"``, a
+    snippet type); :meth:`locate` answers where a JSON path was written, for tools (lint) that
+    report their own findings.
+    """
+
+    data: Any
+    schema: str
+    file: str | None
+    _locs: Locations = field(repr=False, compare=False)
+
+    def locate(self, path: tuple[int | str, ...]) -> tuple[str | None, int | None, int | None]:
+        """``(file, line, column)`` where ``path`` (or its nearest ancestor) was written."""
+        node = value_at(self.data, tuple(path))
+        loc = self._locs.locate(tuple(path), isinstance(node, (dict, list)))
+        return loc if loc is not None else (self.file, None, None)
+
+    def validate(self) -> Any:
+        """Validate ``data`` as ``schema``; errors raise ``ConfigError`` with locations."""
+        if self.schema == RECIPE:
+            return _validate_recipe(self)
+        schema = schema_table()[self.schema]
+        try:
+            return validate_as(schema, self.data)
+        except ValueError as exc:
+            raise ConfigError(
+                validation_diagnostics(exc, self.data, self._locs, schema, file=self.file)
+            ) from None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A PTQ recipe (``metadata`` + ``quantize``) as Model Optimizer's ``load_recipe``."""
+
+    metadata: dict[str, Any]  # recipe_type ("ptq") and description (default filled in)
+    quantize: QuantizeConfig
+
+    @property
+    def recipe_type(self) -> str:
+        return self.metadata["recipe_type"]
+
+    @property
+    def description(self) -> str:
+        return self.metadata["description"]
+
+
+_RECIPE_TYPES = (
+    "ptq",
+    "auto_quantize",
+    "speculative_eagle",
+    "speculative_dflash",
+    "speculative_medusa",
+)
+_DEFAULT_DESCRIPTION = "Model optimization recipe."
+
+
+def _root_schema(parsed: Parsed) -> str:
+    """Declared schema, else a recipe when it has recipe sections, else a QuantizeConfig."""
+    if parsed.schema is not None:
+        return parsed.schema
+    if isinstance(parsed.body, dict) and ("metadata" in parsed.body or "quantize" in parsed.body):
+        return RECIPE
+    return "QuantizeConfig"
+
+
+def load_document(
+    src: str | os.PathLike | Mapping[str, Any], *, base_dir: str | os.PathLike | None = None
+) -> Document:
+    """Parse ``src`` and resolve its imports without validating it.
+
+    Files without a schema comment are taken as a ``QuantizeConfig`` (or a recipe when they
+    have ``metadata``/``quantize`` sections). ``base_dir`` anchors relative imports of text and
+    mappings (default: the current directory); files always use their own directory.
+    """
+    parsed = parse_source(src, base_dir)
+    schema = _root_schema(parsed)
+    session = ImportSession(parsed.base_dir)
+    if parsed.file is not None:
+        key = os.path.normcase(str(Path(parsed.file).resolve()))
+        session.chain.append((key, session.display(parsed.file)))
+    schema_type = RECIPE if schema == RECIPE else schema_table()[schema]
+    data, locs = session.resolve(parsed, schema_type)
+    return Document(data, schema, parsed.file, locs)
+
+
+def _validate_recipe(doc: Document) -> Recipe:
+    data, locs = doc.data, doc._locs
+    where = locs.locate((), True)
+    if not isinstance(data, dict):
+        raise located_error(SHAPE_ERROR, "A recipe must be a mapping.", where, file=doc.file)
+    for key in data:
+        if key not in ("metadata", "quantize"):
+            raise located_error(
+                VALIDATION_ERROR,
+                f"Unknown recipe section {key!r}; a PTQ recipe has 'metadata' and 'quantize'.",
+                locs.locate((key,), True),
+                (key,),
+                file=doc.file,
+            )
+    metadata = data.get("metadata")
+    if not isinstance(metadata, dict):
+        raise located_error(
+            SHAPE_ERROR,
+            "A recipe needs a 'metadata' mapping with 'recipe_type: ptq'.",
+            locs.locate(("metadata",), True),
+            ("metadata",),
+            file=doc.file,
+        )
+    for key in metadata:
+        if key not in ("recipe_type", "description"):
+            raise located_error(
+                VALIDATION_ERROR,
+                f"Unknown metadata field {key!r}; expected 'recipe_type' and 'description'.",
+                locs.locate(("metadata", key), True),
+                ("metadata", key),
+                file=doc.file,
+            )
+    recipe_type = metadata.get("recipe_type")
+    if recipe_type != "ptq":
+        problem = (
+            "is missing"
+            if recipe_type is None
+            else f"is {recipe_type!r}, which qconfig does not load (only 'ptq')"
+            if recipe_type in _RECIPE_TYPES
+            else f"is {recipe_type!r}; expected one of {', '.join(_RECIPE_TYPES)}"
+        )
+        raise located_error(
+            VALIDATION_ERROR,
+            f"metadata.recipe_type {problem}.",
+            locs.locate(("metadata", "recipe_type"), False),
+            ("metadata", "recipe_type"),
+            file=doc.file,
+        )
+    description = metadata.get("description", _DEFAULT_DESCRIPTION)
+    if not isinstance(description, str):
+        raise located_error(
+            VALIDATION_ERROR,
+            f"metadata.description must be a string, got {kind_of(description)}.",
+            locs.locate(("metadata", "description"), False),
+            ("metadata", "description"),
+            file=doc.file,
+        )
+    if "quantize" not in data:
+        raise located_error(
+            SHAPE_ERROR,
+            "A PTQ recipe must contain a 'quantize' section.",
+            where,
+            file=doc.file,
+        )
+    from qconfig.quantize import QuantizeConfig
+
+    try:
+        quantize = QuantizeConfig.model_validate(data["quantize"])
+    except ValueError as exc:
+        diagnostics = validation_diagnostics(
+            exc, data["quantize"], locs, QuantizeConfig, prefix=("quantize",), file=doc.file
+        )
+        raise ConfigError(diagnostics) from None
+    return Recipe({"recipe_type": "ptq", "description": description}, quantize)
+
+
+def load_config(
+    src: str | os.PathLike | Mapping[str, Any] | QuantizeConfig,
+    *,
+    base_dir: str | os.PathLike | None = None,
+) -> QuantizeConfig:
+    """Load a ``QuantizeConfig`` from a path, YAML/JSON text or a mapping.
+
+    Returns a validated ``qconfig.QuantizeConfig`` (a recipe file yields its ``quantize``
+    section; use :func:`load_recipe` to keep ``metadata``). A ``QuantizeConfig`` passed in is
+    returned as is. Raises ``ConfigError`` with located diagnostics.
+    """
+    from qconfig.quantize import QuantizeConfig
+
+    if isinstance(src, QuantizeConfig):
+        return src
+    doc = load_document(src, base_dir=base_dir)
+    if doc.schema == RECIPE:
+        return _validate_recipe(doc).quantize
+    if doc.schema != "QuantizeConfig":
+        raise located_error(
+            SHAPE_ERROR,
+            f"This file is a {doc.schema} snippet; load_config reads a QuantizeConfig or a "
+            "recipe (use load_snippet for snippets).",
+            None,
+            file=doc.file,
+        )
+    return doc.validate()
+
+
+def load_recipe(
+    src: str | os.PathLike | Mapping[str, Any], *, base_dir: str | os.PathLike | None = None
+) -> Recipe:
+    """Load a PTQ recipe (``metadata`` + ``quantize``) with its metadata."""
+    doc = load_document(src, base_dir=base_dir)
+    if doc.schema != RECIPE:
+        raise located_error(
+            SHAPE_ERROR,
+            "Not a recipe: expected top-level 'metadata' and 'quantize' sections.",
+            None,
+            file=doc.file,
+        )
+    return _validate_recipe(doc)
+
+
+def load_snippet(
+    src: str | os.PathLike | Mapping[str, Any], *, base_dir: str | os.PathLike | None = None
+) -> Any:
+    """Load a file of any declared schema (a unit, a numerics snippet, a preset).
+
+    The result is what the schema validates to: a model instance, or a list of
+    ``QuantizerCfgEntry`` for ``QuantizerCfgListConfig``. Undeclared files are read as a
+    ``QuantizeConfig`` (or a recipe).
+    """
+    doc = load_document(src, base_dir=base_dir)
+    return doc.validate()

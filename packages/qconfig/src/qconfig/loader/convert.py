@@ -1,0 +1,58 @@
+"""Raw-value conversions every source applies: ExMy strings and integer axis keys.
+
+YAML, JSON and in-memory mappings all go through these, so a config means the same whatever it
+was written in (docs/writing-configs.md, "YAML or JSON"). Axis keys follow the one rule in
+:mod:`qconfig.keys`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from qconfig.keys import INT_KEY_PARENTS, int_key
+
+_EXMY_RE = re.compile(r"^[Ee](\d+)[Mm](\d+)$")
+_EXMY_KEYS = frozenset({"num_bits", "scale_bits"})
+
+
+def convert_key(container_key: Any, key: Any) -> Any:
+    """``"-1"`` → ``-1`` under an axis-keyed field: JSON cannot write int keys, the models need
+    them. The spelling rule is :func:`qconfig.keys.int_key`'s, shared with manifests and plans."""
+    return int_key(key) if container_key in INT_KEY_PARENTS else key
+
+
+def convert_scalar(key: Any, value: Any) -> Any:
+    """``num_bits: e4m3`` → ``(4, 3)``, as Model Optimizer's YAML loader does."""
+    if key in _EXMY_KEYS and isinstance(value, str):
+        match = _EXMY_RE.match(value)
+        if match:
+            return (int(match.group(1)), int(match.group(2)))
+    return value
+
+
+def convert_tree(obj: Any, key: Any = None) -> Any:
+    """Apply both conversions to plain Python data (JSON and mapping sources); copies containers."""
+    if isinstance(obj, Mapping) and not is_model(obj):
+        return {convert_key(key, k): convert_tree(v, k) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [convert_tree(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(convert_tree(v) for v in obj)
+    return convert_scalar(key, obj)
+
+
+def is_model(obj: Any) -> bool:
+    from pydantic import BaseModel
+
+    return isinstance(obj, BaseModel)
+
+
+def copy_tree(obj: Any) -> Any:
+    """Imported data is shared by every place that imports it; each place gets its own copy."""
+    if isinstance(obj, dict):
+        return {k: copy_tree(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [copy_tree(v) for v in obj]
+    return obj
