@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from qconfig.base import ConfigBase
+from qconfig.spec import BLOCK_SPECIAL_KEYS, block_axes, is_mx_format
 
 __all__ = [
     "BLOCK_SPECIAL_KEYS",
@@ -22,8 +23,6 @@ __all__ = [
     "is_mx_format",
 ]
 
-#: String keys allowed in ``block_sizes`` besides int axes (§2.2 V5).
-BLOCK_SPECIAL_KEYS = ("type", "scale_bits", "scale_block_sizes", "four_over_six")
 #: ``(E, M)`` pairs that pass V2's first test; (0,3)/(3,0) are listed but unreachable.
 FP_FORMATS = ((4, 3), (5, 2), (2, 1), (1, 2), (0, 3), (3, 0), (3, 2), (2, 3))
 #: Formats allowed outside dynamic blocks.
@@ -31,22 +30,6 @@ _FP_FORMATS_ANY_LAYOUT = ((4, 3), (2, 1))
 
 BiasType = Literal["static", "dynamic"]
 BiasMethod = Literal["mean", "max_min"]
-
-
-def block_axes(block_sizes: dict | None) -> dict | None:
-    """The axis → size part of ``block_sizes``, without the special string keys."""
-    if block_sizes is None:
-        return None
-    return {k: v for k, v in block_sizes.items() if k not in BLOCK_SPECIAL_KEYS}
-
-
-def is_mx_format(block_sizes: dict | None) -> bool:
-    """MX formats (dynamic blocks with E8M0 scales) force ``pass_through_bwd`` (§2.4)."""
-    return (
-        block_sizes is not None
-        and block_sizes.get("type") == "dynamic"
-        and block_sizes.get("scale_bits") == (8, 0)
-    )
 
 
 class RotateConfig(ConfigBase):

@@ -9,11 +9,12 @@ attributes. ``qruntime.inventory(model)`` produces one from a real (or meta-devi
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from qconfig.attributes import QuantizerAttributeConfig
+from qconfig.keys import restore_int_keys
 
 __all__ = ["MANIFEST_FORMAT", "Manifest", "ModuleSite", "QuantizerSite"]
 
@@ -105,7 +106,7 @@ class Manifest(_Strict):
                 defaults = interned.get(key)
                 if defaults is None:
                     defaults = interned[key] = QuantizerAttributeConfig.model_validate(
-                        _restore_int_keys(raw)
+                        restore_int_keys(raw)
                     )
                 site["defaults"] = defaults
         return cls.model_validate(data)
@@ -123,17 +124,3 @@ class Manifest(_Strict):
         for module in self.modules:
             for site in module.quantizers:
                 yield module.quantizer_name(site), module, site
-
-
-def _restore_int_keys(value: Any) -> Any:
-    """JSON turns int dict keys (block_sizes / bias axes) into strings; turn them back."""
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            if isinstance(key, str) and key.lstrip("-").isdigit():
-                key = int(key)
-            out[key] = _restore_int_keys(item)
-        return out
-    if isinstance(value, list):
-        return [_restore_int_keys(v) for v in value]
-    return value

@@ -15,8 +15,9 @@ from typing import Any
 from qconfig.algorithms import QuantizeAlgorithmConfig
 from qconfig.attributes import QuantizerAttributeConfig
 from qconfig.errors import Diagnostic
-from qconfig.manifest import _restore_int_keys
+from qconfig.keys import restore_int_keys
 from qconfig.quantize import resolve_algorithms
+from qconfig.spec import QuantizerSpec, resolve_spec
 
 __all__ = ["PLAN_FORMAT", "Plan", "QuantizerPlan", "describe_format"]
 
@@ -37,6 +38,14 @@ class QuantizerPlan:
     parent_class: str
     sources: tuple[int, ...] = ()
     hard_disabled: bool = False
+    #: The attributes resolved once (a tuple for a sequential quantizer): what the runtime's
+    #: quantizer modules, numerics and calibration read (docs/architecture.md).
+    spec: QuantizerSpec | tuple[QuantizerSpec, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        attrs = self.attributes
+        spec = tuple(map(resolve_spec, attrs)) if isinstance(attrs, tuple) else resolve_spec(attrs)
+        object.__setattr__(self, "spec", spec)
 
     @property
     def is_sequential(self) -> bool:
@@ -113,26 +122,27 @@ class Plan:
         if doc.get("format") != PLAN_FORMAT:
             raise ValueError(f"not a {PLAN_FORMAT} document (format={doc.get('format')!r})")
         sets = [
-            QuantizerAttributeConfig.model_validate(_restore_int_keys(_tuples(s)))
+            QuantizerAttributeConfig.model_validate(restore_int_keys(_tuples(s)))
             for s in doc["attribute_sets"]
         ]
         states = []
         for row in doc["states"]:
             ref = row["attributes"]
             attrs = tuple(sets[i] for i in ref) if isinstance(ref, list) else sets[ref]
-            states.append((row, attrs))
-        quantizers = {}
-        for name, index in doc["quantizers"].items():
-            row, attrs = states[index]
-            quantizers[name] = QuantizerPlan(
-                enable=row["enable"],
-                attributes=attrs,
-                parent_class=row["parent_class"],
-                sources=tuple(row["sources"]),
-                hard_disabled=row.get("hard_disabled", False),
+            states.append(
+                QuantizerPlan(
+                    enable=row["enable"],
+                    attributes=attrs,
+                    parent_class=row["parent_class"],
+                    sources=tuple(row["sources"]),
+                    hard_disabled=row.get("hard_disabled", False),
+                )
             )
+        quantizers = {name: states[index] for name, index in doc["quantizers"].items()}
         diagnostics = [Diagnostic(**d) for d in doc.get("diagnostics", [])]
-        algorithm = resolve_algorithms([_restore_int_keys(a) for a in doc["algorithm"]])
+        algorithm = resolve_algorithms(
+            [restore_int_keys(a, everywhere=True) for a in doc["algorithm"]]
+        )
         return cls(quantizers, algorithm, diagnostics, doc.get("model", ""))
 
     # -- reading ------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ the model and calibrates it; quantizers compute with :mod:`qruntime.numerics`.
 ``quantize(model, config, forward_loop)`` does all three, like ``mtq.quantize``.
 """
 
-from qruntime import modules as _modules  # noqa: F401  (registers the built-in module types)
+from qruntime import kernels as _kernels  # noqa: F401  (the Triton accelerator; Triton loads lazily)
+from qruntime import sites as _sites  # noqa: F401  (the module-type registry and site providers)
 from qruntime.apply import PlanMismatchError, applied_plan, apply_plan
 from qruntime.calibrate import UnsupportedAlgorithmError, register_algorithm, registered_methods
 from qruntime.inventory import inventory
@@ -14,7 +15,7 @@ from qruntime.modules import QuantizerSlot, QuantModule
 from qruntime.numerics import fake_quant
 from qruntime.quantize import compile_for, quantize
 from qruntime.quantizer import HardDisabledTensorQuantizer, SequentialQuantizer, TensorQuantizer
-from qruntime.registry import register, unregister
+from qruntime.sites import register, unregister
 from qruntime.state import current_plan, quantizer_states, restore_state, save_state
 from qruntime.summary import summary
 

@@ -16,14 +16,16 @@ from typing import Any
 
 from qconfig.attributes import QuantizerAttributeConfig
 from qconfig.plan import Plan, QuantizerPlan
+from qconfig.spec import QuantizerSpec
 from torch import nn
 
 from qruntime import modules as _modules
 from qruntime.calibrate import check_supported, run_algorithms
 from qruntime.calibrate.registry import ForwardLoop
-from qruntime.inventory import inventory, module_sites
-from qruntime.numerics import as_attributes, resolve_format
+from qruntime.inventory import inventory
+from qruntime.numerics import resolve_format
 from qruntime.quantizer import SequentialQuantizer, TensorQuantizer
+from qruntime.sites import find_sites
 from qruntime.transaction import ModelSnapshot
 
 __all__ = [
@@ -53,19 +55,17 @@ def _elements(q: QuantizerPlan) -> tuple[QuantizerAttributeConfig, ...]:
     return q.attributes if isinstance(q.attributes, tuple) else (q.attributes,)
 
 
-def _check_format(name: str, attrs: QuantizerAttributeConfig) -> None:
-    """Enabled attribute sets must map to a numerics format (numerics.md §2.1 dispatch)."""
+def _check_format(name: str, attrs: QuantizerAttributeConfig, spec: QuantizerSpec) -> None:
+    """Enabled attribute sets must map to a numerics format (docs/numerics.md)."""
     if attrs.backend is not None:
         raise PlanMismatchError(
             f"{name}: custom quantization backend {attrs.backend!r} is not available in "
             "qruntime. The model was not changed."
         )
-    record = as_attributes(attrs)
-    axes = record.block_axes
-    if axes and all(v is None for v in axes.values()):
-        record = record.replace(block_sizes=None)
+    if spec.strategy == "token":  # becomes a per-channel axis at the first forward
+        spec = spec.replace(block_sizes=None)
     try:
-        resolve_format(record)
+        resolve_format(spec)
     except ValueError as exc:
         raise PlanMismatchError(f"{name}: {exc}. The model was not changed.") from None
 
@@ -101,9 +101,10 @@ def check_plan(model: nn.Module, plan: Plan) -> None:
                 f"{name} is hard-disabled and cannot become a sequential quantizer. "
                 "The model was not changed."
             )
-        for attrs in _elements(q):
+        specs = q.spec if isinstance(q.spec, tuple) else (q.spec,)
+        for attrs, spec in zip(_elements(q), specs, strict=True):
             if attrs.enable:
-                _check_format(name, attrs)
+                _check_format(name, attrs, spec)
 
 
 def _set_quantizer(model: nn.Module, name: str, q: QuantizerPlan) -> None:
@@ -118,14 +119,14 @@ def _set_quantizer(model: nn.Module, name: str, q: QuantizerPlan) -> None:
     elif isinstance(current, SequentialQuantizer):
         current = TensorQuantizer()
         parent._modules[attr] = current
-    current.set_from_attribute_config(q.attributes)
+    current.set_from_attribute_config(q.attributes, q.spec)
 
 
 def patch_model(model: nn.Module, plan: Plan) -> None:
     """Convert the plan's modules and set every quantizer (no checks, no transaction)."""
-    for _, module, registration, _ in module_sites(model):
-        if not _modules.is_converted(module):
-            _modules.convert_module(module, registration)
+    for site in find_sites(model):
+        if not _modules.is_converted(site.module):
+            _modules.convert_module(site.module, site)
     for name, q in plan.quantizers.items():
         _set_quantizer(model, name, q)
 

@@ -16,15 +16,16 @@ static block layout sets ``axis`` to the kept dims of the block view (§3.2, e.g
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
 from qconfig.attributes import QuantizerAttributeConfig, RotateConfig
+from qconfig.spec import NO_ROTATION, QuantizerSpec, resolve_rotation, resolve_spec
 from torch import nn
 
 from qruntime.calibrators import BiasCalibrator, MaxCalibrator
 from qruntime.numerics import fake_quant
-from qruntime.numerics.attributes import QuantAttributes, RotateSpec, as_attributes
 from qruntime.numerics.blocks import StaticBlockPlan, static_block_plan
 from qruntime.numerics.rotation import rotate as hadamard_rotate
 
@@ -40,19 +41,16 @@ __all__ = [
 ATTRIBUTE_FIELDS: tuple[str, ...] = tuple(QuantizerAttributeConfig.model_fields)
 
 _DEFAULT_CONFIG = QuantizerAttributeConfig()
-_NO_ROTATION = RotateSpec()
+_DEFAULT_SPEC = resolve_spec(_DEFAULT_CONFIG)
 
 
-def _is_mx(block_sizes: Mapping[Any, Any] | None) -> bool:
-    return (
-        block_sizes is not None
-        and block_sizes.get("type") == "dynamic"
-        and block_sizes.get("scale_bits") == (8, 0)
-    )
-
-
-def _rotate_spec(rotate: Any) -> RotateSpec:
-    return as_attributes({"rotate": rotate}).rotate
+def _rotation_off(rotate: Any) -> Any:
+    """A ``rotate`` value switched off, keeping its type (a bool, a ``RotateConfig``, a dict)."""
+    if isinstance(rotate, RotateConfig):
+        return rotate.model_copy(update={"enable": False})
+    if isinstance(rotate, Mapping):
+        return dict(rotate, enable=False)
+    return False
 
 
 class TensorQuantizer(nn.Module):
@@ -73,6 +71,7 @@ class TensorQuantizer(nn.Module):
         # for parameters/buffers/submodules, and quantizers are created by the thousand.
         self.__dict__.update(
             _config=_DEFAULT_CONFIG,
+            _spec=_DEFAULT_SPEC,
             _disabled=False,
             _if_quant=True,
             _if_calib=False,
@@ -86,15 +85,20 @@ class TensorQuantizer(nn.Module):
 
     # ------------------------------------------------------------------ configuration
     def set_from_attribute_config(
-        self, config: QuantizerAttributeConfig | Mapping[str, Any]
+        self,
+        config: QuantizerAttributeConfig | Mapping[str, Any],
+        spec: QuantizerSpec | None = None,
     ) -> None:
         """Apply an attribute set: a full replacement for a config, a partial update for a dict.
 
-        Mirrors ``TensorQuantizer.set_from_attribute_config`` (config-semantics §2.4): a full
-        replacement writes all 19 fields and builds a fresh calibrator; a dict writes only its
-        keys; a dict equal to ``{"enable": False}`` also switches rotation off (§9.3); MX formats
-        force the straight-through gradient. Calibration buffers are never reset (§2.4, [obs M2]);
-        ``constant_amax`` (re)writes ``_amax``.
+        Model Optimizer's rules (docs/differences.md lists where we differ): a full replacement
+        writes every field and builds a fresh calibrator; a dict writes only its keys; a dict
+        equal to ``{"enable": False}`` also switches rotation off; MX formats force the
+        straight-through gradient. Calibration buffers are never reset; ``constant_amax``
+        (re)writes ``_amax``. ``spec`` is ``config`` already resolved (a plan carries it).
+
+        The runtime spec keeps the rewrites earlier forwards made (``block_sizes`` → ``axis``,
+        the static block axis) for every field a partial update does not name.
         """
         d = self.__dict__
         if isinstance(config, QuantizerAttributeConfig):
@@ -108,47 +112,70 @@ class TensorQuantizer(nn.Module):
                 raise AssertionError(f"{sorted(unknown)} is not a valid TensorQuantizer attribute")
             values = dict(config)
             full = False
+            spec = None
             merged = {**d["_config"].__dict__, **values}
             if merged.get("block_sizes") is not None and "block_sizes" in values:
                 merged["axis"] = None
             new_config = QuantizerAttributeConfig.model_construct(
                 _fields_set=set(d["_config"].model_fields_set) | set(values), **merged
             )
-        d["_config"] = new_config
+        if spec is None:
+            spec = resolve_spec(new_config)
+        if not full:
+            old = d["_spec"]
+            kept: dict[str, Any] = {}
+            if "axis" not in values:
+                kept["axis"] = old.axis
+            if "block_sizes" not in values:
+                kept["block_sizes"] = old.block_sizes
+            elif spec.block_sizes is not None:
+                kept["axis"] = None
+            if "rotate" not in values:
+                kept["rotate"] = old.rotate
+            if kept:
+                spec = spec.replace(**kept)
+        if full or "block_sizes" in values:
+            d["_block_plan"] = None
         if "enable" in values:
             d["_disabled"] = values["enable"] is False
-        if full or "axis" in values:
-            d["_axis"] = merged["axis"]
-        if full or "block_sizes" in values:
-            d["_block_sizes"] = merged["block_sizes"]
-            d["_block_plan"] = None
-            if merged["block_sizes"] is not None:
-                d["_axis"] = None
-        if full or "rotate" in values:
-            d["_rotate"] = merged["rotate"]
+        if spec.is_mx and not spec.pass_through_bwd:
+            new_config = new_config.model_copy(update={"pass_through_bwd": True})
+            spec = spec.replace(pass_through_bwd=True)
+        d["_config"] = new_config
+        d["_spec"] = spec
         if full or "calibrator" in values:
-            d["_calibrator"] = MaxCalibrator(d["_axis"]) if merged["calibrator"] == "max" else None
+            d["_calibrator"] = MaxCalibrator(spec.axis) if merged["calibrator"] == "max" else None
         if full or "bias" in values:
             bias = merged["bias"]
             d["_bias_calibrator"] = BiasCalibrator(bias) if bias is not None else None
         if d["_calibrator"] is not None:
-            d["_calibrator"].axis = d["_axis"]
+            d["_calibrator"].axis = spec.axis
         if not full and values == {"enable": False}:
             self.disable_rotate()
-        if _is_mx(d["_block_sizes"]) and not merged["pass_through_bwd"]:
-            d["_config"] = new_config.model_copy(update={"pass_through_bwd": True})
         if merged["constant_amax"] is not None and "constant_amax" in values:
             self._set_buffer("_amax", torch.tensor(float(merged["constant_amax"])))
         d["_work"] = None
+
+    @property
+    def spec(self) -> QuantizerSpec:
+        """The resolved attributes this quantizer computes with, runtime rewrites included."""
+        return self._spec
+
+    def _reported_rotate(self) -> Any:
+        rotate = self._config.rotate
+        if self._spec.rotate.enable or not resolve_rotation(rotate).enable:
+            return rotate
+        return _rotation_off(rotate)
 
     @property
     def config(self) -> QuantizerAttributeConfig:
         """The attribute set as configured, with the current enable state and rotation (what a
         plan must hold to rebuild this quantizer; the runtime axis rewrites are not included)."""
         enable = not self._disabled
-        if self._config.enable == enable and self._config.rotate is self._rotate:
+        rotate = self._reported_rotate()
+        if self._config.enable == enable and self._config.rotate is rotate:
             return self._config
-        return self._config.model_copy(update={"enable": enable, "rotate": self._rotate})
+        return self._config.model_copy(update={"enable": enable, "rotate": rotate})
 
     def attributes(self) -> dict[str, Any]:
         """Every attribute field with its *runtime* value (Model Optimizer's quantizer state).
@@ -158,9 +185,9 @@ class TensorQuantizer(nn.Module):
         """
         out = dict(self._config.__dict__)
         out["enable"] = not self._disabled
-        out["axis"] = self._axis
-        out["block_sizes"] = self._block_sizes
-        out["rotate"] = self._rotate
+        out["axis"] = self._spec.axis
+        out["block_sizes"] = self._spec.block_sizes
+        out["rotate"] = self._reported_rotate()
         return out
 
     # ------------------------------------------------------------------ Model Optimizer API
@@ -184,7 +211,7 @@ class TensorQuantizer(nn.Module):
         """Collect statistics in forward; dynamic quantizers never calibrate (numerics.md §2.2)."""
         if self._calibrator is None:
             raise ValueError("Calibrator was not created, cannot enable calibration.")
-        if self._config.type == "dynamic":
+        if self._spec.is_dynamic:
             return
         self.__dict__["_if_calib"] = True
 
@@ -192,14 +219,10 @@ class TensorQuantizer(nn.Module):
         self.__dict__["_if_calib"] = False
 
     def disable_rotate(self) -> None:
-        """Switch rotation off keeping the field's type (config-semantics §9.3)."""
-        if isinstance(self._rotate, RotateConfig):
-            self._rotate = self._rotate.model_copy(update={"enable": False})
-        elif isinstance(self._rotate, Mapping):
-            self._rotate = dict(self._rotate, enable=False)
-        else:
-            self._rotate = False
-        self._work = None
+        """Switch rotation off (the reported ``rotate`` keeps its type)."""
+        spec = self._spec
+        self.__dict__["_spec"] = spec.replace(rotate=replace(spec.rotate, enable=False))
+        self.__dict__["_work"] = None
 
     @property
     def num_bits(self) -> Any:
@@ -207,45 +230,43 @@ class TensorQuantizer(nn.Module):
 
     @property
     def axis(self) -> Any:
-        return self._axis
+        return self._spec.axis
 
     @axis.setter
     def axis(self, value: Any) -> None:
-        self._axis = value
-        if self._calibrator is not None:
-            self._calibrator.axis = value
-        self._work = None
+        self._set_layout(axis=value)
+
+    def _set_layout(self, **changes: Any) -> None:
+        """Runtime rewrites of axis / block sizes; the calibrator follows the axis."""
+        d = self.__dict__
+        spec = d["_spec"] = d["_spec"].replace(**changes)
+        if d["_calibrator"] is not None:
+            d["_calibrator"].axis = spec.axis
+        d["_work"] = None
 
     @property
-    def block_sizes(self) -> dict | None:
-        return self._block_sizes
+    def block_sizes(self) -> Mapping[Any, Any] | None:
+        return self._spec.block_sizes
 
     @property
     def fake_quant(self) -> bool:
-        return self._config.fake_quant
+        return self._spec.fake_quant
 
     @property
     def is_dynamic(self) -> bool:
-        return self._config.type == "dynamic"
+        return self._spec.is_dynamic
 
     @property
     def is_mx_format(self) -> bool:
-        return _is_mx(self._block_sizes)
+        return self._spec.is_mx
 
     @property
     def is_static_block_quant(self) -> bool:
-        bs = self._block_sizes
-        return bs is not None and bs.get("type") != "dynamic" and self._config.fake_quant
+        return self._spec.is_static_block and self._spec.fake_quant
 
     @property
     def is_nvfp4_static(self) -> bool:
-        bs = self._block_sizes
-        return (
-            self.is_static_block_quant
-            and self._config.num_bits == (2, 1)
-            and bs is not None
-            and bs.get("scale_bits") == (4, 3)
-        )
+        return self.is_static_block_quant and self._spec.family == "nvfp4"
 
     @property
     def uses_constant_amax(self) -> bool:
@@ -267,9 +288,10 @@ class TensorQuantizer(nn.Module):
     @property
     def has_static_bias(self) -> bool:
         """A ``bias`` attribute whose value is calibrated (``type`` static, the default)."""
-        return self._bias_calibrator is not None and (self._config.bias or {}).get(
-            "type", "static"
-        ) == "static"
+        return (
+            self._bias_calibrator is not None
+            and (self._spec.bias or {}).get("type", "static") == "static"
+        )
 
     @property
     def is_calibrating(self) -> bool:
@@ -364,30 +386,29 @@ class TensorQuantizer(nn.Module):
         self.register_buffer("_bias_value", bias.detach().clone())
 
     # ------------------------------------------------------------------ forward
-    def _work_attributes(self) -> QuantAttributes:
+    def _work_attributes(self) -> QuantizerSpec:
         """The attribute record handed to ``fake_quant``: runtime axis/block sizes, enabled,
         rotation already applied by this module (cached until the state changes)."""
-        if self._work is None:
-            values = dict(self._config.__dict__)
-            values.update(enable=True, axis=self._axis, block_sizes=self._block_sizes)
-            self._work = as_attributes(values).replace(rotate=_NO_ROTATION)
-        return self._work
+        work = self._work
+        if work is None:
+            work = self.__dict__["_work"] = self._spec.replace(enable=True, rotate=NO_ROTATION)
+        return work
 
     def _block_sizes_to_axis(self, x: torch.Tensor) -> None:
         """numerics.md §2 step 5: ``{-1: None}`` means "reduce these dims" → ``axis`` = the rest."""
-        bs = self._block_sizes
-        if bs is None or not all(v is None for k, v in bs.items() if isinstance(k, int)):
+        spec = self._spec
+        if spec.strategy != "token":
             return
-        listed = {k if k >= 0 else k + x.dim() for k in bs if isinstance(k, int)}
-        self.axis = tuple(i for i in range(x.dim()) if i not in listed) or None
-        self._block_sizes = None
-        self._work = None
+        listed = {k if k >= 0 else k + x.dim() for k in spec.block_axes}
+        self._set_layout(
+            axis=tuple(i for i in range(x.dim()) if i not in listed) or None, block_sizes=None
+        )
 
     def _static_plan(self, x: torch.Tensor) -> StaticBlockPlan:
         """numerics.md §3.2: the pad-and-reshape plan, fixed by the first input's shape."""
         plan = self._block_plan
         if plan is None:
-            plan = static_block_plan(x.shape, self._block_sizes or {})
+            plan = static_block_plan(x.shape, self._spec.block_sizes or {})
             self._block_plan = plan
             self.axis = plan.axis
         elif tuple(x.shape) != plan.shape:
@@ -399,10 +420,7 @@ class TensorQuantizer(nn.Module):
 
     def _collect(self, x: torch.Tensor) -> None:
         """numerics.md §2 step 7: a static bias is collected first and subtracted (§10.1)."""
-        if (
-            self._bias_calibrator is not None
-            and (self._config.bias or {}).get("type", "static") == "static"
-        ):
+        if self.has_static_bias:
             self._bias_calibrator.collect(x)
             x = x - self._bias_calibrator.compute_bias()
         assert self._calibrator is not None
@@ -412,14 +430,15 @@ class TensorQuantizer(nn.Module):
         """numerics.md §2: pre_quant_scale, rotation, disabled pass-through, block_sizes → axis,
         static block reshape, calibration, fake quant, un-reshape, rotate back."""
         d = self.__dict__
+        spec = d["_spec"]
         pqs = d["_buffers"].get("_pre_quant_scale")
-        rotate = d["_rotate"]
+        rotation = spec.rotate
         if (
             pqs is None
-            and not rotate
+            and not rotation.enable
             and (
                 d["_disabled"]
-                or not (d["_if_quant"] or d["_if_calib"] or d["_block_sizes"] is not None)
+                or not (d["_if_quant"] or d["_if_calib"] or spec.block_sizes is not None)
             )
         ):
             return x  # nothing to do: disabled, or neither quantizing nor collecting
@@ -427,15 +446,14 @@ class TensorQuantizer(nn.Module):
             return x
         if pqs is not None and d["_enable_pre_quant_scale"]:
             x = x * pqs
-        rotation = _rotate_spec(rotate) if rotate else _NO_ROTATION
         if rotation.enable:
             x = hadamard_rotate(x, rotation)
         if d["_disabled"]:
             return hadamard_rotate(x, rotation) if rotation.rotate_back else x
-        if d["_block_sizes"] is not None and d["_config"].fake_quant:
+        if spec.block_sizes is not None and spec.fake_quant:
             self._block_sizes_to_axis(x)
         plan = self._static_plan(x) if self.is_static_block_quant else None
-        if d["_if_calib"] and d["_config"].type != "dynamic":
+        if d["_if_calib"] and not spec.is_dynamic:
             self._collect(plan.to_blocks(x) if plan is not None else x)
         if not d["_if_quant"]:
             return hadamard_rotate(x, rotation) if rotation.rotate_back else x
@@ -483,9 +501,11 @@ class HardDisabledTensorQuantizer(TensorQuantizer):
     )
 
     def set_from_attribute_config(
-        self, config: QuantizerAttributeConfig | Mapping[str, Any]
+        self,
+        config: QuantizerAttributeConfig | Mapping[str, Any],
+        spec: QuantizerSpec | None = None,
     ) -> None:
-        super().set_from_attribute_config(config)
+        super().set_from_attribute_config(config, spec)
         self._disabled = True
 
     def enable(self) -> None:
@@ -517,14 +537,17 @@ class SequentialQuantizer(nn.Sequential):
         | Mapping[str, Any]
         | list[QuantizerAttributeConfig]
         | tuple[QuantizerAttributeConfig, ...],
+        spec: QuantizerSpec | tuple[QuantizerSpec, ...] | None = None,
     ) -> None:
-        """A list is zipped with the elements (shorter wins); a single set is broadcast."""
+        """A list is zipped with the elements (shorter wins); a single set is broadcast.
+        ``spec``: the same resolved (a plan carries it)."""
         if isinstance(config, (list, tuple)):
-            for quantizer, attrs in zip(self, config, strict=False):
-                quantizer.set_from_attribute_config(attrs)
+            specs = spec if isinstance(spec, tuple) else (None,) * len(config)
+            for quantizer, attrs, one in zip(self, config, specs, strict=False):
+                quantizer.set_from_attribute_config(attrs, one)
         else:
             for quantizer in self:
-                quantizer.set_from_attribute_config(config)
+                quantizer.set_from_attribute_config(config, spec)
 
     @property
     def is_enabled(self) -> bool:

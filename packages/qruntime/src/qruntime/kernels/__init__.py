@@ -2,7 +2,7 @@
 
 Importing this package does not import Triton: the format kernels in :mod:`.formats` are loaded
 on the first lookup. ``fake_quant(..., backend="auto")`` and ``TensorQuantizer`` route CUDA
-tensors here through :func:`.dispatch.quantize_working`; ``backend="triton"`` forces the kernels
+tensors here through :func:`.dispatch.select_kernel` (an accelerator of the numerics); ``backend="triton"`` forces the kernels
 (also on CPU tensors under ``TRITON_INTERPRET=1``, which is how CI tests them).
 """
 

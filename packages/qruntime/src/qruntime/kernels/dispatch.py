@@ -1,10 +1,10 @@
-"""Backend selection and the kernel path of ``fake_quant`` (called from numerics' pipeline hook).
+"""Backend selection: which calls of ``fake_quant`` run a Triton kernel.
 
-Why here and not in numerics: the reference must stay importable and testable without Triton,
-and the kernel path must reuse the reference's pipeline (amax resolution, static block reshape,
-affine bias, STE) instead of re-deriving it. The pipeline calls :func:`quantize_working` for the
-one step that differs — the format function on the working layout — and falls back to its own
-torch code whenever this returns None.
+Why here and not in numerics: the reference must stay importable and testable without Triton.
+This module plugs into the numerics as an accelerator (:mod:`qruntime.numerics.backends`): the
+pipeline keeps amax resolution, the static block reshape, the affine bias and the gradient, and
+asks :func:`select_kernel` only for the one step that differs — the format function on the
+working layout — running its own torch code whenever the answer is None.
 
 Rules (docs/kernels.md):
 
@@ -24,15 +24,11 @@ from __future__ import annotations
 import os
 import warnings
 from collections import Counter
-from typing import Any
 
 import torch
+from qconfig.spec import QuantizerSpec
 
-from qruntime.numerics.affine import resolve_bias
-from qruntime.numerics.attributes import QuantAttributes
-from qruntime.numerics.dispatch import FormatEntry
-from qruntime.numerics.pipeline import resolve_amax
-from qruntime.numerics.ste import straight_through
+from qruntime.numerics import AcceleratedFn, FormatEntry, register_accelerator
 
 from .registry import KernelUnsupported, kernel_for
 
@@ -40,8 +36,8 @@ __all__ = [
     "KERNEL_STATS",
     "choose_backend",
     "interpreter_enabled",
-    "quantize_working",
     "reset_warnings",
+    "select_kernel",
     "triton_available",
 ]
 
@@ -118,27 +114,17 @@ def choose_backend(x: torch.Tensor, backend: str) -> str:
                 "qruntime: triton is not installed; fake quantization of CUDA tensors uses the "
                 "torch reference (same bits, slower). pip install triton for the kernels.",
                 RuntimeWarning,
-                stacklevel=4,
+                stacklevel=6,
             )
         return "torch"
     return "triton"
 
 
-def quantize_working(
-    x: torch.Tensor,
-    attrs: QuantAttributes,
-    entry: FormatEntry,
-    amax: torch.Tensor | None,
-    global_amax: torch.Tensor | None,
-    bias_value: torch.Tensor | None,
-    backend: str,
-) -> torch.Tensor | None:
-    """The kernel version of the pipeline's ``_quantize_working``, or None to run torch.
+def select_kernel(x: torch.Tensor, entry: FormatEntry, backend: str) -> AcceleratedFn | None:
+    """The numerics accelerator selector: this format's kernel for this tensor, or None.
 
-    Same contract as the reference: format + affine bias + STE on ``x`` in its working layout.
-    A dynamic amax (no stored, constant or given amax, no bias) is left to the kernel, which
-    computes it in the same pass where the layout allows. The forward runs without autograd;
-    the reference's straight-through function then attaches the §11 backward to its result.
+    Registered with :func:`qruntime.numerics.register_accelerator` when this package is
+    imported; the pipeline keeps amax resolution, the affine bias and the gradient.
     """
     if choose_backend(x, backend) != "triton":
         return None
@@ -146,23 +132,17 @@ def quantize_working(
     if kernel is None:
         KERNEL_STATS[(entry.name, "fallback")] += 1
         return None
-    bias = resolve_bias(x, attrs.bias, bias_value) if entry.uses_bias else None
-    dynamic = (
-        entry.uses_amax
-        and amax is None
-        and bias is None
-        and not attrs.use_constant_amax
-        and attrs.constant_amax is None
-    )
-    a = resolve_amax(x, attrs, amax) if entry.uses_amax and not dynamic else None
-    clip_needed = entry.uses_amax and not (attrs.pass_through_bwd or attrs.is_mx)
-    grad = torch.is_grad_enabled() and x.requires_grad
-    with torch.no_grad():
-        src = x.detach() if bias is None else x.detach() - bias
+
+    def run(
+        src: torch.Tensor,
+        amax: torch.Tensor | None,
+        spec: QuantizerSpec,
+        *,
+        global_amax: torch.Tensor | None = None,
+        need_amax: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
         try:
-            y, used = kernel.fn(
-                src, a, attrs, global_amax=global_amax, need_amax=clip_needed and grad
-            )
+            out = kernel.fn(src, amax, spec, global_amax=global_amax, need_amax=need_amax)
         except KernelUnsupported:
             KERNEL_STATS[(entry.name, "fallback")] += 1
             return None
@@ -179,14 +159,10 @@ def quantize_working(
                     stacklevel=4,
                 )
             return None
-        if bias is not None:
-            y = y + bias
-    KERNEL_STATS[(entry.name, "triton")] += 1
-    if not grad:
-        return y
-    result = y
+        KERNEL_STATS[(entry.name, "triton")] += 1
+        return out
 
-    def forward(_: Any) -> torch.Tensor:
-        return result
+    return run
 
-    return straight_through(x, forward, clip_amax=used if clip_needed else None, bias=bias)
+
+register_accelerator("triton", select_kernel)

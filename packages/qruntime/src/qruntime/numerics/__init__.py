@@ -13,23 +13,27 @@ plus the shared layers :mod:`.blocks` (§3), :mod:`.amax`, :mod:`.affine` (§10.
 
 from __future__ import annotations
 
+from qconfig.spec import QuantizerSpec, resolve_spec
+
 # Format modules register themselves on import; keep them imported here.
 from . import fp8, integer, mx, nvfp4  # noqa: F401
-from .amax import amax_reduce, reduce_amax
-from .attributes import QuantAttributes, as_attributes
+from .amax import amax_reduce, reduce_amax, resolve_amax
+from .backends import AcceleratedFn, register_accelerator
 from .dispatch import FormatEntry, formats, register_format, resolve_format
-from .pipeline import BACKENDS, fake_quant, resolve_amax
+from .pipeline import BACKENDS, fake_quant
 
 __all__ = [
     "BACKENDS",
+    "AcceleratedFn",
     "FormatEntry",
-    "QuantAttributes",
+    "QuantizerSpec",
     "amax_reduce",
-    "as_attributes",
     "fake_quant",
     "formats",
     "reduce_amax",
+    "register_accelerator",
     "register_format",
     "resolve_amax",
     "resolve_format",
+    "resolve_spec",
 ]

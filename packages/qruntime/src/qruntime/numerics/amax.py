@@ -13,11 +13,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from qconfig.spec import QuantizerSpec, resolve_spec
 
-from .attributes import QuantAttributes, as_attributes
 from .blocks import static_block_plan
+from .floats import E4M3_MAX
 
-__all__ = ["amax_reduce", "axis_to_reduce_dims", "per_channel_axis", "reduce_amax"]
+__all__ = [
+    "amax_reduce",
+    "axis_to_reduce_dims",
+    "per_channel_axis",
+    "reduce_amax",
+    "resolve_amax",
+]
 
 _FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
@@ -56,7 +63,7 @@ def amax_reduce(x: torch.Tensor, dims: int | Sequence[int] | None = None) -> tor
     return out
 
 
-def per_channel_axis(attrs: QuantAttributes, ndim: int) -> QuantAttributes:
+def per_channel_axis(attrs: QuantizerSpec, ndim: int) -> QuantizerSpec:
     """Turn ``block_sizes`` whose int keys all map to None into ``axis`` (§2 step 5).
 
     ``{-1: None}`` on ``(B, T, H)`` means "reduce the last dim": ``axis=(0, 1)``, one amax per
@@ -91,7 +98,7 @@ def reduce_amax(
     ``bias_value`` is subtracted first, as calibration does for a calibrated static bias (§2 step 7).
     The result keeps ``x``'s dtype; a max calibrator keeps a running element-wise max of it.
     """
-    attrs = per_channel_axis(as_attributes(attributes), x.dim())
+    attrs = per_channel_axis(resolve_spec(attributes), x.dim())
     if attrs.is_mx:
         return None
     if bias_value is not None:
@@ -101,4 +108,21 @@ def reduce_amax(
         return amax_reduce(plan.to_blocks(x), plan.reduce_dims)
     if attrs.is_dynamic_block:
         return amax_reduce(x)
+    return amax_reduce(x, axis_to_reduce_dims(x.dim(), attrs.axis))
+
+
+def resolve_amax(x: torch.Tensor, attrs: QuantizerSpec, amax: torch.Tensor | None) -> torch.Tensor:
+    """The amax a quantizer uses for one call (``TensorQuantizer._get_amax``, docs/numerics.md).
+
+    ``use_constant_amax`` -> 448 (the FP8 range); ``constant_amax=c`` -> ``c`` (it is written to
+    the amax buffer); a given (calibrated) amax as stored; else the dynamic reduction of ``x``
+    (in the working layout, in ``x``'s dtype) over the dims that ``axis`` does not keep.
+    """
+    if attrs.use_constant_amax:
+        return torch.tensor(E4M3_MAX, dtype=torch.float32, device=x.device)
+    if attrs.constant_amax is not None:
+        return torch.tensor(float(attrs.constant_amax), dtype=torch.float32, device=x.device)
+    if amax is not None:
+        amax = torch.as_tensor(amax)
+        return amax if amax.device == x.device else amax.to(x.device)
     return amax_reduce(x, axis_to_reduce_dims(x.dim(), attrs.axis))

@@ -16,8 +16,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-
-from .attributes import BLOCK_SPECIAL_KEYS
+from qconfig.spec import BLOCK_SPECIAL_KEYS
 
 __all__ = ["StaticBlockPlan", "static_block_plan"]
 

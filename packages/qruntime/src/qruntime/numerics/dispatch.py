@@ -1,6 +1,6 @@
 """Registry mapping an attribute set to the torch function of its number format.
 
-Each format module registers one entry with a predicate over :class:`QuantAttributes`; adding a
+Each format module registers one entry with a predicate over :class:`QuantizerSpec`; adding a
 format means adding a module that calls :func:`register_format`, never editing a chain of ``if``s
 here. Exactly one registered format must claim an attribute set; zero or several is an error.
 The pipeline (:mod:`.pipeline`) owns everything that is common to all formats (amax resolution,
@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
-
-from .attributes import QuantAttributes
+from qconfig.spec import QuantizerSpec
 
 __all__ = ["FormatEntry", "FormatFn", "formats", "register_format", "resolve_format"]
 
@@ -28,7 +27,7 @@ class FormatFn(Protocol):
         self,
         x: torch.Tensor,
         amax: torch.Tensor | None,
-        attrs: QuantAttributes,
+        attrs: QuantizerSpec,
         *,
         global_amax: torch.Tensor | None = None,
     ) -> torch.Tensor: ...
@@ -43,7 +42,7 @@ class FormatEntry:
     """
 
     name: str
-    matches: Callable[[QuantAttributes], bool]
+    matches: Callable[[QuantizerSpec], bool]
     fn: FormatFn
     uses_amax: bool = True
     uses_bias: bool = True
@@ -55,7 +54,7 @@ _REGISTRY: dict[str, FormatEntry] = {}
 def register_format(
     name: str,
     *,
-    matches: Callable[[QuantAttributes], bool],
+    matches: Callable[[QuantizerSpec], bool],
     uses_amax: bool = True,
     uses_bias: bool = True,
 ) -> Callable[[FormatFn], FormatFn]:
@@ -75,7 +74,7 @@ def formats() -> dict[str, FormatEntry]:
     return dict(_REGISTRY)
 
 
-def resolve_format(attrs: QuantAttributes) -> FormatEntry:
+def resolve_format(attrs: QuantizerSpec) -> FormatEntry:
     """The single registered format claiming ``attrs`` (ValueError if none or several)."""
     hits = [e for e in _REGISTRY.values() if e.matches(attrs)]
     if len(hits) == 1:

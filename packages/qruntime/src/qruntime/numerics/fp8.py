@@ -9,8 +9,8 @@ by its config validator (§5.2), and other (E, M) tuples raise ``NotImplementedE
 from __future__ import annotations
 
 import torch
+from qconfig.spec import QuantizerSpec
 
-from .attributes import QuantAttributes
 from .chunking import as_f32, map_chunks
 from .dispatch import register_format
 from .floats import E4M3_MAX, EPS, cast_e4m3_
@@ -57,16 +57,14 @@ def fake_quant_e4m3(x: torch.Tensor, amax: torch.Tensor | None) -> torch.Tensor:
     return cast_e4m3_(y).mul_(inv).to(x.dtype)
 
 
-def _matches(attrs: QuantAttributes) -> bool:
-    if not isinstance(attrs.num_bits, tuple) or attrs.is_dynamic_block:
-        return False
-    # E2M1 with E4M3 block scales in a static layout is static NVFP4 (§6.5), not FP8.
-    return not (attrs.num_bits == (2, 1) and attrs.scale_bits == (4, 3))
+def _matches(attrs: QuantizerSpec) -> bool:
+    # E2M1 with E4M3 block scales in a static layout is static NVFP4, not this family.
+    return attrs.family == "fp"
 
 
 @register_format("fp8_e4m3", matches=_matches)
 def _fp8_format(
-    x: torch.Tensor, amax: torch.Tensor | None, attrs: QuantAttributes, **_: object
+    x: torch.Tensor, amax: torch.Tensor | None, attrs: QuantizerSpec, **_: object
 ) -> torch.Tensor:
     if attrs.num_bits != (4, 3):
         # What ScaledE4M3Function raises for any other (E, M) outside dynamic blocks (§2.1).

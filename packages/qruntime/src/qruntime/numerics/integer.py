@@ -10,8 +10,8 @@ extension differs only for zero amax (§4.3, listed in docs/numerics.md).
 from __future__ import annotations
 
 import torch
+from qconfig.spec import QuantizerSpec
 
-from .attributes import QuantAttributes
 from .chunking import as_f32, map_chunks
 from .dispatch import register_format
 from .floats import EPS, const
@@ -92,13 +92,13 @@ def int_cast(
     return torch.clamp(v.round(), qmin, qmax)
 
 
-def _matches(attrs: QuantAttributes) -> bool:
-    return isinstance(attrs.num_bits, int) and not attrs.is_dynamic_block
+def _matches(attrs: QuantizerSpec) -> bool:
+    return attrs.family == "int"
 
 
 @register_format("int", matches=_matches)
 def _int_format(
-    x: torch.Tensor, amax: torch.Tensor | None, attrs: QuantAttributes, **_: object
+    x: torch.Tensor, amax: torch.Tensor | None, attrs: QuantizerSpec, **_: object
 ) -> torch.Tensor:
     assert amax is not None
     assert isinstance(attrs.num_bits, int)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from qconfig.spec import QuantizerSpec
 
-from .attributes import QuantAttributes
 from .chunking import as_f32, map_blocks
 from .dispatch import register_format
 from .floats import FLT_MAX, cast_e4m3, cast_e5m2, const, pow2, round_to_table
@@ -115,9 +115,9 @@ def fake_quant_mx(
     return map_blocks(kernel, x, block_size, (), x.dtype)
 
 
-@register_format("mx", matches=lambda attrs: attrs.is_mx, uses_amax=False, uses_bias=False)
+@register_format("mx", matches=lambda attrs: attrs.family == "mx", uses_amax=False, uses_bias=False)
 def _mx_format(
-    x: torch.Tensor, amax: torch.Tensor | None, attrs: QuantAttributes, **_: object
+    x: torch.Tensor, amax: torch.Tensor | None, attrs: QuantizerSpec, **_: object
 ) -> torch.Tensor:
     block = attrs.dynamic_block_size(x.dim())
     if block not in MX_BLOCK_SIZES:

@@ -14,8 +14,8 @@ import math
 from typing import Literal
 
 import torch
+from qconfig.spec import QuantizerSpec
 
-from .attributes import QuantAttributes
 from .chunking import as_f32, map_blocks, map_chunks
 from .dispatch import register_format
 from .floats import FLT_MAX, cast_e4m3, const, round_to_table
@@ -201,13 +201,13 @@ def _check_dtype(x: torch.Tensor) -> None:
         raise TypeError(f"NVFP4 fake quantization supports fp32/fp16/bf16 inputs, got {x.dtype}")
 
 
-def _dynamic_matches(attrs: QuantAttributes) -> bool:
-    return attrs.is_dynamic_block and attrs.scale_bits == (4, 3)
+def _dynamic_matches(attrs: QuantizerSpec) -> bool:
+    return attrs.family == "nvfp4" and attrs.is_dynamic_block
 
 
 @register_format("nvfp4_dynamic", matches=_dynamic_matches, uses_bias=False)
 def _nvfp4_dynamic_format(
-    x: torch.Tensor, amax: torch.Tensor | None, attrs: QuantAttributes, **_: object
+    x: torch.Tensor, amax: torch.Tensor | None, attrs: QuantizerSpec, **_: object
 ) -> torch.Tensor:
     if attrs.num_bits != (2, 1):
         raise NotImplementedError(
@@ -221,15 +221,15 @@ def _nvfp4_dynamic_format(
     return fake_quant_nvfp4_dynamic(x, amax, block)
 
 
-def _static_matches(attrs: QuantAttributes) -> bool:
-    return attrs.is_static_block and attrs.num_bits == (2, 1) and attrs.scale_bits == (4, 3)
+def _static_matches(attrs: QuantizerSpec) -> bool:
+    return attrs.family == "nvfp4" and attrs.is_static_block
 
 
 @register_format("nvfp4_static", matches=_static_matches, uses_bias=False)
 def _nvfp4_static_format(
     x: torch.Tensor,
     amax: torch.Tensor | None,
-    attrs: QuantAttributes,
+    attrs: QuantizerSpec,
     *,
     global_amax: torch.Tensor | None = None,
     **_: object,

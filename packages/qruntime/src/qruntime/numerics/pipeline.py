@@ -11,40 +11,21 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from qconfig.spec import QuantizerSpec, resolve_spec
 
 from .affine import resolve_bias
-from .amax import amax_reduce, axis_to_reduce_dims, per_channel_axis
-from .attributes import QuantAttributes, as_attributes
+from .amax import per_channel_axis, resolve_amax
+from .backends import select_accelerated
 from .blocks import static_block_plan
 from .dispatch import FormatEntry, resolve_format
-from .floats import E4M3_MAX
 from .real_quant import real_quant_roundtrip
 from .rotation import rotate
 from .ste import straight_through
 
-__all__ = ["BACKENDS", "fake_quant", "resolve_amax"]
+__all__ = ["BACKENDS", "fake_quant"]
 
 #: Accepted ``backend`` values: "auto" = Triton kernels for CUDA tensors (qruntime.kernels).
 BACKENDS = ("auto", "torch", "triton")
-
-
-def resolve_amax(
-    x: torch.Tensor, attrs: QuantAttributes, amax: torch.Tensor | None
-) -> torch.Tensor:
-    """The amax the quantizer uses for this call (``TensorQuantizer._get_amax``, §2.1).
-
-    ``use_constant_amax`` -> 448 (the FP8 range); ``constant_amax=c`` -> ``c`` (it is written to
-    the amax buffer); a given (calibrated) amax as stored; else the dynamic reduction of ``x``
-    (in the working layout, in ``x``'s dtype) over the dims that ``axis`` does not keep.
-    """
-    if attrs.use_constant_amax:
-        return torch.tensor(E4M3_MAX, dtype=torch.float32, device=x.device)
-    if attrs.constant_amax is not None:
-        return torch.tensor(float(attrs.constant_amax), dtype=torch.float32, device=x.device)
-    if amax is not None:
-        amax = torch.as_tensor(amax)
-        return amax if amax.device == x.device else amax.to(x.device)
-    return amax_reduce(x, axis_to_reduce_dims(x.dim(), attrs.axis))
 
 
 def _check_backend(backend: str) -> None:
@@ -54,31 +35,54 @@ def _check_backend(backend: str) -> None:
 
 def _quantize_working(
     x: torch.Tensor,
-    attrs: QuantAttributes,
+    attrs: QuantizerSpec,
     entry: FormatEntry,
     amax: torch.Tensor | None,
     global_amax: torch.Tensor | None,
     bias_value: torch.Tensor | None,
     backend: str = "torch",
 ) -> torch.Tensor:
-    """Format function + affine bias + STE on ``x`` in its working layout (§2.1, §10.1, §11)."""
-    if backend != "torch":
-        # Kernel hook (docs/kernels.md): None means "run the torch code below" (same bits).
-        from qruntime.kernels.dispatch import quantize_working
+    """Format function + affine bias + STE on ``x`` in its working layout.
 
-        y = quantize_working(x, attrs, entry, amax, global_amax, bias_value, backend)
-        if y is not None:
-            return y
-    a = resolve_amax(x, attrs, amax) if entry.uses_amax else None
+    An accelerated implementation (:mod:`.backends`, e.g. the Triton kernels of
+    docs/kernels.md) replaces only the format function; amax, bias and the gradient stay here.
+    """
     bias = resolve_bias(x, attrs.bias, bias_value) if entry.uses_bias else None
+    clip_needed = entry.uses_amax and not (attrs.pass_through_bwd or attrs.is_mx)
+    accelerated = select_accelerated(x, entry, backend) if backend != "torch" else None
+    if accelerated is not None:
+        # A dynamic amax is left to the implementation, which computes it in the same pass
+        # where the layout allows.
+        dynamic = (
+            amax is None
+            and bias is None
+            and not attrs.use_constant_amax
+            and attrs.constant_amax is None
+        )
+        a = resolve_amax(x, attrs, amax) if entry.uses_amax and not dynamic else None
+        grad = torch.is_grad_enabled() and x.requires_grad
+        with torch.no_grad():
+            src = x.detach() if bias is None else x.detach() - bias
+            out = accelerated(
+                src, a, attrs, global_amax=global_amax, need_amax=clip_needed and grad
+            )
+        if out is not None:
+            y, used = out
+            if bias is not None:
+                y = y + bias
+            if not grad:
+                return y
+            return straight_through(
+                x, lambda _: y, clip_amax=used if clip_needed else None, bias=bias
+            )
+    a = resolve_amax(x, attrs, amax) if entry.uses_amax else None
 
     def forward(t: torch.Tensor) -> torch.Tensor:
         if bias is None:
             return entry.fn(t, a, attrs, global_amax=global_amax)
         return entry.fn(t - bias, a, attrs, global_amax=global_amax) + bias
 
-    clip = None if attrs.pass_through_bwd or attrs.is_mx else a
-    return straight_through(x, forward, clip_amax=clip, bias=bias)
+    return straight_through(x, forward, clip_amax=a if clip_needed else None, bias=bias)
 
 
 def fake_quant(
@@ -120,7 +124,7 @@ def fake_quant(
         return _sequential(x, attributes, amax, backend, global_amax, bias_value, pre_quant_scale)
     if amax is not None and not isinstance(amax, torch.Tensor):
         amax = torch.as_tensor(amax)
-    attrs = as_attributes(attributes)
+    attrs = resolve_spec(attributes)
     if x.numel() == 0:
         return x
     if pre_quant_scale is not None:

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from qconfig.spec import QuantizerSpec
 
 from .amax import amax_reduce, axis_to_reduce_dims
-from .attributes import QuantAttributes
 from .floats import const, round_to_table
 
 __all__ = [
@@ -349,7 +349,7 @@ def fp8_dequantize(p: Packed, block_sizes: dict | None = None) -> torch.Tensor:
 # ------------------------------------------------------------------------------------- routing
 def real_quant_roundtrip(
     x: torch.Tensor,
-    attrs: QuantAttributes,
+    attrs: QuantizerSpec,
     amax: torch.Tensor | None = None,
     *,
     global_amax: torch.Tensor | None = None,

@@ -14,8 +14,7 @@ from __future__ import annotations
 import math
 
 import torch
-
-from .attributes import RotateSpec
+from qconfig.spec import RotationSpec
 
 __all__ = ["hadamard_block_size", "normalized_hadamard_transform", "rotate"]
 
@@ -62,6 +61,6 @@ def normalized_hadamard_transform(
     return y.reshape(x.shape).to(out_dtype or x.dtype)
 
 
-def rotate(x: torch.Tensor, spec: RotateSpec) -> torch.Tensor:
+def rotate(x: torch.Tensor, spec: RotationSpec) -> torch.Tensor:
     """Apply the rotation of an attribute set (input dtype preserved; §10.3)."""
     return normalized_hadamard_transform(x, block_size=spec.block_size)
