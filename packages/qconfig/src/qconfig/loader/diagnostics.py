@@ -40,7 +40,8 @@ def _get(data: Any, path: JsonPath) -> Any:
 
 
 def _entry_path(raw: Any, index: int, rest: tuple) -> JsonPath | None:
-    """Path (below ``quant_cfg``) of what normalized entry ``index`` came from (docs/writing-configs.md, legacy forms)."""
+    """Path (below ``quant_cfg``) of the element that normalized entry ``index`` came from (a
+    legacy form expands to several entries; docs/writing-configs.md)."""
     from qconfig.normalize import expand_quant_cfg
 
     try:
