@@ -5,7 +5,7 @@ import pytest
 import qruntime
 import torch
 import zoo
-from qruntime.registry import registrations
+from qruntime.sites.registry import registrations
 from torch import nn
 
 W = "*weight_quantizer"

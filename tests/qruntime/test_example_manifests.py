@@ -12,7 +12,7 @@ import torch
 import zoo
 from qconfig.manifest import Manifest
 from qruntime import inventory, register, unregister
-from qruntime.registry import registrations
+from qruntime.sites.registry import registrations
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "manifests"
 MODELS = {

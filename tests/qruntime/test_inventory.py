@@ -6,7 +6,7 @@ import torch
 import zoo
 from qconfig.attributes import QuantizerAttributeConfig as QAC
 from qruntime import QuantizerSlot, QuantModule, fake_quant
-from qruntime.registry import lookup, registered_keys
+from qruntime.sites.registry import lookup, registered_keys
 from torch import nn
 
 

@@ -4,7 +4,7 @@ A quant mixin declares its quantizers as *slots* (``quantizer_slots``): name rel
 module, module-default attributes and whether it is hard-disabled. The same list feeds
 :func:`qruntime.inventory` (which must not touch the model and works on the meta device) and the
 conversion (which creates one ``TensorQuantizer`` per slot, in slot order, so that ``state_dict``
-and ``named_modules`` order match Model Optimizer's, config-semantics §14.1).
+and ``named_modules`` order match Model Optimizer's, docs/manifest-and-plan.md).
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ __all__ = [
     "INT8_PER_TENSOR",
     "QuantModule",
     "QuantizerSlot",
+    "weight_info",
 ]
 
-#: Module-default descriptors (Model Optimizer's ``QUANT_DESC_8BIT_*``, config-semantics §7.2).
+#: Module-default descriptors (Model Optimizer's ``QUANT_DESC_8BIT_*``; a manifest's ``defaults``).
 INT8_PER_TENSOR = QuantizerAttributeConfig(num_bits=8)
 INT8_AXIS0 = QuantizerAttributeConfig(num_bits=8, axis=0)
 INT8_DISABLED = QuantizerAttributeConfig(num_bits=8, enable=False)
@@ -49,6 +50,17 @@ class QuantizerSlot:
         return cls(self.defaults)
 
 
+def weight_info(module: nn.Module) -> tuple[tuple[int, ...] | None, str | None]:
+    """Shape and dtype name (``"float32"``) of ``module.weight``, or ``(None, None)``."""
+    try:
+        weight = getattr(module, "weight", None)
+    except AttributeError:
+        weight = None
+    if not isinstance(weight, torch.Tensor):
+        return None, None
+    return tuple(weight.shape), str(weight.dtype).removeprefix("torch.")
+
+
 class QuantModule(nn.Module):
     """Base of quant mixins; a converted module's class is ``Quant<C>(mixin, C)``.
 
@@ -61,6 +73,13 @@ class QuantModule(nn.Module):
     def quantizer_slots(cls, module: nn.Module) -> list[QuantizerSlot]:
         """The quantizers ``module`` (not yet converted) gets, in creation order."""
         raise NotImplementedError(f"{cls.__name__} must define quantizer_slots()")
+
+    @classmethod
+    def reported_weight(cls, module: nn.Module) -> tuple[tuple[int, ...] | None, str | None]:
+        """The weight shape and dtype the manifest lists for ``module`` (block-size checks run
+        on it). ``module.weight`` as stored, unless the mixin quantizes it in another layout —
+        e.g. a Linear-like module that stores its weight transposed reports ``[out, in]``."""
+        return weight_info(module)
 
     def _setup(self) -> None:
         """Create the quantizers of every slot (conversion, after the class swap)."""
@@ -85,7 +104,7 @@ class QuantModule(nn.Module):
         self,
     ) -> Iterator[tuple[torch.Tensor, TensorQuantizer | SequentialQuantizer]]:
         """``(weight tensor, its quantizer)`` pairs that max calibration reads directly
-        (calibration.md §0.5: weights are calibrated from the tensor, not from data)."""
+        (weights are calibrated from the tensor itself, not from the forward loop's data)."""
         params = dict(self._parameters)
         for name, module in self._modules.items():
             if name == "weight_quantizer" and params.get("weight") is not None:

@@ -1,7 +1,8 @@
-"""The module types Model Optimizer 0.47.0 converts with plain torch (config-semantics §7.2).
+"""The module types Model Optimizer 0.47.0 converts with plain torch, and their quant mixins.
 
-Registration order is Model Optimizer's import order (``modelopt.torch.quantization.nn``); it matters for the subclass rule (the
-first registered base with the same ``forward`` wins, §7.1). Keys are ``"nn.<Class>"``.
+:mod:`qruntime.sites.registry` registers them, in this order, before anything else: the order is
+Model Optimizer's import order, and it matters for the subclass rule (the first registered base
+with the same ``forward`` wins, docs/manifest-and-plan.md). Keys are ``"nn.<Class>"``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from torch import nn
 
 from qruntime.modules.layers import QuantEmbedding, QuantInput, QuantLinearConv
 from qruntime.modules.rnn import QuantRNN
-from qruntime.registry import register
 
 __all__ = ["BUILTIN_TYPES"]
 
@@ -44,6 +44,3 @@ BUILTIN_TYPES: tuple[tuple[type[nn.Module], type], ...] = (
     (nn.LSTM, QuantRNN),
     (nn.GRU, QuantRNN),
 )
-
-for _cls, _mixin in BUILTIN_TYPES:
-    register(_cls, _mixin, key=f"nn.{_cls.__name__}")

@@ -1,4 +1,4 @@
-"""Quant mixins for Linear/Conv/ConvTranspose, input-only layers and Embedding (§7.2).
+"""Quant mixins for Linear/Conv/ConvTranspose, input-only layers and Embedding.
 
 The weight is quantized where the original ``forward`` reads ``self.weight``: the mixin defines a
 ``weight`` property that returns ``weight_quantizer(weight)`` while ``forward`` runs and the raw

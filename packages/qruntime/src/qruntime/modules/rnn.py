@@ -1,4 +1,4 @@
-"""Quant mixin for ``nn.RNN``/``nn.LSTM``/``nn.GRU`` (``QuantRNNFullBase``, config-semantics §7.2).
+"""Quant mixin for ``nn.RNN``/``nn.LSTM``/``nn.GRU`` (``QuantRNNFullBase``).
 
 Quantizers: ``<param>_weight_quantizer`` for every parameter whose name starts with ``weight``
 (named_parameters order), then per layer-and-direction index ``k`` in

@@ -9,6 +9,10 @@ notes below the table): an iterable ``experts`` plus either a ``gate`` with ``to
 applies to any such module, Hugging Face or not — e.g. the test zoo's ``SparseMoe`` — so qruntime
 applies the same rule under the same condition, and results stay equal to Model Optimizer's with
 and without ``transformers`` installed.
+
+:class:`SparseMoeProvider` contributes the keys (no sites: the blocks get no quantizers, their
+experts are ordinary sites of other providers); the condition is decided inside it, so that
+``inventory`` has no special case for MoE.
 """
 
 from __future__ import annotations
@@ -19,8 +23,15 @@ from functools import cache
 from torch import nn
 
 from qruntime.quantizer import is_quantizer
+from qruntime.sites.base import NamedModules, Site
 
-__all__ = ["is_sparse_moe_block", "moe_blocks", "moe_plugin_active", "sparse_moe_key"]
+__all__ = [
+    "SparseMoeProvider",
+    "is_sparse_moe_block",
+    "moe_blocks",
+    "moe_plugin_active",
+    "sparse_moe_key",
+]
 
 
 @cache
@@ -59,3 +70,18 @@ def moe_blocks(model: nn.Module) -> list[nn.Module]:
     if not moe_plugin_active():
         return []
     return [m for m in model.modules() if is_sparse_moe_block(m)]
+
+
+class SparseMoeProvider:
+    """Registry keys ``hf.<Class>`` for the model's sparse MoE blocks, when Model Optimizer would
+    register them; no sites."""
+
+    name = "sparse-moe"
+
+    def sites(self, model: nn.Module, modules: NamedModules) -> list[Site]:
+        return []
+
+    def registry_keys(self, model: nn.Module, modules: NamedModules) -> list[str]:
+        if not moe_plugin_active():
+            return []
+        return [sparse_moe_key(m) for _, m in modules if is_sparse_moe_block(m)]
