@@ -1,4 +1,4 @@
-"""inventory(): which modules get quantizers (config-semantics §7), on any device, untouched."""
+"""inventory(): which modules get quantizers (docs/manifest-and-plan.md), on any device, untouched."""
 
 import pytest
 import qruntime
@@ -17,7 +17,7 @@ def _sites(manifest):
 def test_subclass_rule_and_keys():
     manifest = qruntime.inventory(zoo.build("subclass"))
     modules = {m.name: m for m in manifest.modules}
-    assert "own" not in modules  # overrides forward: nothing (§7.1 [obs e6])
+    assert "own" not in modules  # overrides forward: not converted at all
     sub = modules["sub"]
     assert (sub.class_name, sub.registry_key, sub.parent_class_keys) == (
         "MyLinear",
@@ -51,7 +51,7 @@ def test_lstm_names_per_parameter_and_layer():
     names = _sites(qruntime.inventory(lstm))[""]
     weights = [n for n in names if n.endswith("weight_quantizer")]
     inputs = [n for n in names if n.endswith("input_quantizer")]
-    assert len(weights) == 12 and len(inputs) == 16  # config-semantics §14.3 M7
+    assert len(weights) == 12 and len(inputs) == 16  # as Model Optimizer 0.47.0 converts it
     assert weights[:3] == [
         "weight_ih_l0_weight_quantizer",
         "weight_hh_l0_weight_quantizer",

@@ -1,5 +1,5 @@
-"""Sparse MoE blocks (qruntime.moe): Model Optimizer's structural rule, the ``hf.<Class>`` key
-and the expert input-amax sync after max calibration (calibration.md §1.3 step 5)."""
+"""Sparse MoE blocks: Model Optimizer's structural rule and the ``hf.<Class>`` key
+(qruntime.sites.moe), and the expert input-amax sync after max calibration (docs/differences.md)."""
 
 import pytest
 import qruntime

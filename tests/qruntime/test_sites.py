@@ -2,6 +2,8 @@
 quantizer sites that ``inventory`` lists, ``apply_plan`` converts and max calibration calibrates;
 the provider order decides which provider converts a module two of them claim."""
 
+from dataclasses import replace
+
 import pytest
 import qruntime
 import torch
@@ -170,6 +172,25 @@ def test_unregistering_the_provider_restores_the_manifest():
     after = qruntime.inventory(_model())
     assert after == before and after.to_json() == before.to_json()
     assert "ToyAttention" not in after.registry_keys
+
+
+def test_conversion_creates_the_site_slots():
+    """The converted module has exactly the quantizers its site (and so the manifest) lists."""
+
+    class QOnly(ToyAttentionProvider):
+        name = "q-only"
+
+        def sites(self, model, modules):
+            return [replace(s, slots=s.slots[:1]) for s in super().sites(model, modules)]
+
+    register_provider(QOnly())
+    try:
+        model = _model()
+        manifest = qruntime.inventory(model)
+        qruntime.apply_plan(model, compile_plan({"quant_cfg": []}, manifest))
+    finally:
+        unregister_provider("q-only")
+    assert hasattr(model.attn, "q_bmm_quantizer") and not hasattr(model.attn, "k_bmm_quantizer")
 
 
 # -- two providers claiming one module: the earlier one wins -------------------------------------

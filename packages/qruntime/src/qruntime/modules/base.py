@@ -9,7 +9,7 @@ and ``named_modules`` order match Model Optimizer's, docs/manifest-and-plan.md).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -81,10 +81,12 @@ class QuantModule(nn.Module):
         e.g. a Linear-like module that stores its weight transposed reports ``[out, in]``."""
         return weight_info(module)
 
-    def _setup(self) -> None:
-        """Create the quantizers of every slot (conversion, after the class swap)."""
+    def _setup(self, slots: Sequence[QuantizerSlot] | None = None) -> None:
+        """Create the quantizers of ``slots`` — the site's, so that the converted module has
+        exactly what the manifest lists — or of ``quantizer_slots(self)`` (conversion, after the
+        class swap). A mixin whose conversion must do more overrides this and calls super."""
         lists: dict[str, nn.ModuleList] = {}
-        for slot in type(self).quantizer_slots(self):
+        for slot in type(self).quantizer_slots(self) if slots is None else slots:
             quantizer = slot.build()
             head, sep, index = slot.attribute.partition(".")
             if not sep:

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Protocol
 from torch import nn
 
 if TYPE_CHECKING:
-    from qruntime.modules.base import QuantModule
+    from collections.abc import Sequence
+
+    from qruntime.modules.base import QuantizerSlot, QuantModule
 
 __all__ = [
     "Conversion",
@@ -31,10 +33,14 @@ _GENERATED: dict[tuple[type[nn.Module], type], type[nn.Module]] = {}
 
 
 class Conversion(Protocol):
-    """What :func:`convert_module` needs to know: the quant mixin (a registry entry or a site)."""
+    """What :func:`convert_module` needs (a :class:`qruntime.sites.Site` is one): the quant
+    mixin and the quantizer slots to create."""
 
     @property
     def quant_cls(self) -> type[QuantModule]: ...
+
+    @property
+    def slots(self) -> Sequence[QuantizerSlot]: ...
 
 
 def quant_class(cls: type[nn.Module], quant_cls: type[QuantModule]) -> type[nn.Module]:
@@ -69,10 +75,11 @@ def is_converted(module: nn.Module) -> bool:
 
 
 def convert_module(module: nn.Module, conversion: Conversion) -> nn.Module:
-    """Swap ``module``'s class to ``Quant<C>`` (mixin ``conversion.quant_cls``) and create its
-    quantizers; anything else a conversion must do belongs in the mixin's ``_setup``."""
+    """Swap ``module``'s class to ``Quant<C>`` (mixin ``conversion.quant_cls``) and create the
+    quantizers of ``conversion.slots``; anything else a conversion must do belongs in the
+    mixin's ``_setup``."""
     if is_converted(module):
         raise ValueError(f"{type(module).__name__} is already converted")
     module.__class__ = quant_class(type(module), conversion.quant_cls)
-    module._setup()  # type: ignore[operator]
+    module._setup(conversion.slots)  # type: ignore[operator]
     return module

@@ -38,8 +38,8 @@ class Site:
     ``parent_class`` values that select it in a config; ``subclass_of`` the registered keys whose
     class it derives from (lint uses it). ``slots`` are the quantizers conversion creates, in
     creation order; ``quant_cls`` is the quant mixin that conversion mixes into the module's
-    class (its ``forward`` calls the quantizers, its ``_setup`` creates them and may do more).
-    ``weight_shape``/``weight_dtype`` are what the manifest reports for block-size checks.
+    class (its ``forward`` calls the quantizers, its ``_setup`` creates exactly ``slots`` and may
+    do more). ``weight_shape``/``weight_dtype`` are what the manifest reports (block-size checks).
     """
 
     name: str
