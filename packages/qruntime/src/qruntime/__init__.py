@@ -9,7 +9,15 @@ the model and calibrates it; quantizers compute with :mod:`qruntime.numerics`.
 from qruntime import kernels as _kernels  # noqa: F401  (the Triton accelerator; Triton loads lazily)
 from qruntime import sites as _sites  # noqa: F401  (the module-type registry and site providers)
 from qruntime.apply import PlanMismatchError, applied_plan, apply_plan
-from qruntime.calibrate import UnsupportedAlgorithmError, register_algorithm, registered_methods
+from qruntime.calibrate import (
+    AlgorithmCapabilities,
+    CalibrationContext,
+    UnsupportedAlgorithmError,
+    register_algorithm,
+    registered_methods,
+    unregister_algorithm,
+)
+from qruntime.calibrators import Calibrator
 from qruntime.inventory import inventory
 from qruntime.modules import QuantizerSlot, QuantModule
 from qruntime.numerics import fake_quant
@@ -22,6 +30,9 @@ from qruntime.summary import summary
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlgorithmCapabilities",
+    "CalibrationContext",
+    "Calibrator",
     "HardDisabledTensorQuantizer",
     "PlanMismatchError",
     "QuantModule",
@@ -44,4 +55,5 @@ __all__ = [
     "save_state",
     "summary",
     "unregister",
+    "unregister_algorithm",
 ]

@@ -141,11 +141,11 @@ def apply_plan(model: nn.Module, plan: Plan, forward_loop: ForwardLoop | None = 
     set from the plan (calibrated ``_amax`` buffers are kept, config-semantics §2.4).
     """
     check_plan(model, plan)
-    check_supported(plan)
+    check_supported(plan, forward_loop)
     snapshot = ModelSnapshot(model)
     try:
         patch_model(model, plan)
-        run_algorithms(model, plan.algorithm, forward_loop)
+        run_algorithms(model, plan.algorithm, forward_loop, plan=plan)
         model.__dict__[PLAN_ATTRIBUTE] = plan
     except BaseException:
         snapshot.restore()

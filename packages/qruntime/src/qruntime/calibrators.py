@@ -1,49 +1,100 @@
-"""Per-quantizer statistics collectors: the running max (``calibrator: "max"``) and the affine bias.
+"""Per-quantizer statistics collectors: the :class:`Calibrator` protocol, the running max and the
+affine bias, and :func:`build_calibrator`, which turns a config's ``calibrator`` into one.
 
-A ``TensorQuantizer`` owns one calibrator, rebuilt on every full attribute replacement
-(config-semantics §2.4, §9.4: "a new calibrator object is created each time"). While the
-quantizer is in calibration mode it hands every tensor (in its working layout, after
-``pre_quant_scale``, rotation and the static block reshape; numerics.md §2 step 7) to
-``collect``; a calibration algorithm then reads ``compute_amax``.
+A ``TensorQuantizer`` owns one calibrator, rebuilt on every full attribute replacement (a fresh
+object each time, as in Model Optimizer 0.47.0). While the quantizer is in calibration mode it
+hands every tensor — in its working layout, after ``pre_quant_scale``, rotation and the static
+block reshape (docs/numerics.md) — to ``collect``; a calibration algorithm then reads
+``compute_amax``.
+
+This module sits below the quantizer: it imports only numerics helpers, never
+:mod:`qruntime.quantizer` or :mod:`qruntime.calibrate`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
 from qruntime.numerics.affine import bias_axes
 from qruntime.numerics.amax import axis_to_reduce_dims
 
-__all__ = ["BiasCalibrator", "MaxCalibrator"]
+__all__ = ["BiasCalibrator", "Calibrator", "MaxCalibrator", "build_calibrator"]
 
 _FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
 
-class MaxCalibrator:
-    """Running element-wise max of ``amax_reduce`` over the calibration batches (calibration.md §1.2).
+@runtime_checkable
+class Calibrator(Protocol):
+    """What a quantizer and the calibration phases need from a statistics collector.
 
-    ``axis`` lists the dims that keep their own amax (per channel); the owning quantizer updates
-    it when the static block reshape or the ``block_sizes`` → ``axis`` rewrite changes its axis
-    (numerics.md §2 steps 5-6), exactly as Model Optimizer re-points its calibrator.
+    ``collect(x)`` folds one tensor in, ``compute_amax()`` returns the amax to store (None when
+    nothing was collected: the quantizer then stays dynamic) and ``reset()`` forgets everything.
+    The owning quantizer also sets an ``axis`` attribute on it when its axis changes at run time
+    (``block_sizes`` → ``axis``, the static block view); a calibrator that keeps one amax per
+    channel reads it, others may ignore it. Model Optimizer's own calibrator classes satisfy this
+    protocol too.
+    """
+
+    def collect(self, x: torch.Tensor) -> None: ...
+
+    def compute_amax(self) -> torch.Tensor | None: ...
+
+    def reset(self) -> None: ...
+
+
+class MaxCalibrator:
+    """Running element-wise max of ``amax_reduce`` over the calibration batches.
+
+    The constructor takes Model Optimizer's arguments in Model Optimizer's order — ``num_bits``,
+    ``axis``, ``unsigned``, ``track_amax`` — so that a ``(subclass, args, kwargs)`` calibrator
+    written for Model Optimizer means the same here. ``num_bits`` and ``unsigned`` are kept but
+    not used (max ignores them there too). ``axis`` lists the dims that keep their own amax (per
+    channel); the owning quantizer updates it when the static block reshape or the
+    ``block_sizes`` → ``axis`` rewrite changes its axis. With ``track_amax`` every batch's amax
+    is kept in :attr:`amaxs` (numpy arrays, as Model Optimizer keeps them).
 
     It keeps the running max and the running min of the data and forms ``max(|max|, |min|)``
     once, in :meth:`compute_amax`: max, min and abs never round, so this equals the running max
     of the per-batch ``amax_reduce`` bit for bit, with three cheap operations per batch.
     """
 
-    __slots__ = ("_hi", "_lo", "_pending", "axis")
+    __slots__ = (
+        "_amaxs",
+        "_hi",
+        "_lo",
+        "_num_bits",
+        "_pending",
+        "_track_amax",
+        "_unsigned",
+        "axis",
+    )
 
     #: Batches whose (min, max) are kept before they are folded into the running values.
     FOLD_EVERY = 16
 
-    def __init__(self, axis: int | tuple[int, ...] | None = None) -> None:
+    def __init__(
+        self,
+        num_bits: Any = 8,
+        axis: int | tuple[int, ...] | None = None,
+        unsigned: bool = False,
+        track_amax: bool = False,
+    ) -> None:
+        self._num_bits = num_bits
         self.axis = axis
+        self._unsigned = unsigned
+        self._track_amax = track_amax
+        self._amaxs: list[Any] = []
         self._hi: torch.Tensor | None = None
         self._lo: torch.Tensor | None = None
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    @property
+    def amaxs(self) -> list[Any]:
+        """Every collected batch's amax (only with ``track_amax``)."""
+        return self._amaxs
 
     def collect(self, x: torch.Tensor) -> None:
         """Fold one batch in (NaN and inf propagate; they are refused in compute_amax).
@@ -60,6 +111,8 @@ class MaxCalibrator:
         else:
             hi = torch.amax(x, dim=dims, keepdim=True)
             lo = torch.amin(x, dim=dims, keepdim=True)
+        if self._track_amax:
+            self._amaxs.append(torch.maximum(hi.abs(), lo.abs()).cpu().numpy())
         pending = self._pending
         reference = pending[0][1] if pending else self._hi
         if reference is not None and hi.shape != reference.shape:
@@ -108,10 +161,55 @@ class MaxCalibrator:
         self._pending.clear()
 
 
-class BiasCalibrator:
-    """Static affine bias (calibration.md §3): running mean, or ``(running max + running min) / 2``.
+def constructor_parts(value: Any) -> tuple[Callable[..., Any], tuple, dict]:
+    """``cls``, ``(cls,)``, ``(cls, args)`` or ``(cls, args, kwargs)`` → ``(cls, args, kwargs)``.
 
-    The listed integer axes of the ``bias`` attribute are *reduced* (numerics.md §10.1). The
+    The constructor forms a ``calibrator`` attribute may take besides a name (Model Optimizer's
+    constructor-like values). ``TypeError`` when the value is none of them.
+    """
+    parts = value if isinstance(value, tuple) else (value,)
+    if not 1 <= len(parts) <= 3:
+        raise TypeError(
+            f"calibrator {value!r}: a constructor is (class, args, kwargs) with args and "
+            "kwargs optional"
+        )
+    target = parts[0]
+    args = parts[1] if len(parts) > 1 else ()
+    kwargs = parts[2] if len(parts) > 2 else {}
+    if not callable(target):
+        raise TypeError(
+            f"calibrator {value!r}: {target!r} is not a class or callable (a calibrator "
+            "constructor names the class itself, not its import path)"
+        )
+    if not isinstance(args, (tuple, list)) or not isinstance(kwargs, dict):
+        raise TypeError(
+            f"calibrator {value!r}: the constructor's args must be a tuple or list and its "
+            "kwargs a dict"
+        )
+    return target, tuple(args), kwargs
+
+
+def build_calibrator(calibrator: Any, axis: int | tuple[int, ...] | None) -> Calibrator | None:
+    """The calibrator a quantizer gets for its ``calibrator`` attribute.
+
+    * ``"max"`` → :class:`MaxCalibrator` with the quantizer's current ``axis``;
+    * a class or callable, or a ``(class, args, kwargs)`` tuple (args and kwargs optional) →
+      ``class(*args, **kwargs)``, exactly as given: like Model Optimizer 0.47.0, the quantizer's
+      axis is *not* passed, so a per-channel calibrator names its axis in its arguments;
+    * any other name (``"histogram"``, or the text of a constructor read back from a plan file)
+      → None: no collector exists for it here, and the calibration algorithms refuse such a
+      quantizer before the model is touched.
+    """
+    if isinstance(calibrator, str):
+        return MaxCalibrator(axis=axis) if calibrator == "max" else None
+    target, args, kwargs = constructor_parts(calibrator)
+    return target(*args, **kwargs)
+
+
+class BiasCalibrator:
+    """Static affine bias: running mean, or ``(running max + running min) / 2``.
+
+    The listed integer axes of the ``bias`` attribute are *reduced* (docs/numerics.md). The
     running mean gives every batch equal weight; each update is computed in float32 and stored in
     the input dtype, as Model Optimizer's ``BiasCalibrator`` does.
     """

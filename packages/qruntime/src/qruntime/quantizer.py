@@ -24,7 +24,7 @@ from qconfig.attributes import QuantizerAttributeConfig, RotateConfig
 from qconfig.spec import NO_ROTATION, QuantizerSpec, resolve_rotation, resolve_spec
 from torch import nn
 
-from qruntime.calibrators import BiasCalibrator, MaxCalibrator
+from qruntime.calibrators import BiasCalibrator, build_calibrator
 from qruntime.numerics import fake_quant
 from qruntime.numerics.blocks import StaticBlockPlan, static_block_plan
 from qruntime.numerics.rotation import rotate as hadamard_rotate
@@ -144,7 +144,7 @@ class TensorQuantizer(nn.Module):
         d["_config"] = new_config
         d["_spec"] = spec
         if full or "calibrator" in values:
-            d["_calibrator"] = MaxCalibrator(spec.axis) if merged["calibrator"] == "max" else None
+            d["_calibrator"] = build_calibrator(merged["calibrator"], spec.axis)
         if full or "bias" in values:
             bias = merged["bias"]
             d["_bias_calibrator"] = BiasCalibrator(bias) if bias is not None else None

@@ -1,28 +1,43 @@
-"""Calibration algorithms: a method name → implementation registry (calibration.md §0.4).
+"""Calibration: algorithms registered by their config class, run on public phases.
 
-Each algorithm is one module that registers itself with :func:`register_algorithm`; running a
-plan's ``algorithm`` tuple looks the methods up here. A method without an implementation is
-refused by :func:`check_supported` *before* the model is touched (apply.py), with the list of
-methods that do exist. An empty tuple means no calibration (``algorithm: None``).
+An algorithm is a ``run(ctx)`` function registered for a ``QuantizeAlgorithmConfig`` subclass
+with :func:`register_algorithm`, declaring its :class:`AlgorithmCapabilities`; it receives a
+:class:`CalibrationContext` and is built from the steps in :mod:`qruntime.calibrate.phases`.
+``max`` (:mod:`qruntime.calibrate.max`) is registered on import. A plan whose algorithms are not
+registered is refused by :func:`check_supported` *before* the model is touched, with the list of
+methods that do exist; an empty ``algorithm`` tuple means no calibration.
 """
 
 from __future__ import annotations
 
-from qruntime.calibrate import max as _max  # noqa: F401  (registers "max")
+from qruntime.calibrate import max as _max  # noqa: F401  (registers MaxCalibConfig)
+from qruntime.calibrate.context import CalibrationContext, ForwardLoop, LayerDriver, WeightPair
 from qruntime.calibrate.registry import (
+    AlgorithmCapabilities,
     CalibrationAlgorithm,
     UnsupportedAlgorithmError,
+    algorithm_for,
     check_supported,
     register_algorithm,
+    registered_algorithms,
     registered_methods,
     run_algorithms,
+    unregister_algorithm,
 )
 
 __all__ = [
+    "AlgorithmCapabilities",
     "CalibrationAlgorithm",
+    "CalibrationContext",
+    "ForwardLoop",
+    "LayerDriver",
     "UnsupportedAlgorithmError",
+    "WeightPair",
+    "algorithm_for",
     "check_supported",
     "register_algorithm",
+    "registered_algorithms",
     "registered_methods",
     "run_algorithms",
+    "unregister_algorithm",
 ]

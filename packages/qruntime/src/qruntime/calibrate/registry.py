@@ -1,4 +1,16 @@
-"""The method → algorithm registry and the calibration driver shared by every algorithm."""
+"""Calibration algorithms, registered by their config class, and the driver that runs them.
+
+A plan's ``algorithm`` is a tuple of config instances (``qconfig.algorithms``); each selects its
+algorithm by its *type*: the most specific registered class in its MRO whose ``method`` is the
+instance's ``method``. A subclass that keeps its parent's method name (a config with an extra
+field, say) therefore runs the parent's algorithm, while one that declares a method of its own
+must be registered itself — ``awq_full``, whose config subclasses the ``awq_lite`` and
+``awq_clip`` configs, never silently runs one of them.
+
+Each registration declares what the algorithm does (:class:`AlgorithmCapabilities`), so that
+the code around it — the rollback, the checks before the model is touched, a future
+distributed or layer-by-layer driver — can ask instead of knowing every method.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +23,23 @@ from qconfig.algorithms import QuantizeAlgorithmConfig
 from qconfig.plan import Plan
 from torch import nn
 
+from qruntime.calibrate.context import CalibrationContext, ForwardLoop, LayerDriver, as_forward_loop
+from qruntime.calibrate.phases import SYNC_POINTS
+from qruntime.calibrators import constructor_parts
+
 __all__ = [
+    "AlgorithmCapabilities",
     "CalibrationAlgorithm",
     "ForwardLoop",
     "UnsupportedAlgorithmError",
+    "algorithm_for",
     "check_supported",
     "register_algorithm",
+    "registered_algorithms",
     "registered_methods",
     "run_algorithms",
+    "unregister_algorithm",
 ]
-
-ForwardLoop = Callable[[nn.Module], Any]
 
 
 class UnsupportedAlgorithmError(ValueError):
@@ -29,47 +47,158 @@ class UnsupportedAlgorithmError(ValueError):
 
 
 @dataclass(frozen=True)
+class AlgorithmCapabilities:
+    """What an algorithm does to the model, declared when it is registered.
+
+    * ``needs_forward_data`` — it cannot run without a forward loop (refused before the model is
+      touched when none is given). ``max`` does not: without data it calibrates weights only.
+    * ``writes_weights`` — it changes parameters in place (SmoothQuant, AWQ, GPTQ).
+    * ``adds_modules`` — it adds modules or parameters to the model (SVDQuant's low-rank branch).
+    * ``layer_by_layer`` — it runs one layer at a time through ``ctx.layer_driver`` (refused when
+      no driver is given).
+    * ``sync_points`` — the :func:`~qruntime.calibrate.phases.sync` points it reaches, from
+      :data:`~qruntime.calibrate.phases.SYNC_POINTS`.
+    """
+
+    needs_forward_data: bool = False
+    writes_weights: bool = False
+    adds_modules: bool = False
+    layer_by_layer: bool = False
+    sync_points: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.sync_points if p not in SYNC_POINTS]
+        if unknown:
+            raise ValueError(f"unknown sync points {unknown}; known: {', '.join(SYNC_POINTS)}")
+
+
+@dataclass(frozen=True)
 class CalibrationAlgorithm:
-    """``run(model, config, forward_loop)`` calibrates a converted, configured model in place;
-    ``check(plan, config)`` raises ``UnsupportedAlgorithmError`` for plans it cannot honour
+    """A registered algorithm: ``run(ctx)`` calibrates the converted, configured model in place;
+    ``check(plan, config)`` raises :class:`UnsupportedAlgorithmError` for plans it cannot honour
     (called before the model is touched)."""
 
-    method: str
-    run: Callable[[nn.Module, QuantizeAlgorithmConfig, ForwardLoop | None], None]
+    config_class: type[QuantizeAlgorithmConfig]
+    run: Callable[[CalibrationContext], None]
+    capabilities: AlgorithmCapabilities
     check: Callable[[Plan, QuantizeAlgorithmConfig], None] | None = None
 
+    @property
+    def method(self) -> str | None:
+        """The method name of the config class (its ``method`` field's default)."""
+        return _method_of(self.config_class)
 
-_ALGORITHMS: dict[str, CalibrationAlgorithm] = {}
+
+_ALGORITHMS: dict[type[QuantizeAlgorithmConfig], CalibrationAlgorithm] = {}
 
 
-def register_algorithm(algorithm: CalibrationAlgorithm) -> CalibrationAlgorithm:
-    """Make ``algorithm.method`` runnable by ``apply_plan``."""
-    if algorithm.method in _ALGORITHMS and _ALGORITHMS[algorithm.method] is not algorithm:
-        raise ValueError(f"calibration method {algorithm.method!r} is already registered")
-    _ALGORITHMS[algorithm.method] = algorithm
+def _method_of(config_class: type[QuantizeAlgorithmConfig]) -> str | None:
+    field = config_class.model_fields.get("method")
+    return None if field is None else field.default
+
+
+def register_algorithm(
+    config_class: type[QuantizeAlgorithmConfig],
+    run: Callable[[CalibrationContext], None],
+    *,
+    capabilities: AlgorithmCapabilities,
+    check: Callable[[Plan, QuantizeAlgorithmConfig], None] | None = None,
+) -> CalibrationAlgorithm:
+    """Make configs of ``config_class`` (and of its subclasses with the same method) runnable
+    by ``apply_plan``: ``run(ctx)`` receives a :class:`CalibrationContext`."""
+    if not (isinstance(config_class, type) and issubclass(config_class, QuantizeAlgorithmConfig)):
+        raise TypeError(f"{config_class!r} is not a QuantizeAlgorithmConfig subclass")
+    if not isinstance(capabilities, AlgorithmCapabilities):
+        raise TypeError("capabilities must be an AlgorithmCapabilities")
+    if config_class in _ALGORITHMS:
+        raise ValueError(
+            f"calibration config {config_class.__name__} is already registered; "
+            "unregister_algorithm() it first"
+        )
+    algorithm = CalibrationAlgorithm(config_class, run, capabilities, check)
+    _ALGORITHMS[config_class] = algorithm
     return algorithm
+
+
+def unregister_algorithm(config_class: type[QuantizeAlgorithmConfig]) -> None:
+    """Remove the registration of ``config_class`` (KeyError when it has none)."""
+    del _ALGORITHMS[config_class]
+
+
+def registered_algorithms() -> list[CalibrationAlgorithm]:
+    """Every registration, in registration order."""
+    return list(_ALGORITHMS.values())
 
 
 def registered_methods() -> list[str]:
-    return sorted(_ALGORITHMS)
+    """The method names that can run, sorted."""
+    return sorted({str(a.method) for a in _ALGORITHMS.values()})
 
 
-def _lookup(config: QuantizeAlgorithmConfig) -> CalibrationAlgorithm:
-    method = str(config.method)
-    algorithm = _ALGORITHMS.get(method)
-    if algorithm is None:
-        raise UnsupportedAlgorithmError(
-            f"calibration method {method!r} is not implemented in qruntime yet; implemented: "
-            f"{', '.join(registered_methods())} (or no algorithm, for no calibration). "
-            "The model was not changed."
-        )
-    return algorithm
+def algorithm_for(config: QuantizeAlgorithmConfig) -> CalibrationAlgorithm:
+    """The algorithm that runs ``config`` (module docstring); :class:`UnsupportedAlgorithmError`
+    naming the implemented methods when there is none."""
+    method = config.method
+    for cls in type(config).__mro__:
+        algorithm = _ALGORITHMS.get(cls)  # type: ignore[arg-type]
+        if algorithm is not None and algorithm.method == method:
+            return algorithm
+    raise UnsupportedAlgorithmError(
+        f"calibration method {str(method)!r} is not implemented in qruntime yet; implemented: "
+        f"{', '.join(registered_methods())} (or no algorithm, for no calibration). "
+        "The model was not changed."
+    )
 
 
-def check_supported(plan: Plan) -> None:
-    """Refuse, before anything is touched, a plan whose algorithms cannot run here."""
+_NOT_GIVEN: Any = object()
+
+
+def _check_calibrator_constructors(plan: Plan) -> None:
+    """A ``calibrator`` given as a class or ``(class, args, kwargs)`` is built when the
+    quantizer is configured, enabled or not: a malformed one is refused up front."""
+    for name, q in plan.quantizers.items():
+        elements = q.attributes if isinstance(q.attributes, tuple) else (q.attributes,)
+        for attrs in elements:
+            if isinstance(attrs.calibrator, str):
+                continue
+            try:
+                constructor_parts(attrs.calibrator)
+            except TypeError as exc:
+                raise UnsupportedAlgorithmError(
+                    f"{name}: {exc}. The model was not changed."
+                ) from None
+
+
+def check_supported(
+    plan: Plan,
+    forward_loop: Callable[..., Any] | None = _NOT_GIVEN,
+    *,
+    layer_driver: LayerDriver | None = None,
+) -> None:
+    """Refuse, before anything is touched, a plan whose algorithms cannot run here.
+
+    With ``forward_loop`` given (None included), algorithms that need forward data are refused
+    without one; algorithms that run layer by layer are refused without a ``layer_driver``.
+    """
+    _check_calibrator_constructors(plan)
     for config in plan.algorithm:
-        algorithm = _lookup(config)
+        algorithm = algorithm_for(config)
+        if config.moe_calib_experts_ratio is not None:
+            raise UnsupportedAlgorithmError(
+                "moe_calib_experts_ratio (forcing calibration tokens to more MoE experts) is not "
+                "implemented in qruntime. The model was not changed."
+            )
+        capabilities = algorithm.capabilities
+        if capabilities.needs_forward_data and forward_loop is None:
+            raise UnsupportedAlgorithmError(
+                f"calibration method {str(config.method)!r} needs calibration data: pass a "
+                "forward_loop(model). The model was not changed."
+            )
+        if capabilities.layer_by_layer and layer_driver is None:
+            raise UnsupportedAlgorithmError(
+                f"calibration method {str(config.method)!r} runs layer by layer, and no layer "
+                "driver is available. The model was not changed."
+            )
         if algorithm.check is not None:
             algorithm.check(plan, config)
 
@@ -77,10 +206,20 @@ def check_supported(plan: Plan) -> None:
 def run_algorithms(
     model: nn.Module,
     algorithms: Sequence[QuantizeAlgorithmConfig],
-    forward_loop: ForwardLoop | None,
+    forward_loop: Callable[..., Any] | None,
+    *,
+    plan: Plan | None = None,
+    process_group: Any = None,
+    layer_driver: LayerDriver | None = None,
 ) -> None:
-    """Run each algorithm in order, with the model in eval mode and autograd off
-    (``mtq.calibrate``, config-semantics §10.2); training flags are restored per module."""
+    """Run each algorithm in order, with the model in eval mode and autograd off, as
+    ``mtq.calibrate`` does; training flags are restored per module.
+
+    Each algorithm gets its own :class:`CalibrationContext`. A forward loop that takes no
+    argument is accepted with a ``DeprecationWarning`` (:func:`as_forward_loop`), also when
+    there is nothing to calibrate, as in Model Optimizer 0.47.0.
+    """
+    loop = as_forward_loop(forward_loop)
     if not algorithms:
         return
     flags = [(m, m.training) for m in model.modules()]
@@ -88,7 +227,16 @@ def run_algorithms(
     try:
         with torch.no_grad():
             for config in algorithms:
-                _lookup(config).run(model, config, forward_loop)
+                algorithm = algorithm_for(config)
+                context = CalibrationContext(
+                    model=model,
+                    config=config,
+                    plan=plan,
+                    forward_loop=loop,
+                    process_group=process_group,
+                    layer_driver=layer_driver,
+                )
+                algorithm.run(context)
     finally:
         for module, training in flags:
             module.training = training
