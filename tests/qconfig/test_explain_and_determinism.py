@@ -99,4 +99,4 @@ def test_plan_json_is_byte_identical_across_hash_seeds():
             check=True,
         )
         outputs.add(result.stdout)
-    assert len(outputs) == 1 and outputs.pop().startswith('{"format":"qconfig.plan/v1"')
+    assert len(outputs) == 1 and outputs.pop().startswith('{"format":"qconfig.plan/v2"')

@@ -1,9 +1,15 @@
-"""The compiled, flat per-quantizer plan (format ``qconfig.plan/v1``).
+"""The compiled, flat per-quantizer plan (format ``qconfig.plan/v2``; v1 files still load).
 
 A plan is the quantizer state Model Optimizer 0.47.0 reaches when it applies a config once to a
 freshly converted model, written out per quantizer so it can be reviewed, diffed and applied
 without re-running the matching. Its JSON shares identical attribute sets (a 100k-quantizer MoE
 has a handful of distinct ones) and is byte-for-byte deterministic.
+
+v2 adds ``specs``: beside each attribute set, what it resolves to (format family, granularity,
+block shape, scale format; :mod:`qconfig.spec`), so a reviewer reads "NVFP4, block 16, dynamic"
+without knowing the attribute rules. They are derived data: reading a plan recomputes them and
+refuses a file whose stored specs disagree with its attributes (a hand edit of one but not the
+other). v1 files, which have no specs, load unchanged (docs/manifest-and-plan.md).
 """
 
 import json
@@ -19,9 +25,11 @@ from qconfig.keys import restore_int_keys
 from qconfig.quantize import resolve_algorithms
 from qconfig.spec import QuantizerSpec, resolve_spec
 
-__all__ = ["PLAN_FORMAT", "Plan", "QuantizerPlan", "describe_format"]
+__all__ = ["PLAN_FORMAT", "READABLE_PLAN_FORMATS", "Plan", "QuantizerPlan", "describe_format"]
 
-PLAN_FORMAT = "qconfig.plan/v1"
+PLAN_FORMAT = "qconfig.plan/v2"
+#: Formats :meth:`Plan.from_json` reads.
+READABLE_PLAN_FORMATS = ("qconfig.plan/v1", PLAN_FORMAT)
 
 Attributes = QuantizerAttributeConfig | tuple[QuantizerAttributeConfig, ...]
 
@@ -69,6 +77,7 @@ class Plan:
         set_index: dict[str, int] = {}
         by_id: dict[int, int] = {}
         sets: list[Any] = []
+        specs: list[dict[str, Any]] = []
 
         def intern(attrs: QuantizerAttributeConfig) -> int:
             index = by_id.get(id(attrs))
@@ -78,6 +87,7 @@ class Plan:
                 index = set_index.setdefault(key, len(sets))
                 if index == len(sets):
                     sets.append(dumped)
+                    specs.append(resolve_spec(attrs).describe())
                 by_id[id(attrs)] = index
             return index
 
@@ -110,6 +120,7 @@ class Plan:
                 for a in self.algorithm
             ],
             "attribute_sets": sets,
+            "specs": specs,
             "states": states,
             "quantizers": quantizers,
             "diagnostics": [d.to_dict() for d in self.diagnostics],
@@ -119,12 +130,18 @@ class Plan:
     @classmethod
     def from_json(cls, text: str | bytes) -> "Plan":
         doc = json.loads(text)
-        if doc.get("format") != PLAN_FORMAT:
-            raise ValueError(f"not a {PLAN_FORMAT} document (format={doc.get('format')!r})")
+        if not isinstance(doc, dict) or doc.get("format") not in READABLE_PLAN_FORMATS:
+            found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+            raise ValueError(
+                f"not a plan document: format={found!r}, expected one of {READABLE_PLAN_FORMATS}"
+            )
         sets = [
             QuantizerAttributeConfig.model_validate(restore_int_keys(_tuples(s)))
             for s in doc["attribute_sets"]
         ]
+        stored_specs = doc.get("specs")
+        if stored_specs is not None:
+            _check_specs(sets, stored_specs)
         states = []
         for row in doc["states"]:
             ref = row["attributes"]
@@ -166,6 +183,19 @@ class Plan:
         methods = ", ".join(str(a.method) for a in self.algorithm) or "none"
         lines.append(f"calibration: {methods}")
         return "\n".join(lines)
+
+
+def _check_specs(sets: list[QuantizerAttributeConfig], stored: Any) -> None:
+    """A v2 file's specs must be what its attribute sets resolve to."""
+    if not isinstance(stored, list) or len(stored) != len(sets):
+        raise ValueError("plan 'specs' must list one spec per attribute set")
+    for index, (attrs, spec) in enumerate(zip(sets, stored, strict=True)):
+        expected = resolve_spec(attrs).describe()
+        if spec != expected:
+            raise ValueError(
+                f"plan specs[{index}] {spec!r} does not match attribute_sets[{index}], which "
+                f"resolves to {expected!r}; was one edited without the other?"
+            )
 
 
 def _kind(name: str) -> str:

@@ -69,7 +69,7 @@ def manifest_schema() -> dict[str, Any]:
 @cache
 def plan_schema() -> dict[str, Any]:
     from qconfig.algorithms import ALGORITHMS
-    from qconfig.plan import PLAN_FORMAT
+    from qconfig.plan import PLAN_FORMAT, READABLE_PLAN_FORMATS
 
     config_definitions = config_schema()["definitions"]
     definitions = {
@@ -133,8 +133,56 @@ def plan_schema() -> dict[str, Any]:
         "required": ["code", "severity", "message"],
         "additionalProperties": False,
     }
+    pair = {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}
+    nullable_pair = {"anyOf": [pair, {"type": "null"}]}
+    spec = {
+        "type": "object",
+        "description": "What an attribute set resolves to (derived; checked when a plan loads).",
+        "properties": {
+            "family": documented(
+                {"enum": ["int", "fp", "nvfp4", "mx", None]},
+                "Number format family (null: no format implements the combination).",
+                "int",
+            ),
+            "bits": documented(
+                {"anyOf": [{"type": "integer"}, nullable_pair]},
+                "Integer bits or `[E, M]` of the elements.",
+                8,
+            ),
+            "strategy": documented(
+                {"enum": ["tensor", "channel", "block", "token"]},
+                "Granularity of the scale.",
+                "tensor",
+            ),
+            "dynamic": documented(
+                {"type": "boolean"}, "Scale computed from every input, not calibrated.", False
+            ),
+            "block": documented(
+                {"type": ["object", "null"], "additionalProperties": nullable_int},
+                "Block shape: axis → block size (null = the whole dimension).",
+                None,
+            ),
+            "scale_bits": documented(nullable_pair, "Scale format of block formats.", None),
+            "bias": documented({"type": "boolean"}, "Affine (asymmetric) quantization.", False),
+            "rotate": documented(
+                {"enum": ["rotate", "rotate_back", None]}, "Hadamard rotation mode.", None
+            ),
+        },
+        "required": [
+            "family",
+            "bits",
+            "strategy",
+            "dynamic",
+            "block",
+            "scale_bits",
+            "bias",
+            "rotate",
+        ],
+        "additionalProperties": False,
+    }
     definitions["QuantizerState"] = state
     definitions["Diagnostic"] = diagnostic
+    definitions["QuantizerSpec"] = spec
     algorithm_step = {
         "type": "object",
         "required": ["method"],
@@ -146,7 +194,11 @@ def plan_schema() -> dict[str, Any]:
         "description": "Per-quantizer effective state after applying a config to a model once.",
         "type": "object",
         "properties": {
-            "format": documented({"const": PLAN_FORMAT}, "**Required.** Format tag.", PLAN_FORMAT),
+            "format": documented(
+                {"enum": list(READABLE_PLAN_FORMATS)},
+                "**Required.** Format tag (v1 files, without `specs`, still load).",
+                PLAN_FORMAT,
+            ),
             "model": documented({"type": "string"}, "The manifest's `model`.", ""),
             "algorithm": documented(
                 {"type": "array", "items": algorithm_step},
@@ -156,6 +208,11 @@ def plan_schema() -> dict[str, Any]:
             "attribute_sets": documented(
                 {"type": "array", "items": ref("QuantizerAttributeConfig")},
                 "**Required.** Distinct attribute sets, referenced by index.",
+                [],
+            ),
+            "specs": documented(
+                {"type": "array", "items": ref("QuantizerSpec")},
+                "One per attribute set: what it resolves to (v2).",
                 [],
             ),
             "states": documented(
