@@ -223,9 +223,11 @@ def test_published_hook_installs_and_runs_from_a_hook_repository(tmp_path):
     assert "Found 1 error in 2 files." in report  # good.yaml too; ci.yml & co. skipped
 
     # it ran from the virtualenv pre-commit built from the repository root
-    installed = list((tmp_path / "pre-commit-home").glob("**/site-packages/qconfig/cli.py"))
+    installed = list(
+        (tmp_path / "pre-commit-home").glob("**/site-packages/qconfig/cli/__init__.py")
+    )
     assert len(installed) == 1, installed
-    ours = (ROOT / "packages" / "qconfig" / "src" / "qconfig" / "cli.py").read_bytes()
+    ours = (ROOT / "packages" / "qconfig" / "src" / "qconfig" / "cli" / "__init__.py").read_bytes()
     assert installed[0].read_bytes() == ours
     assert list((tmp_path / "pre-commit-home").glob("**/bin/qconfig"))
 

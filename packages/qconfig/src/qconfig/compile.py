@@ -1,23 +1,23 @@
 """``compile_plan(config, manifest)``: fold the ordered entries into per-quantizer states.
 
 The result is the state Model Optimizer 0.47.0 reaches when ``mtq.quantize`` applies the config
-once to a freshly converted model (config-semantics §9), with these deliberate differences, each
-listed in docs/differences.md:
+once to a freshly converted model (docs/manifest-and-plan.md), with these deliberate
+differences, each listed in docs/differences.md:
 
 * an unknown ``parent_class`` key is a compile error before anything is applied (Model Optimizer
-  raises midway, with earlier entries already applied, §9.1);
+  raises midway, with earlier entries already applied);
 * hard-disabled quantizers stay disabled: a list ``cfg`` does not replace the Embedding's input
-  quantizer with an enabled sequential quantizer (§9.5, [obs J]) — it is reported instead;
+  quantizer with an enabled sequential quantizer — it is reported instead;
 * a list ``cfg`` that would nest sequential quantizers (applying a list to the children of an
-  existing sequential quantizer, §9.5 "nesting pitfall") is a compile error: the nested state
-  cannot be saved and restored and is never what the author meant.
+  existing sequential quantizer) is a compile error: the nested state cannot be saved and
+  restored and is never what the author meant.
 
-The 0.47.0 post-application weight check (§10.3) is reproduced as a compile error with the same
-condition (``MODELOPT_SKIP_WEIGHT_QUANT_CHECK=1`` skips it, as in Model Optimizer).
+The 0.47.0 post-application weight check is reproduced as a compile error with the same
+condition; ``weight_check=False`` skips it. Model Optimizer reads the switch from the environment
+(``MODELOPT_SKIP_WEIGHT_QUANT_CHECK=1``); here only the application boundary does (the CLI,
+``qruntime.quantize``), and the compiler takes it as an argument.
 """
 
-import gc
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -258,20 +258,10 @@ def _selector(entries: list[QuantizerCfgEntry]):
     return selects
 
 
-def compile_detailed(config: Any, manifest: Manifest) -> CompileResult:
+def compile_detailed(
+    config: Any, manifest: Manifest, *, weight_check: bool = True
+) -> CompileResult:
     """``compile_plan`` plus per-entry match counts and liveness (for lint and explain)."""
-    # The per-quantizer loops allocate a few objects per quantizer and nothing cyclic; the
-    # cyclic collector's repeated full scans would double the time on 100k-quantizer models.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return _compile(config, manifest)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-
-
-def _compile(config: Any, manifest: Manifest) -> CompileResult:
     qc = to_quantize_config(config)
     entries = list(qc.quant_cfg)
     known = set(manifest.registry_keys)
@@ -416,7 +406,7 @@ def _compile(config: Any, manifest: Manifest) -> CompileResult:
         Diagnostic(code, "warning", msg, path=f"quant_cfg[{i}]")
         for code, i, msg in dict.fromkeys(problems)
     ]
-    if os.environ.get("MODELOPT_SKIP_WEIGHT_QUANT_CHECK") != "1":
+    if weight_check:
         _weight_check(entries, quantizers)
     plan = Plan(quantizers, qc.algorithms(), diagnostics, manifest.model)
     return CompileResult(plan, entries, matched_count, live, problems, module_sources)
@@ -437,9 +427,15 @@ def _freeze(value: Any) -> Any:
     return value
 
 
-def compile_plan(config: Any, manifest: Manifest) -> Plan:
-    """The per-quantizer plan of ``config`` on the model described by ``manifest``."""
-    return compile_detailed(config, manifest).plan
+def compile_plan(config: Any, manifest: Manifest, *, weight_check: bool = True) -> Plan:
+    """The per-quantizer plan of ``config`` on the model described by ``manifest``.
+
+    ``weight_check=False`` skips the check that a config asking for weight quantization enables
+    a weight quantizer. Model Optimizer skips it when ``MODELOPT_SKIP_WEIGHT_QUANT_CHECK=1``;
+    here the caller decides (the ``qconfig`` CLI reads that variable), so the result depends
+    on the arguments only.
+    """
+    return compile_detailed(config, manifest, weight_check=weight_check).plan
 
 
 def weight_request_patterns(entries: list[QuantizerCfgEntry]) -> list[str]:

@@ -39,8 +39,11 @@ def _diagnostics(ctx: LintContext, rule: Rule, findings: Iterable[Finding]) -> l
     return out
 
 
-def lint_context(src: Any, manifest=None) -> LintContext | None:
-    """Load ``src`` (raising ConfigError on load/validation errors) and compile it if possible."""
+def lint_context(src: Any, manifest=None, *, weight_check: bool = True) -> LintContext | None:
+    """Load ``src`` (raising ConfigError on load/validation errors) and compile it if possible.
+
+    ``weight_check`` is handed to the compiler (see :func:`qconfig.compile.compile_plan`).
+    """
     from qconfig.loader import Recipe, load_document
     from qconfig.normalize import expand_quant_cfg
     from qconfig.quantize import QuantizeConfig
@@ -67,7 +70,7 @@ def lint_context(src: Any, manifest=None) -> LintContext | None:
         from qconfig.compile import CompileError, compile_detailed  # not needed without one
 
         try:
-            ctx.compiled = compile_detailed(ctx.config, manifest)
+            ctx.compiled = compile_detailed(ctx.config, manifest, weight_check=weight_check)
         except CompileError as exc:
             for d in exc.diagnostics:
                 path = _parse_entry_path(d.path, ctx)
@@ -87,12 +90,16 @@ def _parse_entry_path(path: str, ctx: LintContext) -> tuple:
     return (*ctx.raw_path, "quant_cfg")
 
 
-def lint(src: Any, manifest=None) -> list[Diagnostic]:
-    """All findings for ``src`` (path, text or mapping), sorted by position."""
+def lint(src: Any, manifest=None, *, weight_check: bool = True) -> list[Diagnostic]:
+    """All findings for ``src`` (path, text or mapping), sorted by position.
+
+    ``weight_check=False`` skips the compiler's weight check (QC102), as
+    ``MODELOPT_SKIP_WEIGHT_QUANT_CHECK=1`` does for ``qconfig lint``.
+    """
     import qconfig.lint.rules  # noqa: F401  (registers the rules)
 
     try:
-        ctx = lint_context(src, manifest)
+        ctx = lint_context(src, manifest, weight_check=weight_check)
     except ConfigError as exc:
         return list(exc.diagnostics)
     if ctx is None:

@@ -1,0 +1,101 @@
+"""The argument parser: every command and option, without importing any command's code.
+
+The subcommand's name is its module (``lint`` → :mod:`qconfig.cli.lint`), which ``main`` imports
+only once the command line is parsed, so ``qconfig --help`` and a usage error stay cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (public so the docs and tests can introspect the options)."""
+    parser = argparse.ArgumentParser(
+        prog="qconfig",
+        description=(
+            "Lint, compile, explain and migrate Model Optimizer 0.47 quantization configs "
+            "(no torch needed)."
+        ),
+        epilog="Exit status: 0 ok, 1 findings (or a config that does not load), 2 usage/I-O.",
+    )
+    parser.add_argument("--version", action="version", version=f"qconfig {version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "lint",
+        help="check configs for errors and silent mistakes",
+        description=(
+            "Check configs: load/validation errors always; with --manifest also what only the "
+            "model shows (patterns that match nothing, shadowed entries, block sizes that do "
+            "not divide a layer, ...). Exit 1 on errors, and on warnings with --strict."
+        ),
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="YAML/JSON configs or recipes")
+    p.add_argument("--manifest", metavar="M", help="model manifest (qconfig.manifest/v1 JSON)")
+    p.add_argument("--format", choices=["text", "json", "github"], default="text")
+    p.add_argument(
+        "--strict",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="warnings fail too (exit 1); --no-strict undoes an earlier --strict",
+    )
+    p.add_argument(
+        "--show-info",
+        action="store_true",
+        help="also report info-level notes (e.g. an exclusion that matches nothing)",
+    )
+    p.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+    p.add_argument(
+        "--skip-non-configs",
+        action="store_true",
+        help=(
+            "skip YAML/JSON files that are not quantization configs (for hooks that are "
+            "handed every such file in a repository)"
+        ),
+    )
+
+    p = sub.add_parser("schema", help="print or write the draft-07 JSON Schemas")
+    p.add_argument("--kind", choices=["config", "manifest", "plan"], default="config")
+    p.add_argument("-o", "--output", metavar="PATH", help="file (or directory with --all)")
+    p.add_argument("--all", action="store_true", help="write every kind into -o DIR")
+    p.add_argument("--check", action="store_true", help="do not write; exit 1 if stale")
+
+    p = sub.add_parser("plan", help="compile a config against a manifest (plan JSON)")
+    p.add_argument("config", metavar="CONFIG")
+    p.add_argument("--manifest", metavar="M", required=True)
+    p.add_argument("-o", "--output", metavar="FILE", help="write the plan JSON here")
+    p.add_argument("--summary", action="store_true", help="print a per-format summary")
+
+    p = sub.add_parser("explain", help="which entries decided one quantizer, and how")
+    p.add_argument("config", metavar="CONFIG")
+    p.add_argument("--manifest", metavar="M", required=True)
+    p.add_argument("quantizer", metavar="QUANTIZER", help="full quantizer name")
+
+    p = sub.add_parser("presets", help="list Model Optimizer's named presets, or print one")
+    p.add_argument("name", nargs="?", metavar="NAME")
+    p.add_argument("--format", choices=["yaml", "json"], default="yaml")
+    p.add_argument(
+        "--source", action="store_true", help="the preset's YAML file as shipped (with imports)"
+    )
+
+    p = sub.add_parser(
+        "migrate",
+        help="rewrite legacy quant_cfg forms as list entries (same plan)",
+        description=(
+            "Rewrite a legacy flat-dict quant_cfg, single-key entries and nn.*-scoped entries "
+            "as {quantizer_name, parent_class, cfg, enable} list entries. 'default' becomes "
+            "'*' where it stands. The result is checked to load to the same config. Without "
+            "--write the migrated file goes to stdout; --write rewrites it in place, keeping "
+            "comments."
+        ),
+    )
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--write", action="store_true", help="rewrite the file(s) in place")
+    return parser
+
+
+def version() -> str:
+    from qconfig import __version__
+
+    return __version__
