@@ -144,6 +144,29 @@ def test_qc102_weight_check_is_an_error(tmp_path):
     assert d.severity == "error"
 
 
+def test_qc102_weight_check_is_an_argument_not_the_environment(tmp_path, monkeypatch):
+    """``weight_check=False`` skips the check; the library never reads the environment (only
+    the CLI reads MODELOPT_SKIP_WEIGHT_QUANT_CHECK)."""
+    from qconfig import compile_plan, load_config
+    from qconfig.cli import main
+    from qconfig.compile import CompileError
+
+    text = HEADER + "  - quantizer_name: '*experts*weight_quantizer'\n    cfg: {num_bits: 4}\n"
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    config = load_config(path)
+    assert "QC102" not in codes(lint(str(path), LLAMA, weight_check=False))
+    compile_plan(config, LLAMA, weight_check=False)  # no error
+    monkeypatch.setenv("MODELOPT_SKIP_WEIGHT_QUANT_CHECK", "1")
+    with pytest.raises(CompileError):
+        compile_plan(config, LLAMA)
+    assert "QC102" in codes(lint(str(path), LLAMA))
+    manifest = str(EXAMPLES / "llama_decoder.json")
+    assert main(["lint", str(path), "--manifest", manifest]) == 0
+    monkeypatch.delenv("MODELOPT_SKIP_WEIGHT_QUANT_CHECK")
+    assert main(["lint", str(path), "--manifest", manifest]) == 1
+
+
 def test_qc101_unknown_parent_class(tmp_path):
     found = run(
         tmp_path, HEADER + "  - quantizer_name: '*'\n    parent_class: nn.ReLU\n    enable: false\n"
