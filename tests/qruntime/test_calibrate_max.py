@@ -1,4 +1,4 @@
-"""max calibration (calibration.md §1): amax shapes per axis/block, weights from the tensor,
+"""max calibration: amax shapes per axis/block, weights from the tensor,
 activations from the forward loop, no data → dynamic, static blocks finalized."""
 
 import pytest
@@ -51,7 +51,7 @@ def test_amax_shapes_per_axis_and_activation_running_max():
 
 def test_module_without_data_keeps_a_dynamic_input_but_a_calibrated_weight():
     model = qruntime.quantize(Net(), _config({"num_bits": 8, "axis": 0}, {"num_bits": 8}), _loop)
-    assert model.dead.input_quantizer.amax is None  # calibration.md §1.6
+    assert model.dead.input_quantizer.amax is None  # no data: stays dynamic
     assert model.dead.weight_quantizer.amax is not None
 
 
@@ -67,7 +67,7 @@ def test_static_blocks_with_padding_are_kept_in_float32():
     qruntime.quantize(model, _config(cfg, {"num_bits": 8}), lambda m: m(_data(0).bfloat16()))
     weight_q = model.fc1.weight_quantizer
     assert weight_q._amax.shape == (16 * 3, 1)  # 40 columns padded to 48
-    assert weight_q._amax.dtype == torch.float32  # promoted static block (calibration.md §0.5)
+    assert weight_q._amax.dtype == torch.float32  # promoted static block
     assert weight_q.axis == (0,)
     assert model.fc1.input_quantizer._amax.dtype == torch.bfloat16  # activation: input dtype
 
