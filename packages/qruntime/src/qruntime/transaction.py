@@ -1,23 +1,42 @@
-"""All-or-nothing model changes: snapshot every module's class and attribute dicts, restore on error.
+"""All-or-nothing model changes: :class:`Transaction` restores a model exactly on error.
 
-``apply_plan`` only ever *adds* to a model (class swaps, quantizer submodules, buffers, flags)
-and replaces buffers by new tensors instead of writing into them, so restoring each module's
-``__class__`` and a one-level copy of its ``__dict__`` (``_parameters``, ``_buffers``,
-``_modules``, hook dicts, the training flag, ...) puts the model back exactly as it was.
-Parameter and buffer tensors themselves are never written, and calibration runs in eval mode
-without autograd; ``changed_tensors`` lets callers verify that a user ``forward_loop`` did not
-write into them in place either.
+Two layers, so that what rollback costs fits what the calibration algorithm does:
+
+* :class:`ModelSnapshot`, always: every module's class and a one-level copy of its ``__dict__``
+  (``_parameters``, ``_buffers``, ``_modules``, hook dicts, the training flag...). Enough for
+  everything ``apply_plan`` itself does: it only adds to a model (class swaps, quantizer
+  submodules, flags) and replaces ``_amax``-style buffers by new tensors instead of writing
+  into them, so amax-only algorithms (``max``) cost nothing more.
+* a :class:`~qruntime.tensor_journal.TensorJournal` of the tensors the model holds at the start
+  (parameters, buffers, tensor attributes, their ``.grad``): no data is copied up front; a
+  storage is copied the first time it is about to be written, and copied back into the same
+  storage on rollback, so tensor objects and references users hold stay valid. Writes reach
+  the journal two ways: weight-writing algorithms (``Transaction(writes_weights=True)``) declare
+  them with :meth:`Transaction.save` / :meth:`Transaction.writing` before writing; and while the
+  transaction is open a :class:`~qruntime.tensor_journal.WriteGuard` dispatch mode saves any
+  storage an aten op writes in place — the model's own forward (caches, batch-norm running
+  statistics), the user's forward loop (``w.data.mul_(2)``, ``out=``, ``copy_``), or an
+  algorithm that forgot to declare a write.
+
+What the guard cannot see (raw-pointer writes from Triton or C++ extensions, writes from other
+threads) must be declared with ``save``.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from types import TracebackType
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["ModelSnapshot"]
+from qruntime.tensor_journal import TensorJournal, WriteGuard
+
+__all__ = ["ModelSnapshot", "Transaction", "current_transaction"]
 
 _CONTAINERS = (dict, list, set)
 
@@ -59,3 +78,114 @@ class ModelSnapshot:
     def changed_tensors(self) -> list[torch.Tensor]:
         """Parameters/buffers written in place since the snapshot (by code outside qruntime)."""
         return [t for t, version in self._versions.values() if t._version != version]
+
+    def tensors(self) -> Iterator[torch.Tensor]:
+        """Every tensor the modules held directly at the snapshot: parameters, buffers, tensor
+        attributes."""
+        for _, _, state in self._entries:
+            for key in ("_parameters", "_buffers"):
+                held = state.get(key, (None, None))[1] or {}
+                yield from (t for t in held.values() if isinstance(t, torch.Tensor))
+            yield from (v for v, _ in state.values() if isinstance(v, torch.Tensor))
+
+
+_CURRENT: ContextVar[Transaction | None] = ContextVar("qruntime_transaction", default=None)
+
+
+def current_transaction() -> Transaction | None:
+    """The innermost open transaction (``apply_plan``'s, while algorithms run), or None."""
+    return _CURRENT.get()
+
+
+class Transaction:
+    """``with Transaction(model, writes_weights=...) as txn:`` — on an exception the model is
+    restored (classes, attributes, parameter/buffer objects and their bytes, shapes, strides,
+    dtypes, devices, ``requires_grad`` and ``grad``) and the exception propagates; on success
+    the changes are kept and the saved copies dropped.
+
+    ``writes_weights`` comes from the calibration algorithm's declared capability: only such
+    a transaction accepts :meth:`save`, so that an algorithm that writes weights without
+    declaring it fails loudly in its first test instead of relying on the guard. ``guard=False``
+    turns the dispatch-mode interception off (for callers that know nothing writes in place;
+    declared saves still work).
+    """
+
+    def __init__(self, model: nn.Module, *, writes_weights: bool = False, guard: bool = True):
+        self.model = model
+        self.writes_weights = writes_weights
+        self._use_guard = guard
+        self._snapshot: ModelSnapshot | None = None
+        self._journal: TensorJournal | None = None
+        self._guard: WriteGuard | None = None
+        self._token: Any = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> Transaction:
+        if self._snapshot is not None:
+            raise RuntimeError("a Transaction can be entered once")
+        self._snapshot = ModelSnapshot(self.model)
+        self._journal = TensorJournal(self._snapshot.tensors())
+        self._token = _CURRENT.set(self)
+        if self._use_guard:
+            self._guard = WriteGuard(self._journal)
+            self._guard.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self._guard is not None:
+                self._guard.__exit__(None, None, None)
+                self._guard = None
+        finally:
+            _CURRENT.reset(self._token)
+            if exc_type is None:
+                self._close()
+            else:
+                self.rollback()
+
+    def rollback(self) -> None:
+        """Restore the model as it was when the transaction was entered."""
+        snapshot, journal = self._require()
+        snapshot.restore()
+        journal.restore()
+        self._close()
+
+    def _close(self) -> None:
+        if self._journal is not None:
+            self._journal.discard()
+        self._journal = None
+        self._snapshot = None
+
+    def _require(self) -> tuple[ModelSnapshot, TensorJournal]:
+        if self._snapshot is None or self._journal is None:
+            raise RuntimeError("the transaction is not open")
+        return self._snapshot, self._journal
+
+    # ------------------------------------------------------------------ declared writes
+    def save(self, *tensors: torch.Tensor) -> None:
+        """Call before writing into ``tensors`` in place: the first call per storage copies it
+        (later calls are a lookup), and rollback copies the bytes back into the same tensors.
+        Tensors the model did not hold at the start are restored too."""
+        _, journal = self._require()
+        if not self.writes_weights:
+            raise RuntimeError(
+                "this transaction was opened for an algorithm that does not declare "
+                "writes_weights; declare the capability to write tensors in place"
+            )
+        journal.save(*tensors)
+
+    @contextmanager
+    def writing(self, *tensors: torch.Tensor) -> Iterator[None]:
+        """``with txn.writing(w, norm.weight): ...`` — :meth:`save`, as a block."""
+        self.save(*tensors)
+        yield
+
+    @property
+    def saved_bytes(self) -> int:
+        """Bytes copied so far for rollback (0 while nothing has been written)."""
+        return 0 if self._journal is None else self._journal.saved_bytes

@@ -1,0 +1,111 @@
+"""What rollback costs during max calibration on CPU: the write guard against no transaction.
+
+For one zoo model and one preset it measures, best of ``--repeat`` interleaved rounds, the
+calibration step alone (``run_algorithms`` on an already converted and configured model, as
+``bench_calib_cpu.py`` does):
+
+* ``bare``: no transaction;
+* ``snapshot``: inside ``Transaction(model, guard=False)`` (module snapshot + tensor journal);
+* ``guard``: inside ``Transaction(model)`` — what ``apply_plan`` runs: the dispatch-mode write
+  guard sees every aten op of the forward loop;
+* ``modelopt``: ``mtq.calibrate(model, "max", loop)`` in the same run, as the yardstick.
+
+Times are CPU seconds of the process (``time.process_time``), ratios against ``bare``. Printed,
+never asserted.
+
+    .venv/bin/python bench/bench_rollback_cpu.py --model llama --batch 16 --seq 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import qruntime
+import zoo
+from bench_calib_cpu import _inputs
+from qruntime.calibrate import run_algorithms
+from qruntime.quantize import compile_for
+from qruntime.transaction import Transaction
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="llama", choices=["llama", "moe", "vlm", "cnn"])
+    parser.add_argument("--preset", default="INT8_DEFAULT_CFG")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--batches", type=int, default=16, help="batches per forward loop")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--no-modelopt", action="store_true")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    import modelopt.torch.quantization as mtq
+
+    config = copy.deepcopy(getattr(mtq, args.preset))
+    config["algorithm"] = "max"
+    base = zoo.build(args.model)
+    batches = _inputs(args.model, args.batch, args.seq, args.batches)
+
+    def loop(model: torch.nn.Module) -> None:
+        for batch in batches:
+            model(*batch)
+
+    plan = compile_for(base, config)
+    configure_only = dataclasses.replace(plan, algorithm=())
+
+    def timed(wrap: str) -> float:
+        model = qruntime.apply_plan(copy.deepcopy(base), configure_only)
+        start = time.process_time()
+        if wrap == "bare":
+            run_algorithms(model, plan.algorithm, loop)
+        else:
+            with Transaction(model, guard=wrap == "guard"):
+                run_algorithms(model, plan.algorithm, loop)
+        return time.process_time() - start
+
+    kinds = {kind: (lambda kind=kind: timed(kind)) for kind in ("bare", "snapshot", "guard")}
+    if not args.no_modelopt:
+        warnings.simplefilter("ignore")
+        no_calibration = {**copy.deepcopy(config), "algorithm": None}
+
+        def mo_calibrate() -> float:
+            model = mtq.quantize(copy.deepcopy(base), copy.deepcopy(no_calibration))
+            start = time.process_time()
+            mtq.calibrate(model, "max", loop)
+            return time.process_time() - start
+
+        kinds["modelopt"] = mo_calibrate
+
+    times: dict[str, list[float]] = {kind: [] for kind in kinds}
+    for fn in kinds.values():
+        fn()  # warm-up
+    for _ in range(args.repeat):
+        for kind, fn in kinds.items():
+            times[kind].append(fn())
+    best = {kind: min(values) for kind, values in times.items()}
+    print(
+        f"model={args.model} preset={args.preset} batch={args.batch} seq={args.seq} "
+        f"batches={args.batches} threads={torch.get_num_threads()} repeat={args.repeat} "
+        f"torch={torch.__version__}"
+    )
+    print(f"{'max calibration':16s} {'CPU ms':>9s} {'/ bare':>7s}")
+    for kind, value in best.items():
+        print(f"{kind:16s} {value * 1e3:9.1f} {value / best['bare']:7.3f}")
+
+
+if __name__ == "__main__":
+    main()
