@@ -34,8 +34,11 @@ format: setup
 test: setup node lint
 	TRITON_INTERPRET=1 $(PY) -m pytest -n 2 -q tests
 
+# The job is examples/embedding_job (docs/getting-started.md); --progress: bars on stderr even
+# when it is not a terminal.
 demo: setup
-	$(VENV)/bin/qruntime quantize --config examples/configs/int8_default.yaml
+	$(VENV)/bin/qruntime quantize --job examples/embedding_job --progress \
+		--config examples/configs/int8_default.yaml
 
 schemas: setup
 	$(VENV)/bin/qconfig schema --all -o schemas

