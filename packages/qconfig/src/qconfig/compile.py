@@ -238,17 +238,17 @@ class CompileResult:
     matched_count: list[int]
     live: list[bool]
     problems: list[tuple[str, int, str]]
-    #: (quantizer names, per-name element sources) per module; see ``element_sources``
-    layout: list[tuple[list[str], list[tuple]]] = field(default_factory=list, repr=False)
+    #: (every quantizer name in manifest order, the signature index of each module, per
+    #: signature the element sources of its quantizers); see ``element_sources``
+    layout: tuple[list[str], list[int], list[list[tuple]]] = field(default=([], [], []), repr=False)
 
     @cached_property
     def element_sources(self) -> dict[str, tuple[tuple[int | None, int | None], ...]]:
         """Per quantizer name, per element: (entry that set its attributes, entry that set its
         enable state). Only lint needs it, so it is built on first use."""
-        out: dict[str, tuple] = {}
-        for names, sources in self.layout:
-            out.update(zip(names, sources, strict=True))
-        return out
+        names, module_signatures, sources = self.layout
+        flat = [s for signature in module_signatures for s in sources[signature]]
+        return dict(zip(names, flat, strict=True))
 
 
 def _selector(entries: list[QuantizerCfgEntry]):
@@ -314,10 +314,18 @@ def compile_detailed(
     maybe = re.compile(
         "" if "" in required else "|".join(["quantizers?\\.", *map(re.escape, required)])
     )
+    #
+    # Per module, only what must outlive the loop is kept, and none of it in new containers: the
+    # names go into one flat list, the signature as an int index. Everything else built per
+    # module (names, key tuples, frozensets) is freed at once unless its signature is new, so a
+    # large manifest does not fill the heap with tuples that the cyclic collector would then
+    # scan again and again (its full collections used to double the time on 100k quantizers).
     representative: dict[tuple, tuple[str, QuantizerSite, frozenset[str]]] = {}
-    signatures: dict[tuple, tuple[list[tuple], str]] = {}  # -> (group key per site, registry key)
-    module_count: dict[tuple, int] = {}
-    layout: list[tuple[list[str], tuple]] = []  # (quantizer names, signature) per module
+    signature_index: dict[tuple, int] = {}
+    signatures: list[tuple[list[tuple], str]] = []  # (group key per site, registry key)
+    module_count: list[int] = []  # modules per signature
+    all_names: list[str] = []  # every quantizer name, in manifest order
+    module_signatures: list[int] = []  # signature index per module
     for module in manifest.modules:
         if not module.quantizers:
             continue
@@ -338,16 +346,19 @@ def compile_detailed(
             for site in module.quantizers
         )
         signature = (module_key, module.registry_key, sites, bits)
-        if signature not in signatures:
+        index = signature_index.get(signature)
+        if index is None:
             group_keys = []
             for k, (site, name) in enumerate(zip(module.quantizers, names, strict=True)):
                 key = (module_key, sites[k], bits[k] if bits else ())
                 representative.setdefault(key, (name, site, parent_keys))
                 group_keys.append(key)
-            signatures[signature] = (group_keys, module.registry_key)
-            module_count[signature] = 0
-        module_count[signature] += 1
-        layout.append((names, signature))
+            index = signature_index[signature] = len(signatures)
+            signatures.append((group_keys, module.registry_key))
+            module_count.append(0)
+        module_count[index] += 1
+        module_signatures.append(index)
+        all_names.extend(names)
 
     folded = {
         key: fold_quantizer(name, site, parent_keys, entries, selects)
@@ -355,9 +366,9 @@ def compile_detailed(
     }
 
     counts: dict[tuple, int] = dict.fromkeys(folded, 0)
-    for signature, (group_keys, _) in signatures.items():
+    for (group_keys, _), n_modules in zip(signatures, module_count, strict=True):
         for key in group_keys:
-            counts[key] += module_count[signature]
+            counts[key] += n_modules
     matched_count = [0] * len(entries)
     live = [False] * len(entries)
     problems: list[tuple[str, int, str]] = []
@@ -371,8 +382,9 @@ def compile_detailed(
         problems.extend(state.problems)
 
     shared: dict[tuple, QuantizerPlan] = {}
-    per_signature: dict[tuple, tuple[list[QuantizerPlan], list[tuple]]] = {}
-    for signature, (group_keys, registry_key) in signatures.items():
+    signature_plans: list[list[QuantizerPlan]] = []
+    signature_sources: list[list[tuple]] = []
+    for group_keys, registry_key in signatures:
         plans, element_lists = [], []
         for key in group_keys:
             state = folded[key]
@@ -393,14 +405,16 @@ def compile_detailed(
                 )
             plans.append(plan)
             element_lists.append(tuple((e.attrs_src, e.enable_src) for e in state.elements()))
-        per_signature[signature] = (plans, element_lists)
+        signature_plans.append(plans)
+        signature_sources.append(element_lists)
 
-    quantizers: dict[str, QuantizerPlan] = {}
-    module_sources = []
-    for names, signature in layout:
-        plans, element_lists = per_signature[signature]
-        quantizers.update(zip(names, plans, strict=True))
-        module_sources.append((names, element_lists))
+    quantizers: dict[str, QuantizerPlan] = dict(
+        zip(
+            all_names,
+            [plan for index in module_signatures for plan in signature_plans[index]],
+            strict=True,
+        )
+    )
 
     diagnostics = [
         Diagnostic(code, "warning", msg, path=f"quant_cfg[{i}]")
@@ -409,7 +423,8 @@ def compile_detailed(
     if weight_check:
         _weight_check(entries, quantizers)
     plan = Plan(quantizers, qc.algorithms(), diagnostics, manifest.model)
-    return CompileResult(plan, entries, matched_count, live, problems, module_sources)
+    layout = (all_names, module_signatures, signature_sources)
+    return CompileResult(plan, entries, matched_count, live, problems, layout)
 
 
 def _freeze(value: Any) -> Any:
