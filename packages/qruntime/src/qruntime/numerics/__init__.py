@@ -1,14 +1,15 @@
-"""Torch reference numerics of Model Optimizer 0.47.0 fake quantization (reference/numerics.md).
+"""Torch reference numerics of Model Optimizer 0.47.0 fake quantization (docs/numerics.md).
 
 ``fake_quant(x, attributes, amax=None, *, backend="torch")`` reproduces the bits a
 ``TensorQuantizer`` returns; ``reduce_amax(x, attributes)`` is the amax a max calibration reduces
 to. One module per number format registers itself with :mod:`.dispatch`:
 
-* :mod:`.integer` — INT-N (§4); :mod:`.fp8` — FP8 E4M3 (§5);
-* :mod:`.nvfp4` — NVFP4 dynamic/static/four-over-six (§6); :mod:`.mx` — MX formats (§7);
+* :mod:`.integer` — INT-N; :mod:`.fp8` — FP8 E4M3;
+* :mod:`.nvfp4` — NVFP4 dynamic/static/four-over-six; :mod:`.mx` — MX formats;
 
-plus the shared layers :mod:`.blocks` (§3), :mod:`.amax`, :mod:`.affine` (§10.1),
-:mod:`.rotation` (§10.3), :mod:`.ste` (§11) and :mod:`.real_quant` (§6.8, §7.4, §8, §9).
+plus the shared layers :mod:`.blocks`, :mod:`.amax`, :mod:`.affine`, :mod:`.rotation`,
+:mod:`.ste` and :mod:`.real_quant`. docs/numerics.md has a section for each (quoted by heading
+in the docstrings, e.g. docs/numerics.md, 'Block layouts').
 """
 
 from __future__ import annotations

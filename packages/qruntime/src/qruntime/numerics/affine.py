@@ -1,4 +1,4 @@
-"""Affine (asymmetric) quantization bias — the ``bias`` attribute, numerics.md §10.1.
+"""Affine (asymmetric) quantization bias — the ``bias`` attribute (docs/numerics.md, 'Affine bias').
 
 ``bias = {axes...: None, "type": "static" | "dynamic", "method": "mean" | "max_min"}``. The listed
 integer axes are the ones *reduced* (Model Optimizer's docstring says the opposite; its code
@@ -26,7 +26,7 @@ def _reduce_dims(x: torch.Tensor, axes: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def compute_dynamic_bias(x: torch.Tensor, bias: Mapping[Any, Any]) -> torch.Tensor:
-    """The bias of a dynamic ``bias`` attribute for this input, in ``x``'s dtype (§10.1).
+    """The bias of a dynamic ``bias`` attribute for this input, in ``x``'s dtype.
 
     ``method="mean"``: mean over the listed axes; ``"max_min"``: ``(max + min) / 2``. With no
     integer axis the reduction is over the whole tensor (a 0-d result). keepdim shapes, e.g.

@@ -1,10 +1,11 @@
 """amax reductions: the value a quantizer uses when it has no stored amax, and what calibration sees.
 
-``amax_reduce`` is Model Optimizer's ``quant_utils.reduce_amax`` (numerics.md §1): the larger of
-``|max|`` and ``|min|`` over the reduced dims, kept dims of size 1, computed in the input dtype
-(max/min do not round, so this is exact), NaN anywhere in a group gives NaN. ``reduce_amax``
-applies the granularity rules of §3 to an attribute set, so that calibration code reduces to the
-same shape the fake-quant path broadcasts.
+``amax_reduce`` is Model Optimizer's ``quant_utils.reduce_amax`` (docs/numerics.md,
+'Conventions'): the larger of ``|max|`` and ``|min|`` over the reduced dims, kept dims of size 1,
+computed in the input dtype (max/min do not round, so this is exact), NaN anywhere in a group gives
+NaN. ``reduce_amax`` applies the granularity rules (docs/numerics.md, 'amax' and 'Block layouts')
+to an attribute set, so that calibration code reduces to the same shape the fake-quant path
+broadcasts.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ _FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
 
 def axis_to_reduce_dims(ndim: int, axis: int | Sequence[int] | None) -> tuple[int, ...] | None:
-    """The dims to reduce for a quantization ``axis`` (kept dims); None means all dims (§1)."""
+    """The dims to reduce for a quantization ``axis`` (kept dims); None means all dims."""
     if axis is None:
         return None
     keep = (axis,) if isinstance(axis, int) else tuple(axis)
@@ -64,7 +65,9 @@ def amax_reduce(x: torch.Tensor, dims: int | Sequence[int] | None = None) -> tor
 
 
 def per_channel_axis(attrs: QuantizerSpec, ndim: int) -> QuantizerSpec:
-    """Turn ``block_sizes`` whose int keys all map to None into ``axis`` (§2 step 5).
+    """Turn ``block_sizes`` whose int keys all map to None into ``axis``.
+
+    Step 5 of docs/numerics.md, 'Order of operations in a quantizer'.
 
     ``{-1: None}`` on ``(B, T, H)`` means "reduce the last dim": ``axis=(0, 1)``, one amax per
     token. The listed dims are reduced, the other dims keep their own amax.
@@ -86,16 +89,18 @@ def reduce_amax(
     *,
     bias_value: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
-    """The amax a max calibration of ``x`` reduces to under ``attributes`` (numerics.md §3).
+    """The amax a max calibration of ``x`` reduces to under ``attributes``.
+
+    docs/numerics.md, 'amax' and 'Block layouts':
 
     * per tensor / per channel (``axis``): keepdim shape, e.g. ``(C, 1)`` for ``axis=0``;
-    * static blocks: the §3.2 block view, e.g. ``(num_blocks, 1)`` for ``{-1: B}`` or
+    * static blocks: the static block view, e.g. ``(num_blocks, 1)`` for ``{-1: B}`` or
       ``(R/128, 1, C/128, 1)`` for 128x128 tiles — the shape ``fake_quant`` expects back;
     * NVFP4 dynamic blocks: the per-tensor (global) amax;
-    * MX formats: None (they never use an amax, §7).
+    * MX formats: None (they never use an amax).
 
     ``x`` is the tensor as it reaches the quantizer (after ``pre_quant_scale`` and rotation).
-    ``bias_value`` is subtracted first, as calibration does for a calibrated static bias (§2 step 7).
+    ``bias_value`` is subtracted first, as calibration does for a calibrated static bias.
     The result keeps ``x``'s dtype; a max calibrator keeps a running element-wise max of it.
     """
     attrs = per_channel_axis(resolve_spec(attributes), x.dim())
@@ -112,7 +117,9 @@ def reduce_amax(
 
 
 def resolve_amax(x: torch.Tensor, attrs: QuantizerSpec, amax: torch.Tensor | None) -> torch.Tensor:
-    """The amax a quantizer uses for one call (``TensorQuantizer._get_amax``, docs/numerics.md).
+    """The amax a quantizer uses for one call (``TensorQuantizer._get_amax``).
+
+    docs/numerics.md, 'amax'.
 
     ``use_constant_amax`` -> 448 (the FP8 range); ``constant_amax=c`` -> ``c`` (it is written to
     the amax buffer); a given (calibrated) amax as stored; else the dynamic reduction of ``x``

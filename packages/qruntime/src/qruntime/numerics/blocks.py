@@ -1,8 +1,10 @@
-"""Static block layout: the pad-and-reshape plan of ``TensorQuantizer`` (numerics.md §3.2).
+"""Static block layout: the pad-and-reshape plan of ``TensorQuantizer``.
+
+docs/numerics.md, 'Block layouts'.
 
 Static block quantization (INT, FP8, static NVFP4) is done by ``TensorQuantizer`` itself: it pads
 on the right with zeros, reshapes, quantizes with a per-"outer"-dim amax and reshapes back.
-Dynamic block formats (NVFP4, MX) are laid out by their kernels instead (§3.3: rows of the last
+Dynamic block formats (NVFP4, MX) are laid out by their kernels instead (rows of the last
 dim cut into blocks, the partial last block zero padded); that layout is
 :func:`.chunking.map_blocks`.
 """
@@ -23,7 +25,7 @@ __all__ = ["StaticBlockPlan", "static_block_plan"]
 
 @dataclass(frozen=True)
 class StaticBlockPlan:
-    """How one input shape is padded and viewed for static block quantization (§3.2).
+    """How one input shape is padded and viewed for static block quantization.
 
     ``axis`` lists the dims of the reshaped view that keep their own amax; all other dims (the
     inner block dims) are reduced. ``pad`` is an ``F.pad`` tuple (right padding only) or None.
@@ -101,7 +103,7 @@ def _plan(shape: tuple[int, ...], items: tuple[tuple[Any, Any], ...]) -> StaticB
 
 
 def static_block_plan(shape: torch.Size | tuple[int, ...], block_sizes: Mapping) -> StaticBlockPlan:
-    """The §3.2 plan for ``shape`` and the integer axes of ``block_sizes`` (cached)."""
+    """The static block plan for ``shape`` and the integer axes of ``block_sizes`` (cached)."""
     items = tuple(
         sorted(
             ((k, v) for k, v in block_sizes.items() if k not in BLOCK_SPECIAL_KEYS),

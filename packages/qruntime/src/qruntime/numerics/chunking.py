@@ -5,7 +5,7 @@ streams the tensor through memory and every out-of-place op allocates (and page-
 buffer. Running the same ops on row chunks that stay in the CPU cache, writing each finished
 chunk straight into the output, reads the input once and writes the output once. The arithmetic
 is unchanged — every op is still a separate IEEE float32 operation on the same operands — so the
-results are bit-identical to the unchunked formula (numerics.md §1).
+results are bit-identical to the unchunked formula (docs/numerics.md, 'Conventions').
 
 Chunks are at most torch's parallel grain (32768 elements), so each op runs on the calling thread
 without an OpenMP fork/join; parallelism comes from splitting the chunk list over a small thread
@@ -147,7 +147,7 @@ def map_blocks(
     params: Sequence[torch.Tensor],
     out_dtype: torch.dtype,
 ) -> torch.Tensor:
-    """Evaluate a per-block formula on the §3.3 row-block layout, chunk by chunk.
+    """Evaluate a per-block formula on the dynamic row-block layout, chunk by chunk.
 
     Rows of the last dim are cut into blocks of ``block`` elements, the partial last block of a
     row zero padded (padding is never written back); ``fn`` sees ``(blocks, block)`` chunks and

@@ -37,8 +37,9 @@ class FormatFn(Protocol):
 class FormatEntry:
     """One registered format.
 
-    ``uses_amax``: False for formats that never read an amax (MX, §2.1), so none is computed.
-    ``uses_bias``: False where the affine bias is ignored by fake quant (NVFP4/MX, §10.1).
+    ``uses_amax``: False for formats that never read an amax (MX), so none is computed.
+    ``uses_bias``: False where fake quant ignores the affine bias (NVFP4/MX; docs/numerics.md,
+    'Affine bias').
     """
 
     name: str

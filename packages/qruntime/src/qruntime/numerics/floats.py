@@ -1,10 +1,11 @@
 """Element-format helpers shared by the format modules: FP8 casts, small float grids, powers of 2.
 
-Everything here works on float32 tensors and is exact in the sense of numerics.md §1: one IEEE
-binary32 rounding per operation, round-to-nearest-even, no FMA contraction. Divisions by a
-constant are written as tensor-by-tensor divisions on purpose: ``scalar / tensor`` in torch is
-``reciprocal(tensor) * scalar`` (two roundings), and CUDA turns ``tensor / python_scalar`` into a
-multiplication by the rounded reciprocal, so neither form is a correctly rounded quotient.
+Everything here works on float32 tensors and is exact in the sense of docs/numerics.md,
+'Conventions': one IEEE binary32 rounding per operation, round-to-nearest-even, no FMA
+contraction. Divisions by a constant are written as tensor-by-tensor divisions on purpose:
+``scalar / tensor`` in torch is ``reciprocal(tensor) * scalar`` (two roundings), and CUDA turns
+``tensor / python_scalar`` into a multiplication by the rounded reciprocal, so neither form is a
+correctly rounded quotient.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ __all__ = [
     "to_f32_copy",
 ]
 
-#: amax values ``<= EPS`` (2^-24) count as "zero amax" for INT and FP8 (numerics.md §1).
+#: amax values ``<= EPS`` (2^-24) count as "zero amax" for INT and FP8 (docs/numerics.md,
+#: 'Conventions').
 EPS = 2.0**-24
 #: Largest finite binary32 value; MX/NVFP4 CUDA kernels clamp |x| to it before the block max.
 FLT_MAX = torch.finfo(torch.float32).max
@@ -77,7 +79,7 @@ def cast_e4m3_(v: torch.Tensor) -> torch.Tensor:
 
 
 def cast_e4m3(v: torch.Tensor) -> torch.Tensor:
-    """RNE cast of float32 values to OCP E4M3FN and back, saturating at ±448, NaN kept (§1).
+    """RNE cast of float32 values to OCP E4M3FN and back, saturating at ±448, NaN kept.
 
     The saturation is explicit (CUDA's ``__NV_SATFINITE``) rather than left to a cast whose
     out-of-range behaviour differs between torch code paths.
@@ -93,8 +95,8 @@ def cast_e5m2(v: torch.Tensor) -> torch.Tensor:
 def pow2(k: torch.Tensor) -> torch.Tensor:
     """Exact float32 ``2**k`` for integer ``k`` in [-149, 127], built from the bit pattern.
 
-    E8M0 scales (numerics.md §7.2) can be the subnormal 2^-127, which some ``exp2``/``ldexp``
-    paths flush or round; assembling the bits avoids depending on that.
+    E8M0 scales (docs/numerics.md, 'E8M0 scale') can be the subnormal 2^-127, which some
+    ``exp2``/``ldexp`` paths flush or round; assembling the bits avoids depending on that.
     """
     k = k.to(torch.int32)
     normal = torch.bitwise_left_shift(k + 127, 23)
@@ -106,7 +108,8 @@ def pow2(k: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class TableFormat:
     """A small float element format: ``man_bits`` mantissa bits, smallest normal exponent
-    ``emin``, largest value ``max`` (no inf/NaN codes), numerics.md §6.1, §7.3.
+    ``emin``, largest value ``max`` (no inf/NaN codes); docs/numerics.md,
+    'E2M1 rounding' and 'Element conversion'.
 
     Fake quantization rounds a magnitude to the nearest value, exact ties to the even code,
     saturating at ``max``; inf and NaN map to ``max``, as the CUDA table routine and Triton's
@@ -129,7 +132,7 @@ class TableFormat:
         return tuple(sorted(v for v in vals if v <= self.max))
 
 
-#: E2M1 (FP4), E3M2 and E2M3 (FP6): the OCP MX element formats (numerics.md §6.1, §7.3).
+#: E2M1 (FP4), E3M2 and E2M3 (FP6): the OCP MX element formats.
 TABLE_FORMATS = {
     "E2M1": TableFormat("E2M1", man_bits=1, emin=0, max=6.0),
     "E3M2": TableFormat("E3M2", man_bits=2, emin=-2, max=28.0),

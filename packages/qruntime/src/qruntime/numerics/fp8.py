@@ -1,8 +1,8 @@
-"""FP8 E4M3 fake quantization (numerics.md §5): per tensor, channel, token, 1-D and 2-D blocks.
+"""FP8 E4M3 fake quantization (docs/numerics.md, 'FP8 E4M3'): per tensor, channel, token, blocks.
 
 All granularities share one element formula with a broadcast amax. E5M2 exists in Model Optimizer
 0.47.0 only as an MX element format (:mod:`.mx`); a per-tensor/per-channel E5M2 config is rejected
-by its config validator (§5.2), and other (E, M) tuples raise ``NotImplementedError`` in
+by its config validator, and other (E, M) tuples raise ``NotImplementedError`` in
 ``ScaledE4M3Function``, which this module reproduces.
 """
 
@@ -19,9 +19,9 @@ __all__ = ["e4m3_scales", "fake_quant_e4m3"]
 
 
 def e4m3_scales(amax: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(scale, inv_scale)`` exactly as ``tensor_quant._fp8_eager`` computes them (§5.1).
+    """``(scale, inv_scale)`` exactly as ``tensor_quant._fp8_eager`` computes them.
 
-    A zero amax (``<= 2^-24``) is replaced by 1 — FP8 never zeroes its output (§15.2). Model
+    A zero amax (``<= 2^-24``) is replaced by 1 — FP8 never zeroes its output. Model
     Optimizer writes ``448.0 / amax`` and ``1 / scale``; in torch a Python number divided by a
     tensor is ``reciprocal(tensor) * number``, so the scale is ``f32(f32(1/amax) * 448)`` and the
     inverse ``f32(1/scale)``. Reproducing that (instead of a single-rounding ``448/amax``) is what
@@ -34,7 +34,7 @@ def e4m3_scales(amax: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def fake_quant_e4m3(x: torch.Tensor, amax: torch.Tensor | None) -> torch.Tensor:
-    """``y = e4m3(clamp(x * s, ±448)) * inv_s`` in float32, cast back to ``x.dtype`` (§5.1).
+    """``y = e4m3(clamp(x * s, ±448)) * inv_s`` in float32, cast back to ``x.dtype``.
 
     With ``amax=None`` (only reachable through the functional) the input is cast to E4M3 and
     back without scaling. ``amax = inf`` gives ``s = 0``, ``inv_s = inf``: all NaN, as in Model
@@ -67,7 +67,7 @@ def _fp8_format(
     x: torch.Tensor, amax: torch.Tensor | None, attrs: QuantizerSpec, **_: object
 ) -> torch.Tensor:
     if attrs.num_bits != (4, 3):
-        # What ScaledE4M3Function raises for any other (E, M) outside dynamic blocks (§2.1).
+        # What ScaledE4M3Function raises for any other (E, M) outside dynamic blocks.
         raise NotImplementedError(
             f"Only support E=4 & M=3 for now (num_bits={attrs.num_bits!r} needs dynamic "
             "block_sizes with scale_bits, e.g. MX)."

@@ -1,10 +1,10 @@
-"""INT-N fake quantization (numerics.md §4): signed/unsigned, narrow range, any broadcast amax.
+"""INT-N fake quantization (docs/numerics.md, 'INT-N'): signed/unsigned, narrow range, any amax.
 
 Per tensor, per channel (``axis`` incl. tuples), per token and static 1-D/2-D blocks all reduce
 to this one element formula with a broadcast amax; the granularity is decided by the amax shape
 (and the block view of :mod:`.blocks`). Semantics are those of the CPU torch path
 (``tensor_quant._tensor_quant``), which is the path the reference vectors come from; the CUDA
-extension differs only for zero amax (§4.3, listed in docs/numerics.md).
+extension differs only for zero amax (docs/numerics.md, 'Choices', item 4).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ __all__ = ["fake_quant_int", "int_cast", "int_range"]
 
 
 def int_range(num_bits: int, unsigned: bool = False, narrow_range: bool = False) -> tuple[int, int]:
-    """``(qmin, qmax)``: INT8 [-128, 127], narrow [-127, 127], UINT8 [0, 255] (§4.1)."""
+    """``(qmin, qmax)``: INT8 [-128, 127], narrow [-127, 127], UINT8 [0, 255]."""
     qmax = 2 ** (num_bits - 1 + int(unsigned)) - 1
     if unsigned:
         return 0, qmax
@@ -44,12 +44,12 @@ def fake_quant_int(
     unsigned: bool = False,
     narrow_range: bool = False,
 ) -> torch.Tensor:
-    """Quantize-dequantize ``x`` to ``num_bits`` integers with scale ``qmax / amax`` (§4.1).
+    """Quantize-dequantize ``x`` to ``num_bits`` integers with scale ``qmax / amax``.
 
     ``y = clamp(round_even(x * s), qmin, qmax) / s`` in float32 with ``s = qmax / amax`` — a
-    division by the scale, not a multiplication by ``amax / qmax`` (§15.1). Where
+    division by the scale, not a multiplication by ``amax / qmax``. Where
     ``amax <= 2^-24`` the scale is 0 for rounding and 1 for the division, so outputs are signed
-    zeros (NaN for inf/NaN inputs, §4.2). Raises like Model Optimizer's CPU path: ``ValueError``
+    zeros (NaN for inf/NaN inputs). Raises like Model Optimizer's CPU path: ``ValueError``
     for a negative amax, ``TypeError`` for negative inputs to an unsigned quantizer.
     """
     if unsigned and x.numel() and bool(x.min() < 0):
@@ -83,10 +83,10 @@ def fake_quant_int(
 def int_cast(
     v: torch.Tensor, num_bits: int, unsigned: bool = False, narrow_range: bool = True
 ) -> torch.Tensor:
-    """LSQ integer cast without scaling: ``clamp(round_even(v), qmin, qmax)`` (§6.7).
+    """LSQ integer cast without scaling: ``clamp(round_even(v), qmin, qmax)``.
 
     The forward of Model Optimizer's ``IntCastSTEFunction``; its gradient mask is
-    ``qmin <= v <= qmax`` (see :func:`.ste.int_cast_ste`).
+    ``qmin <= v <= qmax`` (see :func:`.ste.int_cast_ste`). docs/numerics.md, 'LSQ casts'.
     """
     qmin, qmax = int_range(num_bits, unsigned, narrow_range)
     return torch.clamp(v.round(), qmin, qmax)

@@ -1,8 +1,9 @@
-"""MX formats: MXFP4, MXFP6 (E3M2, E2M3), MXFP8 (E4M3, E5M2), MXINT8 — E8M0 block scales (§7).
+"""MX formats: MXFP4, MXFP6 (E3M2, E2M3), MXFP8 (E4M3, E5M2), MXINT8 — E8M0 block scales.
 
 Model Optimizer 0.47.0 runs these only through its CUDA extension (``fused_amax_convert``), with
-no CPU path. This module reproduces that kernel's element functions (numerics.md §7.2-§7.3, the
-"NV" E8M0 algorithm, IEEE fp32 without FTZ), including the host build's sign rule for zero/NaN.
+no CPU path. This module reproduces that kernel's element functions (docs/numerics.md, 'MX formats':
+the "NV" E8M0 algorithm, IEEE fp32 without FTZ), including the host build's sign rule for zero/NaN
+(docs/numerics.md, 'Choices', item 2).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class MXElement:
     fmax: float
 
 
-#: ``num_bits`` -> element format (§7: ``mx_format_map`` of tensor_quant.py).
+#: ``num_bits`` -> element format (``mx_format_map`` of Model Optimizer's tensor_quant.py).
 MX_ELEMENTS: dict[int | tuple[int, int], MXElement] = {
     (2, 1): MXElement("E2M1", 6.0),
     (3, 2): MXElement("E3M2", 28.0),
@@ -51,7 +52,9 @@ def _element(fmt: MXElement | str) -> MXElement:
 
 
 def e8m0_scale(block_amax: torch.Tensor, fmt: MXElement | str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(scale, unscale) = (2^-k, 2^k)`` with ``k = ceil(log2(amax / fmax))`` from fp32 bits (§7.2).
+    """``(scale, unscale) = (2^-k, 2^k)`` with ``k = ceil(log2(amax / fmax))`` from fp32 bits.
+
+    docs/numerics.md, 'E8M0 scale'.
 
     ``k`` is read off the biased exponent ``E`` and mantissa ``M`` of ``r = f32(amax / fmax)``:
     ``E - 126`` when ``M > 0`` (not an exact power of two), ``E != 254`` and ``r`` is not a
@@ -72,7 +75,10 @@ def e8m0_scale(block_amax: torch.Tensor, fmt: MXElement | str) -> tuple[torch.Te
 
 
 def _convert(m: torch.Tensor, el: MXElement) -> torch.Tensor:
-    """The kernel's ``convert_to_types`` for non-negative ``m`` (§7.3)."""
+    """The kernel's ``convert_to_types`` for non-negative ``m``.
+
+    docs/numerics.md, 'Element conversion'.
+    """
     if el.name in ("E2M1", "E3M2", "E2M3"):
         return round_to_table(m, el.name)
     if el.name == "E4M3":
@@ -88,7 +94,7 @@ def _convert(m: torch.Tensor, el: MXElement) -> torch.Tensor:
 def fake_quant_mx(
     x: torch.Tensor, num_bits: int | tuple[int, int], block_size: int = 32
 ) -> torch.Tensor:
-    """MX fake quantization of ``x`` in row blocks of ``block_size`` along the last dim (§3.3, §7).
+    """MX fake quantization of ``x`` in row blocks of ``block_size`` along the last dim.
 
     Per block ``a = max(min(|x|, FLT_MAX))`` ignoring NaN (zero padding included), E8M0 scales of
     :func:`e8m0_scale`, then per element ``y = sign * f32(conv(f32(|x| * scale)) * unscale)``.

@@ -1,11 +1,11 @@
-"""NVFP4: E2M1 elements, FP8 E4M3 block scales, FP32 global scale (numerics.md §6).
+"""NVFP4: E2M1 elements, FP8 E4M3 block scales, FP32 global scale (docs/numerics.md, 'NVFP4').
 
-Dynamic NVFP4 has two GPU implementations in Model Optimizer 0.47.0 that disagree (§6.2-§6.4).
+Dynamic NVFP4 has two GPU implementations in Model Optimizer 0.47.0 that disagree.
 ``fake_quant`` follows the CUDA-extension kernel (``fused_amax_convert``): it honours the
-configured block size and has no small-scale rule (§15.6, docs/numerics.md). The Triton kernel's
-arithmetic is available here too (``kernel="triton"``) for comparison with Hopper/Blackwell runs.
-Static NVFP4 (§6.5/§6.6) has a single implementation (Triton), reproduced by
-:func:`fake_quant_nvfp4_static`.
+configured block size and has no small-scale rule (docs/numerics.md, 'Choices', item 1). The
+Triton kernel's arithmetic is available here too (``kernel="triton"``) for comparison with
+Hopper/Blackwell runs. Static NVFP4 (and four-over-six) has a single implementation (Triton),
+reproduced by :func:`fake_quant_nvfp4_static`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ __all__ = [
     "nvfp4_static_block_scales",
 ]
 
-#: Block sizes ``fused_amax_convert`` accepts (§6.2 path B; others raise there).
+#: Block sizes ``fused_amax_convert`` (the CUDA extension) accepts; others raise there.
 NVFP4_BLOCK_SIZES = (8, 16, 32)
 
 E2M1_MAX = 6.0
@@ -37,21 +37,22 @@ E4M3_MAX = 448.0
 
 
 def _global_amax_f32(global_amax: torch.Tensor) -> torch.Tensor:
-    # A multi-element quantizer amax is collapsed with ``.amax()`` before the kernel (§6.2).
+    # A multi-element quantizer amax is collapsed with ``.amax()`` before the kernel.
     g = global_amax if global_amax.numel() == 1 else global_amax.amax()
     return g.reshape(()).to(torch.float32)
 
 
 def _block_amax_cuda(xf: torch.Tensor) -> torch.Tensor:
-    """Block max of ``min(|x|, FLT_MAX)`` with NaN ignored (``fmaxf`` reduction, §6.4)."""
+    """Block max of ``min(|x|, FLT_MAX)`` with NaN ignored (``fmaxf`` reduction)."""
     return torch.nan_to_num(xf.abs(), nan=0.0, posinf=FLT_MAX).amax(dim=-1, keepdim=True)
 
 
 def _cuda_ext_scales(la: torch.Tensor, ga: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(scale, unscale)`` of ``compute_scale_with_global`` (§6.4 steps 1-2).
+    """``(scale, unscale)`` of ``compute_scale_with_global``.
 
-    ``t`` and the quantized unscale are double precision in the kernel, the 6/ga and la/6
-    quotients are single precision; reproducing the mix matters for bit-exactness.
+    Steps 1-2 of docs/numerics.md, 'Dynamic NVFP4: CUDA-extension formula'. ``t`` and the
+    quantized unscale are double precision in the kernel, the 6/ga and la/6 quotients are single
+    precision; reproducing the mix matters for bit-exactness.
     """
     lu = torch.div(la, const(E2M1_MAX, la))
     t = torch.div(const(E2M1_MAX, ga), ga).to(torch.float64) * E4M3_MAX
@@ -69,7 +70,10 @@ def _cuda_ext_scales(la: torch.Tensor, ga: torch.Tensor) -> tuple[torch.Tensor, 
 
 
 def _triton_scales(bmax: torch.Tensor, ga: torch.Tensor) -> torch.Tensor:
-    """The per-block scale of Triton's ``fp4_fake_quant_kernel`` (§6.3 steps 1-4)."""
+    """The per-block scale of Triton's ``fp4_fake_quant_kernel``.
+
+    Steps 1-4 of docs/numerics.md, 'Dynamic NVFP4: Triton formula'.
+    """
     gs = torch.div(ga, const(E2M1_MAX * E4M3_MAX, ga))
     gs = torch.where(gs > 0, gs, const(1e-12, gs))
     r = torch.div(bmax, gs * E2M1_MAX)
@@ -85,15 +89,15 @@ def fake_quant_nvfp4_dynamic(
     *,
     kernel: Literal["cuda_ext", "triton"] = "cuda_ext",
 ) -> torch.Tensor:
-    """Dynamic NVFP4 fake quant of ``x`` in row blocks of ``block_size`` (§3.3, §6).
+    """Dynamic NVFP4 fake quant of ``x`` in row blocks of ``block_size``.
 
     ``kernel="cuda_ext"`` (default, used by ``fake_quant``): per block ``scale = 1/luq``,
     ``unscale = luq`` with ``luq`` the E4M3-rounded ``(amax_b/6)`` on the global grid; elements
     ``y = sign * E2M1(|x| * scale) * unscale`` (multiply by the reciprocal), ``sign = +1`` only
     for ``x > 0`` — zeros come out as -0 and NaN as ``-6 * unscale``, as the host build of the
-    kernel does (§6.4). A block or global amax that is 0, inf or NaN gives scale 1.
+    kernel does. A block or global amax that is 0, inf or NaN gives scale 1.
 
-    ``kernel="triton"``: the Triton kernel's formula (§6.3): always blocks of 16 (the configured
+    ``kernel="triton"``: the Triton kernel's formula: always blocks of 16 (the configured
     size is not passed in 0.47.0), scales below 1e-5 replaced by 1, ``y = E2M1(|x| / s) * s``
     (a division), ``sign = +1`` for ``x >= 0`` (NaN -> -6 * s).
     """
@@ -129,10 +133,11 @@ def nvfp4_static_block_scales(
     *,
     four_over_six: bool = False,
 ) -> torch.Tensor:
-    """Per-block scales of static NVFP4, ``compute_fp4_scales`` (§6.5, §6.6).
+    """Per-block scales of static NVFP4, ``compute_fp4_scales``.
 
-    ``s = amax_b / 6`` FP8-fake-quantized (§5.1 formula) with amax ``G = global * (448/M8) / 6``;
-    ``M8 = 256`` with four-over-six, else 448. ``global_amax`` defaults to ``max |amax_b|``.
+    ``s = amax_b / 6`` FP8-fake-quantized (the FP8 E4M3 formula) with amax
+    ``G = global * (448/M8) / 6``; ``M8 = 256`` with four-over-six, else 448. ``global_amax``
+    defaults to ``max |amax_b|``. docs/numerics.md, 'Static NVFP4 and four-over-six'.
     """
     a = block_amax.to(torch.float32)
     s = torch.div(a, const(E2M1_MAX, a))
@@ -158,7 +163,7 @@ def fake_quant_nvfp4_static(
     ``x`` is viewed as ``(num_blocks, numel / num_blocks)`` like the kernel does. Per block the
     scale ``sq`` of :func:`nvfp4_static_block_scales`; ``sq == 0`` gives +0 outputs, NaN/inf
     ``sq`` is replaced by 1, else ``y = ±E2M1(|x| / sq) * sq`` with Triton's sign rule
-    (``x >= 0`` is positive, NaN -> ``-6 * sq``), §6.5.
+    (``x >= 0`` is positive, NaN -> ``-6 * sq``).
     """
     nblocks = block_amax.numel()
     if nblocks == 0 or x.numel() % nblocks:
@@ -182,10 +187,10 @@ def fake_quant_nvfp4_static(
 
 
 def fp4_cast(x: torch.Tensor) -> torch.Tensor:
-    """Unscaled E2M1 rounding of LSQ's ``FP4CastSTEFunction`` forward (§6.7).
+    """Unscaled E2M1 rounding of LSQ's ``FP4CastSTEFunction`` forward.
 
     Ties to even, saturating at ±6; sign by ``x >= 0`` so -0 -> +0 and NaN -> -6. The gradient
-    mask of the STE is ``|x| <= 6`` (:func:`.ste.fp4_cast_ste`).
+    mask of the STE is ``|x| <= 6`` (:func:`.ste.fp4_cast_ste`). docs/numerics.md, 'LSQ casts'.
     """
     xf = x.to(torch.float32)
     q = round_to_table(xf.abs(), "E2M1")

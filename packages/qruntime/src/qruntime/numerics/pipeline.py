@@ -1,4 +1,6 @@
-"""``fake_quant``: the order of operations of ``TensorQuantizer.forward`` (numerics.md §2).
+"""``fake_quant``: the order of operations of ``TensorQuantizer.forward``.
+
+docs/numerics.md, 'Order of operations in a quantizer':
 
 pre_quant_scale -> rotate -> (disabled: return) -> block_sizes-to-axis -> static block reshape ->
 amax (constant / given / dynamic) -> format function (with bias and STE) -> undo reshape ->
@@ -100,7 +102,7 @@ def fake_quant(
     Args:
         x: input tensor (fp32, bf16, fp16; fp64 is squeezed through fp32 by INT/FP8).
         attributes: a ``QuantizerAttributeConfig``-like object or dict (missing keys take Model
-            Optimizer's defaults); a list/tuple of them is a ``SequentialQuantizer`` (§10.2),
+            Optimizer's defaults); a list/tuple of them is a ``SequentialQuantizer``,
             applied in order with ``amax`` then being a sequence of the same length.
         amax: the stored (calibrated) amax in the working layout — scalar, per channel
             (keepdim, e.g. ``(C, 1)``) or per block (``(num_blocks, 1)``, 2-D tiles
@@ -111,13 +113,14 @@ def fake_quant(
             is installed, else this reference) or "triton" (kernels; CPU tensors only under
             ``TRITON_INTERPRET=1``). Kernels are bit-exact with this reference; a format or
             input without a kernel runs this reference (docs/kernels.md).
-        global_amax: static NVFP4 only: the per-tensor amax (default ``max |amax|``, §6.5).
-        bias_value: the calibrated bias of a static ``bias`` attribute (§10.1).
+        global_amax: static NVFP4 only: the per-tensor amax (default ``max |amax|``).
+        bias_value: the calibrated bias of a static ``bias`` attribute.
         pre_quant_scale: SmoothQuant/AWQ scale multiplied in first, with torch type promotion
-            (a bf16 ``x`` times an fp32 scale returns fp32, §2 step 2).
+            (a bf16 ``x`` times an fp32 scale returns fp32).
 
     With ``fake_quant=False`` the result is the real-quantization round trip (quantize, then
-    dequantize, §9). Gradients follow §11 (``pass_through_bwd``).
+    dequantize). Gradients are straight-through (``pass_through_bwd``; docs/numerics.md,
+    'Straight-through gradients').
     """
     _check_backend(backend)
     if isinstance(attributes, (list, tuple)):
@@ -164,7 +167,7 @@ def _sequential(
     bias_value: torch.Tensor | None,
     pre_quant_scale: torch.Tensor | None,
 ) -> torch.Tensor:
-    """``SequentialQuantizer``: ``Q_n(...Q_1(x))``, each element with its own amax (§10.2)."""
+    """``SequentialQuantizer``: ``Q_n(...Q_1(x))``, each element with its own amax."""
     if any(v is not None for v in (global_amax, bias_value, pre_quant_scale)):
         raise ValueError(
             "global_amax/bias_value/pre_quant_scale apply to one quantizer; call fake_quant "

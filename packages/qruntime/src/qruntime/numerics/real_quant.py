@@ -1,14 +1,14 @@
-"""Real quantization ("compress"/export) round trips, numerics.md §6.8, §7.4, §8.2, §8.3, §9.
+"""Real quantization ("compress"/export) round trips (docs/numerics.md, 'Real quantization').
 
 With ``fake_quant=False`` Model Optimizer stores packed codes plus scales and dequantizes them on
 the next forward. These formats share the element grids of fake quantization but not its
 arithmetic: scales are often computed in the input dtype, MXFP4 rounds every tie down, NVFP4
 clamps its block scales to [2^-9, 448], and the NF4 config that fake-quantizes as INT4 becomes NF4
-here (§8.1). Each ``*_quantize`` returns the packed form; ``*_dequantize`` inverts it; and
+here. Each ``*_quantize`` returns the packed form; ``*_dequantize`` inverts it; and
 :func:`real_quant_roundtrip` is what a quantizer with ``fake_quant=False`` makes of a tensor.
 
 Only the CPU torch code of Model Optimizer is reproduced (its CUDA INT4/NF4 kernels round ties
-differently, §8.3).
+differently).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ __all__ = [
     "real_quant_roundtrip",
 ]
 
-#: NF4 code book (QLoRA), stored in bf16 like Model Optimizer's table (§8.2).
+#: NF4 code book (QLoRA), stored in bf16 like Model Optimizer's table.
 NF4_TABLE = (
     -1.0, -0.6962, -0.5251, -0.3949, -0.2844, -0.1848, -0.0911, 0.0,
     0.0796, 0.1609, 0.2461, 0.3379, 0.4407, 0.5626, 0.7230, 1.0,
@@ -100,7 +100,7 @@ def _unpack_high_first(packed: torch.Tensor) -> torch.Tensor:
 def nvfp4_quantize(
     x: torch.Tensor, block_size: int = 16, global_amax: torch.Tensor | None = None
 ) -> Packed:
-    """``NVFP4QTensor.quantize`` (§6.8): codes with the even element in the low nibble.
+    """``NVFP4QTensor.quantize``: codes with the even element in the low nibble.
 
     ``scale`` is the per-block E4M3 scale ``e4m3(clamp(amax_b / (6 s2), 2^-9, 448))`` (a zero
     ratio becomes 1), ``double_scale`` the per-tensor ``s2 = amax / (6 * 448)``; elements are
@@ -123,9 +123,9 @@ def nvfp4_quantize(
 
 
 def nvfp4_dequantize(p: Packed, block_size: int = 16) -> torch.Tensor:
-    """Codes times ``scale * double_scale`` in float32, cast to the original dtype (§6.8)."""
+    """Codes times ``scale * double_scale`` in float32, cast to the original dtype."""
     codes = _unpack_low_first(p.data).long()
-    # Code 8 (sign bit, magnitude 0) decodes to +0, as Model Optimizer's table has it (§6.8).
+    # Code 8 (sign bit, magnitude 0) decodes to +0, as Model Optimizer's table has it.
     table = torch.tensor((*_E2M1, 0.0, *(-v for v in _E2M1[1:])), device=codes.device)
     vals = table[codes]
     assert p.double_scale is not None
@@ -137,7 +137,7 @@ def nvfp4_dequantize(p: Packed, block_size: int = 16) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------- MXFP4
 def mxfp4_quantize(x: torch.Tensor, block_size: int = 32) -> Packed:
-    """``MXFP4QTensor.quantize`` (§7.4): not the fake-quant MX kernel.
+    """``MXFP4QTensor.quantize``: not the fake-quant MX kernel.
 
     ``e = ceil(max(log2(amax/6), -127))`` via ``torch.log2`` (no upper clamp, stored as
     ``e + 127``); codes count the E2M1 midpoints strictly below ``|v|`` (every tie rounds down);
@@ -174,7 +174,7 @@ def _mxfp8_exponent(amax: torch.Tensor) -> torch.Tensor:
 
 
 def mxfp8_quantize(x: torch.Tensor, block_size: int = 32) -> Packed:
-    """``MXFP8QTensor.quantize`` (§7.4): ``e = clamp(ceil(log2(amax/448)), ±127)`` per block of 32,
+    """``MXFP8QTensor.quantize``: ``e = clamp(ceil(log2(amax/448)), ±127)`` per block of 32,
     ``e4m3(clamp(x * 2^-e, ±448))`` data (padded blocks, sliced back)."""
     shape, dtype = x.shape, x.dtype
     xp = _pad_dims(x, {-1: block_size})
@@ -198,7 +198,7 @@ def mxfp8_dequantize(p: Packed, block_size: int = 32) -> torch.Tensor:
 def nf4_quantize(
     x: torch.Tensor, block_size: int, scale_block_size: int, scale_bits: int = 8
 ) -> Packed:
-    """NF4 with double-quantized scales (§8.2), all arithmetic in the input dtype.
+    """NF4 with double-quantized scales, all arithmetic in the input dtype.
 
     Per block ``sc = amax``; index = first nearest entry of the bf16 NF4 table to ``x / sc``;
     even element in the high nibble. Scales: ``z = mean`` of the zero-padded scale vector,
@@ -224,7 +224,7 @@ def nf4_quantize(
 
 
 def nf4_dequantize(p: Packed, block_size: int) -> torch.Tensor:
-    """``NF4[idx] * (cast(q / d) + z)`` in the original dtype (§8.2 step 4)."""
+    """``NF4[idx] * (cast(q / d) + z)`` in the original dtype."""
     assert p.double_scale is not None and p.scale_zeros is not None
     nblocks = p.data.numel() * 2 // block_size
     q = p.scale.reshape(p.double_scale.numel(), -1)
@@ -238,7 +238,7 @@ def nf4_dequantize(p: Packed, block_size: int) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------------------- INT4
 def int4_quantize(x: torch.Tensor, block_size: int) -> Packed:
-    """``INT4QTensor.quantize`` CPU path (§8.3): ``s = reciprocal(amax_b) * 7`` in the input dtype,
+    """``INT4QTensor.quantize`` CPU path: ``s = reciprocal(amax_b) * 7`` in the input dtype,
     ``q = clamp(round_even(x * s), -8, 7) + 8``, even element in the high nibble."""
     if x.shape[-1] % 2:
         raise ValueError("INT4 real quantization needs an even last dimension")
@@ -291,7 +291,7 @@ def _pad_dims(x: torch.Tensor, block_sizes: dict) -> torch.Tensor:
 def int8_quantize(
     x: torch.Tensor, axis: int | tuple[int, ...] | None = None, block_sizes: dict | None = None
 ) -> Packed:
-    """``INT8QTensor.quantize`` (§8.3): ``scale = amax / 127`` in the input dtype (any calibrated
+    """``INT8QTensor.quantize``: ``scale = amax / 127`` in the input dtype (any calibrated
     amax is ignored), ``q = clamp(round_even(x / scale), -128, 127)`` as int8."""
     shape, dtype = x.shape, x.dtype
     if block_sizes:
@@ -316,7 +316,7 @@ def fp8_quantize(
     axis: int | tuple[int, ...] | None = None,
     block_sizes: dict | None = None,
 ) -> Packed:
-    """``FP8QTensor.quantize`` (§8.3): ``scale = amax / 448`` (the quantizer's amax when it has
+    """``FP8QTensor.quantize``: ``scale = amax / 448`` (the quantizer's amax when it has
     one, else recomputed, in the input dtype), data ``e4m3(x / scale)`` without a clamp."""
     shape, dtype = x.shape, x.dtype
     if block_sizes:
@@ -354,7 +354,7 @@ def real_quant_roundtrip(
     *,
     global_amax: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """What a ``fake_quant=False`` quantizer makes of ``x``: real quantize, then dequantize (§9).
+    """What a ``fake_quant=False`` quantizer makes of ``x``: real quantize, then dequantize.
 
     Selection as ``TensorQuantizer._real_quantize``: MX -> MXFP4/MXFP8; E4M3 -> FP8; INT8 ->
     INT8 (amax ignored); 4-bit with ``scale_bits=8`` and ``scale_block_sizes`` -> NF4 double

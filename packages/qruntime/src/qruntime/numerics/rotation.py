@@ -1,4 +1,6 @@
-"""Normalized Walsh-Hadamard rotation of the last dim (QuaRot/SpinQuant RHT), numerics.md §10.3.
+"""Normalized Walsh-Hadamard rotation of the last dim (QuaRot/SpinQuant RHT).
+
+Semantics: docs/numerics.md, 'Rotation'.
 
 Model Optimizer calls the external CUDA package ``fast_hadamard_transform`` (absent on CPU, so
 ``rotate=True`` fails there). This is an independent torch implementation of the same transform:
@@ -6,7 +8,7 @@ the last dim is split into blocks of ``b`` (given, else the full dim when it is 
 else its largest power-of-two divisor, which must be >= 2) and each block is multiplied by
 ``H_b / sqrt(b)`` (Sylvester order). The butterfly runs in float32 and the result is cast back to
 the input dtype once. The transform is orthonormal and self-inverse; its last-ulp rounding is not
-specified by numerics.md (it depends on the CUDA package's butterfly order).
+specified (it depends on the CUDA package's butterfly order; docs/numerics.md, 'Choices', item 6).
 """
 
 from __future__ import annotations
@@ -62,5 +64,5 @@ def normalized_hadamard_transform(
 
 
 def rotate(x: torch.Tensor, spec: RotationSpec) -> torch.Tensor:
-    """Apply the rotation of an attribute set (input dtype preserved; §10.3)."""
+    """Apply the rotation of an attribute set (input dtype preserved)."""
     return normalized_hadamard_transform(x, block_size=spec.block_size)

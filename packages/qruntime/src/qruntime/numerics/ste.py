@@ -1,9 +1,10 @@
-"""Straight-through gradients of fake quantization (numerics.md §11).
+"""Straight-through gradients of fake quantization.
 
-``pass_through_bwd=True`` (the default): ``dx = dy`` and nothing is saved. ``False``: ``dx = dy``
-where ``|x - b| <= amax`` else 0, with ``amax`` broadcast in the working layout (per tensor,
-channel or block after the §3.2 reshape); NaN inputs get zero gradient. Formats that never use an
-amax (MX) always pass through. amax and bias never receive gradients.
+docs/numerics.md, 'Straight-through gradients': ``pass_through_bwd=True`` (the default):
+``dx = dy`` and nothing is saved. ``False``: ``dx = dy`` where ``|x - b| <= amax`` else 0, with
+``amax`` broadcast in the working layout (per tensor, channel or block after the static block
+reshape); NaN inputs get zero gradient. Formats that never use an amax (MX) always pass through.
+amax and bias never receive gradients.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def straight_through(
     clip_amax: torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``fn(x)`` in the forward pass, the §11 STE in the backward pass.
+    """``fn(x)`` in the forward pass, the straight-through estimator in the backward pass.
 
     ``clip_amax=None`` passes the gradient through unchanged (``pass_through_bwd=True`` or a
     format without amax); otherwise the gradient is zeroed where ``|x - bias| > clip_amax``.
@@ -83,14 +84,14 @@ class _MaskedCast(torch.autograd.Function):
 
 
 def fp4_cast_ste(x: torch.Tensor) -> torch.Tensor:
-    """LSQ FP4 cast (§6.7) with the STE mask ``|x| <= 6``."""
+    """LSQ FP4 cast (docs/numerics.md, 'LSQ casts') with the STE mask ``|x| <= 6``."""
     return _MaskedCast.apply(x, fp4_cast, -6.0, 6.0)
 
 
 def int_cast_ste(
     x: torch.Tensor, num_bits: int, unsigned: bool = False, narrow_range: bool = True
 ) -> torch.Tensor:
-    """LSQ integer cast (§6.7) with the STE mask ``qmin <= x <= qmax``."""
+    """LSQ integer cast (docs/numerics.md, 'LSQ casts'); STE mask ``qmin <= x <= qmax``."""
     qmin, qmax = int_range(num_bits, unsigned, narrow_range)
     return _MaskedCast.apply(
         x, lambda v: int_cast(v, num_bits, unsigned, narrow_range), float(qmin), float(qmax)
