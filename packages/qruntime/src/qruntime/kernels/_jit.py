@@ -1,9 +1,9 @@
 """Triton device helpers shared by the format kernels: exact loads/stores and exact rounding.
 
 Why everything here is integer/bit arithmetic: bit-exactness must hold both on the GPU and in
-the Triton interpreter that CI runs, and the two disagree on conversions (numerics.md §14: the
-interpreter truncates fp32->bf16 and rounds exact fp32->e4m3 ties up). So no kernel relies on a
-Triton float cast that rounds:
+the Triton interpreter that CI runs, and the two disagree on conversions (the interpreter
+truncates fp32->bf16 and rounds exact fp32->e4m3 ties up; docs/numerics.md, 'Test vectors'). So
+no kernel relies on a Triton float cast that rounds:
 
 * bf16 tensors are read and written through an int16 view; widening is a 16-bit shift, the
   narrowing is round-to-nearest-even done on the bits (:func:`f32_to_bf16_bits`);
@@ -11,7 +11,8 @@ Triton float cast that rounds:
 * FP8/FP6/FP4 and integer rounding go through :func:`round_grid`/:func:`rne_nonneg`, which only
   multiply by exact powers of two and use a truncating float->int conversion;
 * every division is ``tl.math.div_rn`` (correctly rounded; Triton's ``/`` may be approximate on
-  the GPU, §6.3) and kernels are launched with ``enable_fp_fusion=False`` (no FMA contraction);
+  the GPU, docs/numerics.md, 'Choices', item 9) and kernels are launched with
+  ``enable_fp_fusion=False`` (no FMA contraction);
 * negation flips the sign bit (:func:`negate`): Triton 3.6's unary minus is ``0 - v``;
 * min/max never see a NaN: Triton's ``tl.maximum``/``tl.max`` ignore NaN on the GPU but the
   interpreter's numpy propagates it, so NaN is masked first and its effect added explicitly.
@@ -106,7 +107,8 @@ def rne_nonneg(t):
 @triton.jit
 def round_grid(m, MAN_BITS: tl.constexpr, EMIN: tl.constexpr):
     """Round finite non-negative ``m`` (already saturated) to a float grid with ``MAN_BITS``
-    mantissa bits and smallest normal exponent ``EMIN``, ties to even (numerics.md §6.1/§7.3).
+    mantissa bits and smallest normal exponent ``EMIN``, ties to even (docs/numerics.md,
+    'E2M1 rounding', 'Element conversion').
 
     The quantum of ``m``'s binade, ``2^(max(e, EMIN) - MAN_BITS)``, is built from the exponent
     bits; scaling by it is exact, so one integer rounding gives the RNE result. This is the
@@ -160,7 +162,7 @@ def amax_propagate_nan(ax, AXIS: tl.constexpr):
 @triton.jit
 def amax_ignore_nan(ax, AXIS: tl.constexpr):
     """``max(min(ax, FLT_MAX))`` along AXIS ignoring NaN: the MX/NVFP4 CUDA ``fmaxf`` block
-    reduction (numerics.md §6.4, §7.2); inf counts as FLT_MAX."""
+    reduction; inf counts as FLT_MAX."""
     v = tl.where(ax != ax, 0.0, tl.minimum(ax, 3.4028234663852886e38))
     return tl.max(v, axis=AXIS)
 

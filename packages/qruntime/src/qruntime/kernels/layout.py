@@ -2,9 +2,10 @@
 
 Why this exists: every INT/FP8 granularity of the reference (per tensor, per channel on any axis,
 per token, static 1-D and 2-D blocks) is one element formula with an amax that broadcasts over
-the working layout (numerics.md §3). A kernel cannot use torch broadcasting, so the broadcast
-pattern is reduced here, once per call and without touching the data, to a few integers that a
-kernel turns into a parameter index per tile row and column (:class:`EwPlan`). Shapes
+the working layout (docs/numerics.md, 'amax' and 'Block layouts'). A kernel cannot use torch
+broadcasting, so the broadcast pattern is reduced here, once per call and without touching the
+data, to a few integers that a kernel turns into a parameter index per tile row and column
+(:class:`EwPlan`). Shapes
 that do not reduce to that form return None and the caller uses the torch reference instead
 (never a kernel that would give different bits).
 
@@ -155,7 +156,8 @@ class RowPlan:
     """Groups of ``block`` consecutive elements inside rows of ``row_len`` (the last one padded).
 
     One pass reads a group, reduces its amax and writes it: per token, per output channel of a
-    row-major weight, static 1-D blocks and the NVFP4/MX row blocks of numerics.md §3.3.
+    row-major weight, static 1-D blocks and the NVFP4/MX row blocks (docs/numerics.md,
+    'Dynamic blocks').
     """
 
     rows: int

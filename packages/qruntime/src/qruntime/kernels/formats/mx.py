@@ -1,10 +1,10 @@
-"""Triton kernel for the MX formats (numerics.md §7): MXFP4, MXFP6 (E3M2, E2M3), MXFP8 (E4M3,
-E5M2) and MXINT8, E8M0 block scales.
+"""Triton kernel for the MX formats: MXFP4, MXFP6 (E3M2, E2M3), MXFP8 (E4M3, E5M2) and MXINT8,
+E8M0 block scales (docs/numerics.md, 'MX formats').
 
-One program reads its row blocks once, reduces each block's amax (NaN ignored, inf as FLT_MAX,
-§7.2), takes the exact ``ceil(log2(amax / fmax))`` from the fp32 bits of the quotient, converts
-the elements and writes — one read, one write. The element conversions are the reference's
-(§7.3): table formats by RNE on the mantissa with saturation (NaN/inf -> max), FP8 by a
+One program reads its row blocks once, reduces each block's amax (NaN ignored, inf as FLT_MAX),
+takes the exact ``ceil(log2(amax / fmax))`` from the fp32 bits of the quotient, converts
+the elements and writes — one read, one write. The element conversions are the reference's:
+table formats by RNE on the mantissa with saturation (NaN/inf -> max), FP8 by a
 saturating RNE cast with NaN kept, INT8 by ``rint`` clamped to ±127 with non-finite -> -127.
 """
 
@@ -80,7 +80,7 @@ def _mx_kernel(
     x = load_f32(x_ptr, offs, mask, IN_KIND)
     ax = tl.abs(x)
     a = amax_ignore_nan(ax, 1)
-    # E8M0 exponent k = ceil(log2(a / fmax)) read off the fp32 bits of the quotient (§7.2).
+    # E8M0 exponent k = ceil(log2(a / fmax)) read off the fp32 bits of the quotient.
     r = tl.math.div_rn(a, tl.zeros_like(a) + MAX)
     bits = r.to(tl.int32, bitcast=True)
     e = (bits >> 23) & 0xFF
@@ -104,7 +104,7 @@ def mx_kernel(
     global_amax: torch.Tensor | None = None,
     need_amax: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """MX fake quant in row blocks of the configured size (§3.3, §7); amax is never used."""
+    """MX fake quant in row blocks of the configured size; amax is never used."""
     num_bits = attrs.num_bits  # type: ignore[attr-defined]
     if num_bits not in MX_ELEMENTS:
         raise KernelUnsupported(f"MX element {num_bits!r}")  # the reference raises

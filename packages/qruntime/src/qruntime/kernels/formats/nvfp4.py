@@ -1,13 +1,13 @@
-"""Triton kernels for NVFP4 (numerics.md §6): dynamic blocks and static / four-over-six.
+"""Triton kernels for NVFP4 (docs/numerics.md, 'NVFP4'): dynamic blocks, static, four-over-six.
 
-Dynamic NVFP4 follows the reference's default, the CUDA-extension formula (§6.4, block 8/16/32
+Dynamic NVFP4 follows the reference's default, the CUDA-extension formula (block 8/16/32
 honoured): one program reads its row blocks once, reduces each block's amax (NaN ignored, inf as
 FLT_MAX), derives the E4M3-quantized block scale with the global amax in the same mixed
 fp32/fp64 arithmetic as the reference, rounds the elements to E2M1 and writes — one read and one
 write per block. The global amax itself is a per-tensor reduction and is taken by torch first,
 exactly as the reference does (a dynamic global amax cannot be known in the same pass).
 
-Static NVFP4 (§6.5, four-over-six §6.6) has its per-block scales computed by the reference's own
+Static NVFP4 (and four-over-six) has its per-block scales computed by the reference's own
 ``nvfp4_static_block_scales`` (a tensor with one value per block); the kernel applies them.
 """
 
@@ -38,7 +38,10 @@ from ._common import ELEMS, alloc_like, as_kernel_input, launch, next_pow2, row_
 
 @triton.jit
 def _e2m1(m):
-    """E2M1 magnitude (ties to even, saturating at 6, NaN/inf -> 6), numerics.md §6.1."""
+    """E2M1 magnitude: ties to even, saturating at 6, NaN/inf -> 6.
+
+    docs/numerics.md, 'E2M1 rounding'.
+    """
     return round_grid(saturate(m, 6.0), 1, 0)
 
 
@@ -65,7 +68,7 @@ def _dynamic_kernel(
     la = amax_ignore_nan(ax, 1)
     ga = tl.load(ga_ptr)
     t = tl.load(t_ptr)  # f64(f32(6 / ga)) * 448, computed by torch like the reference
-    # compute_scale_with_global (§6.4): fp32 la/6, fp64 products and quotients.
+    # compute_scale_with_global: fp32 la/6, fp64 products and quotients.
     lu = tl.math.div_rn(la, tl.zeros_like(la) + 6.0)
     q8 = e4m3_round((lu.to(tl.float64) * t).to(tl.float32), 448.0, 3, -6)
     # fp64 '/' is IEEE div.rn.f64 on the GPU (div_rn is fp32-only; only fp32 '/' is approximate).
@@ -126,7 +129,7 @@ def nvfp4_dynamic_kernel(
     global_amax: torch.Tensor | None = None,
     need_amax: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Dynamic NVFP4 (CUDA-extension formula, §6.4) in row blocks of the configured size."""
+    """Dynamic NVFP4 (CUDA-extension formula) in row blocks of the configured size."""
     if attrs.num_bits != (2, 1):  # type: ignore[attr-defined]
         raise KernelUnsupported("E4M3-scaled dynamic blocks need num_bits=(2, 1)")
     block = attrs.dynamic_block_size(x.dim())  # type: ignore[attr-defined]
@@ -175,7 +178,7 @@ def nvfp4_static_kernel(
     global_amax: torch.Tensor | None = None,
     need_amax: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Static NVFP4 / four-over-six (§6.5, §6.6): one per-block amax per row of the block view."""
+    """Static NVFP4 / four-over-six: one per-block amax per row of the block view."""
     if amax is None:
         amax = resolve_amax(x, attrs, None)  # type: ignore[arg-type]
     nblocks = amax.numel()

@@ -1,4 +1,6 @@
-"""Triton kernels for the amax-scaled formats: INT-N (numerics.md §4) and FP8 E4M3 (§5).
+"""Triton kernels for the amax-scaled formats: INT-N and FP8 E4M3.
+
+docs/numerics.md, 'INT-N' and 'FP8 E4M3'.
 
 Both formats are one element formula with a broadcast amax, so they share three kernels:
 
@@ -53,7 +55,7 @@ MAX_INT_BITS = 16
 
 @triton.jit
 def _element(x, p0, p1, FMT: tl.constexpr, QMIN: tl.constexpr, QMAX: tl.constexpr):
-    """INT: ``clamp(round_even(x * p0)) / p1`` (§4.1); E4M3: ``e4m3(clamp(x * p0)) * p1`` (§5.1)."""
+    """INT: ``clamp(round_even(x * p0)) / p1``; E4M3: ``e4m3(clamp(x * p0)) * p1``."""
     v = x * p0
     if FMT == 0:
         c = clamp_keep_nan(v, QMIN, QMAX)  # == clamp after rounding: the bounds are integers
@@ -68,7 +70,7 @@ def _element(x, p0, p1, FMT: tl.constexpr, QMIN: tl.constexpr, QMAX: tl.constexp
 @triton.jit
 def _scales_from_amax(a, FMT: tl.constexpr, QMAX: tl.constexpr):
     """The reference's scale pair from a dynamic amax (fp32): INT ``qmax / a`` with the
-    ``a <= 2^-24`` rule (§4.2), E4M3 ``f32(1/a') * 448`` and its reciprocal (§5.1)."""
+    ``a <= 2^-24`` rule, E4M3 ``f32(1/a') * 448`` and its reciprocal."""
     zero = a <= 5.960464477539063e-08
     ones = tl.zeros_like(a) + 1.0
     if FMT == 0:
@@ -358,7 +360,7 @@ def int_kernel(
     global_amax: torch.Tensor | None = None,
     need_amax: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """INT-N fake quant (§4) of ``x`` in its working layout; ``amax=None`` = dynamic."""
+    """INT-N fake quant of ``x`` in its working layout; ``amax=None`` = dynamic."""
     num_bits = attrs.num_bits  # type: ignore[attr-defined]
     if not isinstance(num_bits, int) or not 2 <= num_bits <= MAX_INT_BITS:
         raise KernelUnsupported(f"INT kernel covers 2..{MAX_INT_BITS} bits, got {num_bits!r}")
@@ -378,9 +380,9 @@ def fp8_kernel(
     global_amax: torch.Tensor | None = None,
     need_amax: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """FP8 E4M3 fake quant (§5) of ``x`` in its working layout; ``amax=None`` = dynamic.
+    """FP8 E4M3 fake quant of ``x`` in its working layout; ``amax=None`` = dynamic.
 
-    Other (E, M) tuples raise in the reference (§2.1); they are left to it.
+    Other (E, M) tuples raise in the reference; they are left to it.
     """
     if attrs.num_bits != (4, 3):  # type: ignore[attr-defined]
         raise KernelUnsupported("only E4M3 has an amax-scaled FP8 path")
