@@ -1,7 +1,8 @@
-"""Per-quantizer attributes: ``QuantizerAttributeConfig`` and ``RotateConfig`` (config-semantics §2).
+"""Per-quantizer attributes: ``QuantizerAttributeConfig`` and ``RotateConfig``.
 
-Field order, types, defaults and validators follow Model Optimizer 0.47.0 exactly, because the
-order is the order attributes are written to a quantizer on full replacement (§9.4) and the types
+docs/model-optimizer-rules.md, 'Quantizer attributes' and 'Attribute validation': field order,
+types, defaults and validators follow Model Optimizer 0.47.0 exactly, because the order is the
+order attributes are written to a quantizer on full replacement ('Full replacement') and the types
 decide pydantic's lax coercions (``num_bits=True`` → 1, ``[4, 3]`` → ``(4, 3)``). Where Model
 Optimizer raises an empty ``"Assertion failed, "`` we say what is wrong.
 """

@@ -1,10 +1,11 @@
 """The torch-free inventory of a model's quantizer sites (format ``qconfig.manifest/v1``).
 
 A manifest is what ``compile_plan`` needs to know about a model: which modules Model Optimizer
-would convert (config-semantics §7), under which registry key, which ``parent_class`` keys can
-match them (the test is exact: a converted subclass of ``nn.Linear`` is *not* matched by
-``"nn.Linear"``, §7.1), their weight shapes, and each quantizer with its module-default
-attributes. ``qruntime.inventory(model)`` produces one from a real (or meta-device) model.
+would convert, under which registry key, which ``parent_class`` keys can match them (the test is
+exact: a converted subclass of ``nn.Linear`` is *not* matched by ``"nn.Linear"``), their weight
+shapes, and each quantizer with its module-default attributes (docs/model-optimizer-rules.md,
+'Module conversion and the registry'). ``qruntime.inventory(model)`` produces one from a real
+(or meta-device) model.
 """
 
 import json

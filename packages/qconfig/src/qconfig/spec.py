@@ -7,7 +7,8 @@ Everything that *computes* — the torch reference numerics, the Triton kernels,
 modules, calibration — needs the same facts in one settled form: which format family, which
 granularity (tensor, channel, block, token), static or dynamic, the block shape, the scale
 format, the affine bias, the rotation. ``resolve_spec`` derives them once, with Model
-Optimizer 0.47.0's defaults for absent keys (docs/numerics.md), and every layer reads the result
+Optimizer 0.47.0's defaults for absent keys (docs/model-optimizer-rules.md, 'Quantizer
+attributes'; docs/numerics.md), and every layer reads the result
 instead of re-parsing dictionaries by string key.
 
 The module is pure Python (the plan carries specs, and qconfig never imports torch) and reads its

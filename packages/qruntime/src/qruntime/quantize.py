@@ -2,8 +2,9 @@
 
 ``inventory`` + ``compile_plan`` + ``apply_plan``. As in Model Optimizer 0.47.0 the calibration
 algorithm is read from the *raw* mapping: a plain dict without an ``"algorithm"`` key runs no
-calibration although ``QuantizeConfig.algorithm`` defaults to ``"max"`` (config-semantics §10.1,
-§15.16); a ``QuantizeConfig`` instance calibrates with its field value. Unlike Model Optimizer,
+calibration although ``QuantizeConfig.algorithm`` defaults to ``"max"``; a ``QuantizeConfig``
+instance calibrates with its field value (docs/model-optimizer-rules.md, 'quantize and
+calibrate'). Unlike Model Optimizer,
 a config that does not fit the model (unknown ``parent_class``, unknown algorithm, ...) is
 rejected before the model is touched, and a model that is already quantized gets the plan
 compiled against its fresh-conversion defaults (not the entries applied on top of its current

@@ -4,9 +4,9 @@
 (``<module>.weight_quantizer._amax``, ``..._pre_quant_scale``, ``..._global_amax``, ...) and, in
 the file's metadata, the plan JSON of the *current* quantizer states (enable toggles and
 sequential structure included, so a plan plus buffers rebuilds the model; compare Model
-Optimizer's recorded quantizer state, config-semantics §12). ``restore_state`` applies that plan
-to a fresh model of the same architecture and loads the buffers, all-or-nothing; the restored
-model's outputs are bit-identical.
+Optimizer's recorded quantizer state, docs/model-optimizer-rules.md, 'Save and restore').
+``restore_state`` applies that plan to a fresh model of the same architecture and loads the
+buffers, all-or-nothing; the restored model's outputs are bit-identical.
 """
 
 from __future__ import annotations
