@@ -4,7 +4,8 @@ For each format and dtype on a 4096x4096 tensor: GB/s of our ``fake_quant`` (byt
 written, i.e. 2 * numel * itemsize), Model Optimizer's equivalent ``TensorQuantizer`` forward in
 the same process where it runs on CPU, the ratio, and whether the two outputs are bit-identical.
 A plain ``clone()`` gives the memory-bandwidth ceiling. NVFP4 and MXFP4 do not run on CPU in
-Model Optimizer (numerics.md §12.1), so they have no comparison.
+Model Optimizer (docs/numerics.md, 'What Model Optimizer runs where'), so they have no
+comparison.
 
 Usage: ``python bench/bench_fake_quant_cpu.py [--size 4096] [--repeat 5] [--threads N]``
 """

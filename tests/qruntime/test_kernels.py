@@ -6,7 +6,8 @@ What this proves on a machine without a GPU (docs/kernels.md has the full list):
   the output dtype — gives the reference's bits (sign of zero included; NaN positions equal)
   for fp32/bf16/fp16, ties, subnormals, zeros, NaN/inf, odd shapes, partial blocks and
   non-contiguous inputs. The kernels never rely on a Triton float cast that rounds, so the
-  interpreter's conversion quirks (numerics.md §14) are not in the tested path at all;
+  interpreter's conversion quirks (docs/numerics.md, 'Test vectors') are not in the tested path
+  at all;
 * the backward is the reference's STE, including the in-kernel amax it clips with;
 * dispatch: which backend runs for CPU/CUDA tensors with and without Triton (devices faked).
 
@@ -138,7 +139,7 @@ GRAD_CASES = [
 
 @pytest.mark.parametrize(("cfg", "mode"), GRAD_CASES, ids=lambda v: str(v)[:40])
 def test_backward_is_the_reference_ste(cfg, mode):
-    """Gradients through the kernel path equal the reference's §11 STE, NaN inputs included."""
+    """Gradients through the kernel path equal the reference's STE, NaN inputs included."""
     base = make_input((8, 32), torch.float32, 11, specials=False)
     base[0, 0] = NAN
     amax = amax_for(mode or "dynamic", base, cfg)
@@ -159,7 +160,7 @@ def test_static_bias_and_pre_quant_scale_go_through_the_kernel():
     cfg = {"num_bits": 8, "axis": 0, "bias": {1: None, "type": "static"}}
     bias = x.float().mean(1, keepdim=True).to(x.dtype)
     got, want = run_both(x, cfg, None, bias_value=bias, pre_quant_scale=torch.full((16,), 0.5))
-    assert got.dtype == torch.float32  # bf16 * fp32 pre_quant_scale promotes (§2 step 2)
+    assert got.dtype == torch.float32  # bf16 * fp32 pre_quant_scale promotes
     assert_bits(got, want)
 
 

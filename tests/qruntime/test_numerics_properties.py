@@ -5,8 +5,8 @@
   with ``modelopt.torch.quantization`` itself on random shapes, dtypes (fp32, bf16, fp16), exact
   ties, zeros, subnormals, inf/NaN and non-contiguous inputs.
 * GPU-only formats (MX, NVFP4): compared with scalar Python implementations written from
-  numerics.md §6-§7 (one element at a time, binary32 rounding via ``struct``), plus hand-derived
-  invariants (idempotence, outputs on the format grid, E8M0 exponent = exact ceil(log2)).
+  docs/numerics.md, 'NVFP4' and 'MX formats' (one element at a time, binary32 rounding via
+  ``struct``), plus hand-derived invariants (idempotence, outputs on the format grid, E8M0 exponent = exact ceil(log2)).
 """
 
 from __future__ import annotations
@@ -255,7 +255,7 @@ def test_fp8_matches_modelopt(data: Any) -> None:
 )
 def test_fp8_scale_rounding_matches_modelopt(amax: float, dtype: torch.dtype, seed: int) -> None:
     """Any amax: Model Optimizer's scale is ``reciprocal(amax) * 448`` (two roundings), not a
-    correctly rounded ``448 / amax`` (numerics.md §5.1's formula), and so is ours."""
+    correctly rounded ``448 / amax`` (docs/numerics.md, 'Choices', item 5), and so is ours."""
     a = torch.tensor(amax)
     x = (torch.rand(64, generator=torch.Generator().manual_seed(seed)) * 2 - 1) * amax
     x = x.to(dtype)
@@ -263,7 +263,7 @@ def test_fp8_scale_rounding_matches_modelopt(amax: float, dtype: torch.dtype, se
 
 
 def test_fp8_scale_differs_from_single_rounding_division() -> None:
-    """The documented deviation from numerics.md §5.1 is real: amax 7.782218 shows it."""
+    """The deviation from a one-rounding ``448 / amax`` is real: amax 7.782218 shows it."""
     a = torch.tensor(7.782217979431152)
     assert not torch.equal(torch.tensor(448.0) / a, torch.reciprocal(a) * 448.0)
     x = torch.linspace(-8, 8, 1001)
@@ -432,7 +432,7 @@ def _nan_max(vals: list[float]) -> float:
 
 
 def ref_mx(x: torch.Tensor, element: str, fmax: float, block: int) -> torch.Tensor:
-    """numerics.md §7.2-§7.3 one element at a time."""
+    """docs/numerics.md, 'E8M0 scale' and 'Element conversion', one element at a time."""
     out = []
     for row in _rows(x, block):
         new_row = []
@@ -456,7 +456,8 @@ def ref_mx(x: torch.Tensor, element: str, fmax: float, block: int) -> torch.Tens
 
 
 def ref_nvfp4_cuda(x: torch.Tensor, ga: float, block: int) -> torch.Tensor:
-    """numerics.md §6.4 one element at a time (double where the kernel uses double)."""
+    """docs/numerics.md, 'Dynamic NVFP4: CUDA-extension formula', element by element (in double
+    where the kernel uses double)."""
     out = []
     bad = ga == 0 or not math.isfinite(ga)
     for row in _rows(x, block):
@@ -481,7 +482,7 @@ def ref_nvfp4_cuda(x: torch.Tensor, ga: float, block: int) -> torch.Tensor:
 
 
 def ref_nvfp4_triton(x: torch.Tensor, ga: float) -> torch.Tensor:
-    """numerics.md §6.3 one element at a time (blocks of 16)."""
+    """docs/numerics.md, 'Dynamic NVFP4: Triton formula', element by element (blocks of 16)."""
     gs = f32(ga / 2688.0)
     gs = gs if gs > 0 else f32(1e-12)
     out = []
@@ -504,7 +505,8 @@ def ref_nvfp4_triton(x: torch.Tensor, ga: float) -> torch.Tensor:
 
 
 def ref_nvfp4_static(x: torch.Tensor, block_amax: list[float], g: float, m8: float) -> torch.Tensor:
-    """numerics.md §6.5 (with Model Optimizer's reciprocal FP8 scale) element by element."""
+    """docs/numerics.md, 'Static NVFP4 and four-over-six' (with Model Optimizer's reciprocal FP8
+    scale), element by element."""
     big_g = f32(f32(g * (448.0 / m8)) / 6.0)
     safe = 1.0 if big_g <= 2.0**-24 else big_g
     sc = f32(f32(1.0 / safe) * 448.0)
@@ -601,7 +603,7 @@ def test_e8m0_is_exact_ceil_log2(amax: float, fmt: tuple[str, float]) -> None:
     special=st.booleans(),
     gmode=st.sampled_from(["dynamic", "calibrated", "tiny", "nan"]),
 )
-# fp16 overflow makes the dynamic global amax inf (Triton: inf block scale, §6.3).
+# fp16 overflow makes the dynamic global amax inf (Triton: inf block scale).
 @example(
     rc=(1, 3), block=8, dtype=torch.float16, seed=1, kind="wide", special=False, gmode="dynamic"
 )
@@ -739,7 +741,7 @@ def test_attribute_objects_and_defaults() -> None:
 
 
 def test_reduce_amax_layouts() -> None:
-    """The amax shapes calibration stores are the shapes fake_quant broadcasts (§3)."""
+    """The amax shapes calibration stores are the shapes fake_quant broadcasts."""
     x = make_tensor((6, 20), torch.bfloat16, 11)
     nvfp4 = {"num_bits": (2, 1), "block_sizes": {-1: 16, "type": "dynamic", "scale_bits": (4, 3)}}
     mx = {"num_bits": (2, 1), "block_sizes": {-1: 32, "type": "dynamic", "scale_bits": (8, 0)}}

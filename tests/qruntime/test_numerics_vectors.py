@@ -3,14 +3,15 @@
 Each of the 121 cases is one test. Cases with a stored output must match it bit for bit (NaN
 positions must agree; every other element, sign of zero included, must have the same bit
 pattern), and so must stored gradients and real-quant scales/codes. The 17 cases that have no
-output because Model Optimizer fails on CPU (numerics.md §14) check what we do instead: the GPU
-formats run here and must be consistent with the emulated GPU vectors; config errors must raise.
+output because Model Optimizer fails on CPU (docs/numerics.md, 'Test vectors') check what we do
+instead: the GPU formats run here and must be consistent with the emulated GPU vectors; config
+errors must raise.
 
 Sources: ``modelopt-0.47.0-cpu`` (Model Optimizer on CPU), ``mx-host-emulation`` (the CUDA
 extension's element functions compiled for the host) and ``triton-interpreter`` (Model
 Optimizer's Triton code in the interpreter). ``fake_quant`` follows the CUDA extension where the
-two GPU NVFP4 kernels disagree (docs/numerics.md); the Triton-formula vectors are checked
-against ``fake_quant_nvfp4_dynamic(..., kernel="triton")``.
+two GPU NVFP4 kernels disagree (docs/numerics.md, 'Choices', item 1); the Triton-formula vectors
+are checked against ``fake_quant_nvfp4_dynamic(..., kernel="triton")``.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def assert_bits(actual: torch.Tensor, expected: torch.Tensor, what: str = "outpu
 
 
 def test_vector_file_is_complete() -> None:
-    """The suite covers the 104 stored outputs and the 17 recorded CPU failures (§14)."""
+    """The suite covers the 104 stored outputs and the 17 recorded CPU failures."""
     assert len(WITH_OUTPUT) == 104
     assert len(CPU_FAILURES) == 17
     assert set(CPU_FAILURES) == set(_DATA["_cpu_failures"])
@@ -124,7 +125,7 @@ def _run_case(case: dict[str, Any]) -> torch.Tensor:
     if "fp4_cast_ste" in entry:
         return nvfp4_mod.fp4_cast(x)
     if source == "triton-interpreter" and cfg["block_sizes"].get("type") == "dynamic":
-        # Triton-kernel formula; fake_quant itself follows the CUDA extension (§15.6).
+        # Triton-kernel formula; fake_quant itself follows the CUDA extension.
         return nvfp4_mod.fake_quant_nvfp4_dynamic(x, case["amax"], kernel="triton")
     if entry == "SequentialQuantizer":
         return fake_quant(x, cfg["sequential"], [case["amax"], ex["amax_1"]])
@@ -243,7 +244,7 @@ def _fp4_cast(case: dict[str, Any]) -> None:
 
 
 _RAISES = {
-    "fp8_e5m2_per_tensor": NotImplementedError,  # config error in Model Optimizer (§5.2)
+    "fp8_e5m2_per_tensor": NotImplementedError,  # config error in Model Optimizer
     "int4_dynamic_block_no_scale_bits": ValueError,  # bare AssertionError there
     "int4_dynamic_block_e8m0": NotImplementedError,  # same exception type there
 }
