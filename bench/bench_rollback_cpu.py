@@ -8,6 +8,8 @@ calibration step alone (``run_algorithms`` on an already converted and configure
 * ``snapshot``: inside ``Transaction(model, guard=False)`` (module snapshot + tensor journal);
 * ``guard``: inside ``Transaction(model)`` — what ``apply_plan`` runs: the dispatch-mode write
   guard sees every aten op of the forward loop;
+* ``null mode``: inside a ``TorchDispatchMode`` that only calls the op — the floor of any
+  dispatch-mode interception, to tell the guard's own work from the mechanism's;
 * ``modelopt``: ``mtq.calibrate(model, "max", loop)`` in the same run, as the yardstick.
 
 Times are CPU seconds of the process (``time.process_time``), ratios against ``bare``. Printed,
@@ -37,6 +39,12 @@ from bench_calib_cpu import _inputs
 from qruntime.calibrate import run_algorithms
 from qruntime.quantize import compile_for
 from qruntime.transaction import Transaction
+from torch.utils._python_dispatch import TorchDispatchMode
+
+
+class NullMode(TorchDispatchMode):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
 
 
 def main() -> None:
@@ -72,12 +80,17 @@ def main() -> None:
         start = time.process_time()
         if wrap == "bare":
             run_algorithms(model, plan.algorithm, loop)
+        elif wrap == "null mode":
+            with NullMode():
+                run_algorithms(model, plan.algorithm, loop)
         else:
             with Transaction(model, guard=wrap == "guard"):
                 run_algorithms(model, plan.algorithm, loop)
         return time.process_time() - start
 
-    kinds = {kind: (lambda kind=kind: timed(kind)) for kind in ("bare", "snapshot", "guard")}
+    kinds = {
+        kind: (lambda kind=kind: timed(kind)) for kind in ("bare", "snapshot", "null mode", "guard")
+    }
     if not args.no_modelopt:
         warnings.simplefilter("ignore")
         no_calibration = {**copy.deepcopy(config), "algorithm": None}

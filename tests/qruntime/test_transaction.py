@@ -1,13 +1,23 @@
 """Transaction: a failed apply leaves every parameter and buffer bit-identical and the same object,
 whoever wrote into it in place (the loop, the model's forward, an algorithm)."""
 
+import dataclasses
+from typing import Literal
+
 import pytest
 import qruntime
 import torch
 import zoo
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from qconfig.algorithms import MaxCalibConfig, QuantizeAlgorithmConfig
 from qconfig.compile import compile_plan
+from qruntime import (
+    AlgorithmCapabilities,
+    CalibrationContext,
+    register_algorithm,
+    unregister_algorithm,
+)
 from qruntime.tensor_journal import TensorJournal, written_arguments
 from qruntime.transaction import Transaction, current_transaction
 from torch import nn
@@ -253,6 +263,62 @@ def test_apply_plan_max_calibration_copies_nothing():
 
     qruntime.apply_plan(model, plan, loop)
     assert seen == [0]
+
+
+class HalveWeightsConfig(QuantizeAlgorithmConfig):
+    """A toy weight-writing calibration: halves every quantized weight, then maybe fails."""
+
+    method: Literal["halve_weights"] = "halve_weights"
+    fail: bool = False
+
+
+def halve_weights(ctx: CalibrationContext) -> None:
+    txn = current_transaction()
+    assert txn is not None
+    for pair in ctx.weight_pairs():
+        with txn.writing(pair.weight):
+            pair.weight.detach().numpy()[...] *= 0.5  # a raw write the guard cannot see
+    ctx.run_forward_loop()
+    if ctx.config.fail:
+        raise RuntimeError("toy algorithm failed")
+
+
+@pytest.fixture(params=[True, False], ids=["declared", "undeclared"])
+def halving(request):
+    register_algorithm(
+        HalveWeightsConfig,
+        halve_weights,
+        capabilities=AlgorithmCapabilities(writes_weights=request.param),
+    )
+    yield request.param
+    unregister_algorithm(HalveWeightsConfig)
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_weight_writing_algorithm_through_apply_plan(halving, fail):
+    model = zoo.build("subclass")
+    plan = compile_plan(INT8, qruntime.inventory(model))
+    plan = dataclasses.replace(plan, algorithm=(MaxCalibConfig(), HalveWeightsConfig(fail=fail)))
+    before = _zoo_state(model)
+    weight = model.mlp[0].weight
+    expected = weight.detach() * 0.5
+
+    def loop(m: nn.Module) -> None:
+        m(*zoo.example_inputs("subclass", seed=0))
+
+    if not halving:  # a write without the declared capability is refused, and rolled back
+        with pytest.raises(RuntimeError, match="writes_weights"):
+            qruntime.apply_plan(model, plan, loop)
+    elif fail:
+        with pytest.raises(RuntimeError, match="toy algorithm failed"):
+            qruntime.apply_plan(model, plan, loop)
+    else:
+        qruntime.apply_plan(model, plan, loop)
+        assert model.mlp[0].weight is weight and torch.equal(weight, expected)
+        return
+    after = _zoo_state(model)
+    assert [(k, id(v)) for k, v, _ in before] == [(k, id(v)) for k, v, _ in after]
+    assert all(torch.equal(a, b) for (_, _, a), (_, _, b) in zip(before, after, strict=True))
 
 
 # ---------------------------------------------------------------- property

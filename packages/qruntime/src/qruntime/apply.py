@@ -20,13 +20,13 @@ from qconfig.spec import QuantizerSpec
 from torch import nn
 
 from qruntime import modules as _modules
-from qruntime.calibrate import check_supported, run_algorithms
+from qruntime.calibrate import algorithm_for, check_supported, run_algorithms
 from qruntime.calibrate.registry import ForwardLoop
 from qruntime.inventory import inventory
 from qruntime.numerics import resolve_format
 from qruntime.quantizer import SequentialQuantizer, TensorQuantizer
 from qruntime.sites import find_sites
-from qruntime.transaction import ModelSnapshot
+from qruntime.transaction import Transaction
 
 __all__ = [
     "PLAN_ATTRIBUTE",
@@ -142,14 +142,11 @@ def apply_plan(model: nn.Module, plan: Plan, forward_loop: ForwardLoop | None = 
     """
     check_plan(model, plan)
     check_supported(plan, forward_loop)
-    snapshot = ModelSnapshot(model)
-    try:
+    writes_weights = any(algorithm_for(c).capabilities.writes_weights for c in plan.algorithm)
+    with Transaction(model, writes_weights=writes_weights):
         patch_model(model, plan)
         run_algorithms(model, plan.algorithm, forward_loop, plan=plan)
         model.__dict__[PLAN_ATTRIBUTE] = plan
-    except BaseException:
-        snapshot.restore()
-        raise
     return model
 
 

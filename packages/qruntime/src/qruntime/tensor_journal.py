@@ -207,12 +207,14 @@ class WriteGuard(TorchDispatchMode):
         self.journal = journal
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        # The hot path: one dict lookup, then the op. Everything else is per written argument.
+        kwargs = kwargs or {}
         writes = _DECISIONS.get(func)
         if writes is None:
             writes = written_arguments(func)
         if writes:
-            self._before(writes, args, kwargs or {})
-        return func(*args, **(kwargs or {}))
+            self._before(writes, args, kwargs)
+        return func(*args, **kwargs)
 
     def _before(self, writes: _Writes, args: tuple, kwargs: dict) -> None:
         for index, name, flag in writes:
