@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import TextIO
 
 import torch
-from qconfig.lint import lint
+
+# qconfig's lazy export, not `from qconfig.lint import lint`: importing the submodule first would
+# leave `qconfig.lint` naming the module for every later `from qconfig import lint`
+from qconfig import lint
 from qruntime.bits import effective_bits
 from qruntime.config_source import (
     config_entries,
