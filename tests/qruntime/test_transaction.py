@@ -171,6 +171,37 @@ def test_declared_write_is_restored_even_where_the_guard_cannot_see_it():
     assert same(before, state(model))
 
 
+def test_keyboard_interrupt_and_a_host_stash_restore_too():
+    model = toy()
+    before = state(model)
+    with pytest.raises(KeyboardInterrupt), Transaction(model, stash_device="cpu"):
+        with torch.no_grad():
+            model.train()(torch.randn(5, 8))
+            model[0].weight.zero_()
+        raise KeyboardInterrupt
+    assert same(before, state(model))
+
+
+def test_nested_transactions_roll_back_their_own_writes():
+    model = toy()
+    outer_state = state(model)
+    weight = model[0].weight
+    with pytest.raises(KeyError, match="outer"), Transaction(model) as outer:
+        with torch.no_grad():
+            weight.add_(1)
+        inner_state = state(model)
+        with pytest.raises(KeyError, match="inner"), Transaction(model) as inner:
+            assert current_transaction() is inner
+            with torch.no_grad():
+                weight.mul_(3)
+                model[1].running_mean.fill_(5)
+            raise KeyError("inner")
+        assert current_transaction() is outer
+        assert same(inner_state, state(model))
+        raise KeyError("outer")
+    assert same(outer_state, state(model))
+
+
 def test_declared_write_needs_the_capability():
     model = toy()
     with Transaction(model) as txn, pytest.raises(RuntimeError, match="writes_weights"):

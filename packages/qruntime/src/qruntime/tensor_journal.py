@@ -122,9 +122,16 @@ class TensorJournal:
     ``save(t)`` copies the whole untyped storage behind ``t`` once (later saves of the same
     storage cost a dict lookup); storages shared by several tensors (tied weights, views) are
     copied once. Tensors passed to ``save`` that were not watched are watched from then on.
+    Copies live on the tensor's device, or on ``stash_device`` (host memory, say) when given.
     """
 
-    def __init__(self, tensors: Iterable[torch.Tensor] = ()) -> None:
+    def __init__(
+        self,
+        tensors: Iterable[torch.Tensor] = (),
+        *,
+        stash_device: torch.device | str | None = None,
+    ) -> None:
+        self._stash = None if stash_device is None else torch.device(stash_device)
         self._records: dict[int, _Record] = {}
         self._storages: dict[int, tuple[torch.UntypedStorage, int]] = {}
         self._saved: dict[int, tuple[torch.UntypedStorage, torch.UntypedStorage]] = {}
@@ -159,7 +166,9 @@ class TensorJournal:
 
     def _save_key(self, key: int) -> None:
         storage, nbytes = self._storages[key]
-        copy = storage.clone()
+        # on the stash device, e.g. GPU weights saved in host memory where two would not fit
+        copy = torch.UntypedStorage(storage.nbytes(), device=self._stash or storage.device)
+        copy.copy_(storage)
         if copy.nbytes() > nbytes:  # grown by a ``resize_`` since: its first bytes are ours
             copy.resize_(nbytes)
         self._saved[key] = (storage, copy)

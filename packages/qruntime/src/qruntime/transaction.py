@@ -107,11 +107,20 @@ class Transaction:
     a transaction accepts :meth:`save`, so that an algorithm that writes weights without
     declaring it fails loudly in its first test instead of relying on the guard. ``guard=False``
     turns the dispatch-mode interception off (for callers that know nothing writes in place;
-    declared saves still work).
+    declared saves still work). ``stash_device`` keeps the copies off the tensors' device
+    (``"cpu"`` for a GPU model whose written weights would not fit twice).
     """
 
-    def __init__(self, model: nn.Module, *, writes_weights: bool = False, guard: bool = True):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        writes_weights: bool = False,
+        guard: bool = True,
+        stash_device: torch.device | str | None = None,
+    ) -> None:
         self.model = model
+        self._stash_device = stash_device
         self.writes_weights = writes_weights
         self._use_guard = guard
         self._snapshot: ModelSnapshot | None = None
@@ -124,7 +133,7 @@ class Transaction:
         if self._snapshot is not None:
             raise RuntimeError("a Transaction can be entered once")
         self._snapshot = ModelSnapshot(self.model)
-        self._journal = TensorJournal(self._snapshot.tensors())
+        self._journal = TensorJournal(self._snapshot.tensors(), stash_device=self._stash_device)
         self._token = _CURRENT.set(self)
         if self._use_guard:
             self._guard = WriteGuard(self._journal)
