@@ -134,8 +134,8 @@ def _format_path(path: tuple[int | str, ...]) -> str:
 
 @functools.cache
 def _entry_list() -> TypeAdapter:
-    # built on first use: building the validator costs start-up time that lint without a
-    # legacy form or a list snippet never needs
+    # built on first use, after the entry model itself so that its validator is reused
+    QuantizerCfgEntry.model_rebuild()
     return TypeAdapter(list[QuantizerCfgEntry])
 
 
