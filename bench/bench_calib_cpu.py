@@ -95,7 +95,7 @@ def main() -> None:
 
     def ours_calibrate() -> float:
         model = qruntime.apply_plan(copy.deepcopy(base), configure_only)
-        return _timed(lambda: run_algorithms(model, plan.algorithm, loop))
+        return _timed(lambda: run_algorithms(model, plan.algorithm, loop, plan=plan))
 
     def ours_quantize() -> float:
         model = copy.deepcopy(base)

@@ -195,7 +195,8 @@ def build_calibrator(calibrator: Any, axis: int | tuple[int, ...] | None) -> Cal
     * ``"max"`` → :class:`MaxCalibrator` with the quantizer's current ``axis``;
     * a class or callable, or a ``(class, args, kwargs)`` tuple (args and kwargs optional) →
       ``class(*args, **kwargs)``, exactly as given: like Model Optimizer 0.47.0, the quantizer's
-      axis is *not* passed, so a per-channel calibrator names its axis in its arguments;
+      axis is *not* passed, so a per-channel calibrator names its axis in its arguments
+      (``MaxCalibrator`` takes Model Optimizer's ``num_bits, axis, unsigned``);
     * any other name (``"histogram"``, or the text of a constructor read back from a plan file)
       → None: no collector exists for it here, and the calibration algorithms refuse such a
       quantizer before the model is touched.

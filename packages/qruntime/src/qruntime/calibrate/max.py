@@ -15,6 +15,8 @@ The phases of :mod:`qruntime.calibrate.phases`, in Model Optimizer 0.47.0's orde
    sync);
 6. static-block weight quantizers finalized: amax in float32, NVFP4-static ones get a global
    amax shared within q/k/v, gate/up and w1/w3 sibling groups (``shared_states`` patterns).
+
+docs/model-optimizer-rules.md ("Calibration phases of max") states the rules reproduced here.
 """
 
 from __future__ import annotations

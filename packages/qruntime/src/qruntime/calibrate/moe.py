@@ -3,7 +3,8 @@
 Model Optimizer gives every expert of a sparse MoE block (the blocks :mod:`qruntime.sites.moe`
 detects) the element-wise max of the experts' input amaxes, and with ``sync_expert_weight_amax``
 their weight amaxes too. Experts that saw no tokens get the shared value as well, so an expert
-the calibration data never routed to is still calibrated.
+the calibration data never routed to is still calibrated (docs/model-optimizer-rules.md, "MoE
+expert amax sharing").
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ Every algorithm that collects statistics goes through the same life cycle, in th
 6. :func:`finalize` — static-block weight amaxes kept in float32, NVFP4-static weights get a
    global amax shared within sibling groups (:func:`shared_global_amax`).
 
-The sparse-MoE expert sync sits between 4 and 5 (:mod:`qruntime.calibrate.moe`). These functions
-touch quantizers only through ``TensorQuantizer``'s public API.
+The sparse-MoE expert sync sits between 4 and 5 (:mod:`qruntime.calibrate.moe`). The rules
+they reproduce are in docs/model-optimizer-rules.md ("Calibration phases of max", "NVFP4 global
+amax sharing"). These functions touch quantizers only through ``TensorQuantizer``'s public API.
 """
 
 from __future__ import annotations
