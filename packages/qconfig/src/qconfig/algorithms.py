@@ -1,34 +1,22 @@
-"""Calibration-algorithm configs (config-semantics §4) and the method → class registry.
+"""Calibration-algorithm configs and the method → class registry.
 
 The registry is the extension point for calibration methods: ``QuantizeConfig`` validates an
 ``algorithm`` against it at config time, and qruntime looks up the implementation by method name.
+
+This module defines what nearly every config needs (the base class, ``LayerwiseConfig`` and
+``max``); the other methods' configs live in :mod:`qconfig.algorithm_methods` and are imported on
+first use (``ALGORITHMS``, ``algorithm_class("gptq")``, ``from qconfig.algorithms import
+GPTQCalibConfig``): defining a dozen pydantic classes costs ``qconfig lint`` more start-up time
+than it spends linting (docs/performance.md).
 """
 
+import importlib
 import re
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_serializer, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from qconfig.base import ConfigBase
-
-__all__ = [
-    "ALGORITHMS",
-    "AWQClipCalibConfig",
-    "AWQFullCalibConfig",
-    "AWQLiteCalibConfig",
-    "GPTQCalibConfig",
-    "LSQConfig",
-    "LayerwiseConfig",
-    "LocalHessianCalibConfig",
-    "MaxCalibConfig",
-    "MseCalibConfig",
-    "NVFP4ActHeadroomCalibConfig",
-    "QuantizeAlgorithmConfig",
-    "SVDQuantConfig",
-    "SmoothQuantCalibConfig",
-    "algorithm_class",
-    "known_methods",
-]
 
 
 class LayerwiseConfig(ConfigBase):
@@ -99,7 +87,7 @@ class QuantizeAlgorithmConfig(ConfigBase):
 _SHARED_STATES = ("weight_global_amax",)
 
 
-class _SharedStatesConfig(ConfigBase):
+class SharedStatesConfig(ConfigBase):
     """``shared_states`` of the amax-only algorithms (max, mse, local_hessian)."""
 
     shared_states: dict[str, dict[str, list[str]]] | None = Field(
@@ -139,15 +127,16 @@ class _SharedStatesConfig(ConfigBase):
         return v
 
 
-_DISTRIBUTED_SYNC = "Synchronize amax across distributed processes."
+#: Description of the ``distributed_sync`` field the amax-only methods share.
+DISTRIBUTED_SYNC = "Synchronize amax across distributed processes."
 
 
-class MaxCalibConfig(_SharedStatesConfig, QuantizeAlgorithmConfig):
+class MaxCalibConfig(SharedStatesConfig, QuantizeAlgorithmConfig):
     """amax = max |x| seen during calibration (weights and activations)."""
 
     mutates_weights: ClassVar[bool] = False
     method: Literal["max"] = Field(default="max", description="Max calibration.")
-    distributed_sync: bool | None = Field(default=True, description=_DISTRIBUTED_SYNC)
+    distributed_sync: bool | None = Field(default=True, description=DISTRIBUTED_SYNC)
     sync_expert_weight_amax: bool = Field(
         default=False, description="Share one weight amax across the local experts of a MoE."
     )
@@ -157,195 +146,79 @@ class MaxCalibConfig(_SharedStatesConfig, QuantizeAlgorithmConfig):
     )
 
 
-class MseCalibConfig(_SharedStatesConfig, QuantizeAlgorithmConfig):
-    """Weight amax searched to minimize the quantization MSE."""
-
-    mutates_weights: ClassVar[bool] = False
-    method: Literal["mse"] = Field(default="mse", description="MSE amax search.")
-    step_size: float | None = Field(default=0.1, gt=0.0, description="Multiplier step.")
-    start_multiplier: float | None = Field(default=0.25, gt=0.0, description="First multiplier.")
-    stop_multiplier: float | None = Field(default=4.0, gt=0.0, description="Last multiplier.")
-    fp8_scale_sweep: bool | None = Field(
-        default=False, description="NVFP4: sweep all 128 FP8 E4M3 block scales."
-    )
-    distributed_sync: bool | None = Field(default=True, description=_DISTRIBUTED_SYNC)
-
-
-class LocalHessianCalibConfig(_SharedStatesConfig, QuantizeAlgorithmConfig):
-    """Weight block scales searched to minimize the Hessian-weighted output error."""
-
-    mutates_weights: ClassVar[bool] = False
-    method: Literal["local_hessian"] = Field(default="local_hessian", description="Local Hessian.")
-    step_size: float | None = Field(default=0.1, gt=0.0, description="Multiplier step.")
-    start_multiplier: float | None = Field(default=0.25, gt=0.0, description="First multiplier.")
-    stop_multiplier: float | None = Field(default=4.0, gt=0.0, description="Last multiplier.")
-    fp8_scale_sweep: bool | None = Field(
-        default=True, description="NVFP4: sweep all 128 FP8 E4M3 block scales."
-    )
-    block_size: int | None = Field(default=16, gt=0, description="Local Hessian block size.")
-    distributed_sync: bool | None = Field(default=True, description=_DISTRIBUTED_SYNC)
-    debug: bool | None = Field(default=False, description="Keep Hessian metadata on modules.")
-
-
-class SmoothQuantCalibConfig(QuantizeAlgorithmConfig):
-    """SmoothQuant: migrate activation outliers into weights with a per-channel scale."""
-
-    method: Literal["smoothquant"] = Field(default="smoothquant", description="SmoothQuant.")
-    alpha: float | None = Field(default=1.0, ge=0.0, le=1.0, description="Migration strength.")
-
-
-class AWQLiteCalibConfig(QuantizeAlgorithmConfig):
-    """AWQ lite: search a per-channel pre-quantization scale."""
-
-    method: Literal["awq_lite"] = Field(default="awq_lite", description="AWQ lite.")
-    alpha_step: float | None = Field(
-        default=0.1, gt=0.0, le=1.0, description="Step of the alpha search over [0, 1]."
-    )
-    debug: bool | None = Field(default=False, description="Keep search metadata on modules.")
-
-
-class AWQClipCalibConfig(QuantizeAlgorithmConfig):
-    """AWQ clip: search clipped per-block weight amax values."""
-
-    method: Literal["awq_clip"] = Field(default="awq_clip", description="AWQ clip.")
-    max_co_batch_size: int | None = Field(
-        default=1024, description="Output channels searched at once (lower on OOM)."
-    )
-    max_tokens_per_batch: int | None = Field(
-        default=64, description="Tokens per calibration batch used by the search."
-    )
-    min_clip_ratio: float | None = Field(
-        default=0.5, gt=0.0, lt=1.0, description="Smallest clip ratio searched, in (0, 1)."
-    )
-    shrink_step: float | None = Field(
-        default=0.05, gt=0.0, le=1.0, description="Step of the clip-ratio search, in (0, 1]."
-    )
-    debug: bool | None = Field(default=False, description="Keep search metadata on modules.")
-
-
-class AWQFullCalibConfig(AWQLiteCalibConfig, AWQClipCalibConfig):
-    """AWQ full: ``awq_lite`` followed by ``awq_clip``."""
-
-    method: Literal["awq_full"] = Field(default="awq_full", description="AWQ lite + clip.")
-    debug: bool | None = Field(default=False, description="Keep search metadata on modules.")
-
-
-class SVDQuantConfig(QuantizeAlgorithmConfig):
-    """SVDQuant: absorb outliers into a low-rank branch."""
-
-    method: Literal["svdquant"] = Field(default="svdquant", description="SVDQuant.")
-    lowrank: int | None = Field(default=32, description="Rank of the low-rank branch.")
-    skip_layers: list[str] | None = Field(
-        default=None, description="fnmatch patterns of module names left out."
-    )
-
-
-class GPTQCalibConfig(QuantizeAlgorithmConfig):
-    """GPTQ: Hessian-based block-wise weight updates."""
-
-    method: Literal["gptq"] = Field(default="gptq", description="GPTQ.")
-    perc_damp: float | None = Field(
-        default=0.01, gt=0.0, le=1.0, description="Damping as a fraction of mean diag(H)."
-    )
-    block_size: int | None = Field(default=128, description="Columns updated per block.")
-    fused: bool = Field(default=False, description="Use the fused Triton kernel.")
-
-    @model_validator(mode="after")
-    def _qdq_activations_by_default(self) -> "GPTQCalibConfig":
-        # GPTQ needs the quantized outputs of earlier layers unless told otherwise (§4.2).
-        if "get_qdq_activations_from_prev_layer" not in self.layerwise.model_fields_set:
-            self.layerwise = self.layerwise.model_copy(
-                update={"get_qdq_activations_from_prev_layer": True}
-            )
-        return self
-
-
-_ScaleAlgorithm = MaxCalibConfig | MseCalibConfig | LocalHessianCalibConfig
-
-
-def _sparse(value: ConfigBase | None) -> dict | None:
-    if value is None:
-        return None
-    return {"method": value.method, **value.model_dump(exclude={"method"}, exclude_unset=True)}
-
-
-class NVFP4ActHeadroomCalibConfig(QuantizeAlgorithmConfig):
-    """NVFP4 activations: global scale with headroom above a percentile anchor."""
-
-    mutates_weights: ClassVar[bool] = False
-    method: Literal["nvfp4_act_headroom"] = Field(
-        default="nvfp4_act_headroom", description="NVFP4 activation headroom."
-    )
-    anchor_percentile: float = Field(default=1.0, gt=0.0, le=100.0, description="Anchor pct.")
-    upper_percentile: float = Field(default=99.99, gt=0.0, le=100.0, description="Top pct.")
-    rho: float = Field(default=16384.0, gt=0.0, lt=28672.0, description="Headroom factor.")
-    weight_scale_algorithm: _ScaleAlgorithm = Field(
-        default={"method": "max"},
-        validate_default=True,
-        description="Algorithm for the weight scales.",
-    )
-
-    @field_serializer("weight_scale_algorithm")
-    def _dump_weight_scale_algorithm(self, value: ConfigBase) -> dict | None:
-        return _sparse(value)
-
-
-class LSQConfig(QuantizeAlgorithmConfig):
-    """Learned step-size quantization of NVFP4 block weight scales."""
-
-    method: Literal["lsq"] = Field(default="lsq", description="LSQ / Dual-LSQ.")
-    learnable_amax: list[Literal["pre", "post"]] | Literal["pre", "post"] = Field(
-        default=["post"], description="Which amax parameters are learned."
-    )
-    tied_amax: bool = Field(default=False, description="Share one tensor for pre and post.")
-    quantize_pre_scale: bool = Field(default=True, description="FP8-quantize the pre-scale.")
-    scale_algorithm: _ScaleAlgorithm | None = Field(
-        default=None, description="Scale calibration run first."
-    )
-
-    @field_serializer("scale_algorithm")
-    def _dump_scale_algorithm(self, value: ConfigBase | None) -> dict | None:
-        return _sparse(value)
-
-    @model_validator(mode="after")
-    def _tied_needs_same_learnability(self) -> "LSQConfig":
-        learn = (
-            [self.learnable_amax] if isinstance(self.learnable_amax, str) else self.learnable_amax
-        )
-        if self.tied_amax and set(learn) not in (set(), {"pre", "post"}):
-            raise ValueError(
-                "tied_amax=True requires learnable_amax to be [] or ['pre', 'post'], "
-                f"got {self.learnable_amax}"
-            )
-        return self
-
-
-#: method name (None = no calibration) → config class. Register new methods here.
-ALGORITHMS: dict[str | None, type[QuantizeAlgorithmConfig]] = {
-    None: QuantizeAlgorithmConfig,
-    "max": MaxCalibConfig,
-    "mse": MseCalibConfig,
-    "local_hessian": LocalHessianCalibConfig,
-    "smoothquant": SmoothQuantCalibConfig,
-    "awq_lite": AWQLiteCalibConfig,
-    "awq_clip": AWQClipCalibConfig,
-    "awq_full": AWQFullCalibConfig,
-    "svdquant": SVDQuantConfig,
-    "gptq": GPTQCalibConfig,
-    "nvfp4_act_headroom": NVFP4ActHeadroomCalibConfig,
-    "lsq": LSQConfig,
+#: Config classes defined in :mod:`qconfig.algorithm_methods`, by method, in registry order.
+_LAZY_METHODS = {
+    "mse": "MseCalibConfig",
+    "local_hessian": "LocalHessianCalibConfig",
+    "smoothquant": "SmoothQuantCalibConfig",
+    "awq_lite": "AWQLiteCalibConfig",
+    "awq_clip": "AWQClipCalibConfig",
+    "awq_full": "AWQFullCalibConfig",
+    "svdquant": "SVDQuantConfig",
+    "gptq": "GPTQCalibConfig",
+    "nvfp4_act_headroom": "NVFP4ActHeadroomCalibConfig",
+    "lsq": "LSQConfig",
 }
+_BUILTIN_METHODS = (None, "max", *_LAZY_METHODS)
+
+__all__ = sorted(
+    [
+        "ALGORITHMS",
+        "LayerwiseConfig",
+        "MaxCalibConfig",
+        "QuantizeAlgorithmConfig",
+        "algorithm_class",
+        "config_class_names",
+        "known_methods",
+        *_LAZY_METHODS.values(),
+    ]
+)
+_registry: dict[str | None, type[QuantizeAlgorithmConfig]] | None = None
+
+
+def _algorithms() -> dict[str | None, type[QuantizeAlgorithmConfig]]:
+    """``ALGORITHMS``, built (importing every method's config) on first use."""
+    global _registry
+    if _registry is None:
+        methods = importlib.import_module("qconfig.algorithm_methods")
+        _registry = {
+            None: QuantizeAlgorithmConfig,
+            "max": MaxCalibConfig,
+            **{m: getattr(methods, name) for m, name in _LAZY_METHODS.items()},
+        }
+    return _registry
+
+
+def __getattr__(name: str) -> Any:
+    #: ``ALGORITHMS``: method name (None = no calibration) → config class. Register new methods
+    #: there (``qconfig.algorithms.ALGORITHMS["mine"] = MyConfig``); it is one dict, built once.
+    if name == "ALGORITHMS":
+        return _algorithms()
+    if name in _LAZY_METHODS.values():
+        return getattr(importlib.import_module("qconfig.algorithm_methods"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def config_class_names() -> list[str]:
+    """Names of every config class this module provides, without importing the lazy ones."""
+    return ["LayerwiseConfig", "QuantizeAlgorithmConfig", "MaxCalibConfig", *_LAZY_METHODS.values()]
 
 
 def known_methods() -> list[str]:
     """Method names accepted in ``algorithm`` (``null`` also means "no calibration")."""
-    return [m for m in ALGORITHMS if m is not None]
+    methods = _BUILTIN_METHODS if _registry is None else _registry
+    return [m for m in methods if m is not None]
 
 
 def algorithm_class(method: Any) -> type[QuantizeAlgorithmConfig]:
     """The config class of ``method``; ValueError naming the known methods otherwise."""
-    if method is None or (isinstance(method, str) and method in ALGORITHMS):
-        return ALGORITHMS[method]
+    if _registry is None and method is None:
+        return QuantizeAlgorithmConfig
+    if _registry is None and method == "max":
+        return MaxCalibConfig
+    registry = _algorithms()
+    if method is None or (isinstance(method, str) and method in registry):
+        return registry[method]
     raise ValueError(
         f"Unknown calibration algorithm {method!r}; known methods: "
         f"{', '.join(known_methods())} (or null for no calibration)."

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import types
 import typing
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from qconfig.loader.locations import SHAPE_ERROR, Loc, located_error
@@ -18,26 +19,50 @@ RECIPE = "recipe"  # pseudo-schema of a PTQ recipe: {metadata, quantize: Quantiz
 
 
 @functools.cache
-def schema_table() -> dict[str, Any]:
-    import qconfig.algorithms as algorithms
+def schema_table() -> Mapping[str, Any]:
+    """Declarable schema name → type. Calibration configs other than ``max`` are imported when
+    a file names one (see :mod:`qconfig.algorithms`), not to list the names."""
+    from qconfig.algorithms import config_class_names
     from qconfig.attributes import QuantizerAttributeConfig, RotateConfig
     from qconfig.entries import QuantizerCfgEntry
     from qconfig.quantize import CompressConfig, QuantizeConfig
 
-    table: dict[str, Any] = {
-        "QuantizeConfig": QuantizeConfig,
-        "QuantizerCfgEntry": QuantizerCfgEntry,
-        "QuantizerCfgListConfig": list[QuantizerCfgEntry],
-        "QuantizeQuantCfgType": list[QuantizerCfgEntry],
-        "QuantizerAttributeConfig": QuantizerAttributeConfig,
-        "RotateConfig": RotateConfig,
-        "CompressConfig": CompressConfig,
-    }
-    for name in algorithms.__all__:
-        value = getattr(algorithms, name)
-        if isinstance(value, type):
-            table[name] = value
-    return table
+    return _SchemaTable(
+        {
+            "QuantizeConfig": QuantizeConfig,
+            "QuantizerCfgEntry": QuantizerCfgEntry,
+            "QuantizerCfgListConfig": list[QuantizerCfgEntry],
+            "QuantizeQuantCfgType": list[QuantizerCfgEntry],
+            "QuantizerAttributeConfig": QuantizerAttributeConfig,
+            "RotateConfig": RotateConfig,
+            "CompressConfig": CompressConfig,
+        },
+        config_class_names(),
+    )
+
+
+class _SchemaTable(Mapping):
+    def __init__(self, models: dict[str, Any], algorithm_names: list[str]) -> None:
+        self._models = models
+        self._names = [*models, *(n for n in algorithm_names if n not in models)]
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._models:
+            return self._models[name]
+        if name not in self._names:
+            raise KeyError(name)
+        import qconfig.algorithms as algorithms
+
+        return getattr(algorithms, name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 def canonical_schema(declared: str, loc: Loc | None) -> str:
