@@ -122,8 +122,13 @@ def main() -> None:
 
 _FLOOR = "import yaml, pydantic"
 #: What any tool that validates with a pydantic model pays: ``import pydantic`` alone is lazy,
-#: the first model class imports the model machinery (pydantic.main, fields, types).
+#: the first model class imports the model machinery (pydantic.main, fields, types). Plugin
+#: discovery is skipped as the qconfig CLI skips it (qconfig.cli.startup).
 _ONE_MODEL = (
+    "import sys, types\n"
+    "stub = types.ModuleType('pydantic.plugin._loader')\n"
+    "stub.get_plugins = lambda: ()\n"
+    "sys.modules['pydantic.plugin._loader'] = stub\n"
     "import yaml\nfrom pydantic import BaseModel, Field\n"
     "class M(BaseModel):\n    x: int = Field(default=1, ge=0)\nM(x=2)"
 )
