@@ -5,9 +5,11 @@ calibration step alone (``run_algorithms`` on an already converted and configure
 ``bench_calib_cpu.py`` does):
 
 * ``bare``: no transaction;
-* ``snapshot``: inside ``Transaction(model, guard=False)`` (module snapshot + tensor journal);
-* ``guard``: inside ``Transaction(model)`` — what ``apply_plan`` runs: the dispatch-mode write
-  guard sees every aten op of the forward loop;
+* ``snapshot``: inside ``Transaction(model, guard=None)`` (module snapshot + tensor journal);
+* ``dispatch``: inside ``Transaction(model, guard="dispatch")``: the dispatch-mode write guard
+  sees every aten op of the forward loop;
+* ``kernels``: inside ``Transaction(model)`` — what ``apply_plan`` runs: Python kernels on the
+  writing operators only (registered per transaction);
 * ``null mode``: inside a ``TorchDispatchMode`` that only calls the op — the floor of any
   dispatch-mode interception, to tell the guard's own work from the mechanism's;
 * ``modelopt``: ``mtq.calibrate(model, "max", loop)`` in the same run, as the yardstick.
@@ -84,12 +86,13 @@ def main() -> None:
             with NullMode():
                 run_algorithms(model, plan.algorithm, loop)
         else:
-            with Transaction(model, guard=wrap == "guard"):
+            with Transaction(model, guard=None if wrap == "snapshot" else wrap):
                 run_algorithms(model, plan.algorithm, loop)
         return time.process_time() - start
 
     kinds = {
-        kind: (lambda kind=kind: timed(kind)) for kind in ("bare", "snapshot", "null mode", "guard")
+        kind: (lambda kind=kind: timed(kind))
+        for kind in ("bare", "snapshot", "null mode", "dispatch", "kernels")
     }
     if not args.no_modelopt:
         warnings.simplefilter("ignore")

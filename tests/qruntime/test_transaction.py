@@ -2,6 +2,7 @@
 whoever wrote into it in place (the loop, the model's forward, an algorithm)."""
 
 import dataclasses
+import threading
 from typing import Literal
 
 import pytest
@@ -117,18 +118,23 @@ WRITES = {
 }
 
 
+GUARDS = ["dispatch", "kernels"]
+
+
 @pytest.mark.filterwarnings("ignore:An output with one or more elements was resized")
+@pytest.mark.parametrize("guard", GUARDS)
 @pytest.mark.parametrize("kind", sorted(WRITES))
-def test_in_place_write_then_failure_restores_bits_and_objects(kind):
+def test_in_place_write_then_failure_restores_bits_and_objects(kind, guard):
     model = toy()
     alias = model[0].weight.data  # a reference a user holds: stays valid and restored
     before, held = state(model), alias.clone()
-    fails(model, WRITES[kind])
+    fails(model, WRITES[kind], guard=guard)
     assert same(before, state(model))
     assert torch.equal(alias, held) and alias.untyped_storage()._cdata == before[0][3]
 
 
-def test_forward_updating_buffers_then_failure_restores_them():
+@pytest.mark.parametrize("guard", GUARDS)
+def test_forward_updating_buffers_then_failure_restores_them(guard):
     model = toy()
     before = state(model)
 
@@ -138,7 +144,7 @@ def test_forward_updating_buffers_then_failure_restores_them():
             m(torch.randn(5, 8))
         assert int(m[2].calls) == 3 and int(m[1].num_batches_tracked) == 3
 
-    fails(model, loop)
+    fails(model, loop, guard=guard)
     assert same(before, state(model))
 
 
@@ -160,7 +166,7 @@ def test_declared_write_is_restored_even_where_the_guard_cannot_see_it():
     model = toy()
     before = state(model)
     with pytest.raises(RuntimeError, match="algorithm failed"):
-        with Transaction(model, writes_weights=True, guard=False) as txn:
+        with Transaction(model, writes_weights=True, guard=None) as txn:
             weight, norm = model[0].weight, model[1].weight
             with txn.writing(weight, norm):
                 weight.detach().numpy()[:] = 7.0  # invisible to the dispatcher
@@ -378,8 +384,9 @@ _OPS = [
         max_size=12,
     ),
     st.integers(0, 1),
+    st.sampled_from(GUARDS),
 )
-def test_random_in_place_writes_then_failure_leave_the_state_equal(steps, use_counting):
+def test_random_in_place_writes_then_failure_leave_the_state_equal(steps, use_counting, guard):
     model = toy()
     if use_counting:
         model.train()
@@ -396,5 +403,43 @@ def test_random_in_place_writes_then_failure_leave_the_state_equal(steps, use_co
             if use_counting:
                 m(torch.randn(3, 8))
 
-    fails(model, loop)
+    fails(model, loop, guard=guard)
+    assert same(before, state(model))
+
+
+def test_kernel_guard_keeps_version_counters_and_leaves_no_kernels_behind():
+    model = toy()
+    weight = model[0].weight
+    with torch.no_grad(), Transaction(model, guard="kernels") as txn:
+        version = weight._version
+        weight.add_(1)
+        torch.mul(weight, 2, out=weight)
+        assert weight._version == version + 2 and txn.saved_bytes == weight.numel() * 4
+    with torch.no_grad(), Transaction(model, guard=None) as txn:
+        weight.add_(1)  # no guard: no kernels left registered, nothing saved
+        assert txn.saved_bytes == 0
+
+
+@pytest.mark.parametrize("guard", GUARDS)
+def test_writes_under_inference_mode_are_restored(guard):
+    model = toy()
+    with torch.inference_mode():
+        frozen = nn.Linear(4, 4)  # inference tensors: no version counter, no autograd keys
+    model.append(frozen)
+    before = state(model)
+    with pytest.raises(KeyError), torch.inference_mode(), Transaction(model, guard=guard):
+        model[0].weight.data.mul_(2)
+        frozen.weight.mul_(2)
+        raise KeyError
+    assert same(before, state(model))
+
+
+def test_kernel_guard_also_saves_writes_from_other_threads():
+    model = toy()
+    before = state(model)
+    with pytest.raises(KeyError), Transaction(model, guard="kernels"):
+        worker = threading.Thread(target=lambda: model[0].weight.data.fill_(9.0))
+        worker.start()
+        worker.join()
+        raise KeyError
     assert same(before, state(model))

@@ -133,6 +133,8 @@ class TensorJournal:
     ) -> None:
         self._stash = None if stash_device is None else torch.device(stash_device)
         self._records: dict[int, _Record] = {}
+        #: Some watched tensor is an inference tensor (made under ``torch.inference_mode``).
+        self.has_inference_tensors = False
         self._storages: dict[int, tuple[torch.UntypedStorage, int]] = {}
         self._saved: dict[int, tuple[torch.UntypedStorage, torch.UntypedStorage]] = {}
         for t in tensors:
@@ -144,6 +146,7 @@ class TensorJournal:
             return
         record = _Record(tensor)
         self._records[id(tensor)] = record
+        self.has_inference_tensors = self.has_inference_tensors or tensor.is_inference()
         for t in (tensor, record.grad):
             if t is not None and (key := _storage_key(t)) is not None:
                 if key not in self._storages:
