@@ -115,7 +115,14 @@ WRITES = {
     "set_": _set_,
     "buffer_fill": lambda m: m[1].running_var.fill_(float("nan")),
     "tensor_attribute_in_place": lambda m: m[2].lin.weight.neg_(),
+    "autocast_forward": lambda m: _autocast_forward(m),
 }
+
+
+def _autocast_forward(m: nn.Module) -> None:
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        m.train()(torch.randn(5, 8))
+        torch.mm(m[0].weight, m[0].weight, out=m[0].weight.data)
 
 
 GUARDS = ["dispatch", "kernels"]
