@@ -128,15 +128,6 @@ def test_custom_max_calibrator_matches_modelopt(name, form):
     _compare(name, config(OurRecordingMax), config(TheirRecordingMax))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "TensorQuantizer.set_from_attribute_config points every calibrator at the quantizer's "
-        "axis; Model Optimizer builds a constructor-given calibrator with its own arguments "
-        "only, so a per-channel quantizer with a calibrator class collects per tensor there. "
-        "Remove this marker once quantizer.py re-points only on axis/block_sizes updates."
-    ),
-)
 def test_calibrator_class_on_a_per_channel_quantizer_keeps_its_own_axis():
     def config(cls):
         return _config(

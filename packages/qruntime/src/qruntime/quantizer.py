@@ -53,6 +53,21 @@ def _rotation_off(rotate: Any) -> Any:
     return False
 
 
+def _repoints_calibrator(values: Mapping[str, Any]) -> bool:
+    """Whether a partial update moves the existing calibrator to the new axis.
+
+    Model Optimizer writes a dict's keys in order, and its axis and block-size setters re-point
+    the calibrator that exists at that moment; a calibrator built from a ``calibrator`` value
+    keeps the arguments it was constructed with (a ``"max"`` one is built on the current axis).
+    So a layout key re-points unless a ``calibrator`` key comes after it.
+    """
+    keys = list(values)
+    layout = [keys.index(k) for k in ("axis", "block_sizes") if k in values]
+    if not layout:
+        return False
+    return "calibrator" not in values or keys.index("calibrator") < max(layout)
+
+
 class TensorQuantizer(nn.Module):
     """Fake-quantizes one tensor per the attributes of ``QuantizerAttributeConfig``.
 
@@ -148,7 +163,7 @@ class TensorQuantizer(nn.Module):
         if full or "bias" in values:
             bias = merged["bias"]
             d["_bias_calibrator"] = BiasCalibrator(bias) if bias is not None else None
-        if d["_calibrator"] is not None:
+        if not full and d["_calibrator"] is not None and _repoints_calibrator(values):
             d["_calibrator"].axis = spec.axis
         if not full and values == {"enable": False}:
             self.disable_rotate()
