@@ -450,3 +450,24 @@ def test_kernel_guard_also_saves_writes_from_other_threads():
         worker.join()
         raise KeyError
     assert same(before, state(model))
+
+
+def test_kernels_guard_that_cannot_install_falls_back_to_the_dispatch_guard(monkeypatch):
+    """A torch release whose internals the kernels guard does not fit still gets a full
+    rollback: the dispatch-mode guard takes over, with a warning."""
+    import qruntime.transaction as transaction
+
+    def refuse(self):
+        raise RuntimeError("no such dispatch key")
+
+    monkeypatch.setattr(transaction.KernelWriteGuard, "__enter__", refuse)
+    monkeypatch.setattr(transaction, "_KERNELS_FAILED", False)
+    model = nn.Linear(4, 4)
+    before = model.weight.detach().clone()
+    with pytest.warns(RuntimeWarning, match="dispatch-mode guard"):
+        with pytest.raises(ValueError, match="boom"):
+            with Transaction(model):
+                model.weight.data.mul_(3.0)
+                raise ValueError("boom")
+    assert torch.equal(model.weight, before)
+    assert transaction._KERNELS_FAILED

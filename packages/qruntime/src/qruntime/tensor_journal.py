@@ -35,7 +35,7 @@ __all__ = ["TensorJournal", "WriteGuard", "written_arguments"]
 # Batch-norm kernels whose schemas do not mark the running statistics as written although they
 # update them in training mode (``_native_batch_norm_legit`` and ``_batch_norm_with_update``
 # declare it properly).
-_UNDECLARED_WRITES = {
+UNDECLARED_WRITES = {
     "native_batch_norm": ("running_mean", "running_var"),
     "cudnn_batch_norm": ("running_mean", "running_var"),
     "miopen_batch_norm": ("running_mean", "running_var"),
@@ -65,7 +65,7 @@ def written_arguments(op: torch._ops.OpOverload) -> _Writes:
             for i, a in enumerate(schema.arguments)
             if a.alias_info is not None and a.alias_info.is_write
         ]
-        hidden = _UNDECLARED_WRITES.get(schema.name.split("::")[-1], ())
+        hidden = UNDECLARED_WRITES.get(schema.name.split("::")[-1], ())
         if hidden:
             names = [a.name for a in schema.arguments]
             flag = (names.index("training"), "training") if "training" in names else None

@@ -27,6 +27,7 @@ declared with ``save``.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -95,6 +96,32 @@ class ModelSnapshot:
 _CURRENT: ContextVar[Transaction | None] = ContextVar("qruntime_transaction", default=None)
 
 
+def _open_guard(kind: str, journal: TensorJournal) -> WriteGuard | KernelWriteGuard:
+    """Enter the guard ``kind``; the kernels guard uses PyTorch internals that a torch release
+    may change, so if it cannot be installed the dispatch-mode guard (same coverage, a few
+    microseconds per op) takes over, with one warning per process."""
+    global _KERNELS_FAILED
+    if kind == "kernels" and not _KERNELS_FAILED:
+        guard: WriteGuard | KernelWriteGuard = KernelWriteGuard(journal)
+        try:
+            guard.__enter__()
+            return guard
+        except Exception as exc:
+            _KERNELS_FAILED = True
+            warnings.warn(
+                f"qruntime: the write guard could not install its kernels ({exc!r}); rollback "
+                "uses the dispatch-mode guard instead (slower calibration, same coverage).",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+    guard = WriteGuard(journal)
+    guard.__enter__()
+    return guard
+
+
+_KERNELS_FAILED = False
+
+
 def current_transaction() -> Transaction | None:
     """The innermost open transaction (``apply_plan``'s, while algorithms run), or None."""
     return _CURRENT.get()
@@ -146,9 +173,7 @@ class Transaction:
             kind = self._use_guard
             if kind == "kernels" and self._journal.has_inference_tensors:
                 kind = "dispatch"  # inference tensors skip the kernels' dispatch key
-            guard = {"dispatch": WriteGuard, "kernels": KernelWriteGuard}[kind](self._journal)
-            guard.__enter__()
-            self._guard = guard
+            self._guard = _open_guard(kind, self._journal)
         self._token = _CURRENT.set(self)
         return self
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from qruntime.tensor_journal import _UNDECLARED_WRITES, TensorJournal, written_arguments
+from qruntime.tensor_journal import UNDECLARED_WRITES, TensorJournal, written_arguments
 
 __all__ = ["KernelWriteGuard"]
 
@@ -63,7 +63,7 @@ def _writing_ops() -> list[tuple[torch._ops.OpOverload, Any]]:
             name, _, overload = qualified.partition(".")
             try:
                 if not torch._C._get_schema(name, overload).is_mutable and (
-                    name.partition("::")[2] not in _UNDECLARED_WRITES
+                    name.partition("::")[2] not in UNDECLARED_WRITES
                 ):
                     continue
             except RuntimeError:

@@ -1,0 +1,143 @@
+"""The calibration state of a quantizer: its buffers and its statistics collectors.
+
+Why a base class of its own: this is what calibration algorithms read and write — ``_amax``,
+``_pre_quant_scale``, ``_global_amax``, ``_bias_value`` under Model Optimizer's buffer names, the
+calibrator and the bias calibrator — separate from how the quantizer is configured and how its
+forward computes (:mod:`.tensor`). Buffers are always replaced by new tensors, never written in
+place, so a rollback snapshot of ``_buffers`` restores the old ones (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from qconfig.spec import QuantizerSpec
+from torch import nn
+
+from qruntime.calibrators import BiasCalibrator
+
+__all__ = ["CalibrationBuffers"]
+
+
+class CalibrationBuffers(nn.Module):
+    """Buffers and collectors of a :class:`~qruntime.quantizer.tensor.TensorQuantizer`."""
+
+    _spec: QuantizerSpec
+    _calibrator: Any
+    _bias_calibrator: BiasCalibrator | None
+    _if_calib: bool
+    _if_quant: bool
+    _enable_pre_quant_scale: bool
+
+    # What calibration algorithms read and drive (qruntime.calibrate never touches the private
+    # fields above).
+    @property
+    def calibrator(self) -> Any:
+        """The statistics collector (None: this quantizer's config names no calibrator)."""
+        return self._calibrator
+
+    @property
+    def bias_calibrator(self) -> BiasCalibrator | None:
+        """The affine-bias collector (None without a ``bias`` attribute)."""
+        return self._bias_calibrator
+
+    @property
+    def has_static_bias(self) -> bool:
+        """A ``bias`` attribute whose value is calibrated (``type`` static, the default)."""
+        return (
+            self._bias_calibrator is not None
+            and (self._spec.bias or {}).get("type", "static") == "static"
+        )
+
+    @property
+    def is_calibrating(self) -> bool:
+        """Statistics collection is on (``enable_calib``)."""
+        return self._if_calib
+
+    @property
+    def is_quantizing(self) -> bool:
+        """Quantization is on (``enable_quant``)."""
+        return self._if_quant
+
+    def store_amax(self, value: torch.Tensor) -> None:
+        """Replace ``_amax`` by ``value`` as given (dtype included), unlike the ``amax`` setter
+        which keeps the stored dtype as Model Optimizer's in-place copy does. The tensor is
+        stored, not copied: pass a new one (rollback restores the old tensor object)."""
+        if "_amax" in self._buffers:
+            self._buffers["_amax"] = value.detach()  # keeps its place in state_dict order
+        else:
+            self.register_buffer("_amax", value.detach())
+
+    # ------------------------------------------------------------------ buffers
+    def _set_buffer(self, name: str, value: torch.Tensor) -> None:
+        """(Re)register a buffer with a *new* tensor; never copied in place, so that a
+        transaction snapshot of ``_buffers`` restores the old tensor object (apply.py)."""
+        value = value.detach().clone()
+        old = self._buffers.get(name)
+        if old is not None and old.shape != value.shape:
+            raise RuntimeError("Changing shape when setting amax is not allowed.")
+        if old is not None:  # Model Optimizer copies into the existing buffer: keep its dtype
+            value = value.to(device=old.device, dtype=old.dtype)
+        self._buffers.pop(name, None)
+        self.register_buffer(name, value)
+
+    @property
+    def amax(self) -> torch.Tensor | None:
+        """The stored amax (None: dynamic, or an MX format, which never reads it)."""
+        if self._spec.is_mx:
+            return None
+        return self._buffers.get("_amax")
+
+    @amax.setter
+    def amax(self, value: Any) -> None:
+        if value is None:
+            raise AssertionError("amax cannot be set to None.")
+        self._set_buffer("_amax", torch.as_tensor(value))
+
+    def reset_amax(self) -> None:
+        self._buffers.pop("_amax", None)
+        if self._calibrator is not None:
+            self._calibrator.reset()
+
+    @property
+    def pre_quant_scale(self) -> torch.Tensor | None:
+        if not self._enable_pre_quant_scale:
+            return None
+        return self._buffers.get("_pre_quant_scale")
+
+    @pre_quant_scale.setter
+    def pre_quant_scale(self, value: torch.Tensor) -> None:
+        self._buffers.pop("_pre_quant_scale", None)
+        self.register_buffer("_pre_quant_scale", torch.as_tensor(value).detach().clone())
+
+    @property
+    def global_amax(self) -> torch.Tensor | None:
+        return self._buffers.get("_global_amax")
+
+    @global_amax.setter
+    def global_amax(self, value: torch.Tensor) -> None:
+        self._buffers.pop("_global_amax", None)
+        self.register_buffer("_global_amax", torch.as_tensor(value).detach().clone())
+
+    @property
+    def bias_value(self) -> torch.Tensor | None:
+        return self._buffers.get("_bias_value")
+
+    def load_calib_amax(self) -> None:
+        """Store the calibrator's running max as ``_amax`` (calibration.md §0.3)."""
+        if self._calibrator is None:
+            raise RuntimeError("Calibrator not created.")
+        amax = self._calibrator.compute_amax()
+        if amax is None:
+            raise RuntimeError("Calibrator returned None: it has not seen any tensor.")
+        self.amax = amax
+
+    def load_calib_bias(self) -> None:
+        if self._bias_calibrator is None:
+            raise RuntimeError("Bias calibrator not created.")
+        bias = self._bias_calibrator.compute_bias()
+        if bias is None:
+            raise RuntimeError("Bias calibrator returned None: it has not seen any tensor.")
+        self._buffers.pop("_bias_value", None)
+        self.register_buffer("_bias_value", bias.detach().clone())
