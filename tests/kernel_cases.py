@@ -220,12 +220,13 @@ def edge_cases(
     rarely reaches:
 
     * INT/FP8 per channel with amax 0, 2^-24 (still "zero"), 2^-25, 1.5 * 2^-24, 1e-38, inf,
-      NaN (numerics.md §4.2, §5.1), in every dtype;
+      NaN (docs/numerics.md, 'INT-N' and 'FP8 E4M3'), in every dtype;
     * NVFP4 with a zero / inf / NaN / huge global amax and a block whose E4M3 scale rounds to 0;
     * MX: an all-zero block, an inf in a block (its finite elements become 0), a NaN, a block
       amax near FLT_MAX and one of fp32 subnormals (E8M0 exponent at both ends, 2^-127
       unscale — also what shows flush-to-zero on a GPU), an amax just above a power of two.
-      MXINT8 of inf is undefined behaviour in the CUDA source (§7.3): that row is not compared.
+      MXINT8 of inf is undefined behaviour in the CUDA source (docs/numerics.md, 'Choices',
+      item 3): that row is not compared.
     """
     out: dict[str, tuple[torch.Tensor, dict, torch.Tensor | None, list[int] | None]] = {}
     amax = torch.tensor([0.0, 2**-24, 2**-25, 2**-24 * 1.5, 1e-38, INF, NAN, 2.0]).reshape(8, 1)

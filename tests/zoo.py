@@ -212,7 +212,9 @@ class MyOwnForwardLinear(nn.Linear):
 
 
 class SubclassNet(nn.Module):
-    """The reference Net of config-semantics §14 plus a Linear subclass with its own forward."""
+    """One module of each converted kind, an Embedding and a Linear subclass that inherits
+    ``forward`` (the model of the conformance experiments), plus a Linear subclass with its own
+    forward."""
 
     def __init__(self):
         super().__init__()

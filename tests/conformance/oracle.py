@@ -41,7 +41,10 @@ def registry_keys() -> list[str]:
 
 
 def tq_attributes(tq: TensorQuantizer) -> dict:
-    """A TensorQuantizer's state as QuantizerAttributeConfig fields (config-semantics §2.4)."""
+    """A TensorQuantizer's state as QuantizerAttributeConfig fields.
+
+    docs/model-optimizer-rules.md, 'How a quantizer applies attributes'.
+    """
     calibrator = tq._calibrator
     calib_name = type(calibrator).__name__
     return {
@@ -119,7 +122,8 @@ def converted(model: nn.Module) -> nn.Module:
 
 def apply(model: nn.Module, quant_cfg) -> nn.Module:
     """Convert and apply ``quant_cfg`` once, as ``mtq.quantize`` does (no calibration),
-    including 0.47.0's post-application weight check (§10.3)."""
+    including 0.47.0's weight check (docs/model-optimizer-rules.md, 'Weight-quantization
+    check')."""
     model = converted(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -131,7 +135,10 @@ def apply(model: nn.Module, quant_cfg) -> nn.Module:
 
 
 def check_weights(model: nn.Module, quant_cfg) -> None:
-    """0.47.0's post-application weight check (§10.3), raising as mtq.quantize does."""
+    """0.47.0's post-application weight check, raising as mtq.quantize does.
+
+    docs/model-optimizer-rules.md, 'Weight-quantization check'.
+    """
     _check_weight_quantization_took_effect(
         model, mc.QuantizeConfig(quant_cfg=quant_cfg, algorithm=None)
     )

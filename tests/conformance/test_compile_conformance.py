@@ -1,6 +1,7 @@
 """compile_plan must equal the quantizer state Model Optimizer 0.47.0 reaches applying a config
-once to a freshly converted model (config-semantics §9), on the zoo, for every preset and for
-hypothesis-generated configs. Deliberate differences are asserted explicitly."""
+once to a freshly converted model (docs/model-optimizer-rules.md, 'Applying quant_cfg:
+precedence of config entries'), on the zoo, for every preset and for hypothesis-generated
+configs. Deliberate differences are asserted explicitly."""
 
 import copy
 import json
@@ -308,7 +309,7 @@ def test_unknown_parent_class_is_rejected_before_anything_is_applied():
 
 
 # ------------------------------------------------------------------------------------------
-# the experiments of config-semantics §14.2 and children-targeted patterns
+# application experiments run against the 0.47.0 wheel, and children-targeted patterns
 # ------------------------------------------------------------------------------------------
 
 OFF = {"quantizer_name": "*", "enable": False}

@@ -1,10 +1,12 @@
-"""qconfig's config language against nvidia-modelopt 0.47.0 (config-semantics §1-6).
+"""qconfig's config language against nvidia-modelopt 0.47.0.
+
+The rules are those of docs/model-optimizer-rules.md, from 'Config objects' to 'QuantizeConfig'.
 
 Every input here is given to both implementations; they must agree on accept/reject, on the
 normalized entries (``model_dump(exclude_unset=True)``), on the full ``QuantizeConfig`` dump and
 on the number of ``DeprecationWarning``s. The one allowed difference is qconfig's stricter,
-config-time ``algorithm`` check (issue #2 item 4): where Model Optimizer accepts an algorithm
-that its own calibration step would later refuse, qconfig rejects it up front.
+config-time ``algorithm`` check (docs/differences.md, row 1): where Model Optimizer accepts an
+algorithm that its own calibration step would later refuse, qconfig rejects it up front.
 
 Every qconfig rejection must also be a ``ValueError`` (pydantic's ``ValidationError`` is one),
 never a bare ``AssertionError``/``KeyError``/``TypeError``, never an empty "Assertion failed, "
@@ -240,7 +242,8 @@ def test_preset(name: str):
 
 
 # ---------------------------------------------------------------------------------------------
-# config-semantics §2.2 / §2.3: attribute validators V1-V9 and RotateConfig
+# attribute validators V1-V9 and RotateConfig (docs/model-optimizer-rules.md, 'Attribute
+# validation')
 # ---------------------------------------------------------------------------------------------
 
 NAN = float("nan")
@@ -334,7 +337,7 @@ ATTRIBUTE_EXAMPLES = [
     ({"trt_high_precision_dtype": "Half"}, True),
     ({"trt_high_precision_dtype": "float"}, False),
     ({"num_bit": 8}, False),
-    # §2.3 RotateConfig inside an attribute config
+    # RotateConfig inside an attribute config
     ({"rotate": True}, True),
     ({"rotate": {"enable": True, "mode": "rotate_back", "block_size": 16}}, True),
     ({"rotate": {"mode": "bogus"}}, False),
@@ -357,7 +360,7 @@ def test_attribute_example(raw: dict, accepted: bool):
 
 
 # ---------------------------------------------------------------------------------------------
-# config-semantics §3: QuantizerCfgEntry
+# QuantizerCfgEntry (docs/model-optimizer-rules.md, 'Entries of quant_cfg')
 # ---------------------------------------------------------------------------------------------
 
 ENTRY_EXAMPLES = [
@@ -412,7 +415,8 @@ def test_entry_example(raw: dict, accepted: bool):
 
 
 # ---------------------------------------------------------------------------------------------
-# config-semantics §6.2: normalization examples (input, accepted, DeprecationWarnings, entries)
+# normalization examples: input, accepted, DeprecationWarnings, entries
+# (docs/model-optimizer-rules.md, 'Normalizing quant_cfg')
 # ---------------------------------------------------------------------------------------------
 
 W8 = {"num_bits": 8, "axis": 0}

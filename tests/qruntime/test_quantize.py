@@ -1,4 +1,7 @@
-"""quantize(): inventory + compile_plan + apply_plan, with mtq.quantize's algorithm rule (§10.1)."""
+"""quantize(): inventory + compile_plan + apply_plan, with mtq.quantize's algorithm rule.
+
+docs/model-optimizer-rules.md, 'quantize and calibrate'.
+"""
 
 import pytest
 import qruntime

@@ -1,5 +1,6 @@
-"""TensorQuantizer / SequentialQuantizer: the forward order of numerics.md §2 and the state
-Model Optimizer keeps (config-semantics §2.4)."""
+"""TensorQuantizer / SequentialQuantizer: the forward order of docs/numerics.md, 'Order of
+operations in a quantizer', and the state Model Optimizer keeps (docs/model-optimizer-rules.md,
+'How a quantizer applies attributes')."""
 
 import pytest
 import torch
@@ -97,7 +98,7 @@ def test_full_replacement_keeps_calibrated_amax_partial_disable_turns_rotation_o
     q = TensorQuantizer(QAC(num_bits=8, axis=0, rotate=True))
     q.amax = torch.ones(4, 1)
     q.set_from_attribute_config(QAC(num_bits=4))
-    assert q.amax.shape == (4, 1)  # config-semantics §2.4 [obs M2]
+    assert q.amax.shape == (4, 1)  # the calibrated amax survives, with its old shape
     q.set_from_attribute_config(QAC(num_bits=8, rotate=True))
     q.set_from_attribute_config({"enable": False})
     assert not q.is_enabled and q.attributes()["rotate"] is False

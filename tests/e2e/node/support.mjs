@@ -25,8 +25,9 @@ export const SCHEMA_FILES = {
 export const CONFIG_SCHEMA_REF = `../../schemas/${SCHEMA_FILES.config}`;
 export const YAML_MODELINE = `# yaml-language-server: $schema=${CONFIG_SCHEMA_REF}`;
 
-// The contract (config-semantics §2.1 and §4.2), written out so that a schema that loses a
-// field or a method fails here even if it is internally consistent.
+// The contract (docs/model-optimizer-rules.md, 'Quantizer attributes' and 'Calibration algorithm
+// configs'), written out so that a schema that loses a field or a method fails here even if it
+// is internally consistent.
 export const ATTRIBUTE_FIELDS = [
   'enable', 'num_bits', 'effective_bits', 'axis', 'fake_quant', 'unsigned', 'narrow_range',
   'learn_amax', 'type', 'block_sizes', 'bias', 'trt_high_precision_dtype', 'calibrator', 'rotate',

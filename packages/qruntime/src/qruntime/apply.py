@@ -3,10 +3,11 @@
 Everything that can be checked without touching the model is checked first (the plan's
 quantizer names, module classes and hard-disabled slots against :func:`inventory`, formats the
 numerics can run, calibration methods that exist). Then, inside one transaction
-(:mod:`qruntime.transaction`): modules are converted (config-semantics §7.1), every quantizer is
-set from the plan — a tuple of attributes becomes a ``SequentialQuantizer`` (§9.5), a single set
-on an existing one replaces it by a ``TensorQuantizer`` (§9.4) — and ``plan.algorithm`` runs.
-Any exception restores the model exactly as it was and is re-raised.
+(:mod:`qruntime.transaction`): modules are converted (docs/model-optimizer-rules.md, 'Module
+conversion and the registry'), every quantizer is set from the plan — a tuple of attributes
+becomes a ``SequentialQuantizer`` ('List cfg (sequential quantization)'), a single set on an
+existing one replaces it by a ``TensorQuantizer`` ('Full replacement') — and ``plan.algorithm``
+runs. Any exception restores the model exactly as it was and is re-raised.
 """
 
 from __future__ import annotations
@@ -138,7 +139,8 @@ def apply_plan(model: nn.Module, plan: Plan, forward_loop: ForwardLoop | None = 
     it once; it is not needed without calibration or for weight-only calibration). On any
     error the model — modules, classes, parameters, buffers, hooks, training flags — is left
     exactly as it was. A model that is already quantized is re-configured: its quantizers are
-    set from the plan (calibrated ``_amax`` buffers are kept, config-semantics §2.4).
+    set from the plan (calibrated ``_amax`` buffers are kept: docs/model-optimizer-rules.md,
+    'How a quantizer applies attributes').
     """
     check_plan(model, plan)
     check_supported(plan, forward_loop)

@@ -391,7 +391,10 @@ def real_quant_roundtrip(
         return nf4_dequantize(p, block)
     if bs.get("scale_bits") == (4, 3):
         if bs.get("four_over_six", False):
-            raise NotImplementedError("NVFP4 four-over-six has no real quantization (§6.6)")
+            raise NotImplementedError(
+                "NVFP4 four-over-six has no real quantization "
+                "(docs/numerics.md, 'Real quantization')"
+            )
         block = bs[-1]
         g = global_amax if global_amax is not None else amax
         return nvfp4_dequantize(nvfp4_quantize(x, block, g), block)

@@ -125,7 +125,10 @@ class CalibrationBuffers(nn.Module):
         return self._buffers.get("_bias_value")
 
     def load_calib_amax(self) -> None:
-        """Store the calibrator's running max as ``_amax`` (calibration.md §0.3)."""
+        """Store the calibrator's result as ``_amax``.
+
+        docs/model-optimizer-rules.md, 'Calibration phases of max', step 4.
+        """
         if self._calibrator is None:
             raise RuntimeError("Calibrator not created.")
         amax = self._calibrator.compute_amax()

@@ -17,7 +17,10 @@ __all__ = ["SequentialQuantizer", "is_quantizer"]
 
 
 class SequentialQuantizer(nn.Sequential):
-    """``Q_n(...Q_1(x))`` with one amax per element (numerics.md §10.2, config-semantics §7.3).
+    """``Q_n(...Q_1(x))`` with one amax per element.
+
+    docs/numerics.md, 'Sequential quantizers'; docs/model-optimizer-rules.md, 'Quantizer names
+    and sequential quantizers'.
 
     Children are named ``<name>.0``, ``<name>.1``; reads like ``is_enabled`` answer for the
     container (true when any element is on), calls broadcast to every element.
@@ -73,5 +76,8 @@ class SequentialQuantizer(nn.Sequential):
 
 
 def is_quantizer(module: nn.Module) -> bool:
-    """A ``TensorQuantizer`` or ``SequentialQuantizer`` (what config patterns can select, §9.2)."""
+    """A ``TensorQuantizer`` or ``SequentialQuantizer``: what config patterns can select.
+
+    docs/model-optimizer-rules.md, 'Matching'.
+    """
     return isinstance(module, (TensorQuantizer, SequentialQuantizer))

@@ -127,8 +127,9 @@ class TensorQuantizer(CalibrationBuffers):
     def attributes(self) -> dict[str, Any]:
         """Every attribute field with its *runtime* value (Model Optimizer's quantizer state).
 
-        ``axis``/``block_sizes`` reflect the runtime rewrites of numerics.md §2 steps 5-6 and
-        ``rotate`` a rotation switched off by ``{"enable": False}``.
+        ``axis``/``block_sizes`` reflect the runtime rewrites of steps 5-6 of docs/numerics.md,
+        'Order of operations in a quantizer', and ``rotate`` a rotation switched off by
+        ``{"enable": False}``.
         """
         out = dict(self._config.__dict__)
         out["enable"] = not self._disabled
@@ -155,7 +156,10 @@ class TensorQuantizer(CalibrationBuffers):
         self.__dict__["_if_quant"] = False
 
     def enable_calib(self) -> None:
-        """Collect statistics in forward; dynamic quantizers never calibrate (numerics.md §2.2)."""
+        """Collect statistics in forward; dynamic quantizers never calibrate.
+
+        docs/model-optimizer-rules.md, 'Calibration phases of max', step 1.
+        """
         if self._calibrator is None:
             raise ValueError("Calibrator was not created, cannot enable calibration.")
         if self._spec.is_dynamic:
@@ -229,7 +233,10 @@ class TensorQuantizer(CalibrationBuffers):
         return work
 
     def _block_sizes_to_axis(self, x: torch.Tensor) -> None:
-        """numerics.md §2 step 5: ``{-1: None}`` means "reduce these dims" → ``axis`` = the rest."""
+        """``{-1: None}`` means "reduce these dims" → ``axis`` = the rest.
+
+        docs/numerics.md, 'Order of operations in a quantizer', step 5.
+        """
         spec = self._spec
         if spec.strategy != "token":
             return
@@ -239,7 +246,10 @@ class TensorQuantizer(CalibrationBuffers):
         )
 
     def _static_plan(self, x: torch.Tensor) -> StaticBlockPlan:
-        """numerics.md §3.2: the pad-and-reshape plan, fixed by the first input's shape."""
+        """The pad-and-reshape plan, fixed by the first input's shape.
+
+        docs/numerics.md, 'Static blocks'.
+        """
         plan = self._block_plan
         if plan is None:
             plan = static_block_plan(x.shape, self._spec.block_sizes or {})
@@ -253,7 +263,10 @@ class TensorQuantizer(CalibrationBuffers):
         return plan
 
     def _collect(self, x: torch.Tensor) -> None:
-        """numerics.md §2 step 7: a static bias is collected first and subtracted (§10.1)."""
+        """A static bias is collected first and subtracted, then the calibrator collects.
+
+        docs/numerics.md, 'Order of operations in a quantizer', step 7, and 'Affine bias'.
+        """
         if self.has_static_bias:
             self._bias_calibrator.collect(x)
             x = x - self._bias_calibrator.compute_bias()
@@ -261,8 +274,9 @@ class TensorQuantizer(CalibrationBuffers):
         self._calibrator.collect(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """numerics.md §2: pre_quant_scale, rotation, disabled pass-through, block_sizes → axis,
-        static block reshape, calibration, fake quant, un-reshape, rotate back."""
+        """Pre_quant_scale, rotation, disabled pass-through, block_sizes → axis, static block
+        reshape, calibration, fake quant, un-reshape, rotate back (docs/numerics.md, 'Order of
+        operations in a quantizer')."""
         d = self.__dict__
         spec = d["_spec"]
         pqs = d["_buffers"].get("_pre_quant_scale")
@@ -324,9 +338,10 @@ class TensorQuantizer(CalibrationBuffers):
 
 
 class HardDisabledTensorQuantizer(TensorQuantizer):
-    """A quantizer slot that can never be enabled: the Embedding's ``input_quantizer`` (§7.2).
+    """A quantizer slot that can never be enabled: the Embedding's ``input_quantizer``.
 
-    Configs are absorbed and the quantizer forced back off; explicit enabling raises.
+    Configs are absorbed and the quantizer forced back off; explicit enabling raises
+    (docs/model-optimizer-rules.md, 'Quantizers each module gets').
     """
 
     _ERROR = (
