@@ -36,7 +36,9 @@ from qruntime.calibrate import run_algorithms
 from qruntime.quantize import compile_for
 
 
-def _inputs(name: str, batch: int, seq: int, n_batches: int) -> list[tuple[torch.Tensor, ...]]:
+def calibration_inputs(
+    name: str, batch: int, seq: int, n_batches: int
+) -> list[tuple[torch.Tensor, ...]]:
     out = []
     for seed in range(n_batches):
         g = torch.Generator().manual_seed(seed)
@@ -61,8 +63,24 @@ def _timed(fn) -> float:
     return time.process_time() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+@dataclasses.dataclass
+class Setup:
+    """What every max-calibration benchmark starts from: the options, Model Optimizer's preset
+    (with ``algorithm: max``), the float zoo model, its batches and the forward loop."""
+
+    args: argparse.Namespace
+    config: dict
+    base: torch.nn.Module
+    batches: list[tuple[torch.Tensor, ...]]
+
+    def loop(self, model: torch.nn.Module) -> None:
+        for batch in self.batches:
+            model(*batch)
+
+
+def calibration_setup(description: str) -> Setup:
+    """Parse the shared options (model, preset, sizes, repeats, threads) and build the inputs."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", default="llama", choices=["llama", "moe", "vlm", "cnn"])
     parser.add_argument("--preset", default="INT8_DEFAULT_CFG")
     parser.add_argument("--batch", type=int, default=16)
@@ -79,12 +97,14 @@ def main() -> None:
 
     config = copy.deepcopy(getattr(mtq, args.preset))
     config["algorithm"] = "max"
-    base = zoo.build(args.model)
-    batches = _inputs(args.model, args.batch, args.seq, args.batches)
+    batches = calibration_inputs(args.model, args.batch, args.seq, args.batches)
+    return Setup(args, config, zoo.build(args.model), batches)
 
-    def loop(model: torch.nn.Module) -> None:
-        for batch in batches:
-            model(*batch)
+
+def main() -> None:
+    setup = calibration_setup(__doc__.split("\n")[0])
+    args, config, base, loop = setup.args, setup.config, setup.base, setup.loop
+    import modelopt.torch.quantization as mtq  # imported by the setup already
 
     def plain_forward() -> float:
         with torch.no_grad():

@@ -22,7 +22,6 @@ never asserted.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import sys
@@ -36,8 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import qruntime
-import zoo
-from bench_calib_cpu import _inputs
+from bench_calib_cpu import calibration_setup
 from qruntime.calibrate import run_algorithms
 from qruntime.quantize import compile_for
 from qruntime.transaction import Transaction
@@ -50,29 +48,9 @@ class NullMode(TorchDispatchMode):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="llama", choices=["llama", "moe", "vlm", "cnn"])
-    parser.add_argument("--preset", default="INT8_DEFAULT_CFG")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--seq", type=int, default=256)
-    parser.add_argument("--batches", type=int, default=16, help="batches per forward loop")
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument("--no-modelopt", action="store_true")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    import modelopt.torch.quantization as mtq
-
-    config = copy.deepcopy(getattr(mtq, args.preset))
-    config["algorithm"] = "max"
-    base = zoo.build(args.model)
-    batches = _inputs(args.model, args.batch, args.seq, args.batches)
-
-    def loop(model: torch.nn.Module) -> None:
-        for batch in batches:
-            model(*batch)
+    setup = calibration_setup(__doc__.split("\n")[0])
+    args, config, base, loop = setup.args, setup.config, setup.base, setup.loop
+    import modelopt.torch.quantization as mtq  # imported by the setup already
 
     plan = compile_for(base, config)
     configure_only = dataclasses.replace(plan, algorithm=())
