@@ -295,6 +295,17 @@ ZOO = {
 }
 
 
+def forward_loop(name: str, seeds: tuple[int, ...] = (0, 1)):
+    """A forward loop over ``example_inputs(name)`` batches, one per seed."""
+    batches = [example_inputs(name, seed=s) for s in seeds]
+
+    def loop(model: nn.Module) -> None:
+        for batch in batches:
+            model(*batch)
+
+    return loop
+
+
 def build(name: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return ZOO[name]().eval()

@@ -46,24 +46,6 @@ class TheirRecordingMax(MoMaxCalibrator):
         return super().compute_amax()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _loop(name):
-    batches = [zoo.example_inputs(name, seed=s) for s in (0, 1)]
-
-    def forward_loop(model):
-        for batch in batches:
-            model(*batch)
-
-    return forward_loop
-
-
 def _config(weight_cfg, input_cfg):
     return {
         "quant_cfg": [
@@ -85,7 +67,7 @@ def _outputs(model, name):
 
 
 def _compare(name, ours_cfg, theirs_cfg):
-    model, loop = zoo.build(name), _loop(name)
+    model, loop = zoo.build(name), zoo.forward_loop(name)
     OurRecordingMax.calls.clear()
     TheirRecordingMax.calls.clear()
     with warnings.catch_warnings():

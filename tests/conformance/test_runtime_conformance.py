@@ -71,25 +71,6 @@ qruntime.register(zoo.FusedExperts, QuantFusedExperts)
 oracle.register_fused_experts()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The zoo models are tiny: intra-op threads only add overhead (and contention on CI)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _loop(name):
-    batches = [zoo.example_inputs(name, seed=s) for s in (0, 1)]
-
-    def forward_loop(model):
-        for batch in batches:
-            model(*batch)
-
-    return forward_loop
-
-
 def _config(preset, algorithm="max"):
     cfg = copy.deepcopy(getattr(mtq, preset))
     cfg["algorithm"] = algorithm
@@ -171,7 +152,7 @@ def test_inventory_equals_modelopt_conversion(name):
 @pytest.mark.parametrize("preset", CPU_PRESETS)
 @pytest.mark.parametrize("name", MODELS)
 def test_quantize_max_is_bit_exact(name, preset):
-    model, forward_loop = zoo.build(name), _loop(name)
+    model, forward_loop = zoo.build(name), zoo.forward_loop(name)
     cfg = _config(preset)
     ref = _modelopt(model, cfg, forward_loop)
     ours = qruntime.quantize(copy.deepcopy(model), cfg, forward_loop)
@@ -210,7 +191,7 @@ def reference_fake_quant(monkeypatch):
 @pytest.mark.parametrize("preset", REFERENCE_PRESETS)
 @pytest.mark.parametrize("name", REFERENCE_MODELS)
 def test_quantize_max_gpu_formats_match_reference_numerics(name, preset, reference_fake_quant):
-    model, forward_loop = zoo.build(name), _loop(name)
+    model, forward_loop = zoo.build(name), zoo.forward_loop(name)
     cfg = _config(preset)
     ref = _modelopt(model, cfg, forward_loop)
     ours = qruntime.quantize(copy.deepcopy(model), cfg, forward_loop)
@@ -247,7 +228,7 @@ def test_affine_bias_max_is_bit_exact(bits, bias):
         ],
         "algorithm": "max",
     }
-    model, forward_loop = zoo.build("llama"), _loop("llama")
+    model, forward_loop = zoo.build("llama"), zoo.forward_loop("llama")
     ref = _modelopt(model, cfg, forward_loop)
     ours = qruntime.quantize(copy.deepcopy(model), cfg, forward_loop)
     _assert_same_state(ref, ours)
@@ -275,7 +256,7 @@ def test_rnn_packed_sequences_are_bit_exact():
 
 
 def test_dict_without_algorithm_does_not_calibrate_like_modelopt():
-    model, forward_loop = zoo.build("llama"), _loop("llama")
+    model, forward_loop = zoo.build("llama"), zoo.forward_loop("llama")
     cfg = copy.deepcopy(mtq.INT8_DEFAULT_CFG)
     del cfg["algorithm"]
     ref = _modelopt(model, cfg, forward_loop)
@@ -299,7 +280,7 @@ def test_dict_without_algorithm_does_not_calibrate_like_modelopt():
     ],
 )
 def test_save_restore_round_trip_is_bit_identical(tmp_path, name, preset):
-    model = qruntime.quantize(zoo.build(name), _config(preset), _loop(name))
+    model = qruntime.quantize(zoo.build(name), _config(preset), zoo.forward_loop(name))
     model.get_submodule(qruntime.inventory(model).quantizer_names()[0]).disable()
     path = tmp_path / "state.safetensors"
     qruntime.save_state(model, path)

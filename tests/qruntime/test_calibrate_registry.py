@@ -9,6 +9,9 @@ from typing import Literal
 import pytest
 import qruntime
 import torch
+from calibration_cases import batch as _data
+from calibration_cases import two_batches as _loop
+from calibration_cases import weight_input_config as _config
 from qconfig.algorithms import (
     AWQLiteCalibConfig,
     MaxCalibConfig,
@@ -28,16 +31,6 @@ from qruntime.calibrate.context import LayerDriver, as_forward_loop
 from qruntime.calibrators import BiasCalibrator, MaxCalibrator, build_calibrator
 from torch import nn
 
-W = "*weight_quantizer"
-INPUTS = "*input_quantizer"
-
-
-def _config(weight_cfg, input_cfg=None, algorithm="max"):
-    entries = [{"quantizer_name": "*", "enable": False}, {"quantizer_name": W, "cfg": weight_cfg}]
-    if input_cfg is not None:
-        entries.append({"quantizer_name": INPUTS, "cfg": input_cfg})
-    return {"quant_cfg": entries, "algorithm": algorithm}
-
 
 class Net(nn.Module):
     def __init__(self):
@@ -48,15 +41,6 @@ class Net(nn.Module):
 
     def forward(self, x):
         return self.fc2(torch.relu(self.fc1(x)))
-
-
-def _data(seed):
-    return torch.randn(4, 3, 40, generator=torch.Generator().manual_seed(seed))
-
-
-def _loop(model):
-    for seed in (0, 1):
-        model(_data(seed))
 
 
 def _buffers(model):
