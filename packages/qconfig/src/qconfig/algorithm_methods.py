@@ -126,7 +126,7 @@ class GPTQCalibConfig(QuantizeAlgorithmConfig):
 
     @model_validator(mode="after")
     def _qdq_activations_by_default(self) -> "GPTQCalibConfig":
-        # GPTQ needs the quantized outputs of earlier layers unless told otherwise (§4.2).
+        # GPTQ needs the quantized outputs of earlier layers unless told otherwise.
         if "get_qdq_activations_from_prev_layer" not in self.layerwise.model_fields_set:
             self.layerwise = self.layerwise.model_copy(
                 update={"get_qdq_activations_from_prev_layer": True}

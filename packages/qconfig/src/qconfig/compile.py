@@ -76,7 +76,7 @@ class _Folded:
 
 
 def _effective(attrs: QuantizerAttributeConfig) -> QuantizerAttributeConfig:
-    # set_from_attribute_config forces the straight-through gradient for MX formats (§2.4).
+    # set_from_attribute_config forces the straight-through gradient for MX formats.
     if not attrs.pass_through_bwd and is_mx_format(attrs.block_sizes):
         return attrs.model_copy(update={"pass_through_bwd": True})
     return attrs
@@ -84,7 +84,7 @@ def _effective(attrs: QuantizerAttributeConfig) -> QuantizerAttributeConfig:
 
 def _toggled(attrs: QuantizerAttributeConfig, enable: bool, hard: bool) -> QuantizerAttributeConfig:
     update: dict[str, Any] = {"enable": enable and not hard}
-    if not enable:  # exactly {"enable": False} also switches rotation off (§9.3)
+    if not enable:  # exactly {"enable": False} also switches rotation off
         rotate = attrs.rotate
         if isinstance(rotate, RotateConfig):
             update["rotate"] = rotate.model_copy(update={"enable": False})
@@ -109,7 +109,7 @@ def fold_quantizer(
 
     ``selects(i, name)`` tells whether entry ``i``'s pattern selects ``name``. The walk visits
     the quantizer, then — if it was a sequential quantizer before this entry and still is —
-    its children ``name.0``, ``name.1``, ... (§9.5).
+    its children ``name.0``, ``name.1``, ...
     """
     hard = site.hard_disabled
     direct = "." not in site.attribute  # a ModuleList member's parent is the list, not the module
@@ -454,7 +454,7 @@ def compile_plan(config: Any, manifest: Manifest, *, weight_check: bool = True) 
 
 
 def weight_request_patterns(entries: list[QuantizerCfgEntry]) -> list[str]:
-    """0.47.0's notion of "the config asks for weight quantization" (§10.3), quirks included:
+    """0.47.0's notion of "the config asks for weight quantization", quirks included:
     entries keyed by ``quantizer_name`` only (``parent_class`` ignored), last one wins."""
     last = {e.quantizer_name: e for e in entries}
     return [

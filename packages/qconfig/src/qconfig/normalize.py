@@ -1,4 +1,4 @@
-"""``quant_cfg`` input forms → ordered ``QuantizerCfgEntry`` list (config-semantics §6).
+"""``quant_cfg`` input forms → ordered ``QuantizerCfgEntry`` list (docs/writing-configs.md).
 
 Model Optimizer accepts the list form, legacy single-key entries, ``nn.*``-scoped entries and a
 legacy flat dict, and converts them with a few sharp edges (``"default"`` is renamed to ``"*"``
@@ -46,7 +46,7 @@ class ExpandedEntry:
 def _legacy_pair(key: Any, value: Any) -> list[dict[str, Any]]:
     """One ``{pattern: cfg}`` or ``{"nn.X": {pattern: cfg}}`` pair → list-form dicts."""
     if key == "default":
-        key = "*"  # kept in place, not moved first (§6.1, [obs e7])
+        key = "*"  # kept in place, not moved first, as Model Optimizer does
     if isinstance(key, str) and key.startswith("nn."):
         if not isinstance(value, Mapping):
             raise ValueError(f"For 'nn.*' scoped format, value must be a mapping, got {value!r}")
@@ -155,7 +155,7 @@ def normalize_quant_cfg_list(raw: Any) -> list[QuantizerCfgEntry]:
 
 
 def need_calibration(config: Mapping[str, Any]) -> bool:
-    """Model Optimizer's heuristic (§6.3): does this config need a calibration forward?
+    """Model Optimizer's heuristic: does this config need a calibration forward?
 
     Reproduced exactly, quirks included: weight entries are skipped by substring, only a
     top-level ``type: dynamic`` counts, and a mapping without ``algorithm`` raises ``KeyError``.
