@@ -22,6 +22,7 @@ Exit codes (every command):
 ``lint`` prints ``path:line:col: CODE message (json.path)`` like ruff and flake8 (``--format
 json`` for tools, ``--format github`` for workflow annotations); colour only on a terminal,
 never when ``NO_COLOR`` is set.
+
 Environment: ``MODELOPT_SKIP_WEIGHT_QUANT_CHECK=1`` skips the check that a config asking for
 weight quantization enables a weight quantizer (as it does in Model Optimizer); it is read here,
 at the command line, and handed to :func:`qconfig.compile.compile_plan` as an argument.
