@@ -9,6 +9,7 @@ final state, and near misses — entries that would have matched with another an
 from dataclasses import dataclass, field
 from typing import Any
 
+from qconfig.callable_module import make_callable
 from qconfig.compile import Trace, fold_quantizer, to_quantize_config
 from qconfig.manifest import Manifest
 from qconfig.matching import matches
@@ -112,3 +113,6 @@ def explain(config: Any, manifest: Manifest, quantizer_name: str) -> Explanation
         if why:
             out.near_misses.append((i, entry.quantizer_name, why))
     return out
+
+
+make_callable(__name__, explain)

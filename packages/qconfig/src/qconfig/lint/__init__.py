@@ -8,6 +8,7 @@ the config is compiled and the model-aware rules run too.
 from collections.abc import Iterable
 from typing import Any
 
+from qconfig.callable_module import make_callable
 from qconfig.errors import ConfigError, Diagnostic, format_path
 from qconfig.lint.context import Finding, LintContext
 from qconfig.lint.registry import RULES, Rule
@@ -111,3 +112,6 @@ def lint(src: Any, manifest=None, *, weight_check: bool = True) -> list[Diagnost
             continue
         found.extend(_diagnostics(ctx, rule, rule.check(ctx)))
     return sorted(found, key=lambda d: (d.line or 0, d.column or 0, d.code))
+
+
+make_callable(__name__, lint)
