@@ -32,7 +32,7 @@ from qruntime.config_source import (
 )
 from qruntime.inventory import inventory
 from qruntime.job import QuantizeOptions, QuantizeReport
-from qruntime.quantize import compile_for, quantize
+from qruntime.quantize import compile_for, quantize, weight_check_from_environment
 from qruntime.report import lint_report, plan_report
 from qruntime.state import save_state
 from torch import nn
@@ -112,7 +112,7 @@ def run(
     params = sum(p.numel() for p in meta_model.parameters())
     manifest = inventory(meta_model, type(meta_model).__name__)
     del meta_model
-    diagnostics = lint(source, manifest)
+    diagnostics = lint(source, manifest, weight_check=weight_check_from_environment())
     seconds["lint"] = time.perf_counter() - start
     say("qruntime quantize")
     say(f"  model:  {model_label} ({manifest.model}, {params / 1e6:.1f}M parameters)")

@@ -69,3 +69,25 @@ def test_quantized_outputs_change_and_stay_deterministic():
     assert torch.equal(first, second)
     assert not torch.equal(first, reference)
     assert torch.allclose(first, reference, atol=0.1)
+
+
+def test_weight_check_is_read_from_the_environment_at_quantize(monkeypatch):
+    """``quantize`` is the drop-in for ``mtq.quantize``, which honours
+    MODELOPT_SKIP_WEIGHT_QUANT_CHECK; ``weight_check=`` overrides it either way."""
+
+    # weight quantizers asked for by a pattern that matches none: the check's condition
+    config = {
+        "quant_cfg": [
+            {"quantizer_name": "*", "enable": False},
+            {"quantizer_name": "*experts*weight_quantizer", "cfg": {"num_bits": 4}},
+        ],
+        "algorithm": "max",
+    }
+    monkeypatch.delenv("MODELOPT_SKIP_WEIGHT_QUANT_CHECK", raising=False)
+    with pytest.raises(CompileError):
+        qruntime.quantize(zoo.build("llama"), config, _loop)
+    qruntime.quantize(zoo.build("llama"), config, _loop, weight_check=False)
+    monkeypatch.setenv("MODELOPT_SKIP_WEIGHT_QUANT_CHECK", "1")
+    qruntime.quantize(zoo.build("llama"), config, _loop)
+    with pytest.raises(CompileError):
+        qruntime.quantize(zoo.build("llama"), config, _loop, weight_check=True)

@@ -14,6 +14,7 @@ quantizer states).
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,12 +27,30 @@ from qruntime.apply import apply_plan
 from qruntime.calibrate.registry import ForwardLoop
 from qruntime.inventory import inventory
 
-__all__ = ["compile_for", "quantize"]
+__all__ = ["compile_for", "quantize", "weight_check_from_environment"]
 
 
-def compile_for(model: nn.Module, config: QuantizeConfig | Mapping[str, Any]) -> Plan:
-    """The plan ``quantize`` would apply to ``model`` (nothing is changed)."""
-    plan = compile_plan(config, inventory(model, type(model).__name__))
+def weight_check_from_environment() -> bool:
+    """Model Optimizer's switch for its weight check (docs/model-optimizer-rules.md,
+    'Weight-quantization check'), read where a program starts a quantization: ``quantize`` is a
+    drop-in for ``mtq.quantize``, which honours it; ``compile_plan`` itself never reads it."""
+    return os.environ.get("MODELOPT_SKIP_WEIGHT_QUANT_CHECK") != "1"
+
+
+def compile_for(
+    model: nn.Module,
+    config: QuantizeConfig | Mapping[str, Any],
+    *,
+    weight_check: bool | None = None,
+) -> Plan:
+    """The plan ``quantize`` would apply to ``model`` (nothing is changed).
+
+    ``weight_check``: None = as ``MODELOPT_SKIP_WEIGHT_QUANT_CHECK`` says (on unless it is 1).
+    """
+    if weight_check is None:
+        weight_check = weight_check_from_environment()
+    manifest = inventory(model, type(model).__name__)
+    plan = compile_plan(config, manifest, weight_check=weight_check)
     if isinstance(config, Mapping) and "algorithm" not in config:
         plan = dataclasses.replace(plan, algorithm=())
     return plan
@@ -41,6 +60,11 @@ def quantize(
     model: nn.Module,
     config: QuantizeConfig | Mapping[str, Any],
     forward_loop: ForwardLoop | None = None,
+    *,
+    weight_check: bool | None = None,
 ) -> nn.Module:
-    """Quantize ``model`` in place with ``config`` and calibrate it; returns ``model``."""
-    return apply_plan(model, compile_for(model, config), forward_loop)
+    """Quantize ``model`` in place with ``config`` and calibrate it; returns ``model``.
+
+    ``weight_check`` as in :func:`compile_for`.
+    """
+    return apply_plan(model, compile_for(model, config, weight_check=weight_check), forward_loop)
