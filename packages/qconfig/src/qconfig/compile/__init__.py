@@ -21,203 +21,37 @@ condition; ``weight_check=False`` skips it. Model Optimizer reads the switch fro
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from functools import cached_property
 from typing import Any
 
-from qconfig.attributes import QuantizerAttributeConfig, RotateConfig, is_mx_format
 from qconfig.base import ConfigBase
+from qconfig.compile.errors import CompileError
+from qconfig.compile.fold import Element, FoldedState, Trace, fold_quantizer
+from qconfig.compile.weight_check import (
+    any_weight_quantizer_enabled,
+    check_weights,
+    weight_request_patterns,
+)
 from qconfig.entries import QuantizerCfgEntry
-from qconfig.errors import ConfigError, Diagnostic
+from qconfig.errors import Diagnostic
 from qconfig.manifest import Manifest, QuantizerSite
 from qconfig.matching import digit_blind, matches, required_text, shape_of
 from qconfig.plan import Plan, QuantizerPlan
 from qconfig.quantize import QuantizeConfig
 
-__all__ = ["CompileError", "Trace", "compile_plan", "fold_quantizer", "to_quantize_config"]
-
-
-class CompileError(ConfigError):
-    """The config cannot be applied to this model; nothing would have been changed."""
-
-
-# --------------------------------------------------------------------------------------------
-# state of one quantizer while entries are folded into it
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Element:
-    attrs: QuantizerAttributeConfig
-    enable_src: int | None = None
-    attrs_src: int | None = None
-
-
-@dataclass
-class Trace:
-    """What happened to one quantizer: ``(entry index, target, effect)`` per applied entry."""
-
-    steps: list[tuple[int, str, str]] = field(default_factory=list)
-
-    def add(self, index: int, target: str, effect: str) -> None:
-        self.steps.append((index, target, effect))
-
-
-@dataclass
-class _Folded:
-    single: _Element | None
-    children: list[_Element] | None
-    sources: list[int]
-    problems: list[tuple[str, int, str]]  # (code, entry index, message)
-    matched: set[int]  # entries that selected this quantizer or one of its children
-
-    def elements(self) -> list[_Element]:
-        return self.children if self.children is not None else [self.single]  # type: ignore[list-item]
-
-
-def _effective(attrs: QuantizerAttributeConfig) -> QuantizerAttributeConfig:
-    # set_from_attribute_config forces the straight-through gradient for MX formats.
-    if not attrs.pass_through_bwd and is_mx_format(attrs.block_sizes):
-        return attrs.model_copy(update={"pass_through_bwd": True})
-    return attrs
-
-
-def _toggled(attrs: QuantizerAttributeConfig, enable: bool, hard: bool) -> QuantizerAttributeConfig:
-    update: dict[str, Any] = {"enable": enable and not hard}
-    if not enable:  # exactly {"enable": False} also switches rotation off
-        rotate = attrs.rotate
-        if isinstance(rotate, RotateConfig):
-            update["rotate"] = rotate.model_copy(update={"enable": False})
-        else:
-            update["rotate"] = False
-    return attrs.model_copy(update=update)
-
-
-def _replaced(cfg: QuantizerAttributeConfig, enable: bool, hard: bool) -> QuantizerAttributeConfig:
-    return _effective(cfg.model_copy(update={"enable": enable and not hard}))
-
-
-def fold_quantizer(
-    name: str,
-    site: QuantizerSite,
-    parent_keys: frozenset[str],
-    entries: list[QuantizerCfgEntry],
-    selects: "Any",
-    trace: Trace | None = None,
-) -> _Folded:
-    """Apply every entry, in order, to one quantizer as Model Optimizer's module walk does.
-
-    ``selects(i, name)`` tells whether entry ``i``'s pattern selects ``name``. The walk visits
-    the quantizer, then — if it was a sequential quantizer before this entry and still is —
-    its children ``name.0``, ``name.1``, ...
-    """
-    hard = site.hard_disabled
-    direct = "." not in site.attribute  # a ModuleList member's parent is the list, not the module
-    state = _Folded(_Element(site.defaults), None, [], [], set())
-    for i, entry in enumerate(entries):
-        parent_ok = entry.parent_class is None or (direct and entry.parent_class in parent_keys)
-        was_sequential = state.children is not None
-        descend = was_sequential
-        applied = False
-        if parent_ok and selects(i, name):
-            state.matched.add(i)
-            applied = True
-            cfg = entry.cfg
-            if cfg is None:
-                for element in state.elements():
-                    element.attrs = _toggled(element.attrs, entry.enable, hard)
-                    element.enable_src = i
-                if trace:
-                    trace.add(i, name, f"toggle {'on' if entry.enable else 'off'}")
-            elif isinstance(cfg, list):
-                if hard:
-                    state.problems.append(
-                        (
-                            "QC212",
-                            i,
-                            f"a list cfg cannot replace the hard-disabled {name}; it stays "
-                            "disabled (Model Optimizer would swap in an enabled sequential "
-                            "quantizer that is never called)",
-                        )
-                    )
-                    applied = False
-                    if trace:
-                        trace.add(i, name, "ignored: hard-disabled quantizer stays disabled")
-                elif not was_sequential:
-                    state.children = [
-                        _Element(_replaced(c, entry.enable, False), i, i) for c in cfg
-                    ]
-                    state.single = None
-                    descend = False
-                    if trace:
-                        trace.add(i, name, f"make sequential ({len(cfg)} quantizers)")
-                else:
-                    children = state.children or []
-                    if len(cfg) != len(children):
-                        state.problems.append(
-                            (
-                                "QC213",
-                                i,
-                                f"{len(cfg)} attribute sets for the {len(children)} quantizers "
-                                f"of sequential {name}: only the first "
-                                f"{min(len(cfg), len(children))} are set",
-                            )
-                        )
-                    for element, c in zip(children, cfg, strict=False):
-                        element.attrs = _replaced(c, entry.enable, False)
-                        element.enable_src = element.attrs_src = i
-                    if trace:
-                        trace.add(i, name, "replace sequential attributes")
-            else:
-                new = _Element(_replaced(cfg, entry.enable, hard), i, i)
-                if was_sequential:
-                    state.children = None
-                    descend = False  # the old children are detached
-                    if trace:
-                        trace.add(i, name, "back to single (sequential replaced)")
-                elif trace:
-                    trace.add(i, name, "replace")
-                state.single = new
-        if descend and state.children is not None and entry.parent_class is None:
-            for k, element in enumerate(state.children):
-                child = f"{name}.{k}"
-                if not selects(i, child):
-                    continue
-                state.matched.add(i)
-                applied = True
-                cfg = entry.cfg
-                if cfg is None:
-                    element.attrs = _toggled(element.attrs, entry.enable, False)
-                    element.enable_src = i
-                    if trace:
-                        trace.add(i, child, f"toggle {'on' if entry.enable else 'off'}")
-                elif isinstance(cfg, list):
-                    raise CompileError(
-                        [
-                            Diagnostic(
-                                "QC103",
-                                "error",
-                                f"entry {i} ({entry.quantizer_name!r}) applies a list cfg to "
-                                f"{child}, a child of a sequential quantizer: Model Optimizer "
-                                "would nest sequential quantizers (a state that cannot be "
-                                "restored). Give each quantizer one list cfg.",
-                                path=f"quant_cfg[{i}]",
-                            )
-                        ]
-                    )
-                else:
-                    element.attrs = _replaced(cfg, entry.enable, False)
-                    element.enable_src = element.attrs_src = i
-                    if trace:
-                        trace.add(i, child, "replace")
-        if applied:
-            state.sources.append(i)
-    return state
-
-
-# --------------------------------------------------------------------------------------------
-# the whole manifest
-# --------------------------------------------------------------------------------------------
+__all__ = [
+    "CompileError",
+    "CompileResult",
+    "Element",
+    "FoldedState",
+    "Trace",
+    "any_weight_quantizer_enabled",
+    "compile_detailed",
+    "compile_plan",
+    "fold_quantizer",
+    "to_quantize_config",
+    "weight_request_patterns",
+]
 
 
 def to_quantize_config(config: Any) -> QuantizeConfig:
@@ -421,7 +255,7 @@ def compile_detailed(
         for code, i, msg in dict.fromkeys(problems)
     ]
     if weight_check:
-        _weight_check(entries, quantizers)
+        check_weights(entries, quantizers)
     plan = Plan(quantizers, qc.algorithms(), diagnostics, manifest.model)
     layout = (all_names, module_signatures, signature_sources)
     return CompileResult(plan, entries, matched_count, live, problems, layout)
@@ -451,40 +285,3 @@ def compile_plan(config: Any, manifest: Manifest, *, weight_check: bool = True) 
     on the arguments only.
     """
     return compile_detailed(config, manifest, weight_check=weight_check).plan
-
-
-def weight_request_patterns(entries: list[QuantizerCfgEntry]) -> list[str]:
-    """0.47.0's notion of "the config asks for weight quantization", quirks included:
-    entries keyed by ``quantizer_name`` only (``parent_class`` ignored), last one wins."""
-    last = {e.quantizer_name: e for e in entries}
-    return [
-        pattern
-        for pattern, e in last.items()
-        if e.enable and ("weight_quantizer" in pattern or fnmatchcase("weight_quantizer", pattern))
-    ]
-
-
-def any_weight_quantizer_enabled(quantizers: Mapping[str, QuantizerPlan]) -> bool:
-    for name, q in quantizers.items():
-        if "weight_quantizer" not in name:
-            continue
-        if q.enable:
-            return True
-    return False
-
-
-def _weight_check(entries: list[QuantizerCfgEntry], quantizers: dict[str, QuantizerPlan]) -> None:
-    patterns = weight_request_patterns(entries)
-    if patterns and not any_weight_quantizer_enabled(quantizers):
-        raise CompileError(
-            [
-                Diagnostic(
-                    "QC102",
-                    "error",
-                    "The quantization config asks for weight quantization but no weight "
-                    "quantizer is enabled, so nothing would be quantized. These patterns asked "
-                    f"for it: {patterns}",
-                    path="quant_cfg",
-                )
-            ]
-        )
