@@ -79,10 +79,9 @@ def check_calibrators(plan: Plan, config: QuantizeAlgorithmConfig) -> None:
     (Constructors themselves are checked for every plan, by ``check_supported``.)
     """
     for name, q in plan.quantizers.items():
-        elements = q.attributes if isinstance(q.attributes, tuple) else (q.attributes,)
-        for attrs in elements:
-            calibrator = attrs.calibrator
-            if attrs.enable and isinstance(calibrator, str) and calibrator != "max":
+        for spec in q.spec if isinstance(q.spec, tuple) else (q.spec,):
+            calibrator = spec.calibrator
+            if spec.enable and isinstance(calibrator, str) and calibrator != "max":
                 raise UnsupportedAlgorithmError(
                     f"{name}: calibrator {calibrator!r} cannot be used with 'max' calibration "
                     "(use 'max', or give a calibrator class or (class, args, kwargs) from "
