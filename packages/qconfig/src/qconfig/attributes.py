@@ -13,11 +13,12 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from qconfig.base import ConfigBase
-from qconfig.spec import BLOCK_SPECIAL_KEYS, block_axes, is_mx_format
+from qconfig.blocks import BLOCK_SPECIAL_KEYS, block_axes, is_mx_format
 
 __all__ = [
     "BLOCK_SPECIAL_KEYS",
     "FP_FORMATS",
+    "FP_FORMATS_ANY_LAYOUT",
     "QuantizerAttributeConfig",
     "RotateConfig",
     "block_axes",
@@ -27,7 +28,7 @@ __all__ = [
 #: ``(E, M)`` pairs that pass V2's first test; (0,3)/(3,0) are listed but unreachable.
 FP_FORMATS = ((4, 3), (5, 2), (2, 1), (1, 2), (0, 3), (3, 0), (3, 2), (2, 3))
 #: Formats allowed outside dynamic blocks.
-_FP_FORMATS_ANY_LAYOUT = ((4, 3), (2, 1))
+FP_FORMATS_ANY_LAYOUT = ((4, 3), (2, 1))
 
 BiasType = Literal["static", "dynamic"]
 BiasMethod = Literal["mean", "max_min"]
@@ -245,7 +246,7 @@ class QuantizerAttributeConfig(ConfigBase):
                 "formats: FP8 (E4M3, E5M2), FP6(E3M2, E2M3), FP4(E2M1)."
             )
         dynamic_blocks = self.block_sizes is not None and self.block_sizes.get("type") == "dynamic"
-        if bits not in _FP_FORMATS_ANY_LAYOUT and not dynamic_blocks:
+        if bits not in FP_FORMATS_ANY_LAYOUT and not dynamic_blocks:
             raise ValueError(
                 f"Only blockwise dynamic quantization is supported with quantization formats "
                 f"E{bits[0]}M{bits[1]} (num_bits={bits} needs block_sizes with type 'dynamic')."

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
+from qconfig.blocks import BLOCK_SPECIAL_KEYS, MX_SCALE_BITS, block_axes, is_mx_format
 from qconfig.keys import int_key
 
 __all__ = [
@@ -35,34 +36,14 @@ __all__ = [
     "resolve_spec",
 ]
 
-#: Keys of ``block_sizes`` that describe the format rather than a block axis.
-BLOCK_SPECIAL_KEYS = ("type", "scale_bits", "scale_block_sizes", "four_over_six")
-
 #: Number format families the numerics implement (docs/numerics.md).
 Family = Literal["int", "fp", "nvfp4", "mx"]
 #: Granularity of the scale: one per tensor, per kept channel(s), per block, or per token
 #: (``block_sizes`` whose axes all span their whole dimension).
 Strategy = Literal["tensor", "channel", "block", "token"]
 
-_MX_SCALE = (8, 0)  # E8M0 shared exponents
+_MX_SCALE = MX_SCALE_BITS  # E8M0 shared exponents
 _FP8_SCALE = (4, 3)  # E4M3 block scales (NVFP4)
-
-
-def block_axes(block_sizes: Mapping[Any, Any] | None) -> dict | None:
-    """The axis → size part of ``block_sizes``, without the format keys."""
-    if block_sizes is None:
-        return None
-    return {k: v for k, v in block_sizes.items() if k not in BLOCK_SPECIAL_KEYS}
-
-
-def is_mx_format(block_sizes: Mapping[Any, Any] | None) -> bool:
-    """MX formats are dynamic blocks with E8M0 scales; they never read an amax and always use
-    the straight-through gradient."""
-    return (
-        block_sizes is not None
-        and block_sizes.get("type") == "dynamic"
-        and _pair(block_sizes.get("scale_bits")) == _MX_SCALE
-    )
 
 
 @dataclass(frozen=True)
