@@ -43,8 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (the console script passes it to ``sys.exit``)."""
     import importlib
 
-    parser = build_parser()
-    args = parser.parse_args(argv)  # usage errors exit 2 here
+    args_list = sys.argv[1:] if argv is None else list(argv)
+    # a command line that starts with the command needs only that command's parser
+    parser = build_parser(args_list[0] if args_list else None)
+    args = parser.parse_args(args_list)  # usage errors exit 2 here
     from qconfig.cli.startup import skip_pydantic_plugin_discovery
 
     skip_pydantic_plugin_discovery()

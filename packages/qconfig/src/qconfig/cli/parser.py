@@ -7,10 +7,17 @@ only once the command line is parsed, so ``qconfig --help`` and a usage error st
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (public so the docs and tests can introspect the options)."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser (public so the docs and tests can introspect the options).
+
+    ``command`` names the one subcommand to define, for a command line that starts with it:
+    its options, help and errors are that subcommand's parser alone, so the others are not
+    built (each costs ``qconfig lint`` start-up time, docs/performance.md). ``None`` (or a
+    name that is not a command) defines them all, for ``qconfig --help`` and usage errors.
+    """
     parser = argparse.ArgumentParser(
         prog="qconfig",
         description=(
@@ -21,7 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"qconfig {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, define in _COMMANDS.items():
+        if command not in _COMMANDS or name == command:
+            define(sub)
+    return parser
 
+
+def _lint(sub: Any) -> None:
     p = sub.add_parser(
         "lint",
         help="check configs for errors and silent mistakes",
@@ -55,23 +68,31 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
 
+
+def _schema(sub: Any) -> None:
     p = sub.add_parser("schema", help="print or write the draft-07 JSON Schemas")
     p.add_argument("--kind", choices=["config", "manifest", "plan"], default="config")
     p.add_argument("-o", "--output", metavar="PATH", help="file (or directory with --all)")
     p.add_argument("--all", action="store_true", help="write every kind into -o DIR")
     p.add_argument("--check", action="store_true", help="do not write; exit 1 if stale")
 
+
+def _plan(sub: Any) -> None:
     p = sub.add_parser("plan", help="compile a config against a manifest (plan JSON)")
     p.add_argument("config", metavar="CONFIG")
     p.add_argument("--manifest", metavar="M", required=True)
     p.add_argument("-o", "--output", metavar="FILE", help="write the plan JSON here")
     p.add_argument("--summary", action="store_true", help="print a per-format summary")
 
+
+def _explain(sub: Any) -> None:
     p = sub.add_parser("explain", help="which entries decided one quantizer, and how")
     p.add_argument("config", metavar="CONFIG")
     p.add_argument("--manifest", metavar="M", required=True)
     p.add_argument("quantizer", metavar="QUANTIZER", help="full quantizer name")
 
+
+def _presets(sub: Any) -> None:
     p = sub.add_parser("presets", help="list Model Optimizer's named presets, or print one")
     p.add_argument("name", nargs="?", metavar="NAME")
     p.add_argument("--format", choices=["yaml", "json"], default="yaml")
@@ -79,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--source", action="store_true", help="the preset's YAML file as shipped (with imports)"
     )
 
+
+def _migrate(sub: Any) -> None:
     p = sub.add_parser(
         "migrate",
         help="rewrite legacy quant_cfg forms as list entries (same plan)",
@@ -92,7 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--write", action="store_true", help="rewrite the file(s) in place")
-    return parser
+
+
+#: Subcommand → the function that defines its parser, in the order ``--help`` lists them.
+_COMMANDS = {
+    "lint": _lint,
+    "schema": _schema,
+    "plan": _plan,
+    "explain": _explain,
+    "presets": _presets,
+    "migrate": _migrate,
+}
 
 
 def version() -> str:
