@@ -9,8 +9,7 @@ step is separate so that lint and ``migrate`` can see where each entry came from
 import functools
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import TypeAdapter
 
@@ -30,12 +29,13 @@ LEGACY_WARNING = (
 )
 
 
-@dataclass(frozen=True)
-class ExpandedEntry:
+class ExpandedEntry(NamedTuple):
     """One list-form entry and where it came from in the raw input.
 
     ``source`` is the JSON path below ``quant_cfg`` of the raw element (``(3,)`` or, for a
     legacy flat dict, ``("*weight_quantizer",)``); ``legacy`` tells whether it was converted.
+    A named tuple rather than a frozen dataclass: defining it costs every ``qconfig lint``
+    start a quarter as much (docs/performance.md).
     """
 
     value: QuantizerCfgEntry | dict[str, Any]

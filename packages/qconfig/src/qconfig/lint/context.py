@@ -4,8 +4,7 @@ compile result, plus a way to turn a JSON path into a file position."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from qconfig.errors import Diagnostic
 
@@ -20,30 +19,56 @@ __all__ = ["Finding", "LintContext"]
 Path = tuple[int | str, ...]
 
 
-@dataclass(frozen=True)
-class Finding:
-    """A rule's result: a message and the JSON path it is about (file position comes later)."""
+class Finding(NamedTuple):
+    """A rule's result: a message and the JSON path it is about (file position comes later).
+
+    A named tuple rather than a frozen dataclass: it is as immutable and reads the same, and
+    defining it costs every ``qconfig lint`` start a quarter as much (docs/performance.md).
+    """
 
     message: str
     path: Path = ()
     severity: str | None = None  # overrides the rule's default severity
 
 
-@dataclass
 class LintContext:
-    file: str | None
-    raw: Any  # the resolved document's QuantizeConfig mapping (imports already spliced)
-    raw_path: Path  # where that mapping sits in the document (("quantize",) for recipes)
-    config: QuantizeConfig
-    expanded: list[ExpandedEntry]
-    manifest: Manifest | None = None
-    compiled: CompileResult | None = None
-    locate: Callable[[Path], tuple[str | None, int | None, int | None]] = field(
-        default=lambda path: (None, None, None)
-    )
-    #: compile errors (QC101-QC103); model-aware rules are skipped when there are any
-    compile_errors: list[Diagnostic] = field(default_factory=list)
+    """Everything a rule may read about one config; ``compiled`` and ``compile_errors`` are
+    filled in only when a manifest is given.
+
+    (A plain class rather than a dataclass: defining a dataclass costs every ``qconfig lint``
+    start, docs/performance.md.)
+    """
+
+    def __init__(
+        self,
+        file: str | None,
+        raw: Any,
+        raw_path: Path,
+        config: QuantizeConfig,
+        expanded: list[ExpandedEntry],
+        manifest: Manifest | None = None,
+        compiled: CompileResult | None = None,
+        locate: Callable[[Path], tuple[str | None, int | None, int | None]] | None = None,
+        compile_errors: list[Diagnostic] | None = None,
+    ) -> None:
+        self.file = file
+        #: the resolved document's QuantizeConfig mapping (imports already spliced)
+        self.raw = raw
+        #: where that mapping sits in the document (("quantize",) for recipes)
+        self.raw_path = raw_path
+        self.config = config
+        self.expanded = expanded
+        self.manifest = manifest
+        self.compiled = compiled
+        #: JSON path -> (file, line, column) where it was written
+        self.locate = locate if locate is not None else _nowhere
+        #: compile errors (QC101-QC103); model-aware rules are skipped when there are any
+        self.compile_errors = compile_errors if compile_errors is not None else []
 
     def entry_path(self, index: int) -> Path:
         """JSON path of normalized entry ``index`` in the document."""
         return (*self.raw_path, "quant_cfg", *self.expanded[index].source)
+
+
+def _nowhere(path: Path) -> tuple[str | None, int | None, int | None]:
+    return (None, None, None)

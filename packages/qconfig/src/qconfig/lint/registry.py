@@ -6,8 +6,7 @@ nothing central changes. docs/lint-rules.md has one section per code.
 """
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from qconfig.lint.context import Finding, LintContext
@@ -15,8 +14,9 @@ if TYPE_CHECKING:
 __all__ = ["RULES", "Rule", "rule"]
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
+    """A registered rule (a named tuple: immutable, and cheap to define at start-up)."""
+
     code: str
     severity: str
     summary: str

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from qconfig.errors import ConfigError
 from qconfig.loader.diagnostics import validation_diagnostics, value_at
@@ -31,19 +30,25 @@ if TYPE_CHECKING:  # the models are imported lazily; annotations only
     from qconfig.quantize import QuantizeConfig
 
 
-@dataclass(frozen=True)
 class Document:
     """A loaded file with imports resolved and ExMy/int-key conversions applied, not validated.
 
     ``schema`` is the declared or implied type name (``"QuantizeConfig"``, ``"recipe"``, a
     snippet type); :meth:`locate` answers where a JSON path was written, for tools (lint) that
-    report their own findings.
+    report their own findings. (A plain class, as :class:`~qconfig.loader.locations.Parsed`:
+    defining a dataclass costs every load's cold start, docs/performance.md.)
     """
 
-    data: Any
-    schema: str
-    file: str | None
-    _locs: Locations = field(repr=False, compare=False)
+    __slots__ = ("_locs", "data", "file", "schema")
+
+    def __init__(self, data: Any, schema: str, file: str | None, locs: Locations) -> None:
+        self.data = data
+        self.schema = schema
+        self.file = file
+        self._locs = locs
+
+    def __repr__(self) -> str:
+        return f"Document(data={self.data!r}, schema={self.schema!r}, file={self.file!r})"
 
     def locate(self, path: tuple[int | str, ...]) -> tuple[str | None, int | None, int | None]:
         """``(file, line, column)`` where ``path`` (or its nearest ancestor) was written."""
@@ -64,9 +69,11 @@ class Document:
             ) from None
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """A PTQ recipe (``metadata`` + ``quantize``) as Model Optimizer's ``load_recipe``."""
+class Recipe(NamedTuple):
+    """A PTQ recipe (``metadata`` + ``quantize``) as Model Optimizer's ``load_recipe``.
+
+    (A named tuple: immutable like a frozen dataclass, and cheaper to define at start-up.)
+    """
 
     metadata: dict[str, Any]  # recipe_type ("ptq") and description (default filled in)
     quantize: QuantizeConfig
