@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 from qconfig.attributes import QuantizerAttributeConfig
+from qconfig.spec import QuantizerSpec, resolve_spec
 from torch import nn
 
 from qruntime.quantizer import HardDisabledTensorQuantizer, SequentialQuantizer, TensorQuantizer
@@ -45,9 +47,14 @@ class QuantizerSlot:
     defaults: QuantizerAttributeConfig = field(default_factory=lambda: INT8_PER_TENSOR)
     hard_disabled: bool = False
 
+    @cached_property
+    def spec(self) -> QuantizerSpec:
+        """``defaults`` resolved once: every module converted with this slot shares it."""
+        return resolve_spec(self.defaults)
+
     def build(self) -> TensorQuantizer:
         cls = HardDisabledTensorQuantizer if self.hard_disabled else TensorQuantizer
-        return cls(self.defaults)
+        return cls(self.defaults, self.spec)
 
 
 def weight_info(module: nn.Module) -> tuple[tuple[int, ...] | None, str | None]:

@@ -53,7 +53,9 @@ class TensorQuantizer(CalibrationBuffers):
     #: reference, docs/kernels.md) for CUDA tensors when Triton is installed; "torch" never does.
     backend: str = "auto"
 
-    def __init__(self, config: QuantizerAttributeConfig | None = None) -> None:
+    def __init__(
+        self, config: QuantizerAttributeConfig | None = None, spec: QuantizerSpec | None = None
+    ) -> None:
         super().__init__()
         # Plain attributes go straight into __dict__: nn.Module.__setattr__ only adds checks
         # for parameters/buffers/submodules, and quantizers are created by the thousand.
@@ -69,7 +71,9 @@ class TensorQuantizer(CalibrationBuffers):
             _block_plan=None,
             _work=None,
         )
-        self.set_from_attribute_config(config if config is not None else DEFAULT_CONFIG)
+        if config is None:
+            config, spec = DEFAULT_CONFIG, DEFAULT_SPEC
+        self.set_from_attribute_config(config, spec)
 
     # ------------------------------------------------------------------ configuration
     def set_from_attribute_config(
