@@ -7,6 +7,8 @@ only once the command line is parsed, so ``qconfig --help`` and a usage error st
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import Any
 
 
@@ -25,6 +27,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             "(no torch needed)."
         ),
         epilog="Exit status: 0 ok, 1 findings (or a config that does not load), 2 usage/I-O.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"qconfig {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -37,6 +40,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def _lint(sub: Any) -> None:
     p = sub.add_parser(
         "lint",
+        formatter_class=HelpFormatter,
         help="check configs for errors and silent mistakes",
         description=(
             "Check configs: load/validation errors always; with --manifest also what only the "
@@ -70,7 +74,9 @@ def _lint(sub: Any) -> None:
 
 
 def _schema(sub: Any) -> None:
-    p = sub.add_parser("schema", help="print or write the draft-07 JSON Schemas")
+    p = sub.add_parser(
+        "schema", help="print or write the draft-07 JSON Schemas", formatter_class=HelpFormatter
+    )
     p.add_argument("--kind", choices=["config", "manifest", "plan"], default="config")
     p.add_argument("-o", "--output", metavar="PATH", help="file (or directory with --all)")
     p.add_argument("--all", action="store_true", help="write every kind into -o DIR")
@@ -78,7 +84,11 @@ def _schema(sub: Any) -> None:
 
 
 def _plan(sub: Any) -> None:
-    p = sub.add_parser("plan", help="compile a config against a manifest (plan JSON)")
+    p = sub.add_parser(
+        "plan",
+        help="compile a config against a manifest (plan JSON)",
+        formatter_class=HelpFormatter,
+    )
     p.add_argument("config", metavar="CONFIG")
     p.add_argument("--manifest", metavar="M", required=True)
     p.add_argument("-o", "--output", metavar="FILE", help="write the plan JSON here")
@@ -86,14 +96,22 @@ def _plan(sub: Any) -> None:
 
 
 def _explain(sub: Any) -> None:
-    p = sub.add_parser("explain", help="which entries decided one quantizer, and how")
+    p = sub.add_parser(
+        "explain",
+        help="which entries decided one quantizer, and how",
+        formatter_class=HelpFormatter,
+    )
     p.add_argument("config", metavar="CONFIG")
     p.add_argument("--manifest", metavar="M", required=True)
     p.add_argument("quantizer", metavar="QUANTIZER", help="full quantizer name")
 
 
 def _presets(sub: Any) -> None:
-    p = sub.add_parser("presets", help="list Model Optimizer's named presets, or print one")
+    p = sub.add_parser(
+        "presets",
+        help="list Model Optimizer's named presets, or print one",
+        formatter_class=HelpFormatter,
+    )
     p.add_argument("name", nargs="?", metavar="NAME")
     p.add_argument("--format", choices=["yaml", "json"], default="yaml")
     p.add_argument(
@@ -104,6 +122,7 @@ def _presets(sub: Any) -> None:
 def _migrate(sub: Any) -> None:
     p = sub.add_parser(
         "migrate",
+        formatter_class=HelpFormatter,
         help="rewrite legacy quant_cfg forms as list entries (same plan)",
         description=(
             "Rewrite a legacy flat-dict quant_cfg, single-key entries and nn.*-scoped entries "
@@ -126,6 +145,37 @@ _COMMANDS = {
     "presets": _presets,
     "migrate": _migrate,
 }
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's help formatter, with the same default width found without ``shutil``.
+
+    Why: argparse makes a formatter for every ``add_argument`` (to check the metavar), and its
+    default width comes from ``shutil.get_terminal_size``: importing ``shutil`` (with ``bz2``,
+    ``lzma`` and ``zlib``) costs ``qconfig lint`` about 7 M instructions of start-up, more than
+    linting a preset (docs/performance.md). :func:`terminal_columns` is that function's rule.
+    """
+
+    def __init__(
+        self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width=None
+    ) -> None:
+        if width is None:
+            width = terminal_columns() - 2  # as argparse does
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+def terminal_columns() -> int:
+    """``shutil.get_terminal_size().columns``: ``COLUMNS``, else stdout's terminal, else 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns > 0:
+        return columns
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+    except (AttributeError, ValueError, OSError):
+        return 80
 
 
 def version() -> str:
