@@ -3,7 +3,6 @@ under their own class) are not selected although the pattern matches them (§7.1
 
 from qconfig.lint.context import Finding, LintContext
 from qconfig.lint.registry import rule
-from qconfig.matching import matches
 
 
 @rule(
@@ -13,6 +12,8 @@ from qconfig.matching import matches
     needs_manifest=True,
 )
 def check(ctx: LintContext):
+    from qconfig.matching import matches  # needs a manifest: lint without one never imports it
+
     for index, entry in enumerate(ctx.compiled.entries):
         key = entry.parent_class
         if not key:

@@ -7,11 +7,12 @@ where a case slip hides.
 
 from qconfig.lint.context import Finding, LintContext
 from qconfig.lint.registry import rule
-from qconfig.matching import matches
 
 
 @rule("QC214", "warning", "pattern matches only when case is ignored", needs_manifest=True)
 def check(ctx: LintContext):
+    from qconfig.matching import matches  # needs a manifest: lint without one never imports it
+
     lowered_names = None
     for index, entry in enumerate(ctx.compiled.entries):
         if ctx.compiled.matched_count[index]:
