@@ -36,7 +36,7 @@ _LAZY = {
     "find_quant_cfg_entry_by_path": "qconfig.entries",
     "need_calibration": "qconfig.normalize",
     "normalize_quant_cfg_list": "qconfig.normalize",
-    "CompressConfig": "qconfig.quantize",
+    "CompressConfig": "qconfig.compress",
     "QuantizeConfig": "qconfig.quantize",
     "ConfigError": "qconfig.errors",
     "Diagnostic": "qconfig.errors",

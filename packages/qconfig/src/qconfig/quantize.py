@@ -1,4 +1,5 @@
-"""The top-level ``QuantizeConfig`` and ``CompressConfig`` (config-semantics §4.3, §5).
+"""The top-level ``QuantizeConfig`` (config-semantics §4.3); ``CompressConfig`` (§5) is in
+:mod:`qconfig.compress`.
 
 Deliberately stricter than Model Optimizer 0.47.0: ``algorithm`` is validated here, at config
 time, against the method registry. Model Optimizer only type-checks it and reports ``"awq"`` or
@@ -15,7 +16,7 @@ from qconfig.base import ConfigBase
 from qconfig.entries import QuantizerCfgEntry
 from qconfig.normalize import expand_quant_cfg
 
-__all__ = ["CompressConfig", "QuantizeConfig", "resolve_algorithms"]
+__all__ = ["CompressConfig", "QuantizeConfig", "resolve_algorithms"]  # noqa: F822 (__getattr__)
 
 AlgorithmForm = str | dict | QuantizeAlgorithmConfig | None
 
@@ -110,10 +111,11 @@ class QuantizeConfig(ConfigBase):
         return resolve_algorithms(self.algorithm)
 
 
-class CompressConfig(ConfigBase):
-    """Weight compression after quantization (mode ``real_quantize``)."""
+def __getattr__(name: str) -> Any:
+    # ``CompressConfig`` lives in :mod:`qconfig.compress` (a lint run never needs it); this
+    # keeps ``from qconfig.quantize import CompressConfig`` working.
+    if name == "CompressConfig":
+        from qconfig.compress import CompressConfig
 
-    compress: dict[str, bool] = Field(
-        default={"*": True}, description="Compress the weights of modules matching a pattern."
-    )
-    quant_gemm: bool = Field(default=True, description="Use quantized GEMMs after compression.")
+        return CompressConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,12 +20,13 @@ RECIPE = "recipe"  # pseudo-schema of a PTQ recipe: {metadata, quantize: Quantiz
 
 @functools.cache
 def schema_table() -> Mapping[str, Any]:
-    """Declarable schema name → type. Calibration configs other than ``max`` are imported when
-    a file names one (see :mod:`qconfig.algorithms`), not to list the names."""
+    """Declarable schema name → type. ``CompressConfig`` and the calibration configs other than
+    ``max`` are imported when a file names one (see :mod:`qconfig.algorithms`), not to list
+    the names."""
     from qconfig.algorithms import config_class_names
     from qconfig.attributes import QuantizerAttributeConfig, RotateConfig
     from qconfig.entries import QuantizerCfgEntry
-    from qconfig.quantize import CompressConfig, QuantizeConfig
+    from qconfig.quantize import QuantizeConfig
 
     return _SchemaTable(
         {
@@ -35,25 +36,30 @@ def schema_table() -> Mapping[str, Any]:
             "QuantizeQuantCfgType": list[QuantizerCfgEntry],
             "QuantizerAttributeConfig": QuantizerAttributeConfig,
             "RotateConfig": RotateConfig,
-            "CompressConfig": CompressConfig,
         },
-        config_class_names(),
+        {
+            "CompressConfig": "qconfig.compress",
+            **dict.fromkeys(config_class_names(), "qconfig.algorithms"),
+        },
     )
 
 
 class _SchemaTable(Mapping):
-    def __init__(self, models: dict[str, Any], algorithm_names: list[str]) -> None:
+    """Name → type; the ``lazy`` names (name → defining module) are imported when looked up."""
+
+    def __init__(self, models: dict[str, Any], lazy: dict[str, str]) -> None:
         self._models = models
-        self._names = [*models, *(n for n in algorithm_names if n not in models)]
+        self._lazy = {n: module for n, module in lazy.items() if n not in models}
+        self._names = [*models, *self._lazy]
 
     def __getitem__(self, name: str) -> Any:
         if name in self._models:
             return self._models[name]
-        if name not in self._names:
+        if name not in self._lazy:
             raise KeyError(name)
-        import qconfig.algorithms as algorithms
+        import importlib
 
-        return getattr(algorithms, name)
+        return getattr(importlib.import_module(self._lazy[name]), name)
 
     def __contains__(self, name: object) -> bool:
         return name in self._names
