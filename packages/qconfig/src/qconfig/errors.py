@@ -1,11 +1,18 @@
-"""Diagnostics with a location, shared by the loader, lint and the CLI."""
+"""Diagnostics with a location, shared by the loader, lint and the CLI.
 
-from dataclasses import asdict, dataclass, field
-from typing import Literal
+``Diagnostic`` is defined in :mod:`qconfig.diagnostic` and imported from there on first use
+(``from qconfig.errors import Diagnostic`` works as ever): a lint run without findings never
+needs it (docs/performance.md, "Start-up").
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from qconfig.diagnostic import Diagnostic
 
 __all__ = ["ConfigError", "Diagnostic", "format_path"]
-
-Severity = Literal["error", "warning", "info"]
 
 
 def format_path(path: tuple[int | str, ...] | list[int | str]) -> str:
@@ -21,38 +28,17 @@ def format_path(path: tuple[int | str, ...] | list[int | str]) -> str:
     return out
 
 
-@dataclass(frozen=True)
-class Diagnostic:
-    """One finding: a stable ``code``, where it is, and what to do about it."""
-
-    code: str
-    severity: Severity
-    message: str
-    file: str | None = None
-    line: int | None = None
-    column: int | None = None
-    path: str = ""
-    fixable: bool = field(default=False, compare=False)
-
-    def location(self) -> str:
-        parts = [self.file or "<config>"]
-        if self.line is not None:
-            parts.append(str(self.line))
-            if self.column is not None:
-                parts.append(str(self.column))
-        return ":".join(parts)
-
-    def __str__(self) -> str:
-        where = f" ({self.path})" if self.path else ""
-        return f"{self.location()}: {self.code} {self.message}{where}"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 class ConfigError(ValueError):
     """A config file or text could not be loaded; ``diagnostics`` says where and why."""
 
     def __init__(self, diagnostics: list[Diagnostic]):
         self.diagnostics = list(diagnostics)
         super().__init__("\n".join(str(d) for d in self.diagnostics))
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Diagnostic":
+        from qconfig.diagnostic import Diagnostic
+
+        return Diagnostic
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,12 +6,15 @@ the config is compiled and the model-aware rules run too.
 """
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qconfig.callable_module import make_callable
-from qconfig.errors import ConfigError, Diagnostic, format_path
+from qconfig.errors import ConfigError, format_path
 from qconfig.lint.context import Finding, LintContext
 from qconfig.lint.registry import RULES, Rule
+
+if TYPE_CHECKING:
+    from qconfig.diagnostic import Diagnostic
 
 __all__ = ["RULES", "lint", "lint_context"]
 
@@ -21,9 +24,11 @@ def _position(ctx: LintContext, path: tuple) -> tuple[str | None, int | None, in
     return ctx.locate(tuple(path))
 
 
-def _diagnostics(ctx: LintContext, rule: Rule, findings: Iterable[Finding]) -> list[Diagnostic]:
+def _diagnostics(ctx: LintContext, rule: Rule, findings: Iterable[Finding]) -> list["Diagnostic"]:
     out = []
     for finding in findings:
+        from qconfig.diagnostic import Diagnostic  # imported by the first finding (qconfig.errors)
+
         file, line, column = _position(ctx, finding.path)
         out.append(
             Diagnostic(
@@ -69,6 +74,7 @@ def lint_context(src: Any, manifest=None, *, weight_check: bool = True) -> LintC
     )
     if manifest is not None:
         from qconfig.compile import CompileError, compile_detailed  # not needed without one
+        from qconfig.diagnostic import Diagnostic
 
         try:
             ctx.compiled = compile_detailed(ctx.config, manifest, weight_check=weight_check)
@@ -91,7 +97,7 @@ def _parse_entry_path(path: str, ctx: LintContext) -> tuple:
     return (*ctx.raw_path, "quant_cfg")
 
 
-def lint(src: Any, manifest=None, *, weight_check: bool = True) -> list[Diagnostic]:
+def lint(src: Any, manifest=None, *, weight_check: bool = True) -> list["Diagnostic"]:
     """All findings for ``src`` (path, text or mapping), sorted by position.
 
     ``weight_check=False`` skips the compiler's weight check (QC102), as

@@ -6,10 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from qconfig.errors import Diagnostic
-
 if TYPE_CHECKING:  # annotations only: without a manifest, lint never imports compile/manifest
     from qconfig.compile import CompileResult
+    from qconfig.diagnostic import Diagnostic
     from qconfig.manifest import Manifest
     from qconfig.normalize import ExpandedEntry
     from qconfig.quantize import QuantizeConfig

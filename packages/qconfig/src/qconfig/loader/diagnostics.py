@@ -8,11 +8,14 @@ before the location is looked up.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qconfig.errors import Diagnostic, format_path
+from qconfig.errors import format_path
 from qconfig.loader.convert import is_model
 from qconfig.loader.locations import VALIDATION_ERROR, JsonPath, Loc, Locations
+
+if TYPE_CHECKING:
+    from qconfig.diagnostic import Diagnostic
 
 
 def _walk(node: Any, path: JsonPath, parts: tuple) -> JsonPath:
@@ -171,6 +174,8 @@ def value_at(data: Any, path: JsonPath) -> Any:
 
 
 def _diagnostic(message: str, loc: Loc | None, path: JsonPath, file: str | None) -> Diagnostic:
+    from qconfig.diagnostic import Diagnostic  # made only for errors (qconfig.errors)
+
     file_, line, column = loc if loc is not None else (file, None, None)
     return Diagnostic(
         VALIDATION_ERROR, "error", message, file_, line, column, format_path(list(path))

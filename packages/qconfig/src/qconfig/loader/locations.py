@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from qconfig.errors import ConfigError, Diagnostic, format_path
+from qconfig.errors import ConfigError, format_path
 
 SYNTAX_ERROR = "QC001"
 DUPLICATE_KEY = "QC002"
@@ -65,6 +65,8 @@ class Locations:
 def located_error(
     code: str, message: str, loc: Loc | None, path: JsonPath = (), file: str | None = None
 ):
+    from qconfig.diagnostic import Diagnostic  # made only for errors (qconfig.errors)
+
     file_, line, column = loc if loc is not None else (file, None, None)
     return ConfigError(
         [Diagnostic(code, "error", message, file_, line, column, format_path(list(path)))]
