@@ -17,7 +17,11 @@ model imports the rest). Bytecode: a pip-installed package is byte-compiled at i
 editable checkout writes ``__pycache__`` on first import unless PYTHONDONTWRITEBYTECODE is set,
 so this script unsets it for its children and warms each command once.
 
-    .venv/bin/python bench/bench_lint.py [--runs 10] [--modelopt-runs 3]
+    .venv/bin/python bench/bench_lint.py [--runs 10] [--modelopt-runs 3] [--instructions]
+
+``--instructions`` also counts each row's instructions under valgrind (``PYTHONMALLOC=malloc
+valgrind --tool=callgrind``, after the warm-up run): deterministic to about 0.1 %, where wall
+and CPU time on a shared machine vary by 10 %, so it is the figure to compare changes by.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -58,7 +63,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--modelopt-runs", type=int, default=3)
+    parser.add_argument(
+        "--instructions", action="store_true", help="also count instructions under valgrind"
+    )
     args = parser.parse_args()
+    if args.instructions and shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind on PATH")
 
     from qconfig import presets
 
@@ -98,6 +108,11 @@ def main() -> None:
             )
             for label, _cmd, runs in rows
         ]
+        counts = (
+            {label: _instructions(cmd, tmp, env) for label, cmd, _runs in rows[:5]}
+            if args.instructions
+            else {}
+        )
 
     print(f"python {sys.version.split()[0]} on {os.cpu_count()} CPUs, load {_load()}")
     print(f"{'what (fresh process each run)':48} {'runs':>4} {'median wall s':>13} {'cpu s':>6}")
@@ -116,6 +131,17 @@ def main() -> None:
         f" qconfig lint / one pydantic model: {ours / model[2]:.2f}x"
         f" (cpu {results[0][3] / model[3]:.2f}x)"
     )
+    if counts:
+        base, one = counts[results[2][0]], counts[results[4][0]]
+        print(f"{'instructions (callgrind, M)':48} {'':4} {'M':>13} {'x floor':>7}")
+        for label, count in counts.items():
+            print(f"{label:48} {'':4} {count / 1e6:13.1f} {count / base:7.2f}")
+        ratio = counts[results[0][0]] / base
+        print(
+            f"qconfig lint / floor in instructions: {ratio:.2f}x (goal <= 2x -> "
+            f"{'met' if ratio <= 2 else 'NOT met'}); above one pydantic model: "
+            f"{(counts[results[0][0]] - one) / 1e6:.0f} M"
+        )
     if len(results) == 6:
         print(f"import modelopt.torch.quantization / qconfig lint: {results[5][2] / ours:.1f}x")
 
@@ -132,6 +158,22 @@ _ONE_MODEL = (
     "import yaml\nfrom pydantic import BaseModel, Field\n"
     "class M(BaseModel):\n    x: int = Field(default=1, ge=0)\nM(x=2)"
 )
+
+
+def _instructions(cmd: list[str], cwd: str, env: dict[str, str]) -> int:
+    """Instructions the command executes, counted by callgrind (the system allocator, so that
+    pymalloc's arenas do not differ between runs)."""
+    proc = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd],
+        cwd=cwd,
+        env={**env, "PYTHONMALLOC": "malloc"},
+        capture_output=True,
+        text=True,
+    )
+    found = re.search(r"Collected : (\d+)", proc.stderr)
+    if proc.returncode != 0 or found is None:
+        raise SystemExit(f"valgrind {' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr}")
+    return int(found.group(1))
 
 
 def _load() -> str:
