@@ -577,7 +577,7 @@ def test_imports_resolve_relative_to_the_importing_file_not_the_cwd(tmp_path, mo
                 num_bits: 4
                 block_sizes: {-1: 128, type: static}
                 """,
-            # Shadows in the working directory: Model Optimizer would pick these up (§13.3).
+            # Shadows in the working directory: Model Optimizer would pick these up (docs/model-optimizer-rules.md, 'YAML files and imports').
             "cwd/units/weights.yaml": """\
                 # modelopt-schema: qconfig.QuantizerCfgListConfig
                 - quantizer_name: '*shadowed*'

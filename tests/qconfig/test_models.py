@@ -1,4 +1,4 @@
-"""Unit tests of the config models (config-semantics §1-6), checked against nvidia-modelopt
+"""Unit tests of the config models (docs/model-optimizer-rules.md), checked against nvidia-modelopt
 0.47.0 wherever it can answer the same question.
 
 ``both(op)`` runs ``op`` once with Model Optimizer's config module and once with ``qconfig``
@@ -59,7 +59,7 @@ def errors(cls: type, raw: dict) -> list[tuple[tuple, str, str]]:
 
 
 # ---------------------------------------------------------------------------------------------
-# §1 the mapping protocol
+# 'Config objects': the mapping protocol
 # ---------------------------------------------------------------------------------------------
 
 
@@ -191,7 +191,7 @@ def test_every_class_has_modelopts_fields_in_order_and_defaults():
 
 
 # ---------------------------------------------------------------------------------------------
-# §2.2 attribute validators V1-V9: same verdict and location as Model Optimizer, our message
+# 'Attribute validation': validators V1-V9: same verdict and location as Model Optimizer, our message
 # ---------------------------------------------------------------------------------------------
 
 NAN = float("nan")
@@ -402,7 +402,7 @@ def test_attribute_helpers():
 
 
 # ---------------------------------------------------------------------------------------------
-# §2.3 RotateConfig
+# 'Attribute validation': RotateConfig
 # ---------------------------------------------------------------------------------------------
 
 
@@ -426,7 +426,7 @@ def test_rotate_config():
 
 
 # ---------------------------------------------------------------------------------------------
-# §3 QuantizerCfgEntry
+# 'Entries of quant_cfg': QuantizerCfgEntry
 # ---------------------------------------------------------------------------------------------
 
 EMPTY_CFG = "QuantizerCfgEntry 'cfg' must specify at least one quantizer attribute"
@@ -477,7 +477,7 @@ def test_entry_cfg_shapes():
     assert isinstance(mixed.cfg, list) and mixed.cfg[0] == qc.QuantizerAttributeConfig()
     single = qc.QuantizerCfgEntry(quantizer_name="*", cfg={"num_bits": 4, "enable": False})
     assert isinstance(single.cfg, qc.QuantizerAttributeConfig) and single.enable is True
-    assert single.cfg.enable is False  # kept inside cfg, ignored when applied (§9.4)
+    assert single.cfg.enable is False  # kept inside cfg, ignored when applied ('Full replacement')
     assert errors(qc.QuantizerCfgEntry, {"quantizer_name": "*", "enable": None})[0][0] == (
         "enable",
     )
@@ -495,7 +495,7 @@ def test_entry_mapping_access():
 
 
 # ---------------------------------------------------------------------------------------------
-# §3 find_quant_cfg_entry_by_path
+# 'Entries of quant_cfg': find_quant_cfg_entry_by_path
 # ---------------------------------------------------------------------------------------------
 
 FIND_LIST = [
@@ -526,7 +526,7 @@ def test_find_quant_cfg_entry_by_path(name: str, validated: bool):
 
 
 # ---------------------------------------------------------------------------------------------
-# §4 calibration-algorithm configs
+# 'Calibration algorithm configs'
 # ---------------------------------------------------------------------------------------------
 
 
@@ -724,7 +724,7 @@ def test_algorithm_configs_accept_none_layerwise_and_keep_dump_order():
 
 
 # ---------------------------------------------------------------------------------------------
-# §4.3 / §5 CompressConfig, QuantizeConfig and resolve_algorithms
+# 'QuantizeConfig': CompressConfig, QuantizeConfig and resolve_algorithms
 # ---------------------------------------------------------------------------------------------
 
 
@@ -810,7 +810,7 @@ def test_algorithm_assignment_is_validated():
 
 
 # ---------------------------------------------------------------------------------------------
-# §6.3 need_calibration
+# 'need_calibration'
 # ---------------------------------------------------------------------------------------------
 
 NVFP4 = {"num_bits": (2, 1), "block_sizes": {-1: 16, "type": "dynamic", "scale_bits": (4, 3)}}

@@ -1,4 +1,4 @@
-"""``CompressConfig``: weight compression after quantization (config-semantics §5).
+"""``CompressConfig``: weight compression after quantization (docs/model-optimizer-rules.md, 'Config objects').
 
 Apart from :mod:`qconfig.quantize` because only ``real_quantize`` uses it: defining a model costs
 every ``qconfig lint`` start, which never validates one (docs/performance.md, "Start-up").

@@ -1,4 +1,4 @@
-"""One element of ``quant_cfg``: ``QuantizerCfgEntry`` (config-semantics §3)."""
+"""One element of ``quant_cfg``: ``QuantizerCfgEntry`` (docs/model-optimizer-rules.md, 'Entries of quant_cfg')."""
 
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any
@@ -39,8 +39,8 @@ class QuantizerCfgEntry(ConfigBase):
     """Select quantizers by name pattern (and parent class) and configure or toggle them.
 
     ``cfg`` present → full replacement of the matched quantizers' attributes, enabled per the
-    entry's own ``enable`` (an ``enable`` inside ``cfg`` is ignored, §9.4); ``cfg`` absent →
-    only the on/off state changes (§9.3).
+    entry's own ``enable`` (an ``enable`` inside ``cfg`` is ignored: 'Full replacement'); ``cfg`` absent →
+    only the on/off state changes ('Enable-only entries').
     """
 
     quantizer_name: str = Field(

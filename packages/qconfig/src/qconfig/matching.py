@@ -1,4 +1,4 @@
-"""Which quantizers an entry's pattern selects (config-semantics §9.2), without an
+"""Which quantizers an entry's pattern selects (docs/model-optimizer-rules.md, 'Matching'), without an
 O(entries * quantizers) fnmatch loop.
 
 Model Optimizer tests every module name against every pattern with ``fnmatch``. MoE models repeat
@@ -33,7 +33,7 @@ _DIGITS = re.compile(r"\d+")
 
 
 def normalize_quantizer_name(name: str) -> str:
-    """``a.gate_up_proj_weight_quantizers.0`` → ``a.gate_up_proj_weight_quantizer`` (§9.2 rule 2).
+    """``a.gate_up_proj_weight_quantizers.0`` → ``a.gate_up_proj_weight_quantizer`` ('Matching').
 
     Lets ``*weight_quantizer`` select fused-expert list members and sequential children.
     """

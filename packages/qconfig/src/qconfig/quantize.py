@@ -1,9 +1,9 @@
-"""The top-level ``QuantizeConfig`` (config-semantics §4.3); ``CompressConfig`` (§5) is in
+"""The top-level ``QuantizeConfig`` (docs/model-optimizer-rules.md, 'QuantizeConfig'); ``CompressConfig`` is in
 :mod:`qconfig.compress`.
 
 Deliberately stricter than Model Optimizer 0.47.0: ``algorithm`` is validated here, at config
 time, against the method registry. Model Optimizer only type-checks it and reports ``"awq"`` or
-an unknown field after it has already converted the model (§10.2). The value keeps the form the
+an unknown field after it has already converted the model ('quantize and calibrate'). The value keeps the form the
 user gave (string, dict, list), so dumps stay identical to Model Optimizer's.
 """
 

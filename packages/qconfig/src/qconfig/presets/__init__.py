@@ -7,7 +7,7 @@ so users can read them, copy them, and import the units into their own configs a
 ``mtq.<NAME>``: ``QuantizeConfig(...).model_dump(exclude_unset=True)``, with tuples for
 ``num_bits``/``scale_bits`` and int ``block_sizes``/``bias`` keys.
 
-Module attributes are shared and mutable, as in Model Optimizer (§8.2); :func:`get` returns a
+Module attributes are shared and mutable, as in Model Optimizer (docs/model-optimizer-rules.md, 'Presets'); :func:`get` returns a
 private deep copy. Files are loaded on first access, so ``import qconfig`` stays fast.
 """
 

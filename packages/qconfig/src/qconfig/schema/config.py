@@ -50,8 +50,8 @@ _SCHEMA_PROPERTY = documented(
 )
 _IMPORTS_PROPERTY = documented(
     {"type": "object", "additionalProperties": {"type": "string"}},
-    "Snippets this file uses: `{alias: path}`, referenced as `$import: alias` (config-semantics "
-    "§13). Built-in units are `qconfig/units/<name>`.",
+    "Snippets this file uses: `{alias: path}`, referenced as `$import: alias` (docs/writing-"
+    "configs.md, 'Imports: reusing snippets'). Built-in units are `qconfig/units/<name>`.",
     {},
 )
 

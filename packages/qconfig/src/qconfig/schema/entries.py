@@ -8,7 +8,7 @@ from qconfig.schema.builders import documented, model_object, ref
 
 IMPORT_PROPERTY = documented(
     {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
-    "Insert the snippet(s) named in the file's `imports` here (config-semantics §13); keys "
+    "Insert the snippet(s) named in the file's `imports` here (docs/writing-configs.md, 'Imports: reusing snippets'); keys "
     "written beside `$import` override the imported ones.",
     "",
 )

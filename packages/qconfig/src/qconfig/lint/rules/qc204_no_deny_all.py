@@ -1,5 +1,5 @@
 """QC204: the config does not start by disabling everything, so unmatched quantizers keep their
-module defaults (inputs and weights *enabled* INT8, config-semantics §9.6)."""
+module defaults (inputs and weights *enabled* INT8, docs/model-optimizer-rules.md, 'Quantizers matched by nothing')."""
 
 from qconfig.lint.context import Finding, LintContext
 from qconfig.lint.registry import rule

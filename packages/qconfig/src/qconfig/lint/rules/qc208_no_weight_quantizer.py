@@ -2,7 +2,7 @@
 
 Model Optimizer 0.47.0's own check (compile error QC102) keys entries by ``quantizer_name``
 only, so a later entry with the same pattern but another ``parent_class`` hides the request
-(config-semantics §14 e9). This rule keys them by (pattern, parent_class) and also fires when
+(docs/model-optimizer-rules.md, 'Weight-quantization check'). This rule keys them by (pattern, parent_class) and also fires when
 nothing asked for weights at all.
 """
 

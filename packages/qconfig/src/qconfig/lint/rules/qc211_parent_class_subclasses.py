@@ -1,5 +1,5 @@
 """QC211: ``parent_class`` is an exact class test, so subclasses of the named class (converted
-under their own class) are not selected although the pattern matches them (§7.1)."""
+under their own class) are not selected although the pattern matches them (docs/model-optimizer-rules.md, 'Module conversion and the registry')."""
 
 from qconfig.lint.context import Finding, LintContext
 from qconfig.lint.registry import rule
