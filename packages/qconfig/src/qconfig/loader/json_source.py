@@ -12,7 +12,6 @@ from typing import Any
 
 from qconfig.loader.convert import convert_key, convert_tree
 from qconfig.loader.locations import (
-    DUPLICATE_KEY,
     SYNTAX_ERROR,
     JsonPath,
     Loc,
@@ -98,17 +97,7 @@ class _JsonScanner:
                 match = self._STRING.match(text, i)
                 assert match is not None
                 member = convert_key(key, json.loads(match.group()))
-                where = self.loc(i)
-                if member in first:
-                    _, line, column = first[member]
-                    raise located_error(
-                        DUPLICATE_KEY,
-                        f"Duplicate key {member!r} (first defined at line {line}, column {column}).",
-                        where,
-                        (*path, member),
-                    )
-                first[member] = where
-                self.locs.keys[(*path, member)] = where
+                self.locs.add_member(first, member, self.loc(i), path)
                 i = self.ws(match.end()) + 1  # past ':'
                 i = self.ws(self.value(self.ws(i), (*path, member), member))
                 if text[i] == "}":

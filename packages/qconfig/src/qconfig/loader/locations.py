@@ -48,6 +48,21 @@ class Locations:
                 if path and path[0] in moves:
                     out[moves[path[0]] + path[1:]] = loc
 
+    def add_member(self, first: dict[Any, Loc], member: Any, where: Loc, path: JsonPath) -> None:
+        """Record mapping member ``member`` of the mapping at ``path``, whose key is at
+        ``where``; ``first`` holds the members seen so far in that mapping. A member seen before
+        is a duplicate key, an error in YAML and JSON files alike."""
+        if member in first:
+            _, line, column = first[member]
+            raise located_error(
+                DUPLICATE_KEY,
+                f"Duplicate key {member!r} (first defined at line {line}, column {column}).",
+                where,
+                (*path, member),
+            )
+        first[member] = where
+        self.keys[(*path, member)] = where
+
     def locate(self, path: JsonPath, prefer_key: bool) -> Loc | None:
         """The location of ``path``, else of its nearest recorded ancestor (by its key)."""
         if prefer_key and path in self.keys:

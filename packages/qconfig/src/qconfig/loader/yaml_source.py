@@ -15,7 +15,6 @@ from typing import Any
 from qconfig.errors import ConfigError
 from qconfig.loader.convert import convert_key, convert_scalar
 from qconfig.loader.locations import (
-    DUPLICATE_KEY,
     JSON_SCHEMA_KEY,
     SHAPE_ERROR,
     SYNTAX_ERROR,
@@ -104,17 +103,7 @@ class _YamlBuilder:
                     SYNTAX_ERROR, "Mapping keys must be scalars.", self.loc(key_node), path
                 )
             key = convert_key(container_key, self.scalar(key_node))
-            where = self.loc(key_node)
-            if key in first:
-                _, line, column = first[key]
-                raise located_error(
-                    DUPLICATE_KEY,
-                    f"Duplicate key {key!r} (first defined at line {line}, column {column}).",
-                    where,
-                    (*path, key),
-                )
-            first[key] = where
-            self.locs.keys[(*path, key)] = where
+            self.locs.add_member(first, key, self.loc(key_node), path)
             out[key] = self.build(value_node, (*path, key), key)
         # YAML merge keys ('<<'): explicit keys win, and among merged mappings the first wins.
         for source in merges:
