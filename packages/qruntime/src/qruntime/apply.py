@@ -145,7 +145,11 @@ def apply_plan(model: nn.Module, plan: Plan, forward_loop: ForwardLoop | None = 
     check_plan(model, plan)
     check_supported(plan, forward_loop)
     writes_weights = any(algorithm_for(c).capabilities.writes_weights for c in plan.algorithm)
-    with Transaction(model, writes_weights=writes_weights):
+    # The write guard catches in-place writes by code qruntime does not control: the model's
+    # forward and the loop. Without a forward loop to run, only qruntime's own code runs.
+    foreign_code = forward_loop is not None and bool(plan.algorithm)
+    guard = "kernels" if foreign_code or writes_weights else None
+    with Transaction(model, writes_weights=writes_weights, guard=guard):
         patch_model(model, plan)
         run_algorithms(model, plan.algorithm, forward_loop, plan=plan)
         model.__dict__[PLAN_ATTRIBUTE] = plan
