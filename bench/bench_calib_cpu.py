@@ -24,6 +24,7 @@ import dataclasses
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -101,6 +102,18 @@ def calibration_setup(description: str) -> Setup:
     return Setup(args, config, zoo.build(args.model), batches)
 
 
+def best_of_interleaved(kinds: dict[str, Callable[[], float]], repeat: int) -> dict[str, float]:
+    """Best time of each kind over ``repeat`` interleaved rounds (after one warm-up each), so
+    that every kind sees the same machine conditions."""
+    times: dict[str, list[float]] = {kind: [] for kind in kinds}
+    for fn in kinds.values():
+        fn()
+    for _ in range(repeat):
+        for kind, fn in kinds.items():
+            times[kind].append(fn())
+    return {kind: min(values) for kind, values in times.items()}
+
+
 def main() -> None:
     setup = calibration_setup(__doc__.split("\n")[0])
     args, config, base, loop = setup.args, setup.config, setup.base, setup.loop
@@ -141,14 +154,7 @@ def main() -> None:
         kinds["modelopt calibrate"] = mo_calibrate
         kinds["modelopt quantize"] = mo_quantize
 
-    # Interleaved rounds: every kind sees the same machine conditions; best of the rounds.
-    times: dict[str, list[float]] = {kind: [] for kind in kinds}
-    for fn in kinds.values():
-        fn()  # warm-up
-    for _ in range(args.repeat):
-        for kind, fn in kinds.items():
-            times[kind].append(fn())
-    best = {kind: min(values) for kind, values in times.items()}
+    best = best_of_interleaved(kinds, args.repeat)
     forward = best["forward"]
     rows = [("qruntime", best["qruntime calibrate"], best["qruntime quantize"])]
     if not args.no_modelopt:

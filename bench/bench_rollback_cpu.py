@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import qruntime
-from bench_calib_cpu import calibration_setup
+from bench_calib_cpu import best_of_interleaved, calibration_setup
 from qruntime.calibrate import run_algorithms
 from qruntime.quantize import compile_for
 from qruntime.transaction import Transaction
@@ -84,13 +84,7 @@ def main() -> None:
 
         kinds["modelopt"] = mo_calibrate
 
-    times: dict[str, list[float]] = {kind: [] for kind in kinds}
-    for fn in kinds.values():
-        fn()  # warm-up
-    for _ in range(args.repeat):
-        for kind, fn in kinds.items():
-            times[kind].append(fn())
-    best = {kind: min(values) for kind, values in times.items()}
+    best = best_of_interleaved(kinds, args.repeat)
     print(
         f"model={args.model} preset={args.preset} batch={args.batch} seq={args.seq} "
         f"batches={args.batches} threads={torch.get_num_threads()} repeat={args.repeat} "
