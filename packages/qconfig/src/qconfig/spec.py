@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-from qconfig.blocks import BLOCK_SPECIAL_KEYS, MX_SCALE_BITS, block_axes, is_mx_format
+from qconfig.blocks import BLOCK_SPECIAL_KEYS, block_axes, is_mx_format
 from qconfig.keys import int_key
 
 __all__ = [
@@ -42,7 +42,6 @@ Family = Literal["int", "fp", "nvfp4", "mx"]
 #: (``block_sizes`` whose axes all span their whole dimension).
 Strategy = Literal["tensor", "channel", "block", "token"]
 
-_MX_SCALE = MX_SCALE_BITS  # E8M0 shared exponents
 _FP8_SCALE = (4, 3)  # E4M3 block scales (NVFP4)
 
 
@@ -112,9 +111,7 @@ class QuantizerSpec:
     @property
     def block_axes(self) -> dict[int, int | None]:
         """The block shape: axis → block size (None = the whole dimension)."""
-        if self.block_sizes is None:
-            return {}
-        return {k: v for k, v in self.block_sizes.items() if k not in BLOCK_SPECIAL_KEYS}
+        return block_axes(self.block_sizes) or {}
 
     @property
     def is_dynamic_block(self) -> bool:
@@ -128,7 +125,7 @@ class QuantizerSpec:
 
     @property
     def is_mx(self) -> bool:
-        return self.is_dynamic_block and self.scale_bits == _MX_SCALE
+        return is_mx_format(self.block_sizes)
 
     @property
     def family(self) -> Family | None:
@@ -191,10 +188,7 @@ def _get(source: Any, name: str) -> Any:
 
 
 def _pair(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
-
-
-def _axis(value: Any) -> int | tuple[int, ...] | None:
+    """JSON spells tuples (``num_bits``, ``scale_bits``, ``axis``) as lists."""
     return tuple(value) if isinstance(value, list) else value
 
 
@@ -251,7 +245,7 @@ def resolve_spec(attributes: Any) -> QuantizerSpec:
     return QuantizerSpec(
         enable=bool(_get(attributes, "enable")),
         num_bits=_pair(_get(attributes, "num_bits")),
-        axis=_axis(_get(attributes, "axis")),
+        axis=_pair(_get(attributes, "axis")),
         fake_quant=bool(_get(attributes, "fake_quant")),
         unsigned=bool(_get(attributes, "unsigned")),
         narrow_range=bool(_get(attributes, "narrow_range")),
