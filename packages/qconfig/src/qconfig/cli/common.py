@@ -160,3 +160,16 @@ def compile_or_report(path: str, config: Any, manifest: Manifest) -> Any:
             located = [d for d in found if d.severity == "error"]
         print_diagnostics(located or exc.diagnostics, path)
         return None
+
+
+def compile_inputs(config_path: str, manifest_path: str) -> tuple[Manifest, Any, Any] | None:
+    """``(manifest, config, plan)`` for the commands that compile (plan, explain), or None after
+    the config's load or compile errors were printed (exit 1)."""
+    manifest = load_manifest(manifest_path)
+    config = load_config_or_report(config_path)
+    if config is None:
+        return None
+    plan = compile_or_report(config_path, config, manifest)
+    if plan is None:
+        return None
+    return manifest, config, plan

@@ -8,19 +8,15 @@ from qconfig.cli.common import (
     EXIT_FINDINGS,
     EXIT_OK,
     UsageError,
-    compile_or_report,
-    load_config_or_report,
-    load_manifest,
+    compile_inputs,
 )
 
 
 def run(args: argparse.Namespace) -> int:
-    manifest = load_manifest(args.manifest)
-    config = load_config_or_report(args.config)
-    if config is None:
+    compiled = compile_inputs(args.config, args.manifest)
+    if compiled is None:
         return EXIT_FINDINGS
-    if compile_or_report(args.config, config, manifest) is None:
-        return EXIT_FINDINGS
+    manifest, config, _ = compiled
     from qconfig.explain import explain
 
     try:

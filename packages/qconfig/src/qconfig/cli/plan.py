@@ -10,20 +10,15 @@ from qconfig.cli.common import (
     EXIT_FINDINGS,
     EXIT_OK,
     UsageError,
-    compile_or_report,
-    load_config_or_report,
-    load_manifest,
+    compile_inputs,
 )
 
 
 def run(args: argparse.Namespace) -> int:
-    manifest = load_manifest(args.manifest)
-    config = load_config_or_report(args.config)
-    if config is None:
+    compiled = compile_inputs(args.config, args.manifest)
+    if compiled is None:
         return EXIT_FINDINGS
-    plan = compile_or_report(args.config, config, manifest)
-    if plan is None:
-        return EXIT_FINDINGS
+    _, _, plan = compiled
     for d in plan.diagnostics:
         print(f"{args.config}: {d.severity}: {d.code} {d.message}", file=sys.stderr)
     text = plan.summary() + "\n" if args.summary else plan.to_json()
