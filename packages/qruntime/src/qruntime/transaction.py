@@ -66,22 +66,12 @@ class ModelSnapshot:
 
     def __init__(self, model: nn.Module) -> None:
         self._entries = [(m, m.__class__, _copy_state(m.__dict__)) for m in model.modules()]
-        self._versions = {
-            id(t): (t, t._version)
-            for m, _, _ in self._entries
-            for t in (*m._parameters.values(), *m._buffers.values())
-            if isinstance(t, torch.Tensor) and not t.is_inference()  # those have no version
-        }
 
     def restore(self) -> None:
         """Put every module's class and attributes back (new submodules are simply dropped)."""
         for module, cls, state in self._entries:
             module.__class__ = cls
             _restore_state(module.__dict__, state)
-
-    def changed_tensors(self) -> list[torch.Tensor]:
-        """Parameters/buffers written in place since the snapshot (by code outside qruntime)."""
-        return [t for t, version in self._versions.values() if t._version != version]
 
     def tensors(self) -> Iterator[torch.Tensor]:
         """Every tensor the modules held directly at the snapshot: parameters, buffers, tensor

@@ -27,7 +27,6 @@ class CalibrationBuffers(nn.Module):
     _calibrator: Any
     _bias_calibrator: BiasCalibrator | None
     _if_calib: bool
-    _if_quant: bool
     _enable_pre_quant_scale: bool
 
     # What calibration algorithms read and drive (qruntime.calibrate never touches the private
@@ -54,11 +53,6 @@ class CalibrationBuffers(nn.Module):
     def is_calibrating(self) -> bool:
         """Statistics collection is on (``enable_calib``)."""
         return self._if_calib
-
-    @property
-    def is_quantizing(self) -> bool:
-        """Quantization is on (``enable_quant``)."""
-        return self._if_quant
 
     def store_amax(self, value: torch.Tensor) -> None:
         """Replace ``_amax`` by ``value`` as given (dtype included), unlike the ``amax`` setter
