@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from qconfig.diagnostic import Diagnostic
 
-__all__ = ["ConfigError", "Diagnostic", "format_path"]
+__all__ = ["ConfigError", "Diagnostic", "DocumentError", "format_path"]
 
 
 def format_path(path: tuple[int | str, ...] | list[int | str]) -> str:
@@ -34,6 +34,29 @@ class ConfigError(ValueError):
     def __init__(self, diagnostics: list[Diagnostic]):
         self.diagnostics = list(diagnostics)
         super().__init__("\n".join(str(d) for d in self.diagnostics))
+
+
+class DocumentError(ValueError):
+    """A manifest, plan or state file that is not what its format says.
+
+    ``file`` (when it came from one) and ``path`` (the JSON path of the offending value, e.g.
+    ``modules[3].quantizers[0].name``) say where; the message says what was expected and what was
+    found. A ``ValueError`` so that callers that caught the old bare errors keep working.
+    """
+
+    def __init__(
+        self, message: str, *, file: str | None = None, path: tuple[int | str, ...] = ()
+    ) -> None:
+        self.message = message
+        self.file = file
+        self.path = tuple(path)
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        where = [self.file] if self.file else []
+        if self.path:
+            where.append(format_path(self.path))
+        return f"{': '.join(where)}: {self.message}" if where else self.message
 
 
 def __getattr__(name: str) -> Any:

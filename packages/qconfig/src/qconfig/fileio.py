@@ -1,0 +1,118 @@
+"""Reading an input file without trusting it: only regular files, with a size limit.
+
+Why not ``Path.read_text``: qconfig runs as a pre-commit hook over whatever a repository holds
+and qruntime inside long jobs, so a path may name ``/dev/zero`` (``read`` never ends and fills
+memory), ``/dev/urandom`` or a FIFO (``open`` or ``read`` blocks for ever), a directory, or a
+file the user may not read. Every loader (configs and their imports, manifests, plans, state
+files, calibration text) reads through :func:`read_bytes` so each of those is one clear
+:class:`InputFileError` instead of a hang, a ``MemoryError`` or a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+__all__ = ["MAX_INPUT_BYTES", "InputFileError", "is_regular_file", "read_bytes", "read_text"]
+
+MAX_INPUT_BYTES = 256 * 1024 * 1024
+"""The largest input file read (256 MiB; a manifest of a 100k-quantizer MoE is ~60 MB)."""
+
+
+class InputFileError(OSError):
+    """A file that cannot be read as input: missing, not a regular file, unreadable, too large,
+    or not text in the expected encoding. ``str()`` is one line that names the file."""
+
+    def __init__(self, file: str, reason: str) -> None:
+        self.file = file
+        self.reason = reason
+        super().__init__(f"{file}: {reason}")
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.reason}"
+
+
+def read_bytes(path: str | os.PathLike, *, max_bytes: int = MAX_INPUT_BYTES) -> bytes:
+    """The bytes of a regular file, opened without blocking (a FIFO never blocks ``open``)."""
+    file = os.fspath(path)
+    try:
+        fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise InputFileError(file, "no such file") from None
+    except IsADirectoryError:
+        raise InputFileError(file, "is a directory, not a file") from None
+    except PermissionError:
+        raise InputFileError(file, "permission denied") from None
+    except OSError as exc:
+        raise InputFileError(file, f"cannot open ({exc.strerror or exc})") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise InputFileError(file, "is a directory, not a file")
+        if not stat.S_ISREG(info.st_mode):
+            kind = _special_kind(info.st_mode)
+            raise InputFileError(file, f"is a {kind}, not a regular file")
+        if info.st_size > max_bytes:
+            raise InputFileError(
+                file, f"is {info.st_size:,} bytes; the limit is {max_bytes:,} bytes"
+            )
+        chunks: list[bytes] = []
+        total = 0
+        while True:  # a file that grows while we read stops at the limit too
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > max_bytes:
+                raise InputFileError(file, f"is larger than the limit of {max_bytes:,} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        if isinstance(exc, InputFileError):
+            raise
+        raise InputFileError(file, f"cannot read ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
+
+
+def read_text(
+    path: str | os.PathLike, *, encoding: str = "utf-8-sig", max_bytes: int = MAX_INPUT_BYTES
+) -> str:
+    """The text of a regular file; bytes that are not ``encoding`` are an :class:`InputFileError`
+    naming the byte offset (with ``utf-8-sig`` a leading BOM is dropped)."""
+    data = read_bytes(path, max_bytes=max_bytes)
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise InputFileError(
+            os.fspath(path),
+            f"line {line}, column {column}: not valid {_encoding_name(encoding)} "
+            f"(byte 0x{data[exc.start]:02x} at offset {exc.start})",
+        ) from None
+
+
+def _encoding_name(encoding: str) -> str:
+    return "UTF-8" if encoding.replace("-", "").lower().startswith("utf8") else encoding
+
+
+def _special_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "FIFO (named pipe)"
+    if stat.S_ISCHR(mode):
+        return "character device"
+    if stat.S_ISBLK(mode):
+        return "block device"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    return "special file"
+
+
+def is_regular_file(path: str | os.PathLike) -> bool:
+    """True for an existing regular file (following links); never blocks, never raises."""
+    try:
+        return Path(path).is_file()
+    except OSError:
+        return False
