@@ -9,15 +9,19 @@ given (:mod:`~qconfig.cli.lint`, ``schema``, ``plan``, ``explain``, ``presets``,
 and each imports what it needs when it runs (pydantic and the models dominate the start-up time
 of ``lint``; ``--help`` never pays for them). What they share is in :mod:`~qconfig.cli.common`.
 
-Exit codes (every command):
+Exit codes (every command; docs/errors.md lists every message behind them):
 
 * ``0`` — success; for ``lint``: no errors (and, with ``--strict``, no warnings either;
   info-level notes never fail and are only shown with ``--show-info``);
 * ``1`` — findings: ``lint`` found an error (or a warning under ``--strict``); ``plan`` /
   ``explain`` / ``migrate`` could not load or compile the config; ``schema --check`` found a
   stale file;
-* ``2`` — usage or I/O error: bad arguments, a file or manifest that cannot be read, an unknown
-  preset or quantizer name.
+* ``2`` — usage or I/O error: bad arguments, an input file that cannot be read (missing, a
+  directory, a FIFO or device, no permission, not UTF-8, too large), a manifest that is not a
+  manifest, an unknown preset or quantizer name;
+* ``3`` — internal error: an exception nobody expected (a bug), printed as one line
+  ``qconfig: internal error: <type>: <message> (rerun with --traceback ...)``; ``--traceback``
+  (anywhere on the command line) prints the full traceback instead.
 
 ``lint`` prints ``path:line:col: CODE message (json.path)`` like ruff and flake8 (``--format
 json`` for tools, ``--format github`` for workflow annotations); colour only on a terminal,
@@ -30,35 +34,102 @@ at the command line, and handed to :func:`qconfig.compile.compile_plan` as an ar
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
-from qconfig.cli.common import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, UsageError, report_error
+from qconfig.cli.common import (
+    EXIT_FINDINGS,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_USAGE,
+    Reported,
+    UsageError,
+    report_error,
+)
 from qconfig.cli.parser import build_parser
 
-__all__ = ["EXIT_FINDINGS", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
+__all__ = ["EXIT_FINDINGS", "EXIT_INTERNAL", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
+
+TRACEBACK_FLAG = "--traceback"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (the console script passes it to ``sys.exit``)."""
-    import importlib
-
-    args_list = sys.argv[1:] if argv is None else list(argv)
+    args_list, show_traceback = take_traceback_flag(sys.argv[1:] if argv is None else argv)
     # a command line that starts with the command needs only that command's parser
     parser = build_parser(args_list[0] if args_list else None)
     args = parser.parse_args(args_list)  # usage errors exit 2 here
-    from qconfig.cli.startup import skip_pydantic_plugin_discovery
-
-    skip_pydantic_plugin_discovery()
-    command = importlib.import_module(f"qconfig.cli.{args.command}")
     try:
-        return command.run(args)
-    except UsageError as exc:
-        report_error(str(exc))
-        return EXIT_USAGE
+        return run_command(args)
     except BrokenPipeError:  # `qconfig presets X | head`: stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # every exception becomes a documented status
+        return report_exception(exc, show_traceback)
+
+
+def take_traceback_flag(argv: list[str]) -> tuple[list[str], bool]:
+    """``argv`` without ``--traceback``, and whether it was there.
+
+    Why by hand: argparse only knows an option on the parser it belongs to, and this one is
+    accepted before or after the subcommand (``qconfig --traceback plan ...`` and ``qconfig
+    plan ... --traceback``). Everything after ``--`` is left alone (it may be a file name).
+    """
+    argv = list(argv)
+    end = argv.index("--") if "--" in argv else len(argv)
+    kept = [a for a in argv[:end] if a != TRACEBACK_FLAG]
+    return kept + argv[end:], len(kept) < end
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Import the one module of the command given and run it."""
+    import importlib
+
+    from qconfig.cli.startup import skip_pydantic_plugin_discovery
+
+    skip_pydantic_plugin_discovery()
+    command = importlib.import_module(f"qconfig.cli.{args.command}")
+    try:
+        return command.run(args)
+    except Reported as exc:
+        return exc.status
+    except UsageError as exc:
+        report_error(str(exc))
+        return EXIT_USAGE
+
+
+def report_exception(exc: Exception, show_traceback: bool) -> int:
+    """The documented errors a command did not handle itself, else an internal error (3).
+
+    Input files that cannot be read (:class:`~qconfig.fileio.InputFileError`, any other
+    ``OSError``) and documents that are not what they claim
+    (:class:`~qconfig.errors.DocumentError`) are usage/I-O errors (2); a config that does not
+    load (:class:`~qconfig.errors.ConfigError`) is printed with its locations (1, or 2 for an
+    unreadable file). Anything else is a bug: one line, or the traceback with ``--traceback``.
+    """
+    from qconfig.cli.common import one_line, print_diagnostics, status_for
+    from qconfig.errors import ConfigError, DocumentError
+
+    if isinstance(exc, (DocumentError, OSError)):
+        report_error(one_line(str(exc)) or type(exc).__name__)
+        return EXIT_USAGE
+    if isinstance(exc, ConfigError):
+        print_diagnostics(exc.diagnostics, "<config>")
+        return status_for(exc.diagnostics)
+    message = one_line(str(exc))
+    what = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    if show_traceback:
+        import traceback
+
+        traceback.print_exception(exc)
+        print(f"qconfig: internal error: {what}", file=sys.stderr)
+    else:
+        print(
+            f"qconfig: internal error: {what} (rerun with {TRACEBACK_FLAG} for the full traceback)",
+            file=sys.stderr,
+        )
+    return EXIT_INTERNAL

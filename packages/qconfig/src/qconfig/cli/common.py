@@ -16,13 +16,36 @@ if TYPE_CHECKING:
     from qconfig.manifest import Manifest
 
 
+#: Exit statuses of every command (docs/errors.md, "Exit statuses").
 EXIT_OK = 0
 EXIT_FINDINGS = 1
 EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+
+#: The loader's code for a file that cannot be read (qconfig.loader.locations.IO_ERROR).
+IO_ERROR_CODE = "QC005"
 
 
 class UsageError(Exception):
     """A problem with the command line or an input file: exit status 2."""
+
+
+class Reported(Exception):
+    """The problem was already printed (located diagnostics): ``main`` exits with ``status``.
+
+    Why an exception: the helpers that load and compile print what went wrong where it is
+    known, and the command then has nothing left to do but stop with the right status.
+    """
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def status_for(diagnostics: list[Diagnostic]) -> int:
+    """Exit status of a config that did not load: 2 when a file could not be read (QC005, an
+    I/O error like any other), else 1 (findings in the config)."""
+    return EXIT_USAGE if any(d.code == IO_ERROR_CODE for d in diagnostics) else EXIT_FINDINGS
 
 
 def use_color(stream: TextIO, mode: str) -> bool:
@@ -79,30 +102,97 @@ def report_error(message: str) -> None:
 
 
 def readable(path: str) -> Path:
-    """The path of an input file, or UsageError (exit 2) saying why it cannot be read."""
-    p = Path(path)
-    if not p.exists():
-        raise UsageError(f"{path}: no such file")
-    if p.is_dir():
-        raise UsageError(f"{path}: is a directory")
+    """The path of an input file, or UsageError (exit 2) saying why it cannot be read.
+
+    Only a regular file passes: a FIFO, ``/dev/zero`` or ``/dev/urandom`` would block or never
+    end when read, so they are refused here, without reading (the open is non-blocking, which a
+    FIFO without a writer would otherwise hang in). Messages are :mod:`qconfig.fileio`'s.
+    """
+    from qconfig.fileio import InputFileError
+
     try:
-        with p.open("rb"):
-            pass
+        check_regular_file(path)
+    except InputFileError as exc:
+        raise UsageError(str(exc)) from None
+    return Path(path)
+
+
+def check_regular_file(path: str | os.PathLike) -> None:
+    """Raise :class:`qconfig.fileio.InputFileError` unless ``path`` is a regular file this
+    process may open; never blocks and reads nothing."""
+    import stat
+
+    from qconfig.fileio import InputFileError
+
+    file = os.fspath(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(file, flags)
+    except FileNotFoundError:
+        raise InputFileError(file, "no such file") from None
+    except IsADirectoryError:
+        raise InputFileError(file, "is a directory, not a file") from None
+    except PermissionError:
+        raise InputFileError(file, "permission denied") from None
     except OSError as exc:
-        raise UsageError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    return p
+        raise InputFileError(file, f"cannot open ({exc.strerror or exc})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+    finally:
+        os.close(fd)
+    if stat.S_ISDIR(mode):
+        raise InputFileError(file, "is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        raise InputFileError(file, f"is a {special_kind(mode)}, not a regular file")
+
+
+def special_kind(mode: int) -> str:
+    """What a file that is not a regular file is, in words (for the error message)."""
+    import stat
+
+    kinds = [
+        (stat.S_ISFIFO, "FIFO (named pipe)"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+    ]
+    return next((name for test, name in kinds if test(mode)), "special file")
+
+
+def document_error_message(exc: Exception, file: str) -> str:
+    """One line for a manifest or plan that is not one: ``<file>: <json path>: <what>``.
+
+    A :class:`qconfig.errors.DocumentError` knows its JSON path; other ``ValueError``s (JSON
+    syntax, a pydantic validation error) are reduced to their first line.
+    """
+    from qconfig.errors import DocumentError, format_path
+
+    if isinstance(exc, DocumentError):
+        where = [exc.file or file] + ([format_path(exc.path)] if exc.path else [])
+        return f"{': '.join(where)}: {one_line(exc.message)}"
+    return f"{file}: not a qconfig manifest ({one_line(str(exc)) or type(exc).__name__})"
+
+
+def one_line(text: str) -> str:
+    """The first non-empty line of ``text``, with `` [...]`` when more lines followed."""
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return lines[0] + (" [...]" if len(lines) > 1 else "")
 
 
 def load_manifest(path: str) -> Manifest:
     """A manifest that does not load is an input error (2), not a finding in the config."""
+    from qconfig.fileio import InputFileError
     from qconfig.manifest import Manifest
 
     p = readable(path)
     try:
         return Manifest.load(p)
-    except (ValueError, OSError) as exc:  # JSON syntax or model validation
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"{path}: not a qconfig manifest ({first})") from None
+    except InputFileError as exc:
+        raise UsageError(str(exc)) from None
+    except ValueError as exc:  # JSON syntax, DocumentError, model validation
+        raise UsageError(document_error_message(exc, path)) from None
 
 
 def print_diagnostics(diagnostics: list[Diagnostic], fallback_file: str) -> None:
@@ -116,7 +206,8 @@ def print_diagnostics(diagnostics: list[Diagnostic], fallback_file: str) -> None
 
 
 def load_config_or_report(path: str) -> Any:
-    """The validated config, or None after printing its located errors (exit 1)."""
+    """The validated config; else its located errors are printed and :class:`Reported` is
+    raised with exit status 1 (or 2 when a file could not be read, see :func:`status_for`)."""
     import warnings
 
     from qconfig.errors import ConfigError
@@ -129,7 +220,7 @@ def load_config_or_report(path: str) -> Any:
             return load_config(p)
     except ConfigError as exc:
         print_diagnostics(exc.diagnostics, path)
-        return None
+        raise Reported(status_for(exc.diagnostics)) from None
 
 
 def weight_check_from_env() -> bool:
@@ -142,7 +233,8 @@ def weight_check_from_env() -> bool:
 
 
 def compile_or_report(path: str, config: Any, manifest: Manifest) -> Any:
-    """The plan, or None after printing the compile errors at their place in the file."""
+    """The plan; else the compile errors are printed at their place in the file and
+    :class:`Reported` is raised (exit 1)."""
     from qconfig.compile import CompileError, compile_plan
 
     weight_check = weight_check_from_env()
@@ -159,17 +251,14 @@ def compile_or_report(path: str, config: Any, manifest: Manifest) -> Any:
             found = lint(Path(path), manifest, weight_check=weight_check)
             located = [d for d in found if d.severity == "error"]
         print_diagnostics(located or exc.diagnostics, path)
-        return None
+        raise Reported(EXIT_FINDINGS) from None
 
 
-def compile_inputs(config_path: str, manifest_path: str) -> tuple[Manifest, Any, Any] | None:
-    """``(manifest, config, plan)`` for the commands that compile (plan, explain), or None after
-    the config's load or compile errors were printed (exit 1)."""
+def compile_inputs(config_path: str, manifest_path: str) -> tuple[Manifest, Any, Any]:
+    """``(manifest, config, plan)`` for the commands that compile (plan, explain); raises
+    :class:`Reported` after printing the config's load or compile errors, and
+    :class:`UsageError` for an input that cannot be read."""
     manifest = load_manifest(manifest_path)
     config = load_config_or_report(config_path)
-    if config is None:
-        return None
     plan = compile_or_report(config_path, config, manifest)
-    if plan is None:
-        return None
     return manifest, config, plan

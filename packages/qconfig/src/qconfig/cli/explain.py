@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from qconfig.cli.common import (
-    EXIT_FINDINGS,
-    EXIT_OK,
-    UsageError,
-    compile_inputs,
-)
+from qconfig.cli.common import EXIT_OK, UsageError, compile_inputs
 
 
 def run(args: argparse.Namespace) -> int:
-    compiled = compile_inputs(args.config, args.manifest)
-    if compiled is None:
-        return EXIT_FINDINGS
-    manifest, config, _ = compiled
+    manifest, config, _ = compile_inputs(args.config, args.manifest)
     from qconfig.explain import explain
 
     try:

@@ -17,6 +17,7 @@ from qconfig.cli.common import (
 
 
 def run(args: argparse.Namespace) -> int:
+    from qconfig.fileio import InputFileError
     from qconfig.migrate import MigrationError, migrate_file
 
     if len(args.files) > 1 and not args.write:
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
             report_error(f"{file}: {exc}")
             status = max(status, EXIT_FINDINGS)
             continue
-        except UsageError as exc:
+        except (UsageError, InputFileError) as exc:  # unreadable, special file, not UTF-8
             report_error(str(exc))
             status = EXIT_USAGE
             continue
@@ -47,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{file}: already list form, unchanged", file=sys.stderr)
             continue
         try:
-            path.write_text(result.text, encoding="utf-8")
+            # newline="": the text already has the file's own line endings (TextForm)
+            path.write_text(result.text, encoding="utf-8", newline="")
         except OSError as exc:
             report_error(f"{file}: cannot write ({exc.strerror or exc})")
             status = EXIT_USAGE

@@ -26,10 +26,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             "Lint, compile, explain and migrate Model Optimizer 0.47 quantization configs "
             "(no torch needed)."
         ),
-        epilog="Exit status: 0 ok, 1 findings (or a config that does not load), 2 usage/I-O.",
+        epilog=(
+            "Exit status: 0 ok, 1 findings (or a config that does not load), 2 usage or I/O "
+            "error, 3 internal error (docs/errors.md)."
+        ),
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"qconfig {version()}")
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        help="on an internal error (exit 3), print the full traceback (also after COMMAND)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, define in _COMMANDS.items():
         if command not in _COMMANDS or name == command:

@@ -6,19 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from qconfig.cli.common import (
-    EXIT_FINDINGS,
-    EXIT_OK,
-    UsageError,
-    compile_inputs,
-)
+from qconfig.cli.common import EXIT_OK, UsageError, compile_inputs
 
 
 def run(args: argparse.Namespace) -> int:
-    compiled = compile_inputs(args.config, args.manifest)
-    if compiled is None:
-        return EXIT_FINDINGS
-    _, _, plan = compiled
+    _, _, plan = compile_inputs(args.config, args.manifest)
     for d in plan.diagnostics:
         print(f"{args.config}: {d.severity}: {d.code} {d.message}", file=sys.stderr)
     text = plan.summary() + "\n" if args.summary else plan.to_json()
