@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import ValidationError
 from qconfig import presets
 from qconfig.attributes import QuantizerAttributeConfig, RotateConfig
 from qconfig.compile import compile_plan
+from qconfig.errors import DocumentError
 from qconfig.keys import int_key, restore_int_keys
 from qconfig.loader import load_config
 from qconfig.manifest import Manifest
@@ -47,12 +47,14 @@ def test_restore_int_keys_only_under_axis_fields() -> None:
 
 @pytest.mark.parametrize("key", ["--1", "²", "01"])
 def test_manifest_with_a_malformed_axis_key_is_a_validation_error(key: str) -> None:
-    """These keys used to crash ``int()`` ("--1", "²") or be silently renumbered ("01")."""
+    """These keys used to crash ``int()`` ("--1", "²") or be silently renumbered ("01").
+    (A DocumentError at the key's JSON path since issue 11; it was pydantic's ValidationError.)"""
     doc = json.loads(LLAMA.read_text())
     site = doc["modules"][1]["quantizers"][0]
     site["defaults"] = {"num_bits": 4, "block_sizes": {key: 16}}
-    with pytest.raises(ValidationError, match="Unknown block_sizes key"):
+    with pytest.raises(DocumentError, match="Unknown block_sizes key") as caught:
         Manifest.from_json(json.dumps(doc))
+    assert caught.value.path == ("modules", 1, "quantizers", 0, "defaults", "block_sizes")
 
 
 # -- the resolved spec --------------------------------------------------------------------------

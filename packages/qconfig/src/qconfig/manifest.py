@@ -10,11 +10,26 @@ shapes, and each quantizer with its module-default attributes (docs/model-optimi
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+)
 
 from qconfig.attributes import QuantizerAttributeConfig
+from qconfig.documents import (
+    DocumentReader,
+    check_tree,
+    describe,
+    json_tuples,
+    parse_json,
+    validation_error,
+)
 from qconfig.keys import restore_int_keys
 
 __all__ = ["MANIFEST_FORMAT", "Manifest", "ModuleSite", "QuantizerSite"]
@@ -42,6 +57,14 @@ class QuantizerSite(_Strict):
         default=False,
         description="Can never be enabled (the Embedding's input quantizer).",
     )
+
+    @field_validator("attribute")
+    @classmethod
+    def _named(cls, attribute: str) -> str:
+        # an empty name would make the quantizer's full name its module's name (or "")
+        if not attribute:
+            raise ValueError("a quantizer's attribute name cannot be empty")
+        return attribute
 
     @field_serializer("defaults", when_used="json")
     def _sparse_defaults(self, defaults: QuantizerAttributeConfig) -> dict:
@@ -72,6 +95,14 @@ class ModuleSite(_Strict):
     )
     quantizers: list[QuantizerSite] = Field(default_factory=list)
 
+    @field_validator("weight_shape")
+    @classmethod
+    def _sizes(cls, shape: list[int] | None) -> list[int] | None:
+        # block-size and effective-bits checks divide by these
+        if shape is not None and any(size < 0 for size in shape):
+            raise ValueError(f"a weight shape has no negative sizes, found {shape}")
+        return shape
+
     def quantizer_name(self, site: QuantizerSite) -> str:
         return f"{self.name}.{site.attribute}" if self.name else site.attribute
 
@@ -90,27 +121,34 @@ class Manifest(_Strict):
     # -- IO -------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path) -> "Manifest":
-        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+        """Read a manifest file. A file that cannot be read as text (missing, a directory, a
+        FIFO, ``/dev/zero``, too large, not UTF-8) is a :class:`qconfig.fileio.InputFileError`
+        (an ``OSError``); one that is not a valid manifest is a
+        :class:`qconfig.errors.DocumentError` naming the file and the JSON path."""
+        from qconfig.fileio import read_text
+
+        return cls.from_json(read_text(path), file=str(path))
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "Manifest":
-        """Parse a manifest; equal ``defaults`` become one shared object (a 100k-quantizer MoE
-        has a handful of distinct ones), which also makes loading several times faster."""
-        data = json.loads(text)
-        interned: dict[str, QuantizerAttributeConfig] = {}
-        for module in data.get("modules", []) if isinstance(data, dict) else []:
-            for site in module.get("quantizers", []) if isinstance(module, dict) else []:
-                raw = site.get("defaults") if isinstance(site, dict) else None
-                if not isinstance(raw, dict):
-                    continue
-                key = json.dumps(raw, sort_keys=True)
-                defaults = interned.get(key)
-                if defaults is None:
-                    defaults = interned[key] = QuantizerAttributeConfig.model_validate(
-                        restore_int_keys(raw)
-                    )
-                site["defaults"] = defaults
-        return cls.model_validate(data)
+    def from_json(cls, text: str | bytes, *, file: str | None = None) -> "Manifest":
+        """Parse and validate a manifest; every defect is a DocumentError at its JSON path.
+
+        JSON types are exact (``"quantizers": 5``, ``true`` for an integer and ``"1"`` for a
+        number are errors), ``format`` is required, and two quantizers with one full name are
+        refused: a plan has one state per name, so one of them would be silently dropped.
+        Equal ``defaults`` become one shared object (a 100k-quantizer MoE has a handful of
+        distinct ones), which also makes loading several times faster.
+        """
+        data = parse_json(text, file=file)
+        reader = DocumentReader(file)
+        _check_format(reader, data)
+        _intern_defaults(reader, data)
+        try:
+            manifest = cls.model_validate(data, strict=True)
+        except ValidationError as exc:
+            raise validation_error(exc, data, file=file) from None
+        _check_unique_names(reader, manifest)
+        return manifest
 
     def to_json(self, *, indent: int | None = 1) -> str:
         data = self.model_dump(mode="json", exclude_defaults=False)
@@ -125,3 +163,74 @@ class Manifest(_Strict):
         for module in self.modules:
             for site in module.quantizers:
                 yield module.quantizer_name(site), module, site
+
+
+def _check_format(reader: DocumentReader, data: Any) -> None:
+    """A manifest is an object whose ``format`` is the one this version writes."""
+    if not isinstance(data, dict):
+        reader.expect(data, (), "a manifest (a JSON object)")
+    if "format" not in data:
+        reader.fail((), f"missing required key 'format' (expected {MANIFEST_FORMAT!r})")
+    found = data["format"]
+    if found != MANIFEST_FORMAT:
+        hint = " (this is a plan, not a manifest)" if str(found).startswith("qconfig.plan/") else ""
+        reader.fail(
+            ("format",),
+            f"not a manifest of a format this qconfig reads: found {describe(found)}, "
+            f"expected {MANIFEST_FORMAT!r}{hint}",
+        )
+
+
+def _intern_defaults(reader: DocumentReader, data: dict[str, Any]) -> None:
+    """Validate each site's ``defaults`` once per distinct value and share the object.
+
+    Only well-formed sites are visited; everything else is left for the model validation to
+    report at its path.
+    """
+    interned: dict[str, QuantizerAttributeConfig] = {}
+    modules = data.get("modules")
+    for i, module in enumerate(modules if isinstance(modules, list) else ()):
+        sites = module.get("quantizers") if isinstance(module, dict) else None
+        for j, site in enumerate(sites if isinstance(sites, list) else ()):
+            raw = site.get("defaults") if isinstance(site, dict) else None
+            if not isinstance(raw, dict):
+                continue
+            path = ("modules", i, "quantizers", j, "defaults")
+            try:
+                key = json.dumps(raw, sort_keys=True)
+            except RecursionError:
+                key = None
+            defaults = interned.get(key) if key is not None else None
+            if defaults is None:
+                check_tree(raw, path, file=reader.file)
+                values = restore_int_keys(json_tuples(raw))
+                try:
+                    defaults = QuantizerAttributeConfig.model_validate(values, strict=True)
+                except ValidationError as exc:
+                    raise validation_error(exc, raw, file=reader.file, path=path) from None
+                interned[key] = defaults  # type: ignore[index]
+            site["defaults"] = defaults
+
+
+def _check_unique_names(reader: DocumentReader, manifest: "Manifest") -> None:
+    """Module names and full quantizer names must be unique (both paths in the message)."""
+    modules: dict[str, int] = {}
+    quantizers: dict[str, tuple[int, int]] = {}
+    for i, module in enumerate(manifest.modules):
+        first = modules.setdefault(module.name, i)
+        if first != i:
+            reader.fail(
+                ("modules", i, "name"),
+                f"module name {module.name!r} is already used by modules[{first}] "
+                "(named_modules() lists each module once)",
+            )
+        for j, site in enumerate(module.quantizers):
+            name = module.quantizer_name(site)
+            seen = quantizers.setdefault(name, (i, j))
+            if seen != (i, j):
+                reader.fail(
+                    ("modules", i, "quantizers", j, "attribute"),
+                    f"quantizer name {name!r} is already used by modules[{seen[0]}]"
+                    f".quantizers[{seen[1]}] (a plan has one state per name: one of them would "
+                    "be silently dropped)",
+                )

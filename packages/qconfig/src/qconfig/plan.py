@@ -14,15 +14,24 @@ other). v1 files, which have no specs, load unchanged (docs/manifest-and-plan.md
 
 import json
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from qconfig.algorithms import QuantizeAlgorithmConfig
+from pydantic import ValidationError
+
+from qconfig.algorithms import QuantizeAlgorithmConfig, algorithm_class
 from qconfig.attributes import QuantizerAttributeConfig
+from qconfig.documents import (
+    DocumentReader,
+    check_tree,
+    describe,
+    json_tuples,
+    parse_json,
+    validation_error,
+)
 from qconfig.errors import Diagnostic
 from qconfig.keys import restore_int_keys
-from qconfig.quantize import resolve_algorithms
 from qconfig.spec import QuantizerSpec, resolve_spec
 
 __all__ = ["PLAN_FORMAT", "READABLE_PLAN_FORMATS", "Plan", "QuantizerPlan", "describe_format"]
@@ -128,39 +137,27 @@ class Plan:
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=False) + "\n"
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "Plan":
-        doc = json.loads(text)
-        if not isinstance(doc, dict) or doc.get("format") not in READABLE_PLAN_FORMATS:
-            found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
-            raise ValueError(
-                f"not a plan document: format={found!r}, expected one of {READABLE_PLAN_FORMATS}"
-            )
-        sets = [
-            QuantizerAttributeConfig.model_validate(restore_int_keys(_tuples(s)))
-            for s in doc["attribute_sets"]
-        ]
-        stored_specs = doc.get("specs")
-        if stored_specs is not None:
-            _check_specs(sets, stored_specs)
-        states = []
-        for row in doc["states"]:
-            ref = row["attributes"]
-            attrs = tuple(sets[i] for i in ref) if isinstance(ref, list) else sets[ref]
-            states.append(
-                QuantizerPlan(
-                    enable=row["enable"],
-                    attributes=attrs,
-                    parent_class=row["parent_class"],
-                    sources=tuple(row["sources"]),
-                    hard_disabled=row.get("hard_disabled", False),
-                )
-            )
-        quantizers = {name: states[index] for name, index in doc["quantizers"].items()}
-        diagnostics = [Diagnostic(**d) for d in doc.get("diagnostics", [])]
-        algorithm = resolve_algorithms(
-            [restore_int_keys(a, everywhere=True) for a in doc["algorithm"]]
-        )
-        return cls(quantizers, algorithm, diagnostics, doc.get("model", ""))
+    def load(cls, path: str | Path) -> "Plan":
+        """Read a plan file. A file that cannot be read as text (missing, a directory, a FIFO,
+        ``/dev/zero``, too large, not UTF-8) is a :class:`qconfig.fileio.InputFileError` (an
+        ``OSError``); one that is not a valid plan is a :class:`qconfig.errors.DocumentError`
+        naming the file and the JSON path."""
+        from qconfig.fileio import read_text
+
+        return cls.from_json(read_text(path), file=str(path))
+
+    @classmethod
+    def from_json(cls, text: str | bytes, *, file: str | None = None) -> "Plan":
+        """Parse and validate a plan; every defect is a DocumentError at its JSON path.
+
+        Checked field by field with exact JSON types (docs/manifest-and-plan.md, 'Reading a
+        plan'): indices are non-negative integers within their table (``-1`` does not mean
+        the last row, ``true`` is not 1), ``algorithm`` is the list of steps the writer writes,
+        each state's ``enable`` is the one its attribute sets give (``apply_plan`` applies the
+        attribute sets), and the stored specs are what the attribute sets resolve to.
+        """
+        doc = parse_json(text, file=file)
+        return _PlanReader(file).plan(doc)
 
     # -- reading ------------------------------------------------------------------------------
     def enabled(self) -> list[str]:
@@ -185,36 +182,205 @@ class Plan:
         return "\n".join(lines)
 
 
-def _check_specs(sets: list[QuantizerAttributeConfig], stored: Any) -> None:
-    """A v2 file's specs must be what its attribute sets resolve to."""
-    if not isinstance(stored, list) or len(stored) != len(sets):
-        raise ValueError("plan 'specs' must list one spec per attribute set")
-    for index, (attrs, spec) in enumerate(zip(sets, stored, strict=True)):
-        expected = resolve_spec(attrs).describe()
-        if spec != expected:
-            raise ValueError(
-                f"plan specs[{index}] {spec!r} does not match attribute_sets[{index}], which "
-                f"resolves to {expected!r}; was one edited without the other?"
+class _PlanReader(DocumentReader):
+    """The checks of :meth:`Plan.from_json`, one method per part of the document."""
+
+    def plan(self, doc: Any) -> Plan:
+        if not isinstance(doc, dict):
+            self.fail((), f"not a plan document: expected a JSON object, found {describe(doc)}")
+        found = doc.get("format")
+        if found not in READABLE_PLAN_FORMATS:
+            hint = " (this is a manifest, not a plan)" if found == "qconfig.manifest/v1" else ""
+            self.fail(
+                ("format",) if "format" in doc else (),
+                f"not a plan document: format={_clip_repr(found)}, expected one of "
+                f"{READABLE_PLAN_FORMATS}{hint}",
             )
+        self.object(doc, (), required=_PLAN_REQUIRED, optional=_PLAN_OPTIONAL)
+        sets = self.attribute_sets(doc["attribute_sets"])
+        if "specs" in doc:
+            self.specs(doc["specs"], sets)
+        states = self.states(doc["states"], sets)
+        return Plan(
+            self.quantizers(doc["quantizers"], states),
+            self.algorithm(doc["algorithm"]),
+            self.diagnostics(doc.get("diagnostics", [])),
+            self.string(doc.get("model", ""), ("model",)),
+        )
+
+    def attribute_sets(self, value: Any) -> list[QuantizerAttributeConfig]:
+        return [
+            self.attribute_set(raw, ("attribute_sets", i))
+            for i, raw in enumerate(self.array(value, ("attribute_sets",)))
+        ]
+
+    def attribute_set(self, raw: Any, path: tuple[int | str, ...]) -> QuantizerAttributeConfig:
+        self.object(raw, path, optional=QuantizerAttributeConfig.model_fields)
+        check_tree(raw, path, file=self.file)
+        try:
+            attrs = QuantizerAttributeConfig.model_validate(
+                restore_int_keys(json_tuples(raw)), strict=True
+            )
+        except ValidationError as exc:
+            raise validation_error(exc, raw, file=self.file, path=path) from None
+        try:
+            resolve_spec(attrs)
+        except ValueError as exc:
+            self.fail(path, f"cannot be resolved: {exc}")
+        return attrs
+
+    def specs(self, value: Any, sets: list[QuantizerAttributeConfig]) -> None:
+        """A v2 file's specs must be what its attribute sets resolve to."""
+        stored = self.array(value, ("specs",))
+        if len(stored) != len(sets):
+            self.fail(
+                ("specs",),
+                f"lists {len(stored)} specs for {len(sets)} attribute sets (one per set)",
+            )
+        for index, (attrs, spec) in enumerate(zip(sets, stored, strict=True)):
+            expected = resolve_spec(attrs).describe()
+            if spec != expected:
+                shown = spec if isinstance(spec, dict) and len(repr(spec)) < 400 else describe(spec)
+                self.fail(
+                    ("specs", index),
+                    f"{shown!s} does not match attribute_sets[{index}], which resolves to "
+                    f"{expected!r}; was one edited without the other?",
+                )
+
+    def states(self, value: Any, sets: list[QuantizerAttributeConfig]) -> list[QuantizerPlan]:
+        return [
+            self.state(row, ("states", i), sets)
+            for i, row in enumerate(self.array(value, ("states",)))
+        ]
+
+    def state(
+        self, row: Any, path: tuple[int | str, ...], sets: list[QuantizerAttributeConfig]
+    ) -> QuantizerPlan:
+        self.object(row, path, required=_STATE_REQUIRED, optional=("hard_disabled",))
+        enable = self.boolean(row["enable"], (*path, "enable"))
+        attrs = self.state_attributes(row["attributes"], (*path, "attributes"), sets)
+        hard_disabled = self.boolean(row.get("hard_disabled", False), (*path, "hard_disabled"))
+        sources = tuple(
+            self.integer(s, (*path, "sources", k), minimum=0)
+            for k, s in enumerate(self.array(row["sources"], (*path, "sources")))
+        )
+        derived = any(a.enable for a in attrs) if isinstance(attrs, tuple) else attrs.enable
+        if enable != derived:
+            self.fail(
+                (*path, "enable"),
+                f"is {json.dumps(enable)} but its attribute set(s) say enable: "
+                f"{json.dumps(derived)}. A state's enable is derived from its attribute sets "
+                "(for a sequential quantizer: any element on), and apply_plan applies the "
+                "attribute sets: edit their enable instead",
+            )
+        if hard_disabled and (enable or isinstance(attrs, tuple)):
+            self.fail(
+                (*path, "hard_disabled"),
+                "a hard-disabled quantizer can never be enabled nor become a sequential "
+                "quantizer (an Embedding's input quantizer sees token indices)",
+            )
+        return QuantizerPlan(
+            enable=enable,
+            attributes=attrs,
+            parent_class=self.string(row["parent_class"], (*path, "parent_class")),
+            sources=sources,
+            hard_disabled=hard_disabled,
+        )
+
+    def state_attributes(
+        self, ref: Any, path: tuple[int | str, ...], sets: list[QuantizerAttributeConfig]
+    ) -> Attributes:
+        """An index into ``attribute_sets``, or a non-empty list of them (sequential)."""
+        if isinstance(ref, list):
+            if not ref:
+                self.fail(path, "a sequential quantizer needs at least one attribute set")
+            return tuple(
+                sets[self.index(r, (*path, k), len(sets), "attribute_sets")]
+                for k, r in enumerate(ref)
+            )
+        if isinstance(ref, bool) or not isinstance(ref, int):
+            self.expect(ref, path, "an index into 'attribute_sets' or a list of indices")
+        return sets[self.index(ref, path, len(sets), "attribute_sets")]
+
+    def quantizers(self, value: Any, states: list[QuantizerPlan]) -> dict[str, QuantizerPlan]:
+        if not isinstance(value, dict):
+            self.expect(value, ("quantizers",), "an object (quantizer name → index into 'states')")
+        size = len(states)
+        out = {}
+        for name, index in value.items():
+            if type(index) is not int or not 0 <= index < size:  # the common case is one test
+                self.index(index, ("quantizers", name), size, "states")
+            if not name:
+                self.fail(("quantizers", name), "a quantizer name cannot be empty")
+            out[name] = states[index]
+        return out
+
+    def algorithm(self, value: Any) -> tuple[QuantizeAlgorithmConfig, ...]:
+        """The steps as the writer writes them: a list of objects with a ``method``. (A bare
+        ``"max"`` is a config form, not a plan form: it used to be iterated letter by letter.)"""
+        if not isinstance(value, list):
+            self.expect(
+                value, ("algorithm",), 'a list of calibration steps (e.g. [{"method": "max"}])'
+            )
+        return tuple(self.algorithm_step(step, ("algorithm", i)) for i, step in enumerate(value))
+
+    def algorithm_step(self, step: Any, path: tuple[int | str, ...]) -> QuantizeAlgorithmConfig:
+        if not isinstance(step, dict):
+            self.expect(step, path, 'a calibration step (an object such as {"method": "max"})')
+        if "method" not in step:
+            self.fail(path, "missing required key 'method'")
+        method = step["method"]
+        if method is not None and not isinstance(method, str):
+            self.expect(method, (*path, "method"), "a method name (a string) or null")
+        check_tree(step, path, file=self.file)
+        try:
+            cls = algorithm_class(method)
+        except ValueError as exc:
+            self.fail((*path, "method"), str(exc))
+        values = restore_int_keys(step, everywhere=True)
+        try:
+            return cls.model_validate(values, strict=True)
+        except ValidationError as exc:
+            raise validation_error(exc, step, file=self.file, path=path) from None
+
+    def diagnostics(self, value: Any) -> list[Diagnostic]:
+        return [
+            self.diagnostic(d, ("diagnostics", i))
+            for i, d in enumerate(self.array(value, ("diagnostics",)))
+        ]
+
+    def diagnostic(self, raw: Any, path: tuple[int | str, ...]) -> Diagnostic:
+        self.object(raw, path, required=("code", "severity", "message"), optional=_DIAG_OPTIONAL)
+        severity = self.string(raw["severity"], (*path, "severity"))
+        if severity not in ("error", "warning", "info"):
+            self.fail((*path, "severity"), f"expected error, warning or info, found {severity!r}")
+        values: dict[str, Any] = {"severity": severity}
+        for key in ("code", "message", "path"):
+            if key in raw:
+                values[key] = self.string(raw[key], (*path, key))
+        if raw.get("file") is not None:
+            values["file"] = self.string(raw["file"], (*path, "file"))
+        for key in ("line", "column"):
+            if raw.get(key) is not None:
+                values[key] = self.integer(raw[key], (*path, key), minimum=1)
+        if "fixable" in raw:
+            values["fixable"] = self.boolean(raw["fixable"], (*path, "fixable"))
+        return Diagnostic(**values)
+
+
+_PLAN_REQUIRED = ("format", "algorithm", "attribute_sets", "states", "quantizers")
+_PLAN_OPTIONAL = ("model", "specs", "diagnostics")
+_STATE_REQUIRED = ("enable", "attributes", "parent_class", "sources")
+_DIAG_OPTIONAL = ("file", "line", "column", "path", "fixable")
+
+
+def _clip_repr(value: Any) -> str:
+    return repr(value) if isinstance(value, str) and len(value) < 80 else describe(value)
 
 
 def _kind(name: str) -> str:
     last = name.rsplit(".", 1)[-1]
     return last if last.endswith(("quantizer", "quantizers")) else "other"
-
-
-def _tuples(value: Any) -> Any:
-    """num_bits / scale_bits / axis are tuples in the models; JSON gave lists."""
-    if isinstance(value, Mapping):
-        return {
-            k: (
-                tuple(v)
-                if k in ("num_bits", "scale_bits", "axis") and isinstance(v, list)
-                else _tuples(v)
-            )
-            for k, v in value.items()
-        }
-    return value
 
 
 def _dump_attrs(attrs: QuantizerAttributeConfig) -> dict[str, Any]:
