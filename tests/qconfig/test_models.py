@@ -15,6 +15,8 @@ from typing import Any
 import modelopt.torch.quantization.config as mc
 import pytest
 import qconfig as qc
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 from qconfig.algorithms import ALGORITHMS, algorithm_class, known_methods
 from qconfig.quantize import resolve_algorithms
@@ -339,11 +341,14 @@ def test_attribute_validator(raw: dict, loc: tuple, message: str, modelopt_messa
         {"num_bits": (7, 7), "backend": "custom"},
         {"effective_bits": 16},
         {"block_sizes": {}},
-        {"block_sizes": {-1: 16, "type": "bogus"}},
         {"bias": {-1: None, "type": "dynamic", "method": "max_min"}},
-        {"constant_amax": math.inf},
+        {"constant_amax": 3.0e38},
         {"use_constant_amax": True},
-        {"calibrator": ("my.Calibrator", (), {})},
+        {"calibrator": (dict, (), {})},
+        {"num_bits": 1, "unsigned": True},
+        {"num_bits": 25},
+        {"num_bits": 24, "unsigned": True},
+        {"block_sizes": {-1: 16, "scale_bits": 8, "scale_block_sizes": {-1: 4}}},
     ],
     ids=repr,
 )
@@ -352,13 +357,58 @@ def test_attribute_edges_accepted(raw: dict):
     assert errors(mc.QuantizerAttributeConfig, raw) == []
 
 
+# (raw, a substring of our message) — Model Optimizer 0.47.0 accepts each of these and then
+# yields NaN, fails at the first forward or silently does something else (docs/differences.md).
+STRICTER_THAN_MODELOPT = [
+    ({"num_bits": 1}, "use 2 to 25"),  # qmax 0: 0/0 = NaN
+    ({"num_bits": True}, "use 2 to 25"),  # pydantic makes it 1
+    ({"num_bits": 26}, "exact up to 25 bits"),
+    ({"num_bits": 25, "unsigned": True}, "use 1 to 24"),
+    ({"num_bits": 200}, "use 2 to 25"),  # inf grid: NaN
+    ({"num_bits": 10**30}, "num_bits ~2**99"),  # hangs 2 ** (num_bits - 1)
+    ({"num_bits": "e4m3"}, "is not a number format"),
+    ({"num_bits": "nvfp4"}, "format names are for a custom `backend`"),
+    ({"constant_amax": math.inf}, "finite float32"),
+    ({"constant_amax": 1e39}, "finite float32"),
+    ({"block_sizes": {-1: 0}}, "positive block size"),  # ZeroDivisionError at the first forward
+    ({"block_sizes": {-1: -16}}, "positive block size"),
+    ({"block_sizes": {-1: 16, "type": "bogus"}}, "'static' or 'dynamic'"),  # silently static
+    ({"block_sizes": {-1: 16, "type": "dynmic"}}, "'static' or 'dynamic'"),
+    ({"block_sizes": {-1: 16, "scale_bits": "e4"}}, "scale_bits"),
+    ({"block_sizes": {-1: 16, "scale_bits": (7, 7)}}, "scale format"),
+    ({"block_sizes": {-1: 16, "scale_bits": 0}}, "integer bit count from 2 to 25"),
+    ({"block_sizes": {-1: 16, "scale_block_sizes": {-1: 0}}}, "positive block sizes"),
+    ({"block_sizes": {-1: 16, "four_over_six": "no"}}, "true or false"),  # "no" is truthy
+    ({"calibrator": ("my.Calibrator", (), {})}, "(class, args, kwargs)"),  # str not callable
+    ({"calibrator": ["max"]}, "(class, args, kwargs)"),
+]
+
+
+@pytest.mark.parametrize(("raw", "message"), STRICTER_THAN_MODELOPT, ids=repr)
+def test_attribute_values_modelopt_accepts_but_cannot_run_are_rejected(raw: dict, message: str):
+    """One located ``value_error`` that says what is wrong; Model Optimizer accepts the value."""
+    ((loc, kind, msg),) = errors(qc.QuantizerAttributeConfig, raw)
+    assert kind == "value_error" and message in msg, msg
+    assert loc in ((), ("block_sizes",), ("constant_amax",), ("calibrator",))
+    assert errors(mc.QuantizerAttributeConfig, raw) == []
+
+
+@pytest.mark.parametrize("backend", [None, "custom"])
+@given(bits=st.integers(min_value=-(2**70), max_value=2**70), unsigned=st.booleans())
+def test_integer_num_bits_range(bits: int, unsigned: bool, backend: str | None):
+    """Integer bits are accepted exactly where the float32 grid is exact (2..25 signed, 1..24
+    unsigned); a custom backend defines its own formats."""
+    raw = {"num_bits": bits, "unsigned": unsigned, "backend": backend}
+    valid = backend is not None or (1 + (not unsigned) <= bits <= 24 + (not unsigned))
+    assert (errors(qc.QuantizerAttributeConfig, raw) == []) == valid
+
+
 @pytest.mark.parametrize(
     ("raw", "field", "stored"),
     [
-        ({"num_bits": True}, "num_bits", 1),
+        ({"num_bits": True, "unsigned": True}, "num_bits", 1),
         ({"num_bits": 4.0}, "num_bits", 4),
         ({"num_bits": [4, 3]}, "num_bits", (4, 3)),
-        ({"num_bits": "e4m3"}, "num_bits", "e4m3"),
         ({"axis": [0, 1]}, "axis", (0, 1)),
         (
             {"block_sizes": {-1: 16, "four_over_six": True}},

@@ -5,6 +5,13 @@ types, defaults and validators follow Model Optimizer 0.47.0 exactly, because th
 order attributes are written to a quantizer on full replacement ('Full replacement') and the types
 decide pydantic's lax coercions (``num_bits=True`` → 1, ``[4, 3]`` → ``(4, 3)``). Where Model
 Optimizer raises an empty ``"Assertion failed, "`` we say what is wrong.
+
+Deliberately stricter where Model Optimizer accepts a value and then yields NaN, fails at the
+first forward or silently does something else (docs/differences.md): integer ``num_bits`` outside
+what float32 computes exactly, a format name without a ``backend``, an infinite or
+beyond-float32 ``constant_amax``, non-positive block sizes, ``block_sizes`` format keys with
+values that do not mean what they say (``type: dynmic``), and calibrator tuples that cannot be
+called.
 """
 
 from collections.abc import Callable
@@ -17,11 +24,14 @@ from qconfig.blocks import BLOCK_SPECIAL_KEYS, block_axes, is_mx_format
 
 __all__ = [
     "BLOCK_SPECIAL_KEYS",
+    "FLOAT32_MAX",
     "FP_FORMATS",
     "FP_FORMATS_ANY_LAYOUT",
+    "SCALE_FORMATS",
     "QuantizerAttributeConfig",
     "RotateConfig",
     "block_axes",
+    "int_bits_range",
     "is_mx_format",
 ]
 
@@ -29,6 +39,13 @@ __all__ = [
 FP_FORMATS = ((4, 3), (5, 2), (2, 1), (1, 2), (0, 3), (3, 0), (3, 2), (2, 3))
 #: Formats allowed outside dynamic blocks.
 FP_FORMATS_ANY_LAYOUT = ((4, 3), (2, 1))
+#: ``(E, M)`` block-scale formats Model Optimizer's dynamic block kernels know (its
+#: ``mx_format_map``); its formats use E4M3 (NVFP4) and E8M0 (MX).
+SCALE_FORMATS = ((4, 3), (5, 2), (3, 2), (2, 3), (8, 0), (2, 1), (1, 2), (0, 3), (3, 0))
+#: The largest finite float32: Model Optimizer keeps amax in float32, where a larger one is inf.
+FLOAT32_MAX = 3.4028234663852886e38
+#: float32 holds every integer up to 2**24 exactly; Model Optimizer computes the grid in float32.
+_FLOAT32_EXACT_BITS = 24
 
 BiasType = Literal["static", "dynamic"]
 BiasMethod = Literal["mean", "max_min"]
@@ -56,21 +73,134 @@ class RotateConfig(ConfigBase):
         return v
 
 
-def _reject_lone_enable_true(value: Any, key: str | None = None) -> None:
-    """V1: ``{"enable": True}`` alone says "quantize" without saying how (except under rotate)."""
-    if isinstance(value, list):
-        for item in value:
-            _reject_lone_enable_true(item)
-    elif isinstance(value, dict):
-        if key == "rotate":
-            return
-        if len(value) == 1 and "enable" in value and value["enable"] is True:
+def _reject_lone_enable_true(value: Any) -> None:
+    """V1: ``{"enable": True}`` alone says "quantize" without saying how (except under rotate).
+
+    Walked with a stack rather than recursion, so that a deeply nested ``backend_extra_args``
+    is a validation question, not a ``RecursionError``.
+    """
+    stack: list[tuple[Any, Any]] = [(value, None)]
+    while stack:
+        item, key = stack.pop()
+        if isinstance(item, list):
+            stack.extend((element, None) for element in reversed(item))
+        elif isinstance(item, dict) and key != "rotate":
+            if len(item) == 1 and "enable" in item and item["enable"] is True:
+                raise ValueError(
+                    "Invalid quantizer config: Cannot specify only {'enable': True}. "
+                    "Additional parameters are required when enabling quantization."
+                )
+            stack.extend((v, k) for k, v in reversed(list(item.items())))
+
+
+def int_bits_range(unsigned: bool) -> tuple[int, int]:
+    """The integer ``num_bits`` Model Optimizer computes correctly: ``(lowest, highest)``.
+
+    Its grid is ``[qmin, qmax]`` with ``qmax = 2**(num_bits - 1 + unsigned) - 1``, computed in
+    float32. One signed bit gives ``qmax = 0``: scale 0, every output 0/0 = NaN. Above
+    ``2**24 - 1`` float32 no longer holds ``qmax`` exactly; from 129 bits it is inf (outputs
+    NaN), from 1026 bits Python's float overflows, and ``num_bits: 10**30`` hangs integer
+    arithmetic (docs/differences.md).
+    """
+    return (1, _FLOAT32_EXACT_BITS) if unsigned else (2, _FLOAT32_EXACT_BITS + 1)
+
+
+def shown_int(value: int) -> str:
+    """An int for a message; a huge one by its magnitude, ``~2**99`` (``str()`` of an int of
+    more than 4300 digits raises)."""
+    if -(10**30) < value < 10**30:
+        return str(value)
+    return f"{'-' if value < 0 else ''}~2**{abs(value).bit_length() - 1}"
+
+
+def _int_bits_problem(bits: int, unsigned: bool) -> str | None:
+    """Why an integer ``num_bits`` makes no working quantizer (None if it does)."""
+    low, high = int_bits_range(unsigned)
+    if low <= bits <= high:
+        return None
+    kind = "unsigned" if unsigned else "signed"
+    if bits < 1:  # Model Optimizer's own rejection, with its words
+        return (
+            f"num_bits must be a positive integer or a tuple of positive integers. {shown_int(bits)}"
+            f" (integer num_bits: {low} to {high} for {kind} quantizers)."
+        )
+    if bits < low:
+        why = "one signed bit has the single level 0, so Model Optimizer computes 0/0 = NaN"
+    else:
+        why = f"Model Optimizer computes the integer grid in float32, exact up to {high} bits"
+    return (
+        f"num_bits {shown_int(bits)} makes no working {kind} integer quantizer: use {low} to "
+        f"{high} ({why})."
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_block_size(key: int, size: Any) -> None:
+    """An axis key's block size: a positive int, or null (the whole axis)."""
+    if size is None:
+        return
+    if not _is_int(size):
+        raise ValueError(f"block_sizes[{key}] must be an int block size or null, got {size!r}.")
+    if size < 1:
+        raise ValueError(
+            f"block_sizes[{key}] must be a positive block size or null (the whole axis), got "
+            f"{shown_int(size)}: Model Optimizer divides by it or reshapes to it at the first "
+            "forward."
+        )
+
+
+def _check_scale_bits(value: Any) -> None:
+    """``scale_bits``: null, an int bit count (NF4 double quantization) or a scale format."""
+    low, high = int_bits_range(False)
+    if value is None or (_is_int(value) and low <= value <= high) or value in SCALE_FORMATS:
+        return
+    formats = ", ".join(f"[{e}, {m}]" for e, m in SCALE_FORMATS)
+    shown = shown_int(value) if _is_int(value) else repr(value)
+    raise ValueError(
+        f"block_sizes['scale_bits'] must be null, an integer bit count from {low} to {high}, or "
+        f"a scale format ({formats}; e4m3/e8m0 in files), got {shown}."
+    )
+
+
+def _check_scale_block_sizes(value: Any) -> None:
+    """``scale_block_sizes``: ``{axis: positive size}`` (a 0 divides by zero in NF4's
+    double quantization)."""
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise ValueError(
+            f"block_sizes['scale_block_sizes'] must be a mapping {{axis: size}}, got {value!r}."
+        )
+    for key, size in value.items():
+        if not _is_int(key) or not _is_int(size) or size < 1:
+            shown = shown_int(size) if _is_int(size) else repr(size)
             raise ValueError(
-                "Invalid quantizer config: Cannot specify only {'enable': True}. "
-                "Additional parameters are required when enabling quantization."
+                "block_sizes['scale_block_sizes'] maps int axes to positive block sizes, got "
+                f"{key!r}: {shown}."
             )
-        for k, v in value.items():
-            _reject_lone_enable_true(v, k)
+
+
+def _check_block_special(key: str, value: Any) -> None:
+    """The format keys of ``block_sizes``. Model Optimizer reads ``type`` as "dynamic or
+    anything else" and ``four_over_six`` by truth value, so ``dynmic`` silently means static and
+    ``"no"`` switches 4/6 scaling on; we accept only the values that mean what they say."""
+    if key == "type" and value not in ("static", "dynamic"):
+        raise ValueError(
+            f"block_sizes['type'] must be 'static' or 'dynamic', got {value!r} (Model "
+            "Optimizer would silently treat it as static)."
+        )
+    if key == "scale_bits":
+        _check_scale_bits(value)
+    elif key == "scale_block_sizes":
+        _check_scale_block_sizes(value)
+    elif key == "four_over_six" and (not isinstance(value, int) or value not in (0, 1)):
+        raise ValueError(
+            f"block_sizes['four_over_six'] must be true or false, got {value!r} (Model "
+            "Optimizer reads any non-empty value as true)."
+        )
 
 
 class QuantizerAttributeConfig(ConfigBase):
@@ -179,17 +309,16 @@ class QuantizerAttributeConfig(ConfigBase):
             raise ValueError("axis must be None when block_sizes is not None.")
         if v.get("type") == "dynamic" and len(block_axes(v)) != 1:
             raise ValueError("Dynamic block quantization only supports quantization last axis.")
-        for key, size in v.items():
+        for key, value in v.items():
             if isinstance(key, str):
                 if key not in BLOCK_SPECIAL_KEYS:
                     raise ValueError(
                         f"Unknown block_sizes key {key!r}: expected an int axis or one of "
                         f"{list(BLOCK_SPECIAL_KEYS)}."
                     )
-            elif size is not None and not isinstance(size, int):
-                raise ValueError(
-                    f"block_sizes[{key}] must be an int block size or null, got {size!r}."
-                )
+                _check_block_special(key, value)
+            else:
+                _check_block_size(key, value)
         return v
 
     @field_validator("bias")
@@ -214,6 +343,13 @@ class QuantizerAttributeConfig(ConfigBase):
     def _v7_calibrator(cls, v: Any) -> Any:
         if isinstance(v, str) and v not in ("max", "histogram"):
             raise ValueError(f"calibrator must be 'max' or 'histogram', got {v!r}.")
+        if isinstance(v, tuple) and not (v and callable(v[0]) and len(v) <= 3):
+            # Model Optimizer calls v[0](*v[1], **v[2]) when the quantizer is built: a tuple
+            # written in a file (["max"]) can only fail there
+            raise ValueError(
+                "calibrator must be 'max', 'histogram', a calibrator class or a (class, args, "
+                f"kwargs) tuple from Python, got {v!r}."
+            )
         return v
 
     @field_validator("constant_amax")
@@ -222,6 +358,12 @@ class QuantizerAttributeConfig(ConfigBase):
         # ``not v > 0`` (rather than ``v <= 0``) also rejects NaN, as Model Optimizer does.
         if v is not None and not v > 0:
             raise ValueError("constant_amax must be a positive value.")
+        if v is not None and not v <= FLOAT32_MAX:
+            raise ValueError(
+                f"constant_amax must be a finite float32 value (at most {FLOAT32_MAX:.7g}), got "
+                f"{v!r}: Model Optimizer stores amax in float32, where it becomes inf and every "
+                "output NaN."
+            )
         return v
 
     @model_validator(mode="after")
@@ -229,11 +371,17 @@ class QuantizerAttributeConfig(ConfigBase):
         if self.backend is not None:  # custom backends define their own formats
             return self
         bits = self.num_bits
-        if isinstance(bits, int) and bits < 1:
+        if isinstance(bits, str):
             raise ValueError(
-                f"num_bits must be a positive integer or a tuple of positive integers. {bits}"
+                f"num_bits {bits!r} is not a number format: write integer bits (8), an [E, M] "
+                "pair ([4, 3]) or, in YAML/JSON files, an ExMy string (e4m3); format names are "
+                "for a custom `backend` (Model Optimizer accepts the name and fails at the first "
+                "forward)."
             )
-        if not isinstance(bits, tuple):
+        if isinstance(bits, int):
+            problem = _int_bits_problem(bits, self.unsigned)
+            if problem:
+                raise ValueError(problem)
             return self
         # A model-level error has no field in its location, so the messages name num_bits.
         if not all(x > 0 for x in bits):
