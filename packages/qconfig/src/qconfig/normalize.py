@@ -43,8 +43,21 @@ class ExpandedEntry(NamedTuple):
     legacy: bool
 
 
+def _check_pattern(key: Any, scope: str | None = None) -> None:
+    """A legacy pattern key must be a string: YAML reads ``1:``, ``null:``, ``1.5:`` or ``true:``
+    as other types, which Model Optimizer would turn into an entry with a non-string
+    ``quantizer_name`` and reject there, far from where the key was written."""
+    if not isinstance(key, str):
+        where = f" under {scope!r}" if scope else ""
+        raise ValueError(
+            f"a legacy pattern key{where} must be a string (a quantizer name pattern), got "
+            f"{type(key).__name__} {key!r}; quote it in YAML."
+        )
+
+
 def _legacy_pair(key: Any, value: Any) -> list[dict[str, Any]]:
     """One ``{pattern: cfg}`` or ``{"nn.X": {pattern: cfg}}`` pair → list-form dicts."""
+    _check_pattern(key)
     if key == "default":
         key = "*"  # kept in place, not moved first, as Model Optimizer does
     if isinstance(key, str) and key.startswith("nn."):
@@ -52,6 +65,7 @@ def _legacy_pair(key: Any, value: Any) -> list[dict[str, Any]]:
             raise ValueError(f"For 'nn.*' scoped format, value must be a mapping, got {value!r}")
         out = []
         for pattern, sub_cfg in value.items():
+            _check_pattern(pattern, key)
             if not isinstance(sub_cfg, Mapping):
                 raise ValueError(
                     f"For 'nn.*' scoped format, the config of {pattern!r} under {key!r} must be "
