@@ -265,15 +265,25 @@ def validation_error(
         if message not in messages:
             messages.append(message)
     (first, messages), *rest = groups.items()
-    text = " or ".join(messages)
+    text = _alternatives(messages)
     if first in found and _wants_value(messages):
         text += f" (found {describe(found[first])})"
     if rest:
         more = "; ".join(
-            f"{format_path((*path, *p)) or '(top)'}: {' or '.join(m)}" for p, m in rest
+            f"{format_path((*path, *p)) or '(top)'}: {_alternatives(m)}" for p, m in rest
         )
         text += f". Also: {more}"
     return DocumentError(text, file=file, path=(*path, *first))
+
+
+def _alternatives(messages: list[str]) -> str:
+    """pydantic's one message per union member, as one: "Input should be a valid integer, a
+    valid tuple or a valid string"."""
+    prefix = "Input should be "
+    if len(messages) > 1 and all(m.startswith(prefix) for m in messages):
+        options = [m.removeprefix(prefix) for m in messages]
+        return prefix + ", ".join(options[:-1]) + " or " + options[-1]
+    return "; ".join(messages)
 
 
 def _wants_value(messages: Iterable[str]) -> bool:

@@ -240,11 +240,10 @@ class _PlanReader(DocumentReader):
         for index, (attrs, spec) in enumerate(zip(sets, stored, strict=True)):
             expected = resolve_spec(attrs).describe()
             if spec != expected:
-                shown = spec if isinstance(spec, dict) and len(repr(spec)) < 400 else describe(spec)
                 self.fail(
                     ("specs", index),
-                    f"{shown!s} does not match attribute_sets[{index}], which resolves to "
-                    f"{expected!r}; was one edited without the other?",
+                    f"{_clip_json(spec)} does not match attribute_sets[{index}], which resolves "
+                    f"to {_clip_json(expected)}; was one edited without the other?",
                 )
 
     def states(self, value: Any, sets: list[QuantizerAttributeConfig]) -> list[QuantizerPlan]:
@@ -372,6 +371,15 @@ _PLAN_REQUIRED = ("format", "algorithm", "attribute_sets", "states", "quantizers
 _PLAN_OPTIONAL = ("model", "specs", "diagnostics")
 _STATE_REQUIRED = ("enable", "attributes", "parent_class", "sources")
 _DIAG_OPTIONAL = ("file", "line", "column", "path", "fixable")
+
+
+def _clip_json(value: Any, limit: int = 300) -> str:
+    """A value as JSON for a message, or what it is when that would be long (or not JSON)."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        return describe(value)
+    return text if len(text) <= limit else describe(value)
 
 
 def _clip_repr(value: Any) -> str:
