@@ -9,11 +9,18 @@ comment, leave no legacy form behind and be a fixed point.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import random
 import re
+import tempfile
 from collections import Counter
+from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from qconfig.cli import main
 from qconfig.migrate import MigrationError, migrate_text
 from qconfig.normalize import expand_quant_cfg
 
@@ -141,3 +148,94 @@ def test_refuses_what_it_cannot_migrate_safely():
         migrate_text(
             "imports:\n  u: qconfig/units/default_disabled_quantizers\nquant_cfg:\n  $import: u\n"
         )
+
+
+# -- the file's form: line endings and byte-order mark -------------------------------------------
+
+EXAMPLE_CONFIGS = sorted((Path(__file__).resolve().parents[2] / "examples" / "configs").glob("*.*"))
+
+
+def _lf_sources() -> list[tuple[str, str]]:
+    """``(suffix, LF text)``: the example configs (list form) and generated legacy configs."""
+    examples = [(p.suffix, p.read_text(encoding="utf-8")) for p in EXAMPLE_CONFIGS]
+    return examples + [(".yaml", _Gen(seed).config()) for seed in range(300, 340)]
+
+
+LF_SOURCES = _lf_sources()
+
+
+@st.composite
+def text_variants(draw) -> tuple[str, str, str]:
+    """``(suffix, LF text, the same text with a BOM and CRLF/LF/mixed line endings)``."""
+    suffix, text = draw(st.sampled_from(LF_SOURCES))
+    lines = text.split("\n")  # the text ends with a newline: the last item is ""
+    style = draw(st.sampled_from(["lf", "crlf", "mixed"]))
+    if style == "mixed":
+        crlf = draw(st.lists(st.booleans(), min_size=len(lines) - 1, max_size=len(lines) - 1))
+    else:
+        crlf = [style == "crlf"] * (len(lines) - 1)
+    body = "".join(line + ("\r\n" if c else "\n") for line, c in zip(lines[:-1], crlf, strict=True))
+    return suffix, text, ("\ufeff" if draw(st.booleans()) else "") + body
+
+
+def _dominant_newline(text: str) -> str:
+    """The rule docs/errors.md and qconfig.migrate.text_form state: the majority ending, and
+    on a tie the first line's."""
+    crlf = text.count("\r\n")
+    lf = text.count("\n") - crlf
+    if crlf != lf:
+        return "\r\n" if crlf > lf else "\n"
+    first = text.index("\n")
+    return "\r\n" if text[first - 1 : first] == "\r" else "\n"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(variant=text_variants())
+def test_migrate_write_keeps_line_endings_and_bom(variant):
+    """``migrate --write`` of a CRLF/mixed/BOM file == the LF file's migration, in the
+    original's form; a file with nothing to migrate is left byte for byte."""
+    suffix, lf_text, text = variant
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"config{suffix}"
+        path.write_bytes(text.encode("utf-8"))
+        reference = migrate_text(lf_text, json_format=suffix == ".json", base_dir=tmp)
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            assert main(["migrate", str(path)]) == 0, err.getvalue()
+            assert main(["migrate", "--write", str(path)]) == 0, err.getvalue()
+        written = path.read_bytes().decode("utf-8")
+    if not reference.changed:
+        assert written == text and out.getvalue() == text
+        return
+    bom = "\ufeff" if text.startswith("\ufeff") else ""
+    expected = bom + reference.text.replace("\n", _dominant_newline(text))
+    assert written == expected
+    assert out.getvalue() == expected  # stdout shows what --write writes
+
+
+@settings(max_examples=300)
+@given(
+    text=st.lists(
+        st.text(st.characters(blacklist_characters="\r\n\ufeff"), max_size=8), min_size=2
+    ).map("\n".join),
+    bom=st.booleans(),
+    newline=st.sampled_from(["\n", "\r\n"]),
+)
+def test_text_form_round_trips(text, bom, newline):
+    from qconfig.migrate.text_form import TextForm
+
+    form = TextForm(bom, newline)
+    applied = form.apply(text)
+    assert TextForm.of(applied) == form
+    assert form.normalize(applied) == text
+
+
+def test_migrate_of_a_crlf_json_file_keeps_crlf_and_bom(tmp_path):
+    path = tmp_path / "legacy.json"
+    lf = '{\n  "quant_cfg": {\n    "default": {"enable": false}\n  }\n}\n'
+    path.write_bytes(("\ufeff" + lf.replace("\n", "\r\n")).encode("utf-8"))
+    with contextlib.redirect_stderr(io.StringIO()):
+        assert main(["migrate", "--write", str(path)]) == 0
+    data = path.read_bytes()
+    assert data.startswith(b"\xef\xbb\xbf{\r\n") and b"quantizer_name" in data
+    assert data.count(b"\n") == data.count(b"\r\n")
