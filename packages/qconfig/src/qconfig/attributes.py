@@ -33,6 +33,7 @@ __all__ = [
     "block_axes",
     "int_bits_range",
     "is_mx_format",
+    "shown_int",
 ]
 
 #: ``(E, M)`` pairs that pass V2's first test; (0,3)/(3,0) are listed but unreachable.

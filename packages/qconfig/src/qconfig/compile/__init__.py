@@ -11,6 +11,9 @@ differences, each listed in docs/differences.md:
 * a list ``cfg`` that would nest sequential quantizers (applying a list to the children of an
   existing sequential quantizer) is a compile error: the nested state cannot be saved and
   restored and is never what the author meant.
+* an ``axis``, block axis or bias axis that a weight quantizer's weight does not have is a
+  compile error (QC104, :mod:`qconfig.compile.axes`): Model Optimizer silently drops it, or
+  fails at every forward for dynamic blocks without the last axis.
 
 The 0.47.0 post-application weight check is reproduced as a compile error with the same
 condition; ``weight_check=False`` skips it. Model Optimizer reads the switch from the environment
@@ -25,6 +28,7 @@ from functools import cached_property
 from typing import Any
 
 from qconfig.base import ConfigBase
+from qconfig.compile.axes import check_weight_axes
 from qconfig.compile.errors import CompileError
 from qconfig.compile.fold import Element, FoldedState, Trace, fold_quantizer
 from qconfig.compile.weight_check import (
@@ -254,6 +258,12 @@ def compile_detailed(
         Diagnostic(code, "warning", msg, path=f"quant_cfg[{i}]")
         for code, i, msg in dict.fromkeys(problems)
     ]
+    check_weight_axes(
+        [m for m in manifest.modules if m.quantizers],
+        module_signatures,
+        signature_plans,
+        signature_sources,
+    )
     if weight_check:
         check_weights(entries, quantizers)
     plan = Plan(quantizers, qc.algorithms(), diagnostics, manifest.model)

@@ -24,8 +24,9 @@ def _misfits(ctx: LintContext):
             for axis, size in attrs.block_sizes.items():
                 if (
                     not isinstance(axis, int)
-                    or size is None
-                    or not -len(shape) <= axis < len(shape)
+                    or not isinstance(size, int)
+                    or size < 1  # rejected by validation; never divide by it here
+                    or not -len(shape) <= axis < len(shape)  # QC104
                 ):
                     continue
                 dim = shape[axis]

@@ -1,0 +1,128 @@
+"""Axes a weight quantizer is given that its weight does not have (compile error QC104).
+
+Why a compile error: Model Optimizer 0.47.0 reads ``axis``, the axis keys of ``block_sizes`` and
+of ``bias`` against the tensor at the first forward, and one that the tensor does not have is
+silently dropped — ``axis: 5`` on a 2-D weight quantizes per tensor, ``block_sizes: {5: 16}`` is
+no block at all — or, for dynamic blocks without the last axis, fails at every forward. The
+manifest knows each module's weight shape, so the mistake is found before anything runs
+(docs/differences.md). Only ``weight_quantizer`` sites are checked: the shape of what an input or
+output quantizer sees is not known before the forward.
+"""
+
+from collections.abc import Iterator
+from typing import Any
+
+from qconfig.attributes import QuantizerAttributeConfig, shown_int
+from qconfig.blocks import block_axes
+from qconfig.compile.errors import CompileError
+from qconfig.errors import Diagnostic
+from qconfig.manifest import ModuleSite
+from qconfig.plan import QuantizerPlan
+
+__all__ = ["axis_problems", "check_weight_axes"]
+
+#: (entry index or None, problem) → [first quantizer name, how many quantizers]
+Found = dict[tuple[int | None, str], list[Any]]
+
+
+def _exists(axis: int, ndim: int) -> bool:
+    return -ndim <= axis < ndim
+
+
+def _as_axes(axis: Any) -> tuple:
+    if axis is None:
+        return ()
+    return tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
+
+
+def axis_problems(attrs: QuantizerAttributeConfig, ndim: int) -> Iterator[str]:
+    """What in ``attrs`` names an axis a tensor of ``ndim`` dimensions does not have, and what
+    Model Optimizer would do about it."""
+    valid = f"a {ndim}-D weight has axes {-ndim}..{ndim - 1}"
+    missing = [a for a in _as_axes(attrs.axis) if not _exists(a, ndim)]
+    if missing:
+        yield (
+            f"axis {', '.join(map(shown_int, missing))} does not exist ({valid}); Model "
+            "Optimizer silently drops it and quantizes "
+            + ("per tensor" if len(missing) == len(_as_axes(attrs.axis)) else "the other axes")
+        )
+    blocks = attrs.block_sizes
+    axes = [k for k in block_axes(blocks) or {} if isinstance(k, int)]
+    missing = [k for k in axes if not _exists(k, ndim)]
+    if missing:
+        yield (
+            f"block_sizes axis {', '.join(map(shown_int, missing))} does not exist ({valid}); "
+            "Model Optimizer silently makes no blocks along it"
+        )
+    if blocks is not None and blocks.get("type") == "dynamic" and axes:
+        if not any(k in (-1, ndim - 1) for k in axes):
+            yield (
+                f"dynamic blocks need the last axis (-1 or {ndim - 1}), got "
+                f"{', '.join(map(shown_int, axes))}; Model Optimizer fails at every forward "
+                "('block size for dynamic quantization not found')"
+            )
+    bias_axes = [k for k in attrs.bias or {} if isinstance(k, int) and not isinstance(k, bool)]
+    missing = [k for k in bias_axes if not _exists(k, ndim)]
+    if missing:
+        yield (
+            f"bias axis {', '.join(map(shown_int, missing))} does not exist ({valid}); Model "
+            "Optimizer silently leaves it out of the bias"
+        )
+
+
+def _plan_problems(
+    plan: QuantizerPlan, sources: tuple[tuple[int | None, int | None], ...], ndim: int
+) -> list[tuple[int | None, str]]:
+    elements = plan.attributes if plan.is_sequential else (plan.attributes,)
+    out = []
+    for k, attrs in enumerate(elements):
+        if not attrs.enable:
+            continue  # never runs
+        source = sources[k][0] if k < len(sources) else None
+        label = f" (sequential element {k})" if plan.is_sequential else ""
+        out.extend((source, problem + label) for problem in axis_problems(attrs, ndim))
+    return out
+
+
+def check_weight_axes(
+    modules: list[ModuleSite],
+    module_signatures: list[int],
+    signature_plans: list[list[QuantizerPlan]],
+    signature_sources: list[list[tuple]],
+) -> None:
+    """Raise QC104 for every enabled weight quantizer given an axis its weight lacks.
+
+    ``modules`` are the manifest's modules that have quantizers, aligned with
+    ``module_signatures``; plans are shared by signature, so each (plan, rank) is checked once.
+    """
+    found: Found = {}
+    checked: dict[tuple[int, int], list[tuple[int | None, str]]] = {}
+    for module, index in zip(modules, module_signatures, strict=True):
+        if not module.weight_shape:
+            continue
+        ndim = len(module.weight_shape)
+        plans, sources = signature_plans[index], signature_sources[index]
+        for k, site in enumerate(module.quantizers):
+            if site.attribute != "weight_quantizer" or not plans[k].enable:
+                continue
+            key = (id(plans[k]), ndim)
+            if key not in checked:
+                checked[key] = _plan_problems(plans[k], sources[k], ndim)
+            for problem in checked[key]:
+                entry = found.setdefault(problem, [module.quantizer_name(site), 0, module])
+                entry[1] += 1
+    if found:
+        raise CompileError([_diagnostic(key, *value) for key, value in found.items()])
+
+
+def _diagnostic(key: tuple[int | None, str], name: str, count: int, module: ModuleSite):
+    source, problem = key
+    more = f" (and {count - 1} more quantizer{'s' if count > 2 else ''})" if count > 1 else ""
+    shape = list(module.weight_shape or [])
+    origin = f"entry {source}" if source is not None else "its module default"
+    return Diagnostic(
+        "QC104",
+        "error",
+        f"{name}{more}, weight {shape}, set by {origin}: {problem}.",
+        path=f"quant_cfg[{source}].cfg" if source is not None else "quant_cfg",
+    )
