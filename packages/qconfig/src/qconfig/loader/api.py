@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from qconfig.errors import ConfigError
 from qconfig.loader.diagnostics import validation_diagnostics, value_at
-from qconfig.loader.imports import ImportSession
+from qconfig.loader.imports import ImportSession, canonical_key
+from qconfig.loader.limits import LoadBudget
 from qconfig.loader.locations import (
     SHAPE_ERROR,
     VALIDATION_ERROR,
+    JsonPath,
     Locations,
     Parsed,
     kind_of,
@@ -60,6 +62,8 @@ class Document:
         """Validate ``data`` as ``schema``; errors raise ``ConfigError`` with locations."""
         if self.schema == RECIPE:
             return _validate_recipe(self)
+        if self.schema == "QuantizeConfig":
+            _refuse_empty_config(self.data, self._locs, (), self.file)
         schema = schema_table()[self.schema]
         try:
             return validate_as(schema, self.data)
@@ -115,12 +119,12 @@ def load_document(
     have ``metadata``/``quantize`` sections). ``base_dir`` anchors relative imports of text and
     mappings (default: the current directory); files always use their own directory.
     """
-    parsed = parse_source(src, base_dir)
+    budget = LoadBudget()  # one for the file and all its imports
+    parsed = parse_source(src, base_dir, budget)
     schema = _root_schema(parsed)
-    session = ImportSession(parsed.base_dir)
+    session = ImportSession(parsed.base_dir, budget)
     if parsed.file is not None:
-        key = os.path.normcase(str(Path(parsed.file).resolve()))
-        session.chain.append((key, session.display(parsed.file)))
+        session.chain.append((canonical_key(Path(parsed.file)), session.display(parsed.file)))
     schema_type = RECIPE if schema == RECIPE else schema_table()[schema]
     data, locs = session.resolve(parsed, schema_type)
     return Document(data, schema, parsed.file, locs)
@@ -192,6 +196,7 @@ def _validate_recipe(doc: Document) -> Recipe:
         )
     from qconfig.quantize import QuantizeConfig
 
+    _refuse_empty_config(data["quantize"], locs, ("quantize",), doc.file)
     try:
         quantize = QuantizeConfig.model_validate(data["quantize"])
     except ValueError as exc:
@@ -200,6 +205,26 @@ def _validate_recipe(doc: Document) -> Recipe:
         )
         raise ConfigError(diagnostics) from None
     return Recipe({"recipe_type": "ptq", "description": description}, quantize)
+
+
+def _refuse_empty_config(data: Any, locs: Locations, path: JsonPath, file: str | None) -> None:
+    """``{}`` (written, passed from Python, or left after ``imports``) is refused: Model
+    Optimizer's ``mtq.quantize(model, {})`` puts INT8 on every quantizer, output quantizers
+    included, which nobody means by an empty config (docs/differences.md). A config that sets
+    anything, even only ``algorithm``, keeps Model Optimizer's default ``quant_cfg``."""
+    if data != {}:
+        return
+    where = "the quantize section" if path else "the config"
+    raise located_error(
+        SHAPE_ERROR,
+        f"Empty config: {where} is an empty mapping, so there is nothing to quantize; Model "
+        "Optimizer would read it as its default config (INT8 on every quantizer). Write "
+        "'quant_cfg: []' for a config that quantizes nothing, or start from a preset "
+        "('qconfig presets').",
+        locs.locate(path, True) or ((file, 1, 1) if file else None),
+        path,
+        file=file,
+    )
 
 
 def load_config(

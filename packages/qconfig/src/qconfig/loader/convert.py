@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from qconfig.keys import INT_KEY_PARENTS, int_key
+from qconfig.loader.limits import MAX_DEPTH, LoadBudget, depth_error, int_error, int_too_large
+from qconfig.loader.locations import SYNTAX_ERROR, JsonPath, kind_of, located_error
 
 _EXMY_RE = re.compile(r"^[Ee](\d+)[Mm](\d+)$")
 _EXMY_KEYS = frozenset({"num_bits", "scale_bits"})
@@ -40,6 +42,45 @@ def convert_tree(obj: Any, key: Any = None) -> Any:
         return [convert_tree(v) for v in obj]
     if isinstance(obj, tuple):
         return tuple(convert_tree(v) for v in obj)
+    return convert_scalar(key, obj)
+
+
+def convert_mapping(src: Mapping, budget: LoadBudget) -> Any:
+    """A mapping passed from Python, converted as :func:`convert_tree` does, and held to the
+    limits files are held to: nesting (a mapping that contains itself is infinitely deep),
+    values, keys that are strings or integers, integers Python can print. Errors carry the
+    JSON path (there is no file)."""
+    counter = [0]
+    out = _convert_checked(src, None, (), counter)
+    budget.charge_values(counter[0], None, f"the mapping has {counter[0]:,} values")
+    return out
+
+
+def _convert_checked(obj: Any, key: Any, path: JsonPath, counter: list[int]) -> Any:
+    counter[0] += 1
+    mapping = isinstance(obj, Mapping) and not is_model(obj)
+    if (mapping or isinstance(obj, (list, tuple))) and len(path) >= MAX_DEPTH:
+        raise depth_error(None, path)
+    if mapping:
+        out = {}
+        for k, v in obj.items():
+            if not isinstance(k, (str, int)) or isinstance(k, bool):
+                raise located_error(
+                    SYNTAX_ERROR,
+                    f"Mapping key {k!r} is {kind_of(k)}; keys must be strings or integers.",
+                    None,
+                    path,
+                )
+            counter[0] += 1
+            k = convert_key(key, k)
+            out[k] = _convert_checked(v, k, (*path, k), counter)
+        return out
+    if isinstance(obj, list):
+        return [_convert_checked(v, None, (*path, i), counter) for i, v in enumerate(obj)]
+    if isinstance(obj, tuple):
+        return tuple(_convert_checked(v, None, (*path, i), counter) for i, v in enumerate(obj))
+    if isinstance(obj, int) and not isinstance(obj, bool) and int_too_large(obj):
+        raise int_error(0, None, path)
     return convert_scalar(key, obj)
 
 

@@ -57,8 +57,9 @@ def _entry_path(raw: Any, index: int, rest: tuple) -> JsonPath | None:
     base: JsonPath = entry.source
     if not entry.legacy:
         return _walk(_get(raw, base), base, rest)
-    # legacy {pattern: cfg} or {"nn.X": {pattern: cfg}}: walk into the pattern's value
-    if isinstance(base[-1], int):
+    # legacy {pattern: cfg} or {"nn.X": {pattern: cfg}}: walk into the pattern's value (an
+    # int part is a list index, unless the flat dict's key itself is an int: {1: 8})
+    if isinstance(base[-1], int) and isinstance(_get(raw, base[:-1]), (list, tuple)):
         (key,) = _get(raw, base).keys()
         base += (key,)
     parent = base
@@ -94,6 +95,15 @@ def _shape_error_path(raw: Any) -> JsonPath:
 
 
 def _map_loc(loc: tuple, data: Any, quantize: bool) -> JsonPath:
+    """The raw-data path of a pydantic error. Mapping through the legacy forms must never turn
+    a validation error into a crash: on malformed input it falls back to the plain walk."""
+    try:
+        return _map_quantize_loc(loc, data, quantize)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        return _walk(data, (), tuple(loc))
+
+
+def _map_quantize_loc(loc: tuple, data: Any, quantize: bool) -> JsonPath:
     if quantize and loc and loc[0] == "quant_cfg" and isinstance(data, Mapping):
         raw = data.get("quant_cfg")
         if len(loc) == 1:

@@ -2,7 +2,10 @@
 
 The lookup order is in :mod:`qconfig.loader`'s docstring. Each snippet is resolved once per load
 (``ImportSession`` caches it and detects cycles) and copied wherever it is used, carrying its
-own file's locations along so that errors inside it point into that file.
+own file's locations along so that errors inside it point into that file. Every copy is charged
+to the load's :class:`~qconfig.loader.limits.LoadBudget` before it is made, and checked against
+the nesting limit where it lands, so files that import each other many times over are refused
+at the import that goes too far; chains of imports stop at ``MAX_IMPORT_DEPTH`` files.
 """
 
 from __future__ import annotations
@@ -15,6 +18,13 @@ from typing import Any
 from qconfig.errors import ConfigError
 from qconfig.loader.convert import copy_tree
 from qconfig.loader.diagnostics import validation_diagnostics
+from qconfig.loader.limits import (
+    MAX_DEPTH,
+    MAX_IMPORT_DEPTH,
+    LoadBudget,
+    depth_error,
+    measure,
+)
 from qconfig.loader.locations import (
     IMPORT_ERROR,
     JsonPath,
@@ -44,22 +54,25 @@ _IMPORT = "$import"
 class _Snippet:
     """An imported file, resolved and validated against its declared schema."""
 
-    __slots__ = ("data", "file", "locs", "schema")
+    __slots__ = ("data", "depth", "file", "locs", "schema", "size")
 
     def __init__(self, data: Any, locs: Locations, schema: str, file: str) -> None:
         self.data = data
         self.locs = locs
         self.schema = schema
         self.file = file
+        self.size, self.depth = measure(data)  # what each copy costs, how deep it nests
 
 
 class ImportSession:
     """State of one load: the import chain (cycle detection) and files already resolved."""
 
-    def __init__(self, root_dir: Path) -> None:
+    def __init__(self, root_dir: Path, budget: LoadBudget | None = None) -> None:
         self.root_dir = root_dir
         self.chain: list[tuple[str, str]] = []  # (canonical key, display name)
         self.cache: dict[str, _Snippet] = {}
+        self.budget = budget if budget is not None else LoadBudget()
+        self.level = 1  # files in the chain being resolved, the loaded file or text included
 
     def display(self, file: str) -> str:
         try:
@@ -84,7 +97,7 @@ class ImportSession:
                 else [candidate.with_name(candidate.name + suffix) for suffix in (".yml", ".yaml")]
             )
             for name in names:
-                if name.is_file():
+                if _present(name):
                     return name, os.path.normpath(name)
         return None
 
@@ -107,7 +120,7 @@ class ImportSession:
                 ("imports", alias),
             )
         path, file = found
-        key = os.path.normcase(str(path.resolve()))
+        key = canonical_key(path)
         keys = [k for k, _ in self.chain]
         if key in keys:
             cycle = [display for _, display in self.chain[keys.index(key) :]] + [self.display(file)]
@@ -116,9 +129,10 @@ class ImportSession:
             )
         if key in self.cache:
             return self.cache[key]
-        snippet_parsed = parse_text(
-            read_source(path, file, site), file, path.parent, path.suffix.lower()
-        )
+        if self.level >= MAX_IMPORT_DEPTH:
+            raise self.too_deep(file, site, alias)
+        text = read_source(path, file, site, self.budget)
+        snippet_parsed = parse_text(text, file, path.parent, path.suffix.lower(), self.budget)
         if snippet_parsed.schema is None:
             raise located_error(
                 IMPORT_ERROR,
@@ -129,10 +143,12 @@ class ImportSession:
             )
         schema_type = schema_table()[snippet_parsed.schema]
         self.chain.append((key, self.display(file)))
+        self.level += 1
         try:
             data, locs = self.resolve(snippet_parsed, schema_type)
         finally:
             self.chain.pop()
+            self.level -= 1
         try:
             validate_as(schema_type, data)
         except ValueError as exc:
@@ -142,6 +158,19 @@ class ImportSession:
         snippet = _Snippet(data, locs, snippet_parsed.schema, file)
         self.cache[key] = snippet
         return snippet
+
+    def too_deep(self, file: str, site: Loc | None, alias: Any) -> Exception:
+        """Imports nested beyond ``MAX_IMPORT_DEPTH`` files: refused at the import that goes
+        one further, naming the ends of the chain (a real recipe nests three)."""
+        names = [display for _, display in self.chain] + [self.display(file)]
+        shown = names if len(names) <= 6 else [*names[:3], "...", *names[-2:]]
+        return located_error(
+            IMPORT_ERROR,
+            f"Imports nested too deep: more than {MAX_IMPORT_DEPTH} files in one chain of "
+            f"imports ({' -> '.join(shown)}).",
+            site,
+            ("imports", alias),
+        )
 
     def resolve(self, parsed: Parsed, schema: Any) -> tuple[Any, Locations]:
         """Resolve ``imports``/``$import`` of one parsed file; returns data and its locations."""
@@ -159,18 +188,56 @@ class ImportSession:
                 site = parsed.locs.values.get(("imports", alias))
                 imports[alias] = self.load_import(alias, target, site, parsed)
         out = Locations()
-        resolver = _Resolver(imports, parsed, out)
+        resolver = _Resolver(imports, parsed, out, self.budget)
         return resolver.value(parsed.body, (), schema, ()), out
+
+
+def canonical_key(path: Path) -> str:
+    """The one name of a file however it is reached (``realpath``, which, unlike
+    ``Path.resolve``, never raises on a symlink loop)."""
+    return os.path.normcase(os.path.realpath(path))
+
+
+def _present(path: Path) -> bool:
+    """Whether an import candidate exists: anything ``stat`` finds, and anything it may not
+    look at (reading it then says "permission denied" at the import, where "cannot find" would
+    mislead). ``Path.is_file`` would skip a FIFO or a directory silently, and raises
+    ``PermissionError`` inside a directory we may not search."""
+    try:
+        os.stat(path)
+    except PermissionError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 class _Resolver:
     """Rebuilds one file's body with every ``$import`` replaced, carrying locations along."""
 
-    def __init__(self, imports: dict[str, _Snippet], parsed: Parsed, out: Locations) -> None:
+    def __init__(
+        self, imports: dict[str, _Snippet], parsed: Parsed, out: Locations, budget: LoadBudget
+    ) -> None:
         self.imports = imports
         self.parsed = parsed
         self.src = parsed.locs
         self.out = out
+        self.budget = budget
+
+    def use(self, snippet: _Snippet, name: Any, src: JsonPath, dst: JsonPath) -> None:
+        """Charge a copy of ``snippet`` before it is made, and refuse it where it would nest
+        too deep (``dst`` is where its top level lands)."""
+        site = self.src.values.get((*src, _IMPORT)) or self.src.locate(src, False)
+        if len(dst) + snippet.depth > MAX_DEPTH:
+            raise depth_error(site, (*src, _IMPORT), file=self.parsed.file)
+        total = self.budget.values + snippet.size
+        self.budget.charge_values(
+            snippet.size,
+            site,
+            f"importing {name!r} ({snippet.file}, {snippet.size:,} values) here brings the "
+            f"values built by expanding aliases and imports to {total:,}",
+            (*src, _IMPORT),
+        )
 
     def lookup(self, name: Any, where: JsonPath) -> _Snippet:
         snippet = self.imports.get(name) if isinstance(name, str) else None
@@ -203,6 +270,7 @@ class _Resolver:
             for i, item in enumerate(obj):
                 if isinstance(item, dict) and len(item) == 1 and _IMPORT in item:
                     snippet, splice = self.list_import(item[_IMPORT], (*src, i), schema)
+                    self.use(snippet, item[_IMPORT], (*src, i), dst if splice else (*dst, 0))
                     if splice:
                         moves = {j: (*dst, len(out) + j) for j in range(len(snippet.data))}
                         self.out.graft_children(snippet.locs, moves)
@@ -229,6 +297,7 @@ class _Resolver:
                     self.src.values.get((*src, _IMPORT)),
                     (*src, _IMPORT),
                 )
+            self.use(snippet, name, src, dst)
             for key in snippet.data:
                 merged[key] = (snippet, None)
         for key, value in obj.items():

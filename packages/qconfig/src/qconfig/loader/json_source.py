@@ -2,15 +2,27 @@
 
 The standard library keeps no positions, so a second pass over text that ``json.loads`` already
 accepted records where each key and value starts, and names both places of a duplicate key.
+A first pass over the tokens (:func:`_prescan`) refuses, with a position, what ``json`` would
+build too much of, recurse too deep into, or fail on with a bare ``ValueError``
+(:mod:`qconfig.loader.limits`).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
 
+from qconfig.errors import ConfigError
 from qconfig.loader.convert import convert_key, convert_tree
+from qconfig.loader.limits import (
+    MAX_DEPTH,
+    MAX_INT_DIGITS,
+    LoadBudget,
+    depth_error,
+    int_error,
+)
 from qconfig.loader.locations import (
     SYNTAX_ERROR,
     JsonPath,
@@ -21,9 +33,18 @@ from qconfig.loader.locations import (
     located_error,
 )
 
+# A string, an opening or closing bracket, or an atom (number, true, false, null).
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[{]|[\]}]|[^\s,:\[\]{}"]+', re.DOTALL)
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+
 
 class _DuplicateJsonKey(Exception):
     pass
+
+
+class JsonSyntaxError(ConfigError):
+    """Text that is not JSON (``parse_text`` then tries YAML for unsuffixed text); a limit or a
+    duplicate key in valid JSON is a plain ``ConfigError`` and is not retried."""
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict:
@@ -35,18 +56,75 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict:
     return out
 
 
-def parse_json(text: str, file: str | None, base_dir: Path) -> Parsed:
+def _offset_loc(text: str, file: str | None, index: int) -> Loc:
+    line = text.count("\n", 0, index) + 1
+    return (file, line, index - (text.rfind("\n", 0, index) + 1) + 1)
+
+
+def _check_number(atom: str, text: str, file: str | None, index: int) -> None:
+    """Refuse the numbers ``json`` cannot or should not read: an integer beyond Python's
+    4,300-digit limit (``json.loads`` raises a bare ``ValueError``) and a float literal that
+    overflows to infinity (``1e999``; no config value is meant that way)."""
+    match = _NUMBER.fullmatch(atom)
+    if match is None:
+        return
+    if match.group(1) is None and match.group(2) is None:
+        digits = len(atom) - atom.startswith("-")
+        if digits > MAX_INT_DIGITS:
+            raise int_error(digits, _offset_loc(text, file, index))
+    elif math.isinf(float(atom)):
+        shown = atom if len(atom) <= 40 else atom[:40] + "..."
+        raise located_error(
+            SYNTAX_ERROR,
+            f"Number too large: {shown} does not fit a float (it would be read as infinity).",
+            _offset_loc(text, file, index),
+        )
+
+
+def _prescan(text: str, file: str | None, budget: LoadBudget) -> None:
+    """Count values, nesting and numbers from the tokens before ``json.loads`` builds anything:
+    a deep or huge document is one located error, not a ``RecursionError`` or a traceback, and
+    costs no more than a pass over its text."""
+    left = budget.values_left()
+    count = depth = 0
+    for match in _TOKEN.finditer(text):
+        char = text[match.start()]
+        if char in "]}":
+            depth -= 1
+            continue
+        count += 1
+        if char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise depth_error(_offset_loc(text, file, match.start()))
+        elif char != '"' and (char == "-" or char.isdigit()):
+            _check_number(match.group(), text, file, match.start())
+        if count > left:
+            earlier = budget.values
+            also = f" besides the {earlier:,} built from other files" if earlier else ""
+            budget.charge_values(
+                count,
+                _offset_loc(text, file, match.start()),
+                f"this file has more than {left:,} values{also}",
+            )
+    budget.charge_values(count, None, "")
+
+
+def parse_json(
+    text: str, file: str | None, base_dir: Path, budget: LoadBudget | None = None
+) -> Parsed:
     import json
 
+    _prescan(text, file, budget if budget is not None else LoadBudget())
     try:
         data = json.loads(text, object_pairs_hook=_reject_duplicates)
     except json.JSONDecodeError as exc:
-        raise located_error(
-            SYNTAX_ERROR, f"JSON syntax error: {exc.msg}", (file, exc.lineno, exc.colno)
-        ) from None
+        where = (file, exc.lineno, exc.colno)
+        error = located_error(SYNTAX_ERROR, f"JSON syntax error: {exc.msg}", where)
+        raise JsonSyntaxError(error.diagnostics) from None
     except _DuplicateJsonKey:
         data = None  # the scanner below finds both occurrences and raises
-    except RecursionError:
+    except RecursionError:  # not expected after _prescan; kept as the last line of defence
         raise located_error(SYNTAX_ERROR, "JSON nesting too deep.", None, file=file) from None
     locs = Locations()
     _JsonScanner(text, file, locs).scan()

@@ -1,19 +1,33 @@
-"""YAML source: parse with positions, reject duplicate keys, cap alias expansion.
+"""YAML source: parse with positions, reject duplicate keys, refuse what cannot be a config.
 
 We walk PyYAML's composed node graph ourselves (scalars are still built by its safe
-constructor) because only the walk knows each node's JSON path. Two deliberate differences from
-``yaml.safe_load``: a duplicate key is an error, not a silent overwrite, and the number of nodes
-built is capped so that an alias bomb ("billion laughs") fails fast instead of exhausting memory.
+constructor) because only the walk knows each node's JSON path. Deliberate differences from
+``yaml.safe_load``: a duplicate key is an error, not a silent overwrite; a tag other than the
+plain YAML types (``!foo``, ``!!python/...``, ``!!binary``, ``!!set``) and a value its tag
+cannot read (``!!int abc``, ``2001-13-01`` read as a date) are located errors, not tracebacks;
+mapping keys must be strings or integers; and the file is measured from its event stream
+before anything is composed (:func:`_prescan`), so an alias bomb ("billion laughs"), a
+document with too many values or nested too deep is refused in milliseconds
+(:mod:`qconfig.loader.limits`).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
 
 from qconfig.errors import ConfigError
 from qconfig.loader.convert import convert_key, convert_scalar
+from qconfig.loader.limits import (
+    MAX_DEPTH,
+    MAX_INT_DIGITS,
+    LoadBudget,
+    depth_error,
+    int_error,
+    int_too_large,
+)
 from qconfig.loader.locations import (
     JSON_SCHEMA_KEY,
     SHAPE_ERROR,
@@ -29,7 +43,10 @@ from qconfig.loader.locations import (
 from qconfig.loader.schemas import canonical_schema
 
 _SCHEMA_COMMENT_RE = re.compile(r"^\s*#\s*modelopt-schema:\s*(\S+)\s*$")
-_MAX_NODES = 1_000_000  # guards against alias bombs ("billion laughs")
+_TAG = "tag:yaml.org,2002:"
+_COLLECTION_TAGS = frozenset({_TAG + "map", _TAG + "seq"})
+_SCALAR_TAGS = frozenset(_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp"))
+_DIGITS_RE = re.compile(r"[0-9]")
 
 
 def _yaml_loader_class():
@@ -38,18 +55,115 @@ def _yaml_loader_class():
     return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+def _mark_loc(mark: Any, file: str | None) -> Loc:
+    return (file, mark.line + 1, mark.column + 1)
+
+
+def _short_tag(tag: str) -> str:
+    return "!!" + tag[len(_TAG) :] if tag.startswith(_TAG) else tag
+
+
+def _unsupported_tag(tag: str, loc: Loc) -> ConfigError:
+    # PyYAML's wording and form (no JSON path) for the refusal of a scalar tag, now for all
+    return located_error(
+        SYNTAX_ERROR,
+        f"YAML syntax error: could not determine a constructor for the tag {_short_tag(tag)!r} "
+        "(configs use plain YAML: mappings, lists, strings, numbers, booleans and null).",
+        loc,
+    )
+
+
+def _too_many(unique: int, left: int, earlier: int) -> str:
+    what = (
+        f"this file has more than {left:,} values"
+        if unique > left
+        else f"expanding this file's YAML aliases builds more than {left:,} values"
+    )
+    return what + (f" besides the {earlier:,} built from other files" if earlier else "")
+
+
+def _prescan(text: str, file: str | None, budget: LoadBudget) -> None:
+    """Measure the document from its events before composing it: values built (aliases
+    expanded, charged to ``budget``), nesting depth, recursive aliases and the number of
+    documents. Nothing is built and no alias is expanded, so a bomb costs its own size."""
+    import yaml
+
+    loader = _yaml_loader_class()(text)
+    anchors: dict[str, tuple[int, int]] = {}  # name -> (values, depth) of the anchored node
+    stack: list[tuple[Any, int, list[int]]] = []  # open collections: anchor, start, [depth]
+    open_anchors: set[str] = set()
+    total = unique = docs = 0
+    left = budget.values_left()
+    try:
+        while True:
+            event = loader.get_event()
+            kind = type(event)
+            if kind is yaml.StreamEndEvent:
+                break
+            if kind is yaml.DocumentStartEvent:
+                docs += 1
+                if docs > 2:
+                    raise located_error(
+                        SHAPE_ERROR,
+                        "Expected 1 or 2 YAML documents (an optional header with 'imports', "
+                        "then the body), got more.",
+                        _mark_loc(loader.peek_event().start_mark, file),
+                    )
+                continue
+            if kind is yaml.ScalarEvent:
+                total, unique, height = total + 1, unique + 1, 0
+                if event.anchor is not None:
+                    anchors[event.anchor] = (1, 0)
+            elif kind is yaml.SequenceStartEvent or kind is yaml.MappingStartEvent:
+                total, unique = total + 1, unique + 1
+                stack.append((event.anchor, total, [0]))
+                if event.anchor is not None:
+                    open_anchors.add(event.anchor)
+                if len(stack) > MAX_DEPTH:
+                    raise depth_error(_mark_loc(event.start_mark, file))
+                height = None  # known at the end event
+            elif kind is yaml.SequenceEndEvent or kind is yaml.MappingEndEvent:
+                anchor, start, inner = stack.pop()
+                height = inner[0] + 1
+                if anchor is not None:
+                    anchors[anchor] = (total - start + 1, height)
+                    open_anchors.discard(anchor)
+            elif kind is yaml.AliasEvent:
+                if event.anchor in open_anchors:
+                    raise located_error(
+                        SYNTAX_ERROR, "Recursive YAML alias.", _mark_loc(event.start_mark, file)
+                    )
+                size, height = anchors.get(event.anchor, (1, 0))  # undefined: the composer says
+                total += size
+                if len(stack) + height > MAX_DEPTH:
+                    raise depth_error(_mark_loc(event.start_mark, file))
+            else:
+                continue
+            if height is not None and stack:
+                stack[-1][2][0] = max(stack[-1][2][0], height)
+            if total > left:
+                budget.charge_values(
+                    total,
+                    _mark_loc(event.start_mark, file),
+                    _too_many(unique, left, budget.values),
+                )
+    finally:
+        loader.dispose()
+    budget.charge_values(total, None, "")
+
+
 class _YamlBuilder:
     """Turns composed YAML nodes into Python data, recording locations and rejecting duplicates.
 
     We walk the node graph ourselves instead of subclassing the constructor because only the
     walk knows each node's JSON path; scalars are still built by PyYAML's safe constructor.
+    The recursion is bounded: :func:`_prescan` refused documents nested beyond ``MAX_DEPTH``.
     """
 
     def __init__(self, loader: Any, file: str | None, locs: Locations) -> None:
         self.loader = loader
         self.file = file
         self.locs = locs
-        self.nodes = 0
         self.active: set[int] = set()
 
     def loc(self, node: Any) -> Loc:
@@ -58,14 +172,11 @@ class _YamlBuilder:
     def build(self, node: Any, path: JsonPath, key: Any = None) -> Any:
         import yaml
 
-        self.nodes += 1
-        if self.nodes > _MAX_NODES:
-            raise located_error(
-                SYNTAX_ERROR, "Document too large (alias expansion).", self.loc(node)
-            )
         self.locs.values[path] = self.loc(node)
         if isinstance(node, yaml.ScalarNode):
-            return convert_scalar(key, self.scalar(node))
+            return convert_scalar(key, self.scalar(node, path))
+        if node.tag not in _COLLECTION_TAGS:
+            raise _unsupported_tag(node.tag, self.loc(node))
         if id(node) in self.active:
             raise located_error(SYNTAX_ERROR, "Recursive YAML alias.", self.loc(node), path)
         self.active.add(id(node))
@@ -76,15 +187,69 @@ class _YamlBuilder:
         finally:
             self.active.discard(id(node))
 
-    def scalar(self, node: Any) -> Any:
+    def scalar(self, node: Any, path: JsonPath) -> Any:
+        """The value of a scalar node; a tag we do not read, or a value its tag cannot read, is
+        a located error (PyYAML raises ``ValueError``/``KeyError`` from inside its constructor)."""
         import yaml
 
-        if node.tag == "tag:yaml.org,2002:str":
+        tag = node.tag
+        if tag == "tag:yaml.org,2002:str":
             return node.value
+        if tag not in _SCALAR_TAGS:
+            raise _unsupported_tag(tag, self.loc(node))
+        if tag == "tag:yaml.org,2002:int" and len(node.value) > MAX_INT_DIGITS:
+            digits = len(_DIGITS_RE.findall(node.value))
+            if digits > MAX_INT_DIGITS:
+                raise int_error(digits, self.loc(node), path)
         try:
-            return self.loader.construct_object(node)
+            value = self.loader.construct_object(node)
         except yaml.YAMLError as exc:
             raise _yaml_error(exc, self.file) from None
+        except (ValueError, TypeError, KeyError, OverflowError) as exc:
+            raise self.bad_scalar(node, path, exc) from None
+        if isinstance(value, int) and not isinstance(value, bool) and int_too_large(value):
+            raise int_error(0, self.loc(node), path)  # written in hex, octal or base 60
+        if isinstance(value, float) and math.isinf(value) and "inf" not in node.value.lower():
+            raise located_error(
+                SYNTAX_ERROR,
+                f"Number too large: {_preview(node.value)} does not fit a float (it would be "
+                "read as infinity; write .inf if that is meant).",
+                self.loc(node),
+                path,
+            )
+        return value
+
+    def bad_scalar(self, node: Any, path: JsonPath, exc: Exception) -> ConfigError:
+        # Python's own reason only where it adds something ("month must be in 1..12")
+        reason = f": {exc}" if node.tag.endswith(":timestamp") and str(exc) else ""
+        return located_error(
+            SYNTAX_ERROR,
+            f"YAML value {_preview(node.value)} is not a valid {_short_tag(node.tag)}{reason} "
+            "(quote it if it is meant as a string).",
+            self.loc(node),
+            path,
+        )
+
+    def key(self, key_node: Any, path: JsonPath, container_key: Any) -> Any:
+        """A mapping key: a string, or an integer (axis keys such as ``block_sizes: {-1: 16}``).
+        YAML reads ``null``, ``on``, ``1.5`` or a date as other types; those are refused here,
+        where the key was written, rather than failing later without a usable path."""
+        import yaml
+
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise located_error(
+                SYNTAX_ERROR, "Mapping keys must be scalars.", self.loc(key_node), path
+            )
+        key = self.scalar(key_node, path)
+        if isinstance(key, str) or (isinstance(key, int) and not isinstance(key, bool)):
+            return convert_key(container_key, key)
+        raise located_error(
+            SYNTAX_ERROR,
+            f"Mapping key {_preview(key_node.value)} is read by YAML as {kind_of(key)} "
+            f"({key!r}); keys must be strings (quote it) or integers.",
+            self.loc(key_node),
+            path,
+        )
 
     def build_mapping(self, node: Any, path: JsonPath, container_key: Any) -> dict:
         import yaml
@@ -98,11 +263,7 @@ class _YamlBuilder:
                     value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
                 )
                 continue
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise located_error(
-                    SYNTAX_ERROR, "Mapping keys must be scalars.", self.loc(key_node), path
-                )
-            key = convert_key(container_key, self.scalar(key_node))
+            key = self.key(key_node, path, container_key)
             self.locs.add_member(first, key, self.loc(key_node), path)
             out[key] = self.build(value_node, (*path, key), key)
         # YAML merge keys ('<<'): explicit keys win, and among merged mappings the first wins.
@@ -125,13 +286,25 @@ class _YamlBuilder:
         return out
 
 
+def _preview(value: str, limit: int = 40) -> str:
+    """``repr`` of a written value, shortened: a 5,000-digit literal need not be repeated."""
+    if len(value) <= limit:
+        return repr(value)
+    return repr(value[:limit]) + f"... ({len(value):,} characters)"
+
+
+class YamlSyntaxError(ConfigError):
+    """Text PyYAML cannot parse; for unsuffixed text that looked like JSON, ``parse_text``
+    reports the JSON error instead (a refused tag or limit is reported as itself)."""
+
+
 def _yaml_error(exc: Exception, file: str | None) -> ConfigError:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
     context = getattr(exc, "context", None)
     message = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
     loc = (file, mark.line + 1, mark.column + 1) if mark is not None else None
-    return located_error(SYNTAX_ERROR, message, loc, file=file)
+    return YamlSyntaxError(located_error(SYNTAX_ERROR, message, loc, file=file).diagnostics)
 
 
 def _parse_schema_comment(text: str, file: str | None) -> str | None:
@@ -155,29 +328,48 @@ def _parse_schema_comment(text: str, file: str | None) -> str | None:
     return found
 
 
-def parse_yaml(text: str, file: str | None, base_dir: Path) -> Parsed:
+def _empty_error(schema: str | None, loc: Loc, where: str = "the document") -> ConfigError:
+    """Nothing written (empty, comments only, ``---`` or ``null``): Model Optimizer loads that as
+    its default config, INT8 on every quantizer, output quantizers included — never what an
+    emptied or wrong file means, so it is refused (docs/differences.md)."""
+    if schema is not None:
+        return located_error(
+            SHAPE_ERROR, f"Empty document: {where} has no content (a {schema} snippet).", loc
+        )
+    return located_error(
+        SHAPE_ERROR,
+        f"Empty config: {where} has no content (nothing but comments, '---' or null), so there "
+        "is nothing to quantize; Model Optimizer would read it as its default config (INT8 on "
+        "every quantizer). Write 'quant_cfg: []' for a config that quantizes nothing, or start "
+        "from a preset ('qconfig presets').",
+        loc,
+    )
+
+
+def parse_yaml(
+    text: str, file: str | None, base_dir: Path, budget: LoadBudget | None = None
+) -> Parsed:
     import yaml
 
     schema = _parse_schema_comment(text, file)
     locs = Locations()
-    loader = _yaml_loader_class()(text)
+    loader = None
     try:
+        _prescan(text, file, budget if budget is not None else LoadBudget())
+        loader = _yaml_loader_class()(text)
         nodes = []
-        while loader.check_node():
+        while loader.check_node():  # _prescan refused a third document
             nodes.append(loader.get_node())
-            if len(nodes) > 2:
-                raise located_error(
-                    SHAPE_ERROR,
-                    "Expected 1 or 2 YAML documents (an optional header with 'imports', then "
-                    "the body), got more.",
-                    (file, nodes[-1].start_mark.line + 1, nodes[-1].start_mark.column + 1),
-                )
         builder = _YamlBuilder(loader, file, locs)
         docs = [builder.build(node, ()) for node in nodes]
     except yaml.YAMLError as exc:
         raise _yaml_error(exc, file) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
+    if not docs or docs[-1] is None:
+        where = "the document after the header" if len(docs) == 2 else "the document"
+        raise _empty_error(schema, _root_loc(nodes[-1], file) if nodes else (file, 1, 1), where)
     if len(docs) == 2:
         # The body's locations were recorded last, under the same root; the header's keys
         # survive where the body does not redefine them.
@@ -191,8 +383,6 @@ def parse_yaml(text: str, file: str | None, base_dir: Path) -> Parsed:
                 _root_loc(nodes[0], file),
             )
         header.pop(JSON_SCHEMA_KEY, None)
-        if body is None:
-            body = {}
         if isinstance(body, dict):
             body = {**header, **body}
         elif isinstance(body, list):
@@ -205,10 +395,7 @@ def parse_yaml(text: str, file: str | None, base_dir: Path) -> Parsed:
                 _root_loc(nodes[1], file),
             )
     else:
-        body = docs[0] if docs else None
-        if body is None:
-            body = {}
-            locs.values[()] = (file, 1, 1)
+        body = docs[0]
     return finish_parse(body, locs, file, base_dir, schema)
 
 
