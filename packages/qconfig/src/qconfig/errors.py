@@ -15,17 +15,29 @@ if TYPE_CHECKING:
 __all__ = ["ConfigError", "Diagnostic", "DocumentError", "format_path"]
 
 
-def format_path(path: tuple[int | str, ...] | list[int | str]) -> str:
-    """JSON path in the form users read: ``quant_cfg[3].cfg.block_sizes``."""
+def format_path(path: tuple[Any, ...] | list[Any]) -> str:
+    """JSON path in the form users read: ``quant_cfg[3].cfg.block_sizes``.
+
+    Any part is shown, never raised on: error paths are built from what a user wrote, which
+    can be a ``null``, boolean or float key (``[None]``, ``[True]``, ``[1.5]``), or an integer
+    too long for ``str()`` (Python refuses beyond 4,300 digits).
+    """
     out = ""
     for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part.isidentifier():
+        if isinstance(part, int) and not isinstance(part, bool):
+            out += f"[{part}]" if part.bit_length() < 14_000 else f"[<{part.bit_length()}-bit int>]"
+        elif isinstance(part, str) and part.isidentifier():
             out += f".{part}" if out else part
         else:
-            out += f"[{part!r}]"
+            out += f"[{_safe_repr(part)}]"
     return out
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception:  # a repr that fails (a huge int inside a tuple key) must not hide the error
+        return f"<{type(value).__name__}>"
 
 
 class ConfigError(ValueError):
