@@ -29,15 +29,11 @@ def format_path(path: tuple[Any, ...] | list[Any]) -> str:
         elif isinstance(part, str) and part.isidentifier():
             out += f".{part}" if out else part
         else:
-            out += f"[{_safe_repr(part)}]"
+            try:
+                out += f"[{part!r}]"
+            except Exception:  # a failing repr (a huge int in a tuple) must not hide the error
+                out += f"[<{type(part).__name__}>]"
     return out
-
-
-def _safe_repr(value: Any) -> str:
-    try:
-        return repr(value)
-    except Exception:  # a repr that fails (a huge int inside a tuple key) must not hide the error
-        return f"<{type(value).__name__}>"
 
 
 class ConfigError(ValueError):
