@@ -137,7 +137,8 @@ def _migrate(sub: Any) -> None:
             "as {quantizer_name, parent_class, cfg, enable} list entries. 'default' becomes "
             "'*' where it stands. The result is checked to load to the same config. Without "
             "--write the migrated file goes to stdout; --write rewrites it in place, keeping "
-            "comments."
+            "comments, line endings (CRLF or LF; a mixed file gets its dominant one) and a "
+            "UTF-8 byte-order mark."
         ),
     )
     p.add_argument("files", nargs="+", metavar="FILE")
