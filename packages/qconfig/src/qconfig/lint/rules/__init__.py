@@ -13,4 +13,5 @@ from qconfig.lint.rules import (  # noqa: F401
     qc211_parent_class_subclasses,
     qc212_compile_warnings,
     qc214_case_only_match,
+    qc215_everything_disabled,
 )
