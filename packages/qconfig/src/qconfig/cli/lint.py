@@ -25,35 +25,16 @@ from qconfig.cli.common import (
     weight_check_from_env,
 )
 
-_CONFIG_KEYS = frozenset({"quant_cfg", "algorithm", "quantize"})
-
 
 def _looks_like_config(path: Path) -> bool:
     """Is this YAML/JSON file a quantization config (for hooks that see every such file)?
 
-    A config, recipe or snippet has a ``quant_cfg``/``algorithm``/``quantize`` key, a
-    ``modelopt-schema`` comment, a qconfig ``$schema``, or is a list of entries. Unparsable
-    files count when they mention ``quant_cfg`` (lint then reports the syntax error).
+    Decided by :func:`qconfig.loader.sniff.looks_like_config` from the file's YAML events, never
+    by loading it: an unrelated file with an alias bomb must cost nothing to skip.
     """
-    text = path.read_text(encoding="utf-8", errors="replace")
-    head = text[:4096]
-    if "modelopt-schema:" in head or "qconfig-config.schema.json" in head:
-        return True
-    import yaml
+    from qconfig.loader.sniff import looks_like_config
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        docs = list(yaml.load_all(text, Loader=loader))
-    except yaml.YAMLError:
-        return "quant_cfg" in text
-    body = docs[-1] if docs else None
-    if isinstance(body, dict):
-        if str(body.get("format", "")).startswith("qconfig."):
-            return False  # a manifest or a plan (a plan has an `algorithm` key too)
-        return bool(_CONFIG_KEYS & set(body))
-    if isinstance(body, list):
-        return any(isinstance(e, dict) and "quantizer_name" in e for e in body)
-    return False
+    return looks_like_config(path)
 
 
 def run(args: argparse.Namespace) -> int:
