@@ -14,7 +14,15 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["MAX_INPUT_BYTES", "InputFileError", "is_regular_file", "read_bytes", "read_text"]
+__all__ = [
+    "MAX_INPUT_BYTES",
+    "InputFileError",
+    "check_regular_file",
+    "is_regular_file",
+    "read_bytes",
+    "read_text",
+    "special_kind",
+]
 
 MAX_INPUT_BYTES = 256 * 1024 * 1024
 """The largest input file read (256 MiB; a manifest of a 100k-quantizer MoE is ~60 MB)."""
@@ -33,11 +41,12 @@ class InputFileError(OSError):
         return f"{self.file}: {self.reason}"
 
 
-def read_bytes(path: str | os.PathLike, *, max_bytes: int = MAX_INPUT_BYTES) -> bytes:
-    """The bytes of a regular file, opened without blocking (a FIFO never blocks ``open``)."""
-    file = os.fspath(path)
+def _open_regular(file: str) -> int:
+    """A descriptor of ``file`` opened without blocking, or InputFileError unless it is a
+    regular file this process may read (a FIFO without a writer would block a plain open)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(file, flags)
     except FileNotFoundError:
         raise InputFileError(file, "no such file") from None
     except IsADirectoryError:
@@ -47,16 +56,31 @@ def read_bytes(path: str | os.PathLike, *, max_bytes: int = MAX_INPUT_BYTES) -> 
     except OSError as exc:
         raise InputFileError(file, f"cannot open ({exc.strerror or exc})") from None
     try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
             raise InputFileError(file, "is a directory, not a file")
-        if not stat.S_ISREG(info.st_mode):
-            kind = _special_kind(info.st_mode)
-            raise InputFileError(file, f"is a {kind}, not a regular file")
-        if info.st_size > max_bytes:
-            raise InputFileError(
-                file, f"is {info.st_size:,} bytes; the limit is {max_bytes:,} bytes"
-            )
+        if not stat.S_ISREG(mode):
+            raise InputFileError(file, f"is a {special_kind(mode)}, not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def check_regular_file(path: str | os.PathLike) -> None:
+    """Raise :class:`InputFileError` unless ``path`` is a regular file this process may open;
+    never blocks and reads nothing (for callers that hand the path on to another reader)."""
+    os.close(_open_regular(os.fspath(path)))
+
+
+def read_bytes(path: str | os.PathLike, *, max_bytes: int = MAX_INPUT_BYTES) -> bytes:
+    """The bytes of a regular file, at most ``max_bytes`` of them."""
+    file = os.fspath(path)
+    fd = _open_regular(file)
+    try:
+        size = os.fstat(fd).st_size
+        if size > max_bytes:
+            raise InputFileError(file, f"is {size:,} bytes; the limit is {max_bytes:,} bytes")
         chunks: list[bytes] = []
         total = 0
         while True:  # a file that grows while we read stops at the limit too
@@ -68,9 +92,9 @@ def read_bytes(path: str | os.PathLike, *, max_bytes: int = MAX_INPUT_BYTES) -> 
                 raise InputFileError(file, f"is larger than the limit of {max_bytes:,} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
+    except InputFileError:
+        raise
     except OSError as exc:
-        if isinstance(exc, InputFileError):
-            raise
         raise InputFileError(file, f"cannot read ({exc.strerror or exc})") from None
     finally:
         os.close(fd)
@@ -98,7 +122,8 @@ def _encoding_name(encoding: str) -> str:
     return "UTF-8" if encoding.replace("-", "").lower().startswith("utf8") else encoding
 
 
-def _special_kind(mode: int) -> str:
+def special_kind(mode: int) -> str:
+    """What a file that is not a regular file is, in words (for error messages)."""
     if stat.S_ISFIFO(mode):
         return "FIFO (named pipe)"
     if stat.S_ISCHR(mode):

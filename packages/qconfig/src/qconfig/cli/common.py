@@ -108,55 +108,13 @@ def readable(path: str) -> Path:
     end when read, so they are refused here, without reading (the open is non-blocking, which a
     FIFO without a writer would otherwise hang in). Messages are :mod:`qconfig.fileio`'s.
     """
-    from qconfig.fileio import InputFileError
+    from qconfig.fileio import InputFileError, check_regular_file
 
     try:
         check_regular_file(path)
     except InputFileError as exc:
         raise UsageError(str(exc)) from None
     return Path(path)
-
-
-def check_regular_file(path: str | os.PathLike) -> None:
-    """Raise :class:`qconfig.fileio.InputFileError` unless ``path`` is a regular file this
-    process may open; never blocks and reads nothing."""
-    import stat
-
-    from qconfig.fileio import InputFileError
-
-    file = os.fspath(path)
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(file, flags)
-    except FileNotFoundError:
-        raise InputFileError(file, "no such file") from None
-    except IsADirectoryError:
-        raise InputFileError(file, "is a directory, not a file") from None
-    except PermissionError:
-        raise InputFileError(file, "permission denied") from None
-    except OSError as exc:
-        raise InputFileError(file, f"cannot open ({exc.strerror or exc})") from None
-    try:
-        mode = os.fstat(fd).st_mode
-    finally:
-        os.close(fd)
-    if stat.S_ISDIR(mode):
-        raise InputFileError(file, "is a directory, not a file")
-    if not stat.S_ISREG(mode):
-        raise InputFileError(file, f"is a {special_kind(mode)}, not a regular file")
-
-
-def special_kind(mode: int) -> str:
-    """What a file that is not a regular file is, in words (for the error message)."""
-    import stat
-
-    kinds = [
-        (stat.S_ISFIFO, "FIFO (named pipe)"),
-        (stat.S_ISCHR, "character device"),
-        (stat.S_ISBLK, "block device"),
-        (stat.S_ISSOCK, "socket"),
-    ]
-    return next((name for test, name in kinds if test(mode)), "special file")
 
 
 def document_error_message(exc: Exception, file: str) -> str:

@@ -7,7 +7,7 @@ import stat
 import sys
 from pathlib import Path
 
-from qconfig.cli.common import EXIT_FINDINGS, EXIT_OK, UsageError, special_kind
+from qconfig.cli.common import EXIT_FINDINGS, EXIT_OK, UsageError
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,7 +54,7 @@ def _holds(path: Path, expected: bytes, *, check: bool) -> bool:
     would block or never end) is a usage error rather than "stale"; without ``--check`` such a
     path is written to as given (``-o /dev/stdout``).
     """
-    from qconfig.fileio import InputFileError, read_bytes
+    from qconfig.fileio import InputFileError, read_bytes, special_kind
 
     try:
         info = path.stat()
