@@ -255,13 +255,13 @@ def validation_error(
     groups: dict[JSONPath, list[str]] = {}
     found: dict[JSONPath, Any] = {}
     for err in exc.errors(include_url=False):
-        error = (err.get("ctx") or {}).get("error")
-        where = getattr(error, "json_path", None)
-        if where is None:
-            where, value = _follow(raw, err["loc"])
+        where, value = _follow(raw, err["loc"])
+        message = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if err["type"] == "missing" and len(where) == len(err["loc"]) - 1:
+            message = f"missing required key {err['loc'][-1]!r}"
+        else:
             found.setdefault(where, value)
         messages = groups.setdefault(where, [])
-        message = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
         if message not in messages:
             messages.append(message)
     (first, messages), *rest = groups.items()
