@@ -304,7 +304,7 @@ def test_io_and_usage_errors_exit_2(tmp_path, capsys, monkeypatch):
     assert "bad.yaml:7:30: QC003" in captured.out
     assert main(["lint", "--manifest", "missing.json", "good.yaml"]) == 2
     assert main(["lint", "--manifest", "broken.json", "good.yaml"]) == 2
-    assert "broken.json: not a qconfig manifest" in capsys.readouterr().err
+    assert "broken.json: not valid JSON" in capsys.readouterr().err
     assert main(["lint", str(tmp_path)]) == 2  # a directory
     with pytest.raises(SystemExit) as exc:
         main(["lint", "--format", "xml", "good.yaml"])

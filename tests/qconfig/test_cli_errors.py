@@ -18,9 +18,11 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -227,18 +229,41 @@ COMMANDS = {
 }
 
 
-def _skip_unless_permissions_apply(kind: str) -> None:
-    if kind == "unsearchable" and hasattr(os, "geteuid") and os.geteuid() == 0:
-        pytest.skip("root may read any file")
+def _as_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def _run_as_nobody(argv: list[str], tmp_path: Path) -> tuple[int, str, str]:
+    """The CLI in a subprocess as user ``nobody``: root may read any file, so permissions are
+    only tested for real by an unprivileged process (the tree up to tmp_path must be
+    searchable by it)."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.fail("running as root without setpriv: cannot test permission errors")
+    for part in (tmp_path, *tmp_path.parents):
+        if part == Path(tempfile.gettempdir()) or part == part.parent:
+            break
+        part.chmod(part.stat().st_mode | 0o755)
+    nobody = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    result = subprocess.run(
+        [*nobody, sys.executable, "-m", "qconfig.cli", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    return result.returncode, result.stdout, result.stderr
 
 
 @pytest.mark.parametrize("kind", SPECIAL)
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_an_unreadable_input_is_one_line_and_exit_2(command, kind, tmp_path, capsys):
-    _skip_unless_permissions_apply(kind)
     file = _make(kind, tmp_path)
     try:
-        status, out, err = run_cli(COMMANDS[command](file), capsys)
+        if kind == "unsearchable" and _as_root():
+            status, out, err = _run_as_nobody(COMMANDS[command](file), tmp_path)
+        else:
+            status, out, err = run_cli(COMMANDS[command](file), capsys)
     finally:
         if kind == "unsearchable":
             (tmp_path / "locked").chmod(0o700)
