@@ -118,9 +118,13 @@ def _object_hook(refused: list[bool]) -> Callable[[list[tuple[str, Any]]], dict]
         if len(obj) == len(pairs):
             return obj
         refused.append(True)
-        seen: set[str] = set()
         duplicated = _DuplicateKeys(obj)
-        duplicated.duplicates = [k for k, _ in pairs if k in seen or seen.add(k)]  # type: ignore[func-returns-value]
+        duplicated.duplicates = []
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                duplicated.duplicates.append(key)
+            seen.add(key)
         return duplicated
 
     return hook
@@ -243,6 +247,10 @@ def _clip(text: str, limit: int = 60) -> str:
 
 
 # -- pydantic errors ------------------------------------------------------------------------------
+#: Errors after the first that a message lists (a manifest of 100k wrong modules has 100k).
+_MORE_ERRORS = 5
+
+
 def validation_error(
     exc: ValidationError, raw: Any, *, file: str | None = None, path: JSONPath = ()
 ) -> DocumentError:
@@ -256,7 +264,8 @@ def validation_error(
     found: dict[JSONPath, Any] = {}
     for err in exc.errors(include_url=False):
         where, value = _follow(raw, err["loc"])
-        message = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        message = " ".join(str(err["msg"]).split())  # one line
+        message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
         if err["type"] == "missing" and len(where) == len(err["loc"]) - 1:
             message = f"missing required key {err['loc'][-1]!r}"
         else:
@@ -270,9 +279,12 @@ def validation_error(
         text += f" (found {describe(found[first])})"
     if rest:
         more = "; ".join(
-            f"{format_path((*path, *p)) or '(top)'}: {_alternatives(m)}" for p, m in rest
+            f"{format_path((*path, *p)) or '(top)'}: {_alternatives(m)}"
+            for p, m in rest[:_MORE_ERRORS]
         )
         text += f". Also: {more}"
+        if len(rest) > _MORE_ERRORS:
+            text += f"; and {len(rest) - _MORE_ERRORS} more"
     return DocumentError(text, file=file, path=(*path, *first))
 
 
