@@ -1,0 +1,252 @@
+"""What every fuzz test shares: example counts, guards, the allowed errors and the checks.
+
+Why a module and not the conftest: the tests import these names, and a conftest is not a
+module one can import by name (tests/fuzz/README.md says how the suite is run).
+
+Counts: each test has a share of :data:`DEFAULT_TOTAL` examples. Every test runs twice over:
+``[default]`` (``make test``) runs its share, derandomized, so CI runs the same examples every
+time; ``[long]``, marked ``fuzz_long`` and deselected unless asked for (``make fuzz-long``),
+runs the same fraction of :data:`LONG_TOTAL` (50,000, or ``QCONFIG_FUZZ_EXAMPLES``) with a
+random seed that Hypothesis prints with any failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import signal
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES_DIR = ROOT / "examples"
+PRESETS_JSON = ROOT / "tests" / "data" / "presets-0.47.json"
+
+#: Each test's examples in the default profile (``make test``); they add up to DEFAULT_TOTAL.
+SHARES = {
+    "text": 900,
+    "text-files": 250,
+    "bombs": 40,
+    "imports": 30,
+    "structures": 700,
+    "manifests": 300,
+    "plans": 300,
+    "cli": 150,
+    "state": 120,
+    "apply": 120,
+}
+DEFAULT_TOTAL = sum(SHARES.values())
+#: Examples of the whole suite in the long run (``make fuzz-long``); QCONFIG_FUZZ_EXAMPLES
+#: overrides it.
+LONG_TOTAL = int(os.environ.get("QCONFIG_FUZZ_EXAMPLES", "") or 50_000)
+
+
+def examples(name: str, *, long: bool = False) -> int:
+    """Test ``name``'s examples: its share, or in the long run the same fraction of LONG_TOTAL."""
+    share = SHARES[name]
+    return -(-share * LONG_TOTAL // DEFAULT_TOTAL) if long else share
+
+
+def fuzz_settings(name: str, *, long: bool = False, shrink: bool = True) -> settings:
+    """Hypothesis settings for test ``name``.
+
+    Derandomized and without a database by default, so a CI failure is the same failure on
+    every machine; random in the long run (Hypothesis prints the seed and a blob to reproduce
+    a failure). No Hypothesis deadline: timing is the :func:`watchdog`'s job (a deadline on two
+    shared cores flakes), and bombs have their own budget (:func:`budget`). ``shrink=False`` for
+    inputs that are slow while they fail (a bomb expanded before it is rejected): the generated
+    example is already small.
+    """
+    phases = [Phase.explicit, Phase.reuse, Phase.generate]
+    if shrink:
+        phases.append(Phase.shrink)
+    return settings(
+        max_examples=examples(name, long=long),
+        derandomize=not long,
+        database=None,
+        deadline=None,
+        phases=phases,
+        print_blob=long,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.filter_too_much,
+            HealthCheck.large_base_example,
+        ],
+    )
+
+
+def run_fuzz(
+    name: str,
+    strategy: st.SearchStrategy,
+    check: Callable[[Any], str],
+    *,
+    long: bool = False,
+    shrink: bool = True,
+) -> Counter:
+    """Run ``check`` on test ``name``'s examples; returns how many of each outcome there were.
+
+    ``check`` returns a short outcome label (``"compiled"``, ``"rejected-load"``...); the
+    counts let a test assert that enough examples reached the deep end of the pipeline.
+    """
+    outcomes: Counter = Counter()
+
+    @fuzz_settings(name, long=long, shrink=shrink)
+    @given(strategy)
+    def one(value: Any) -> None:
+        outcomes[check(value)] += 1
+
+    one()
+    print(name, dict(outcomes))
+    _record(name, outcomes)
+    assert outcomes.total() >= examples(name, long=long), outcomes
+    return outcomes
+
+
+def _record(name: str, outcomes: Counter) -> None:
+    """With ``QCONFIG_FUZZ_REPORT=<file>``, append the counts (the long run's summary)."""
+    out = os.environ.get("QCONFIG_FUZZ_REPORT")
+    if out:
+        with open(out, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"test": name, "outcomes": dict(outcomes)}) + "\n")
+
+
+# -- guards ---------------------------------------------------------------------------------
+
+
+class FuzzTimeout(BaseException):
+    """An example ran past its time limit: a hang or a bomb that was expanded (a failure).
+
+    A BaseException, so that code under test that catches ``Exception`` (the CLI turns it
+    into exit status 3) cannot swallow it and carry on."""
+
+
+@contextlib.contextmanager
+def watchdog(seconds: float) -> Iterator[None]:
+    """Raise :class:`FuzzTimeout` in the running code after ``seconds``.
+
+    SIGALRM interrupts Python loops and blocking system calls (``open`` of a FIFO), so a hang
+    fails the example instead of the whole run. Only the main thread gets signals; elsewhere
+    this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def fire(signum: int, frame: Any) -> None:
+        raise FuzzTimeout(f"example still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _virtual_size() -> int:
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+@contextlib.contextmanager
+def memory_ceiling(extra_bytes: int = 1 << 30) -> Iterator[None]:
+    """Let the process grow by at most ``extra_bytes`` of address space (else MemoryError).
+
+    Why: an input the code under test expands without limit (``/dev/zero``, an import bomb)
+    would otherwise take the machine's memory, shared by the other test workers, before it
+    fails. A MemoryError is not an allowed error, so the example still fails.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    size = _virtual_size()
+    if not size:
+        yield
+        return
+    limit = size + extra_bytes
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+#: What rejecting a bomb may cost (issue 11): < 1 s and < 200 MB. The time limit leaves room
+#: for two shared CPUs; an expanded bomb takes far longer.
+BOMB_SECONDS = 2.0
+BOMB_BYTES = 200 * 1024 * 1024
+
+
+@contextlib.contextmanager
+def budget(seconds: float = BOMB_SECONDS, max_bytes: int = BOMB_BYTES) -> Iterator[None]:
+    """Time and memory limits for rejecting a bomb: the process may grow by ``max_bytes`` of
+    address space (a MemoryError past it is reported as the budget exceeded) and the block
+    may run ``seconds``. Why not tracemalloc: it slows the loader five to ten times, so every
+    legitimate large input would look like a bomb."""
+    try:
+        with memory_ceiling(max_bytes), watchdog(seconds):
+            yield
+    except MemoryError:
+        raise AssertionError(f"needed more than {max_bytes:,} bytes (MemoryError)") from None
+
+
+# -- allowed errors and their checks --------------------------------------------------------
+
+
+def qconfig_errors() -> tuple[type[BaseException], ...]:
+    """The error types qconfig documents (docs/errors.md); anything else is a fuzz failure."""
+    from qconfig.errors import ConfigError, DocumentError
+    from qconfig.fileio import InputFileError
+    from qconfig.migrate import MigrationError
+
+    return (ConfigError, DocumentError, InputFileError, MigrationError)
+
+
+def check_config_error(exc: BaseException, *, located: bool) -> None:
+    """A ConfigError must carry diagnostics with a code and a one-paragraph message; with
+    ``located`` (text or a file was given), each must say at which line."""
+    diagnostics = getattr(exc, "diagnostics", None)
+    assert diagnostics, f"{type(exc).__name__} without diagnostics: {exc}"
+    for d in diagnostics:
+        check_diagnostic(d)
+        if located:
+            assert d.line is not None, f"diagnostic without a line: {d}"
+
+
+def check_diagnostic(d: Any) -> None:
+    """One diagnostic: a QCnnn code, a severity, a message that is not a traceback."""
+    assert isinstance(d.code, str) and d.code[:2] == "QC" and d.code[2:].isdigit(), d
+    assert d.severity in ("error", "warning", "info"), d
+    assert isinstance(d.message, str) and d.message.strip(), d
+    assert "Traceback (most recent call last)" not in d.message, d
+    str(d)  # renders
+
+
+def check_document_error(exc: BaseException) -> None:
+    """A DocumentError / InputFileError renders as one line naming what is wrong."""
+    text = str(exc)
+    assert text.strip(), f"{type(exc).__name__} with an empty message"
+    assert "Traceback (most recent call last)" not in text, text
+
+
+def strict_json(text: str) -> Any:
+    """Parse ``text`` as RFC 8259 JSON: NaN and Infinity are not JSON (other tools reject
+    them), so a file we write must not contain them."""
+
+    def refuse(token: str) -> Any:
+        raise AssertionError(f"not JSON: {token} in a file qconfig wrote")
+
+    return json.loads(text, parse_constant=refuse)
