@@ -310,9 +310,16 @@ def test_every_pydantic_error_is_kept_in_the_message() -> None:
     doc = _manifest_doc()
     doc["modules"][1]["name"] = 3
     doc["modules"][2]["class_name"] = None
+    for module in doc["modules"][3:]:
+        module["registry_key"] = 7
     err = _refused(Manifest.from_json, doc)
     assert err.path == ("modules", 1, "name")
     assert "modules[2].class_name" in err.message
+    assert f"and {1 + len(doc['modules'][3:]) - 5} more" in err.message  # the message is short ...
+    everything = err.errors  # type: ignore[attr-defined]
+    assert len(everything) == 2 + len(doc["modules"][3:])  # ... the attribute keeps them all
+    assert everything[0] == (("modules", 1, "name"), "Input should be a valid string")
+    assert everything[-1][0] == ("modules", len(doc["modules"]) - 1, "registry_key")
 
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)

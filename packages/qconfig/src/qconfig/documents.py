@@ -258,7 +258,8 @@ def validation_error(
 
     pydantic locations name union members (``num_bits.int``) and int keys the JSON spells as
     strings (``block_sizes.-1``): the path is the location followed through ``raw`` (what was
-    validated) as far as ``raw`` goes. Every error is kept in the message (first one first).
+    validated) as far as ``raw`` goes. The message has the first error and up to five more;
+    ``errors`` on the returned exception lists every one as ``(json path, message)``.
     """
     groups: dict[JSONPath, list[str]] = {}
     found: dict[JSONPath, Any] = {}
@@ -285,7 +286,9 @@ def validation_error(
         text += f". Also: {more}"
         if len(rest) > _MORE_ERRORS:
             text += f"; and {len(rest) - _MORE_ERRORS} more"
-    return DocumentError(text, file=file, path=(*path, *first))
+    error = DocumentError(text, file=file, path=(*path, *first))
+    error.errors = [((*path, *p), _alternatives(m)) for p, m in groups.items()]  # type: ignore[attr-defined]
+    return error
 
 
 def _alternatives(messages: list[str]) -> str:
