@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import torch
 from qconfig.attributes import QuantizerAttributeConfig
 from qconfig.plan import Plan, QuantizerPlan
 from qconfig.spec import QuantizerSpec
@@ -24,7 +25,7 @@ from qruntime import modules as _modules
 from qruntime.calibrate import algorithm_for, check_supported, run_algorithms
 from qruntime.calibrate.registry import ForwardLoop
 from qruntime.inventory import inventory
-from qruntime.numerics import resolve_format
+from qruntime.numerics.checks import check_spec
 from qruntime.quantizer import SequentialQuantizer, TensorQuantizer
 from qruntime.sites import find_sites
 from qruntime.transaction import Transaction
@@ -36,6 +37,7 @@ __all__ = [
     "apply_plan",
     "check_plan",
     "patch_model",
+    "quantized_weight",
 ]
 
 #: Where the applied plan is kept on the root module (read by ``summary`` and ``save_state``).
@@ -57,22 +59,85 @@ def _elements(q: QuantizerPlan) -> tuple[QuantizerAttributeConfig, ...]:
 
 
 def _check_format(name: str, attrs: QuantizerAttributeConfig, spec: QuantizerSpec) -> None:
-    """Enabled attribute sets must map to a numerics format (docs/numerics.md)."""
+    """A custom backend is not available here (the format check is :func:`_check_spec`)."""
     if attrs.backend is not None:
         raise PlanMismatchError(
             f"{name}: custom quantization backend {attrs.backend!r} is not available in "
             "qruntime. The model was not changed."
         )
-    if spec.strategy == "token":  # becomes a per-channel axis at the first forward
-        spec = spec.replace(block_sizes=None)
-    try:
-        resolve_format(spec)
-    except ValueError as exc:
-        raise PlanMismatchError(f"{name}: {exc}. The model was not changed.") from None
+
+
+def quantized_weight(module: nn.Module, attribute: str) -> torch.Tensor | None:
+    """The tensor a weight quantizer slot quantizes, by the naming rule of
+    ``QuantModule.iter_weights_for_calibration``: ``weight_quantizer`` → ``weight``,
+    ``<w>_weight_quantizer`` → ``<w>``, ``<w>_weight_quantizers.<i>`` → ``<w>[i]``; None for
+    any other slot (inputs, outputs, attention operands), whose rank is known only at the first
+    forward."""
+    params = module._parameters
+    if attribute == "weight_quantizer":
+        return params.get("weight")
+    if attribute.endswith("_weight_quantizer"):
+        return params.get(attribute[: -len("_weight_quantizer")])
+    head, _, index = attribute.rpartition(".")
+    if head.endswith("_weight_quantizers") and index.isdigit():
+        weight = params.get(head[: -len("_weight_quantizers")])
+        if weight is not None and weight.dim() > 0 and int(index) < weight.shape[0]:
+            return weight[int(index)]
+    return None
+
+
+def _check_enable(name: str, q: QuantizerPlan, hard_disabled: bool) -> None:
+    """A plan built in Python can say ``enable`` one way and its attribute sets the other;
+    apply_plan applies the attribute sets, so such a plan is refused (Plan.from_json refuses
+    the same in a file)."""
+    elements = _elements(q)
+    if not elements or not all(isinstance(a, QuantizerAttributeConfig) for a in elements):
+        raise PlanMismatchError(
+            f"{name}: the plan's attributes must be a QuantizerAttributeConfig or a non-empty "
+            f"tuple of them, got {type(q.attributes).__name__}. The model was not changed."
+        )
+    derived = any(a.enable for a in elements)
+    if q.enable != derived:
+        raise PlanMismatchError(
+            f"{name}: the plan says enable: {q.enable} but its attribute set(s) say enable: "
+            f"{derived} (apply_plan applies the attribute sets; set their enable). The model "
+            "was not changed."
+        )
+    if hard_disabled and q.enable:
+        raise PlanMismatchError(
+            f"{name} is hard-disabled (an Embedding's input quantizer sees token indices) and "
+            "cannot be enabled. The model was not changed."
+        )
+
+
+def _check_spec(
+    name: str, spec: QuantizerSpec, ndim: int | None, cache: dict[tuple[int, int | None], str]
+) -> None:
+    """The numerics can run ``spec`` on a tensor of rank ``ndim`` (cached: plans share a
+    handful of specs among thousands of quantizers)."""
+    key = (id(spec), ndim)
+    if key not in cache:
+        try:
+            check_spec(spec, ndim)
+            cache[key] = ""
+        except ValueError as exc:
+            cache[key] = str(exc)
+    if cache[key]:
+        on = f" (its weight is {ndim}-d)" if ndim is not None else ""
+        raise PlanMismatchError(f"{name}{on}: {cache[key]}. The model was not changed.")
 
 
 def check_plan(model: nn.Module, plan: Plan) -> None:
-    """Raise ``PlanMismatchError`` unless ``plan`` fits ``model`` exactly (names, classes)."""
+    """Raise ``PlanMismatchError`` unless ``plan`` fits ``model`` and can run on it.
+
+    Names and module classes must match :func:`inventory`; every quantizer's ``enable`` must be
+    what its attribute sets say; every enabled attribute set must be one the numerics can run
+    (:func:`qruntime.numerics.checks.check_spec`), on the weight's rank for weight quantizers —
+    an axis or block axis the weight does not have, a block size below 1, a format without a
+    kernel, a bit count that would hang or give NaN, a non-finite ``constant_amax`` are refused
+    here, naming the quantizer, before anything is touched. Activation layouts are checked at
+    the forward that first sees each input rank (:class:`QuantizerInputError`).
+    """
     manifest = inventory(model)
     sites = {name: (module, site) for name, module, site in manifest.iter_sites()}
     missing = sites.keys() - plan.quantizers.keys()
@@ -90,6 +155,8 @@ def check_plan(model: nn.Module, plan: Plan) -> None:
             + "; ".join(parts)
             + ". The model was not changed."
         )
+    modules = dict(model.named_modules())
+    cache: dict[tuple[int, int | None], str] = {}
     for name, q in plan.quantizers.items():
         module, site = sites[name]
         if q.parent_class != module.registry_key:
@@ -102,10 +169,18 @@ def check_plan(model: nn.Module, plan: Plan) -> None:
                 f"{name} is hard-disabled and cannot become a sequential quantizer. "
                 "The model was not changed."
             )
+        _check_enable(name, q, site.hard_disabled)
+        if not q.enable:
+            continue
+        weight = quantized_weight(modules[module.name], site.attribute)
+        ndim = weight.dim() if weight is not None else None
         specs = q.spec if isinstance(q.spec, tuple) else (q.spec,)
-        for attrs, spec in zip(_elements(q), specs, strict=True):
+        elements = _elements(q)
+        for index, (attrs, spec) in enumerate(zip(elements, specs, strict=True)):
             if attrs.enable:
-                _check_format(name, attrs, spec)
+                where = f"{name}[{index}]" if len(elements) > 1 else name
+                _check_format(where, attrs, spec)
+                _check_spec(where, spec, ndim, cache)
 
 
 def _set_quantizer(model: nn.Module, name: str, q: QuantizerPlan) -> None:
@@ -121,6 +196,16 @@ def _set_quantizer(model: nn.Module, name: str, q: QuantizerPlan) -> None:
         current = TensorQuantizer()
         parent._modules[attr] = current
     current.set_from_attribute_config(q.attributes, q.spec)
+    _name_quantizers(current, name)
+
+
+def _name_quantizers(quantizer: nn.Module, name: str) -> None:
+    """Quantizers learn their name, so that an error at a forward can say which one it is."""
+    if isinstance(quantizer, SequentialQuantizer):
+        for index, element in enumerate(quantizer):
+            element.__dict__["_qruntime_name"] = f"{name}.{index}"
+    else:
+        quantizer.__dict__["_qruntime_name"] = name
 
 
 def patch_model(model: nn.Module, plan: Plan) -> None:

@@ -17,7 +17,14 @@ from typing import Protocol
 import torch
 from qconfig.spec import QuantizerSpec
 
-__all__ = ["FormatEntry", "FormatFn", "formats", "register_format", "resolve_format"]
+__all__ = [
+    "FormatEntry",
+    "FormatFn",
+    "SpecCheck",
+    "formats",
+    "register_format",
+    "resolve_format",
+]
 
 
 class FormatFn(Protocol):
@@ -33,6 +40,13 @@ class FormatFn(Protocol):
     ) -> torch.Tensor: ...
 
 
+class SpecCheck(Protocol):
+    """``check(spec, ndim)``: raise ``ValueError`` for an attribute set the format claims but
+    cannot run (``ndim``: the rank of the tensor it will see, None when unknown)."""
+
+    def __call__(self, attrs: QuantizerSpec, ndim: int | None) -> None: ...
+
+
 @dataclass(frozen=True)
 class FormatEntry:
     """One registered format.
@@ -40,6 +54,9 @@ class FormatEntry:
     ``uses_amax``: False for formats that never read an amax (MX), so none is computed.
     ``uses_bias``: False where fake quant ignores the affine bias (NVFP4/MX; docs/numerics.md,
     'Affine bias').
+    ``check``: what the format refuses, decided from the spec before any forward (Model
+    Optimizer raises the same at the first forward, or returns NaN): see
+    :func:`qruntime.numerics.checks.check_spec`.
     """
 
     name: str
@@ -47,6 +64,7 @@ class FormatEntry:
     fn: FormatFn
     uses_amax: bool = True
     uses_bias: bool = True
+    check: SpecCheck | None = None
 
 
 _REGISTRY: dict[str, FormatEntry] = {}
@@ -58,13 +76,15 @@ def register_format(
     matches: Callable[[QuantizerSpec], bool],
     uses_amax: bool = True,
     uses_bias: bool = True,
+    check: SpecCheck | None = None,
 ) -> Callable[[FormatFn], FormatFn]:
-    """Decorator registering ``fn`` as the torch implementation of format ``name``."""
+    """Decorator registering ``fn`` as the torch implementation of format ``name``
+    (``check``: see :class:`FormatEntry`)."""
 
     def deco(fn: FormatFn) -> FormatFn:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"format {name!r} is already registered")
-        _REGISTRY[name] = FormatEntry(name, matches, fn, uses_amax, uses_bias)
+        _REGISTRY[name] = FormatEntry(name, matches, fn, uses_amax, uses_bias, check)
         return fn
 
     return deco

@@ -62,7 +62,18 @@ def _matches(attrs: QuantizerSpec) -> bool:
     return attrs.family == "fp"
 
 
-@register_format("fp8_e4m3", matches=_matches)
+def _check_fp8(attrs: QuantizerSpec, ndim: int | None) -> None:
+    """Only E4M3 has a scaled FP kernel outside dynamic blocks (what the format raises)."""
+    if attrs.num_bits != (4, 3):
+        raise ValueError(
+            f"num_bits={attrs.num_bits!r} has no kernel outside dynamic blocks: the only scaled "
+            "floating-point format is E4M3 (num_bits (4, 3)); other (E, M) pairs need dynamic "
+            "block_sizes with scale_bits (MX, NVFP4). Model Optimizer raises "
+            "NotImplementedError at the first forward"
+        )
+
+
+@register_format("fp8_e4m3", matches=_matches, check=_check_fp8)
 def _fp8_format(
     x: torch.Tensor, amax: torch.Tensor | None, attrs: QuantizerSpec, **_: object
 ) -> torch.Tensor:

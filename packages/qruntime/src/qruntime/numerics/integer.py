@@ -16,11 +16,23 @@ from .chunking import as_f32, map_chunks
 from .dispatch import register_format
 from .floats import EPS, const
 
-__all__ = ["fake_quant_int", "int_cast", "int_range"]
+__all__ = ["MAX_INT_BITS", "fake_quant_int", "int_cast", "int_range"]
+
+#: The widest integer format computed. Wider ones are refused before ``2 ** (num_bits - 1)`` is
+#: formed: for ``num_bits = 10**30`` that power never finishes (Model Optimizer hangs in its first
+#: forward), and nothing past float32's 24-bit mantissa changes a result anyway.
+MAX_INT_BITS = 64
 
 
 def int_range(num_bits: int, unsigned: bool = False, narrow_range: bool = False) -> tuple[int, int]:
-    """``(qmin, qmax)``: INT8 [-128, 127], narrow [-127, 127], UINT8 [0, 255]."""
+    """``(qmin, qmax)``: INT8 [-128, 127], narrow [-127, 127], UINT8 [0, 255].
+
+    ``num_bits`` outside ``1..MAX_INT_BITS`` is a ``ValueError`` (a hang or a fraction
+    otherwise). One signed bit gives ``qmax = 0``, whose scale is 0 and whose outputs are NaN as
+    in Model Optimizer; ``apply_plan`` refuses such a quantizer up front (:func:`check_int`).
+    """
+    if not 1 <= num_bits <= MAX_INT_BITS:
+        raise ValueError(f"num_bits must be an integer from 1 to {MAX_INT_BITS}, got {num_bits}")
     qmax = 2 ** (num_bits - 1 + int(unsigned)) - 1
     if unsigned:
         return 0, qmax
@@ -96,7 +108,22 @@ def _matches(attrs: QuantizerSpec) -> bool:
     return attrs.family == "int"
 
 
-@register_format("int", matches=_matches)
+def check_int(attrs: QuantizerSpec, ndim: int | None) -> None:
+    """An integer format has at least one positive level: ``qmax >= 1`` (one signed bit has
+    ``qmax = 0``: scale 0, every output NaN in Model Optimizer)."""
+    bits = attrs.num_bits
+    if isinstance(bits, bool) or not isinstance(bits, int):
+        raise ValueError(f"an integer format needs an integer num_bits, got {bits!r}")
+    if not 1 <= bits <= MAX_INT_BITS:
+        raise ValueError(f"num_bits must be an integer from 1 to {MAX_INT_BITS}, got {bits}")
+    if bits - 1 + int(attrs.unsigned) < 1:
+        raise ValueError(
+            f"num_bits={bits} signed has no positive level (qmax = 0): every output would be "
+            "NaN; use num_bits >= 2, or unsigned"
+        )
+
+
+@register_format("int", matches=_matches, check=check_int)
 def _int_format(
     x: torch.Tensor, amax: torch.Tensor | None, attrs: QuantizerSpec, **_: object
 ) -> torch.Tensor:

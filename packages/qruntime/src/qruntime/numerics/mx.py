@@ -121,7 +121,25 @@ def fake_quant_mx(
     return map_blocks(kernel, x, block_size, (), x.dtype)
 
 
-@register_format("mx", matches=lambda attrs: attrs.family == "mx", uses_amax=False, uses_bias=False)
+def _check_mx(attrs: QuantizerSpec, ndim: int | None) -> None:
+    """An element format of the MX table, and a block size the kernel accepts (where the rank
+    of the input, or a ``-1`` key, decides the block axis)."""
+    if attrs.num_bits not in MX_ELEMENTS:
+        known = ", ".join(str(k) for k in MX_ELEMENTS)
+        raise ValueError(f"num_bits={attrs.num_bits!r} is not an MX element format ({known})")
+    assert attrs.block_sizes is not None
+    block = attrs.dynamic_block_size(ndim) if ndim is not None else attrs.block_sizes.get(-1)
+    if (ndim is not None or block is not None) and block not in MX_BLOCK_SIZES:
+        raise ValueError(f"MX block size must be one of {MX_BLOCK_SIZES}, got {block!r}")
+
+
+@register_format(
+    "mx",
+    matches=lambda attrs: attrs.family == "mx",
+    uses_amax=False,
+    uses_bias=False,
+    check=_check_mx,
+)
 def _mx_format(
     x: torch.Tensor, amax: torch.Tensor | None, attrs: QuantizerSpec, **_: object
 ) -> torch.Tensor:

@@ -210,7 +210,20 @@ def _dynamic_matches(attrs: QuantizerSpec) -> bool:
     return attrs.family == "nvfp4" and attrs.is_dynamic_block
 
 
-@register_format("nvfp4_dynamic", matches=_dynamic_matches, uses_bias=False)
+def _check_dynamic(attrs: QuantizerSpec, ndim: int | None) -> None:
+    """E2M1 elements, and a block size the kernels accept (where the rank of the input, or a
+    ``-1`` key, decides the block axis)."""
+    if attrs.num_bits != (2, 1):
+        raise ValueError(
+            f"E4M3-scaled dynamic blocks need num_bits=(2, 1) (NVFP4), got {attrs.num_bits!r}"
+        )
+    assert attrs.block_sizes is not None
+    block = attrs.dynamic_block_size(ndim) if ndim is not None else attrs.block_sizes.get(-1)
+    if (ndim is not None or block is not None) and block not in NVFP4_BLOCK_SIZES:
+        raise ValueError(f"NVFP4 block size must be one of {NVFP4_BLOCK_SIZES}, got {block!r}")
+
+
+@register_format("nvfp4_dynamic", matches=_dynamic_matches, uses_bias=False, check=_check_dynamic)
 def _nvfp4_dynamic_format(
     x: torch.Tensor, amax: torch.Tensor | None, attrs: QuantizerSpec, **_: object
 ) -> torch.Tensor:

@@ -39,6 +39,7 @@ __all__ = [
     "nf4_quantize",
     "nvfp4_dequantize",
     "nvfp4_quantize",
+    "real_quant_error",
     "real_quant_roundtrip",
 ]
 
@@ -347,6 +348,30 @@ def fp8_dequantize(p: Packed, block_sizes: dict | None = None) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------- routing
+def real_quant_error(attrs: QuantizerSpec) -> str | None:
+    """Why :func:`real_quant_roundtrip` refuses ``attrs`` whatever the input (None: it does not
+    refuse them up front). ``apply_plan`` checks this before the model is touched."""
+    bs = attrs.block_sizes
+    bits = attrs.num_bits
+    if not ((bits == 4 and bs) or (bits == (2, 1) and bs) or bits in ((4, 3), 8)):
+        return f"Real quantization not supported for num_bits={bits!r}, block_sizes={bs!r}"
+    if attrs.is_mx:
+        return None if bits in ((2, 1), (4, 3)) else f"Unsupported MX format: num_bits={bits!r}"
+    if bits in ((4, 3), 8):
+        return None
+    assert bs is not None
+    if -1 not in bs:  # INT4, NF4 and NVFP4 packing read the block size of the last axis as -1
+        return f"real quantization of num_bits={bits!r} needs block_sizes[-1], got {bs!r}"
+    scale_blocks = bs.get("scale_block_sizes")
+    if bs.get("scale_bits", 0) == 8 and scale_blocks and -1 not in scale_blocks:
+        return f"NF4 real quantization needs scale_block_sizes[-1], got {scale_blocks!r}"
+    if bs.get("scale_bits") == (4, 3) and bs.get("four_over_six"):
+        return (
+            "NVFP4 four-over-six has no real quantization (docs/numerics.md, 'Real quantization')"
+        )
+    return None
+
+
 def real_quant_roundtrip(
     x: torch.Tensor,
     attrs: QuantizerSpec,
@@ -364,9 +389,7 @@ def real_quant_roundtrip(
     bs = attrs.block_sizes
     bits = attrs.num_bits
     if not ((bits == 4 and bs) or (bits == (2, 1) and bs) or bits in ((4, 3), 8)):
-        raise ValueError(
-            f"Real quantization not supported for num_bits={bits!r}, block_sizes={bs!r}"
-        )
+        raise ValueError(real_quant_error(attrs))
     assert bs is not None or bits in ((4, 3), 8)
     axes = attrs.block_axes or None
     if attrs.is_mx:

@@ -11,11 +11,16 @@ methods.
 
 from qruntime.quantizer.attributes import ATTRIBUTE_FIELDS
 from qruntime.quantizer.sequential import SequentialQuantizer, is_quantizer
-from qruntime.quantizer.tensor import HardDisabledTensorQuantizer, TensorQuantizer
+from qruntime.quantizer.tensor import (
+    HardDisabledTensorQuantizer,
+    QuantizerInputError,
+    TensorQuantizer,
+)
 
 __all__ = [
     "ATTRIBUTE_FIELDS",
     "HardDisabledTensorQuantizer",
+    "QuantizerInputError",
     "SequentialQuantizer",
     "TensorQuantizer",
     "is_quantizer",

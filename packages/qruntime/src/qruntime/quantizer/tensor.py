@@ -28,6 +28,7 @@ from qconfig.spec import NO_ROTATION, QuantizerSpec
 from qruntime.calibrators import BiasCalibrator, build_calibrator
 from qruntime.numerics import fake_quant
 from qruntime.numerics.blocks import StaticBlockPlan, static_block_plan
+from qruntime.numerics.checks import check_layout
 from qruntime.numerics.rotation import rotate as hadamard_rotate
 from qruntime.quantizer.attributes import (
     DEFAULT_CONFIG,
@@ -38,7 +39,12 @@ from qruntime.quantizer.attributes import (
 )
 from qruntime.quantizer.buffers import CalibrationBuffers
 
-__all__ = ["HardDisabledTensorQuantizer", "TensorQuantizer"]
+__all__ = ["HardDisabledTensorQuantizer", "QuantizerInputError", "TensorQuantizer"]
+
+
+class QuantizerInputError(ValueError):
+    """An input the quantizer's layout does not fit (an ``axis`` or block axis the tensor does
+    not have), found at the forward that first sees it; the message names the quantizer."""
 
 
 class TensorQuantizer(CalibrationBuffers):
@@ -70,6 +76,8 @@ class TensorQuantizer(CalibrationBuffers):
             _bias_calibrator=None,
             _block_plan=None,
             _work=None,
+            _layout_checked=None,
+            _qruntime_name="",
         )
         if config is None:
             config, spec = DEFAULT_CONFIG, DEFAULT_SPEC
@@ -236,6 +244,23 @@ class TensorQuantizer(CalibrationBuffers):
             work = self.__dict__["_work"] = self._spec.replace(enable=True, rotate=NO_ROTATION)
         return work
 
+    def _check_input_layout(self, x: torch.Tensor) -> None:
+        """The axes of the layout must exist on ``x`` (an activation's rank is only known now):
+        Model Optimizer silently quantizes per tensor instead. Checked once per (spec, rank)."""
+        d = self.__dict__
+        spec = d["_spec"]
+        checked = d["_layout_checked"]
+        if checked is not None and checked[0] is spec and checked[1] == x.dim():
+            return
+        try:
+            check_layout(spec, x.dim())
+        except ValueError as exc:
+            name = d["_qruntime_name"] or "quantizer"
+            raise QuantizerInputError(
+                f"{name}: {exc} (its input has shape {tuple(x.shape)})"
+            ) from None
+        d["_layout_checked"] = (spec, x.dim())
+
     def _block_sizes_to_axis(self, x: torch.Tensor) -> None:
         """``{-1: None}`` means "reduce these dims" → ``axis`` = the rest.
 
@@ -302,6 +327,8 @@ class TensorQuantizer(CalibrationBuffers):
             x = hadamard_rotate(x, rotation)
         if d["_disabled"]:
             return hadamard_rotate(x, rotation) if rotation.rotate_back else x
+        if spec.axis is not None or spec.block_sizes is not None:
+            self._check_input_layout(x)
         if spec.block_sizes is not None and spec.fake_quant:
             self._block_sizes_to_axis(x)
         plan = self._static_plan(x) if self.is_static_block_quant else None
