@@ -85,11 +85,13 @@ def parse_json(text: str | bytes, *, file: str | None = None) -> Any:
             f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}", file=file
         ) from None
     except RecursionError:
-        line, column = _too_deep_at(text)
-        raise DocumentError(
-            f"nested more than {MAX_DEPTH} levels deep at line {line}, column {column}",
-            file=file,
-        ) from None
+        where = _too_deep_at(text)
+        message = (
+            f"nested more than {MAX_DEPTH} levels deep at line {where[0]}, column {where[1]}"
+            if where
+            else "nested too deeply for Python's recursion limit"  # called from deep recursion
+        )
+        raise DocumentError(message, file=file) from None
     if refused:
         check_tree(doc, (), file=file)
     return doc
@@ -165,7 +167,7 @@ def _int_hook(refused: list[bool]) -> Callable[[str], int | _Refused]:
 _BRACKETS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[{]|[\]}]', re.DOTALL)
 
 
-def _too_deep_at(text: str) -> tuple[int, int]:
+def _too_deep_at(text: str) -> tuple[int, int] | None:
     """Line and column of the first bracket nested deeper than :data:`MAX_DEPTH`."""
     depth = 0
     for match in _BRACKETS.finditer(text):
@@ -177,7 +179,7 @@ def _too_deep_at(text: str) -> tuple[int, int]:
                 return text.count("\n", 0, start) + 1, start - text.rfind("\n", 0, start)
         elif token in "]}":
             depth -= 1
-    return 1, 1
+    return None
 
 
 def check_tree(value: Any, path: JSONPath, *, file: str | None = None) -> None:
