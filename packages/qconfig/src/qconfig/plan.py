@@ -150,8 +150,8 @@ class Plan:
     def from_json(cls, text: str | bytes, *, file: str | None = None) -> "Plan":
         """Parse and validate a plan; every defect is a DocumentError at its JSON path.
 
-        Checked field by field with exact JSON types (docs/manifest-and-plan.md, 'Reading a
-        plan'): indices are non-negative integers within their table (``-1`` does not mean
+        Checked field by field with exact JSON types (docs/manifest-and-plan.md, 'Reading
+        manifests and plans: what is checked'): indices are non-negative integers within their table (``-1`` does not mean
         the last row, ``true`` is not 1), ``algorithm`` is the list of steps the writer writes,
         each state's ``enable`` is the one its attribute sets give (``apply_plan`` applies the
         attribute sets), and the stored specs are what the attribute sets resolve to.
