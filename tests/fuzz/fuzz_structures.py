@@ -133,8 +133,12 @@ entries = mix(
     (1, st.builds(lambda e, k, v: {**e, k: v}, new_entries, st.sampled_from(["bogus", 1, None]), st.just(1))),
     (1, st.sampled_from([None, 5, "x", [], {}, {"quantizer_name": "*", "$import": "x"}])),
 )  # fmt: skip
+legacy_keys = st.one_of(  # keys of any hashable type: Python mappings can have them
+    names.filter(lambda n: not isinstance(n, list)),
+    st.sampled_from(["default", "nn.Linear", 1, None, 1.5, True, -1, (0, 1)]),
+)
 legacy_dicts = st.dictionaries(
-    st.one_of(names, st.sampled_from(["default", "nn.Linear", 1, None, 1.5, True, -1])),
+    legacy_keys,
     st.one_of(cfgs, st.dictionaries(names.filter(lambda n: isinstance(n, str)), cfgs, max_size=2)),
     max_size=5,
 )

@@ -15,9 +15,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import resource
 import signal
 import threading
+import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -98,25 +100,71 @@ def run_fuzz(
     counts let a test assert that enough examples reached the deep end of the pipeline.
     """
     outcomes: Counter = Counter()
+    failures: dict[str, list[Any]] = {}
 
-    @fuzz_settings(name, long=long, shrink=shrink)
+    @fuzz_settings(name, long=long, shrink=shrink and not COLLECT)
     @given(strategy)
     def one(value: Any) -> None:
-        outcomes[check(value)] += 1
+        if not COLLECT:
+            outcomes[check(value)] += 1
+            return
+        try:
+            outcomes[check(value)] += 1
+        except (Exception, FuzzTimeout) as exc:
+            outcomes["FAILED"] += 1
+            _collect(failures, exc, value)
 
     one()
     print(name, dict(outcomes))
-    _record(name, outcomes)
+    _record(name, outcomes, failures)
+    assert not failures, f"{len(failures)} failure classes: {sorted(failures)}"
     assert outcomes.total() >= examples(name, long=long), outcomes
     return outcomes
 
 
-def _record(name: str, outcomes: Counter) -> None:
-    """With ``QCONFIG_FUZZ_REPORT=<file>``, append the counts (the long run's summary)."""
+#: ``QCONFIG_FUZZ_COLLECT=<file>``: instead of stopping at the first failure (and shrinking
+#: it), run every example, group the failures by exception type and where they were raised,
+#: and append each class with its shortest example to ``<file>`` (JSON lines): a triage run.
+COLLECT = os.environ.get("QCONFIG_FUZZ_COLLECT", "")
+
+
+def failure_class(exc: BaseException) -> str:
+    """``Type @ module:function`` of the innermost frame in qconfig/qruntime (an assertion of
+    the suite: its message, digits dropped)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    product = [f for f in frames if "/packages/q" in f.filename.replace(os.sep, "/")]
+    where = f"{Path(product[-1].filename).stem}.{product[-1].name}" if product else "tests"
+    key = f"{type(exc).__name__} @ {where}"
+    if isinstance(exc, AssertionError):
+        key += ": " + re.sub(r"\d+", "N", str(exc).split("\n")[0])[:70]
+    return key
+
+
+def _collect(failures: dict[str, list[Any]], exc: BaseException, value: Any) -> None:
+    key = failure_class(exc)
+    example = repr(value)
+    message = " | ".join(str(exc).splitlines())[:500]
+    known = failures.get(key)
+    if known is None:
+        failures[key] = [example, message, 1]
+        return
+    known[2] += 1
+    if len(example) < len(known[0]):
+        known[0], known[1] = example, message
+
+
+def _record(name: str, outcomes: Counter, failures: dict[str, list[Any]]) -> None:
+    """With ``QCONFIG_FUZZ_REPORT=<file>``, append the counts (the long run's summary); in a
+    triage run, the failure classes to the ``QCONFIG_FUZZ_COLLECT`` file."""
     out = os.environ.get("QCONFIG_FUZZ_REPORT")
     if out:
         with open(out, "a", encoding="utf-8") as f:
             f.write(json.dumps({"test": name, "outcomes": dict(outcomes)}) + "\n")
+    if COLLECT and failures:
+        with open(COLLECT, "a", encoding="utf-8") as f:
+            for key, (example, message, count) in sorted(failures.items()):
+                row = {"test": name, "class": key, "count": count, "message": message}
+                f.write(json.dumps({**row, "example": example[:4000]}) + "\n")
 
 
 # -- guards ---------------------------------------------------------------------------------
