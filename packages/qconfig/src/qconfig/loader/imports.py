@@ -131,7 +131,7 @@ class ImportSession:
             return self.cache[key]
         if self.level >= MAX_IMPORT_DEPTH:
             raise self.too_deep(file, site, alias)
-        text = read_source(path, file, site, self.budget)
+        text = read_source(path, file, site, self.budget, ("imports", alias))
         snippet_parsed = parse_text(text, file, path.parent, path.suffix.lower(), self.budget)
         if snippet_parsed.schema is None:
             raise located_error(

@@ -27,8 +27,7 @@ MAX_DEPTH = 64
 MAX_IMPORT_DEPTH = 16
 #: Decimal digits of the longest integer (Python's own int-string limit).
 MAX_INT_DIGITS = 4300
-#: Bits of the largest integer: the one with ``MAX_INT_DIGITS`` decimal digits (any base).
-MAX_INT_BITS = 14_284  # floor(4300 * log2(10))
+_INT_BOUND = 10**MAX_INT_DIGITS  # the smallest integer with one digit too many
 
 
 class LoadBudget:
@@ -43,7 +42,9 @@ class LoadBudget:
     def values_left(self) -> int:
         return MAX_VALUES - self.values
 
-    def charge_bytes(self, size: int, file: str | None, loc: Loc | None) -> None:
+    def charge_bytes(
+        self, size: int, file: str | None, loc: Loc | None, path: JsonPath = ()
+    ) -> None:
         """``size`` more bytes were read from ``file`` (imported at ``loc``, when imported)."""
         self.bytes += size
         if self.bytes <= MAX_BYTES:
@@ -55,6 +56,7 @@ class LoadBudget:
             f"{file or 'The config'} is {size:,} bytes{also}: more than the {MAX_BYTES:,} "
             "bytes a config and its imports may read together.",
             loc,
+            path,
             file=None if loc else file,
         )
 
@@ -101,9 +103,9 @@ def int_error(digits: int, loc: Loc | None, path: JsonPath = (), file: str | Non
 
 
 def int_too_large(value: int) -> bool:
-    """Whether ``value`` has more than ``MAX_INT_DIGITS`` decimal digits (checked by bits,
-    without converting it)."""
-    return value.bit_length() > MAX_INT_BITS
+    """Whether ``value`` has more than ``MAX_INT_DIGITS`` decimal digits (compared, never
+    converted: ``str()`` is what raises)."""
+    return value.bit_length() > 14_000 and abs(value) >= _INT_BOUND
 
 
 def measure(data: Any) -> tuple[int, int]:

@@ -12,6 +12,7 @@ from qconfig.loader.json_source import JsonSyntaxError, parse_json
 from qconfig.loader.limits import MAX_BYTES, LoadBudget
 from qconfig.loader.locations import (
     IO_ERROR,
+    JsonPath,
     Loc,
     Locations,
     Parsed,
@@ -24,7 +25,11 @@ SUFFIXES = (".yml", ".yaml", ".json")
 
 
 def read_source(
-    path: Path, file: str, loc: Loc | None = None, budget: LoadBudget | None = None
+    path: Path,
+    file: str,
+    loc: Loc | None = None,
+    budget: LoadBudget | None = None,
+    json_path: JsonPath = (),
 ) -> str:
     """The text of a config or import, through :func:`qconfig.fileio.read_text`: a FIFO,
     ``/dev/zero``, a directory, a file we may not read or non-UTF-8 bytes are one located
@@ -32,14 +37,14 @@ def read_source(
     The bytes are charged to the load's ``budget``."""
     from qconfig.fileio import InputFileError, read_text
 
-    where = {"file": None} if loc else {"file": file}
+    where: dict[str, Any] = {"file": None if loc else file, "path": json_path}
     try:
         text = read_text(path, max_bytes=MAX_BYTES)
     except InputFileError as exc:
         if exc.reason == "no such file":
             raise located_error(IO_ERROR, f"No such file: {file}", loc, **where) from None
         raise located_error(IO_ERROR, f"Cannot read {file}: {exc.reason}", loc, **where) from None
-    (budget if budget is not None else LoadBudget()).charge_bytes(len(text), file, loc)
+    (budget if budget is not None else LoadBudget()).charge_bytes(len(text), file, loc, json_path)
     return text
 
 
