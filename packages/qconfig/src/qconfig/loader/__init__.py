@@ -31,17 +31,22 @@ Import paths are looked up in this order:
 A path without ``.yml``/``.yaml``/``.json`` suffix tries ``.yml`` then ``.yaml``.
 
 Every failure raises :class:`qconfig.ConfigError` whose diagnostics carry a code, the file, the
-1-based line and column, and the JSON path: ``QC001`` syntax, ``QC002`` duplicate key, ``QC003``
-validation, ``QC004`` import, ``QC005`` I/O, ``QC006`` document shape (root type, number of
-documents, schema comment, recipe sections).
+1-based line and column, and the JSON path: ``QC001`` syntax (also a refused YAML tag or tagged
+value, a key that is not a string or integer, a number too large, nesting or values beyond the
+limits), ``QC002`` duplicate key, ``QC003`` validation, ``QC004`` import (also an import chain
+too long), ``QC005`` I/O (a missing, special, unreadable or non-UTF-8 file, too many bytes),
+``QC006`` document shape (root type, number of documents, schema comment, recipe sections, an
+empty config). Hostile input gets one of these, never a traceback, a hang or a silent default:
+the limits of one load, imports included, are in :mod:`~qconfig.loader.limits`.
 
 Modules, one concern each: :mod:`~qconfig.loader.sources` (path, text or mapping),
 :mod:`~qconfig.loader.yaml_source` and :mod:`~qconfig.loader.json_source` (parsing with
 positions), :mod:`~qconfig.loader.convert` (ExMy and axis-key conversions),
 :mod:`~qconfig.loader.locations` (positions and located errors), :mod:`~qconfig.loader.schemas`
 (declared types), :mod:`~qconfig.loader.imports` (``imports``/``$import``),
-:mod:`~qconfig.loader.diagnostics` (validation errors) and :mod:`~qconfig.loader.api` (the
-functions below).
+:mod:`~qconfig.loader.diagnostics` (validation errors), :mod:`~qconfig.loader.limits` (one
+budget per load), :mod:`~qconfig.loader.sniff` (is a file a config, for ``lint
+--skip-non-configs``, without loading it) and :mod:`~qconfig.loader.api` (the functions below).
 """
 
 from qconfig.loader.api import (
