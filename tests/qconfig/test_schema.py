@@ -286,15 +286,37 @@ def _entry_with(**cfg: Any) -> dict:
         pytest.param(
             _entry_with(block_sizes={"-1": 16, "four_over_six": "yes"}), id="four-over-six"
         ),
-        pytest.param(_entry_with(enable=True, num_bits=8, axis=0, unsigned="false"), id="lax-bool"),
-        pytest.param(_entry_with(num_bits=True), id="bool-as-int"),
-        pytest.param(_entry_with(effective_bits="4.5"), id="numeric-string"),
+        pytest.param(_entry_with(num_bits=True), id="one-signed-bit"),
+        pytest.param(_entry_with(num_bits=26), id="num-bits-beyond-float32"),
+        pytest.param(_entry_with(block_sizes={"-1": 0}), id="block-size-zero"),
+        pytest.param(_entry_with(constant_amax=1e39), id="constant-amax-beyond-float32"),
     ],
 )
-def test_schema_is_deliberately_stricter(doc):
-    """Values Model Optimizer accepts but that are meaningless in a file or silently ignored."""
+def test_schema_and_models_reject_what_model_optimizer_accepts_but_cannot_run(doc):
+    """Model Optimizer accepts these and then fails, yields NaN or silently ignores them
+    (docs/differences.md; tests/qconfig/test_models.py pins its side); the schema used to be
+    the only one to say so, now the models refuse them too."""
+    assert not model_accepts(doc)
+    assert schema_errors(doc)
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        pytest.param(_entry_with(enable=True, num_bits=8, axis=0, unsigned="false"), id="lax-bool"),
+        pytest.param(_entry_with(num_bits=True, unsigned=True), id="bool-as-int"),
+        pytest.param(_entry_with(effective_bits="4.5"), id="numeric-string"),
+        pytest.param(_entry_with(num_bits=8, axis="0"), id="numeric-string-axis"),
+    ],
+)
+def test_schema_is_deliberately_stricter_and_lint_reports_it(doc):
+    """pydantic's lax coercions: accepted by the models (as by Model Optimizer), rejected by
+    the schema, and reported by lint as error QC216 so that `lint` is never laxer than editors."""
+    from qconfig.lint import lint
+
     assert model_accepts(doc)
     assert schema_errors(doc)
+    assert [d.code for d in lint(doc) if d.severity == "error"] == ["QC216"]
 
 
 # -- agreement with the models (hypothesis) ----------------------------------------------------

@@ -301,6 +301,15 @@ class QuantizerAttributeConfig(ConfigBase):
             raise ValueError("learn_amax is deprecated and reserved for backward compatibility.")
         return v
 
+    @field_validator("block_sizes", mode="before")
+    @classmethod
+    def _v5_scale_bits_shape(cls, v: Any) -> Any:
+        # before pydantic tries every member of the value union on a mapping and reports three
+        # type errors that never say what scale_bits may be
+        if isinstance(v, dict) and isinstance(v.get("scale_bits"), dict):
+            _check_scale_bits(v["scale_bits"])
+        return v
+
     @field_validator("block_sizes")
     @classmethod
     def _v5_block_sizes(cls, v: dict | None, info: ValidationInfo) -> dict | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from qconfig.schema.builders import (
-    EXMY,
     INT_KEY,
     documented,
     model_object,
@@ -79,13 +78,26 @@ def _num_bits_loose() -> dict[str, Any]:
     }
 
 
+def _int_bits() -> tuple[tuple[int, int], tuple[int, int]]:
+    """((signed low, high), (unsigned low, high)): the integer ``num_bits`` the model accepts."""
+    from qconfig.attributes import int_bits_range
+
+    return int_bits_range(False), int_bits_range(True)
+
+
 def _num_bits_strict() -> dict[str, Any]:
-    """V2 without a backend: a positive int, a reachable ``[E, M]`` pair, or its ExMy string."""
+    """V2 without a backend: an int in the float32-exact range (narrowed by ``unsigned`` in
+    :func:`_attribute_rules`), a reachable ``[E, M]`` pair, or its ExMy string."""
     any_layout, dynamic_only = _fp_formats()
     formats = any_layout + dynamic_only
+    (signed_low, signed_high), (unsigned_low, unsigned_high) = _int_bits()
     return {
         "anyOf": [
-            {"type": "integer", "minimum": 1},
+            {
+                "type": "integer",
+                "minimum": min(signed_low, unsigned_low),
+                "maximum": max(signed_high, unsigned_high),
+            },
             {
                 **_pair(),
                 "enum": [list(f) for f in formats],
@@ -122,17 +134,10 @@ _BLOCK_SPECIALS_DOC = {
         "static",
     ),
     "scale_bits": (
-        {
-            "anyOf": [
-                {"type": "integer"},
-                _pair(),
-                {"type": "string", "pattern": EXMY},
-                {"type": "null"},
-            ],
-            "examples": [[4, 3], [8, 0], "e4m3", "e8m0"],
-        },
+        None,  # built by _scale_bits(): it asks the model's constants
         "Format of the block scales: `[4, 3]`/`e4m3` (NVFP4's FP8 scales), `[8, 0]`/`e8m0` "
-        "(MX power-of-two scales); null = full-precision scales.",
+        "(MX power-of-two scales), integer bits for NF4 double quantization; null = "
+        "full-precision scales.",
         None,
     ),
     "scale_block_sizes": (
@@ -140,7 +145,7 @@ _BLOCK_SPECIALS_DOC = {
             "anyOf": [
                 {
                     "type": "object",
-                    "patternProperties": {INT_KEY: {"type": "integer"}},
+                    "patternProperties": {INT_KEY: {"type": "integer", "minimum": 1}},
                     "additionalProperties": False,
                 },
                 {"type": "null"},
@@ -156,6 +161,23 @@ _BLOCK_SPECIALS_DOC = {
         False,
     ),
 }
+
+
+def _scale_bits() -> dict[str, Any]:
+    """``scale_bits``: integer bits (NF4 double quantization), a scale format the kernels know
+    (or its ExMy string), or null — as the model's block validator accepts."""
+    from qconfig.attributes import SCALE_FORMATS
+
+    (low, high), _ = _int_bits()
+    return {
+        "anyOf": [
+            {"type": "integer", "minimum": low, "maximum": high},
+            {**_pair(), "enum": [list(f) for f in SCALE_FORMATS]},
+            {"type": "string", "pattern": _exmy_pattern(list(SCALE_FORMATS))},
+            {"type": "null"},
+        ],
+        "examples": [[4, 3], [8, 0], "e4m3", "e8m0"],
+    }
 
 
 def block_sizes_schema() -> dict[str, Any]:
@@ -181,12 +203,13 @@ def block_sizes_schema() -> dict[str, Any]:
         exactly_one_axis.append(branch)
     return {
         "type": "object",
-        "properties": {k: documented(*_BLOCK_SPECIALS_DOC[k]) for k in specials},
+        "properties": {k: _block_special(k) for k in specials},
         "patternProperties": {
             INT_KEY: {
                 "type": ["integer", "null"],
-                "description": "Block size along this axis (negative axes count from the end); "
-                "null = the whole axis (per-token when `type` is `dynamic`).",
+                "minimum": 1,
+                "description": "Block size along this axis (negative axes count from the end), "
+                "at least 1; null = the whole axis (per-token when `type` is `dynamic`).",
             }
         },
         "additionalProperties": False,
@@ -201,6 +224,11 @@ def block_sizes_schema() -> dict[str, Any]:
             "anyOf": exactly_one_axis,
         },
     }
+
+
+def _block_special(key: str) -> dict[str, Any]:
+    schema, description, default = _BLOCK_SPECIALS_DOC[key]
+    return documented(_scale_bits() if key == "scale_bits" else schema, description, default)
 
 
 def bias_schema() -> dict[str, Any]:
@@ -265,6 +293,32 @@ _LONE_ENABLE = {
 _BACKEND_SET = {"required": ["backend"], "properties": {"backend": {"type": "string"}}}
 
 
+_UNSIGNED = {"required": ["unsigned"], "properties": {"unsigned": {"const": True}}}
+
+
+def _int_bits_rules() -> list[dict[str, Any]]:
+    """V2: integer ``num_bits`` whose float32 grid works — signed from 2 (one bit is 0/0),
+    unsigned up to 24 (docs/differences.md)."""
+    (signed_low, _), (_, unsigned_high) = _int_bits()
+    int_bits = {"required": ["num_bits"], "properties": {"num_bits": {"type": "integer"}}}
+    return [
+        {
+            "$comment": "V2: a signed integer quantizer needs at least two bits.",
+            "if": {**int_bits, "not": {"anyOf": [_BACKEND_SET, _UNSIGNED]}},
+            "then": {"properties": {"num_bits": {"type": "integer", "minimum": signed_low}}},
+        },
+        {
+            "$comment": "V2: an unsigned integer grid is exact in float32 up to 24 bits.",
+            "if": {
+                "required": ["num_bits", "unsigned"],
+                "properties": {"num_bits": {"type": "integer"}, "unsigned": {"const": True}},
+                "not": _BACKEND_SET,
+            },
+            "then": {"properties": {"num_bits": {"type": "integer", "maximum": unsigned_high}}},
+        },
+    ]
+
+
 def _attribute_rules() -> list[dict[str, Any]]:
     """V2, V5 (axis part) and V9 as if/then rules; V1 is added for non-legacy attributes."""
     return [
@@ -273,6 +327,7 @@ def _attribute_rules() -> list[dict[str, Any]]:
             "if": {"not": _BACKEND_SET},
             "then": {"properties": {"num_bits": _num_bits_strict()}},
         },
+        *_int_bits_rules(),
         {
             "$comment": "V2: FP formats other than E4M3/E2M1 need dynamic blocks.",
             "if": {
@@ -307,6 +362,12 @@ def _attribute_rules() -> list[dict[str, Any]]:
     ]
 
 
+def _float32_max() -> float:
+    from qconfig.attributes import FLOAT32_MAX
+
+    return FLOAT32_MAX
+
+
 def _attribute_overrides(enable: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {
         "enable": enable,
@@ -337,7 +398,9 @@ def _attribute_overrides(enable: dict[str, Any]) -> dict[str, dict[str, Any]]:
         ),
         "rotate": {"anyOf": [{"type": "boolean"}, ref("RotateConfig")]},
         "backend_extra_args": nullable({"type": "object", "allOf": [ref("NoLoneEnableTrue")]}),
-        "constant_amax": nullable({"type": "number", "exclusiveMinimum": 0}),
+        "constant_amax": nullable(
+            {"type": "number", "exclusiveMinimum": 0, "maximum": _float32_max()}
+        ),
     }
 
 

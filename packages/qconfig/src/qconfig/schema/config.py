@@ -36,9 +36,15 @@ def _quantize_config(*, file: bool) -> dict[str, Any]:
         },
     )
     out["properties"]["$import"] = IMPORT_PROPERTY
+    # The loader refuses an empty config ({} or only $schema): Model Optimizer would read it as
+    # its default config, INT8 on every quantizer (docs/differences.md). A header document
+    # holding only `imports` is validated on its own by editors, so it stays valid.
+    keys = [*QuantizeConfig.model_fields, "$import"]
     if file:
         out["properties"]["$schema"] = _SCHEMA_PROPERTY
         out["properties"]["imports"] = _IMPORTS_PROPERTY
+        keys.append("imports")
+    out["anyOf"] = [{"required": [key]} for key in keys]
     return out
 
 

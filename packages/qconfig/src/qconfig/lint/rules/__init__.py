@@ -14,4 +14,5 @@ from qconfig.lint.rules import (  # noqa: F401
     qc212_compile_warnings,
     qc214_case_only_match,
     qc215_everything_disabled,
+    qc216_lax_types,
 )
