@@ -5,7 +5,8 @@ against an example manifest. The properties, beyond "no exception but the docume
 
 * a ConfigError's diagnostics have codes and messages, and a line when there was text;
 * lint agrees with the loader and the compiler: what fails to load or compile is a lint error,
-  and what loads is never a load error in lint;
+  what loads is never a load error in lint, and an error lint finds in the config alone is
+  still an error with a manifest (a model cannot make a wrong config right);
 * the plan JSON is strict JSON and reads back to an equal plan that writes the same text;
 * explain works on the compiled quantizers.
 """
@@ -63,6 +64,10 @@ def config_pipeline(src: Any, manifest_name: str, pick: int = 0, *, located: boo
     for d in found:
         check_diagnostic(d)
         assert d.code not in LOAD_CODES, f"loads, but lint reports a load error: {d}"
+    alone = [d for d in qconfig.lint(src) if d.severity == "error"]
+    assert not alone or any(d.severity == "error" for d in found), (
+        f"lint without a manifest finds {alone[0]}, with one no error at all"
+    )
     check_explain(config, manifest, plan, pick)
     return "compiled"
 

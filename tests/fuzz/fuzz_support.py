@@ -44,6 +44,7 @@ SHARES = {
     "cli": 150,
     "state": 120,
     "apply": 120,
+    "configs-applied": 150,
 }
 DEFAULT_TOTAL = sum(SHARES.values())
 #: Examples of the whole suite in the long run (``make fuzz-long``); QCONFIG_FUZZ_EXAMPLES

@@ -193,7 +193,7 @@ def _edit_tensor(tensors: dict, op: str, key: str, arg) -> None:
         tensors[key] = torch.ones(shape, dtype=value.dtype)
     elif op == "dtype":
         tensors[key] = value.to(getattr(torch, arg))
-    elif op in ("nan", "inf", "negative", "zero"):
+    elif op in ("nan", "inf", "negative", "zero") and value.is_floating_point():
         fill = {"nan": math.nan, "inf": math.inf, "negative": -1.0, "zero": 0.0}[op]
         changed = value.clone()
         changed.view(-1)[: max(1, changed.numel() // 2)] = fill
@@ -202,7 +202,7 @@ def _edit_tensor(tensors: dict, op: str, key: str, arg) -> None:
         tensors[arg] = tensors.pop(key)
     elif op == "delete":
         del tensors[key]
-    else:
+    elif op == "add":
         buffer, shape = arg
         tensors[f"{key.rpartition('.')[0]}.{buffer}"] = torch.ones(shape)
 
@@ -323,3 +323,47 @@ def test_plans_applied(fuzz_long):
 
     outcomes = run_fuzz("apply", plans(), check, long=fuzz_long)
     assert outcomes["applied"] >= 1 and outcomes["rejected"] + outcomes["not-a-plan"] >= 1
+
+
+# -- configs, end to end ------------------------------------------------------------------------
+
+
+@functools.cache
+def subclass_manifest():
+    return qruntime.inventory(zoo.build(MODEL))
+
+
+def test_configs_applied(fuzz_long):
+    """What load_config and compile_plan accept must quantize and run: apply_plan with max
+    calibration then a forward with finite outputs, or a documented error and no change (the
+    issue's "accepted, then NaN or a crash at the first forward")."""
+    import qconfig
+    from fuzz_structures import config_dicts
+    from fuzz_text import materialize, mutated_trees
+
+    def check(tree):
+        data = materialize(tree)
+        if not isinstance(data, dict):
+            return "not-a-mapping"
+        try:
+            plan = qconfig.compile_plan(qconfig.load_config(data), subclass_manifest())
+        except qconfig.ConfigError:
+            return "rejected-config"
+        model = zoo.build(MODEL)
+        before = fingerprint(model)
+        reason = hazard(plan)
+        with watchdog(30.0), memory_ceiling(2 << 30):
+            try:
+                qruntime.apply_plan(model, plan, _loop)
+            except allowed_errors() as exc:
+                check_document_error(exc)
+                assert same(fingerprint(model), before), "a refused plan changed the model"
+                return "rejected-apply"
+            assert reason is None, reason
+            check_forward(model)
+        return "applied"
+
+    outcomes = run_fuzz(
+        "configs-applied", st.one_of(config_dicts(), mutated_trees()), check, long=fuzz_long
+    )
+    assert outcomes["applied"] >= outcomes.total() // 10, outcomes
