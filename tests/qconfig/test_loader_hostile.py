@@ -468,6 +468,19 @@ def test_an_alias_bomb_is_refused_before_it_is_built(tmp_path):
     assert out == "QC001" and peak < 200, peak
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "column", "fragment"),
+    [
+        ("quant_cfg: &a [*a]\n", 1, 16, "Recursive YAML alias"),
+        ("quant_cfg: &a [&a 1, *a]\n", 1, 16, "duplicate anchor"),  # not "recursive"
+        (f"{OFF}x: &a [1]\n---\ny: *a\n", 5, 4, "undefined alias"),  # anchors are per document
+    ],
+)
+def test_alias_edge_cases_are_located(text, line, column, fragment):
+    code, _, got_line, got_column, _, message = _error(text)
+    assert (code, got_line, got_column) == ("QC001", line, column) and fragment in message
+
+
 def test_a_large_plain_file_names_the_limit_it_hit_not_aliases(tmp_path):
     items = ", ".join(["1"] * MAX_VALUES)
     for name, text in (

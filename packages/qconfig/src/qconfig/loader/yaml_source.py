@@ -102,6 +102,7 @@ def _prescan(text: str, file: str | None, budget: LoadBudget) -> None:
                 break
             if kind is yaml.DocumentStartEvent:
                 docs += 1
+                anchors.clear()  # anchors are per document, as in PyYAML's composer
                 if docs > 2:
                     raise located_error(
                         SHAPE_ERROR,
@@ -110,20 +111,24 @@ def _prescan(text: str, file: str | None, budget: LoadBudget) -> None:
                         _mark_loc(loader.peek_event().start_mark, file),
                     )
                 continue
+            anchor = getattr(event, "anchor", None)
+            if kind is not yaml.AliasEvent and anchor is not None:
+                if anchor in anchors or anchor in open_anchors:
+                    break  # a duplicate anchor: the composer reports it, at both places
             if kind is yaml.ScalarEvent:
                 total, unique, height = total + 1, unique + 1, 0
-                if event.anchor is not None:
-                    anchors[event.anchor] = (1, 0)
+                if anchor is not None:
+                    anchors[anchor] = (1, 0)
             elif kind is yaml.SequenceStartEvent or kind is yaml.MappingStartEvent:
                 total, unique = total + 1, unique + 1
-                stack.append((event.anchor, total, [0]))
-                if event.anchor is not None:
-                    open_anchors.add(event.anchor)
+                stack.append((anchor, total, [0]))
+                if anchor is not None:
+                    open_anchors.add(anchor)
                 if len(stack) > MAX_DEPTH:
                     raise depth_error(_mark_loc(event.start_mark, file))
                 height = None  # known at the end event
             elif kind is yaml.SequenceEndEvent or kind is yaml.MappingEndEvent:
-                anchor, start, inner = stack.pop()
+                anchor, start, inner = stack.pop()  # the anchor of the collection it closes
                 height = inner[0] + 1
                 if anchor is not None:
                     anchors[anchor] = (total - start + 1, height)
