@@ -464,6 +464,14 @@ def test_rotate_block_size_rejected(block_size: Any):
     assert errors(mc.RotateConfig, {"block_size": block_size}) == [(loc, kind, msg)]
 
 
+@pytest.mark.parametrize("block_size", [3, 48, 100, 2**40 + 1])
+def test_rotate_block_size_must_be_a_power_of_two(block_size: int):
+    """Model Optimizer accepts it and its block Hadamard transform raises at every forward."""
+    ((loc, kind, msg),) = errors(qc.RotateConfig, {"block_size": block_size})
+    assert (loc, kind) == (("block_size",), "value_error") and "power of 2" in msg
+    assert errors(mc.RotateConfig, {"block_size": block_size}) == []
+
+
 def test_rotate_config():
     assert qc.RotateConfig(block_size=16).block_size == 16
     assert qc.RotateConfig(block_size=None).block_size is None

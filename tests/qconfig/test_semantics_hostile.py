@@ -177,14 +177,29 @@ def test_an_axis_the_weight_lacks_is_a_compile_error_naming_the_quantizer(axis):
             "dynamic blocks need the last axis",
         ),
         ({"num_bits": 8, "bias": {5: None}}, "bias axis 5 does not exist"),
+        (
+            {"num_bits": 8, "rotate": {"enable": True, "block_size": 64}},
+            "rotate.block_size 64 does not divide the last dimension",
+        ),
     ],
 )
-def test_block_and_bias_axes_the_weight_lacks_are_reported_by_lint_where_written(cfg, message):
+def test_block_bias_and_rotation_misfits_are_reported_by_lint_where_written(cfg, message):
     text = as_yaml(weights(cfg))
-    (found,) = [d for d in lint(text, LLAMA) if d.severity == "error"]
-    assert (found.code, found.line, found.path) == ("QC104", 5, "quant_cfg[1].cfg")
-    assert message in found.message
+    found = [d for d in lint(text, LLAMA) if d.severity == "error"]  # one per problem
+    assert {(d.code, d.line, d.path) for d in found} == {("QC104", 5, "quant_cfg[1].cfg")}
+    assert all(message in d.message for d in found)
     assert not [d for d in lint(text) if d.severity == "error"]  # needs the weight shapes
+
+
+def test_rotation_without_a_block_needs_an_even_last_dimension():
+    """A 3x3 convolution weight has no power-of-2 block to rotate in (Model Optimizer raises
+    at every forward); the CNN example's linear layers are fine."""
+    cnn = Manifest.load(ROOT / "examples" / "manifests" / "cnn.json")
+    with pytest.raises(CompileError) as info:
+        compile_plan(load_config(weights({"num_bits": 8, "rotate": True})), cnn)
+    messages = [d.message for d in info.value.diagnostics]
+    assert messages and all("rotate needs a power-of-2 block" in m for m in messages)
+    assert all(", 3]" in m for m in messages)  # ... weight [c_out, c_in, 3, 3] ...
 
 
 def test_axes_of_disabled_and_input_quantizers_are_not_checked():

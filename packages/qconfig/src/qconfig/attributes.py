@@ -71,6 +71,11 @@ class RotateConfig(ConfigBase):
         # mode="before" so that True is rejected before pydantic coerces it to 1.
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
             raise ValueError(f"block_size must be a positive int, got {v!r}")
+        if v is not None and v & (v - 1):
+            # Model Optimizer's block Hadamard transform refuses it at every forward
+            raise ValueError(
+                f"block_size must be a power of 2 (the Hadamard block), got {shown_int(v)}."
+            )
         return v
 
 

@@ -5,7 +5,8 @@ of ``bias`` against the tensor at the first forward, and one that the tensor doe
 silently dropped — ``axis: 5`` on a 2-D weight quantizes per tensor, ``block_sizes: {5: 16}`` is
 no block at all — or, for dynamic blocks without the last axis, fails at every forward. The
 manifest knows each module's weight shape, so the mistake is found before anything runs
-(docs/differences.md). Only ``weight_quantizer`` sites are checked: the shape of what an input or
+(docs/differences.md). A Hadamard rotation whose block does not divide the weight's last
+dimension fails at every forward the same way and is reported with them. Only ``weight_quantizer`` sites are checked: the shape of what an input or
 output quantizer sees is not known before the forward.
 """
 
@@ -35,9 +36,37 @@ def _as_axes(axis: Any) -> tuple:
     return tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
 
 
-def axis_problems(attrs: QuantizerAttributeConfig, ndim: int) -> Iterator[str]:
-    """What in ``attrs`` names an axis a tensor of ``ndim`` dimensions does not have, and what
-    Model Optimizer would do about it."""
+def _rotation_problem(attrs: QuantizerAttributeConfig, last: int) -> str | None:
+    """The Hadamard rotation splits the last dimension into power-of-2 blocks: ``block_size``
+    must divide it, and without one the dimension needs an even size (Model Optimizer raises
+    at every forward otherwise)."""
+    rotate = attrs.rotate
+    enabled = rotate if isinstance(rotate, bool) else rotate.enable
+    size = None if isinstance(rotate, bool) else rotate.block_size
+    if not enabled or last < 1:
+        return None
+    if size is None and last % 2:
+        return (
+            f"rotate needs a power-of-2 block dividing the last dimension ({last}), which has "
+            "none; set rotate.block_size or do not rotate; Model Optimizer fails at every forward"
+        )
+    if size is not None and last % size:
+        return (
+            f"rotate.block_size {shown_int(size)} does not divide the last dimension ({last}); "
+            "Model Optimizer fails at every forward"
+        )
+    return None
+
+
+def axis_problems(
+    attrs: QuantizerAttributeConfig, ndim: int, last: int | None = None
+) -> Iterator[str]:
+    """What in ``attrs`` names an axis a tensor of ``ndim`` dimensions (the last of size
+    ``last``) does not have, or a rotation it cannot take, and what Model Optimizer would do."""
+    if last is not None:
+        rotation = _rotation_problem(attrs, last)
+        if rotation:
+            yield rotation
     valid = f"a {ndim}-D weight has axes {-ndim}..{ndim - 1}"
     missing = [a for a in _as_axes(attrs.axis) if not _exists(a, ndim)]
     if missing:
@@ -71,7 +100,7 @@ def axis_problems(attrs: QuantizerAttributeConfig, ndim: int) -> Iterator[str]:
 
 
 def _plan_problems(
-    plan: QuantizerPlan, sources: tuple[tuple[int | None, int | None], ...], ndim: int
+    plan: QuantizerPlan, sources: tuple[tuple[int | None, int | None], ...], shape: tuple
 ) -> list[tuple[int | None, str]]:
     elements = plan.attributes if plan.is_sequential else (plan.attributes,)
     out = []
@@ -80,7 +109,8 @@ def _plan_problems(
             continue  # never runs
         source = sources[k][0] if k < len(sources) else None
         label = f" (sequential element {k})" if plan.is_sequential else ""
-        out.extend((source, problem + label) for problem in axis_problems(attrs, ndim))
+        problems = axis_problems(attrs, len(shape), shape[-1])
+        out.extend((source, problem + label) for problem in problems)
     return out
 
 
@@ -96,18 +126,18 @@ def check_weight_axes(
     ``module_signatures``; plans are shared by signature, so each (plan, rank) is checked once.
     """
     found: Found = {}
-    checked: dict[tuple[int, int], list[tuple[int | None, str]]] = {}
+    checked: dict[tuple[int, tuple], list[tuple[int | None, str]]] = {}
     for module, index in zip(modules, module_signatures, strict=True):
         if not module.weight_shape:
             continue
-        ndim = len(module.weight_shape)
+        shape = tuple(module.weight_shape)
         plans, sources = signature_plans[index], signature_sources[index]
         for k, site in enumerate(module.quantizers):
             if site.attribute != "weight_quantizer" or not plans[k].enable:
                 continue
-            key = (id(plans[k]), ndim)
+            key = (id(plans[k]), shape)
             if key not in checked:
-                checked[key] = _plan_problems(plans[k], sources[k], ndim)
+                checked[key] = _plan_problems(plans[k], sources[k], shape)
             for problem in checked[key]:
                 entry = found.setdefault(problem, [module.quantizer_name(site), 0, module])
                 entry[1] += 1
