@@ -34,6 +34,13 @@ format: setup
 test: setup node lint
 	TRITON_INTERPRET=1 $(PY) -m pytest -n 2 -q tests
 
+# The long fuzz run (tests/fuzz/README.md): the fuzz suite's [long] variants, >= 50,000
+# generated examples in all (QCONFIG_FUZZ_EXAMPLES=N for more), random seeds; `make test` runs
+# the few thousand derandomized [default] ones.
+.PHONY: fuzz-long
+fuzz-long: setup
+	TRITON_INTERPRET=1 $(PY) -m pytest -n 2 -q -m fuzz_long tests/fuzz
+
 # The job is examples/embedding_job (docs/getting-started.md); --progress: bars on stderr even
 # when it is not a terminal.
 demo: setup
