@@ -164,6 +164,7 @@ def compile_detailed(
     module_count: list[int] = []  # modules per signature
     all_names: list[str] = []  # every quantizer name, in manifest order
     module_signatures: list[int] = []  # signature index per module
+    weight_groups: dict[tuple, list] = {}  # (signature, *weight shape) -> [module, count]
     for module in manifest.modules:
         if not module.quantizers:
             continue
@@ -197,6 +198,12 @@ def compile_detailed(
         module_count[index] += 1
         module_signatures.append(index)
         all_names.extend(names)
+        if module.weight_shape:  # grouped for the axis check (compile/axes.py)
+            group = weight_groups.get(weight_key := (index, *module.weight_shape))
+            if group is None:
+                weight_groups[weight_key] = [module, 1]
+            else:
+                group[1] += 1
 
     folded = {
         key: fold_quantizer(name, site, parent_keys, entries, selects)
@@ -258,12 +265,7 @@ def compile_detailed(
         Diagnostic(code, "warning", msg, path=f"quant_cfg[{i}]")
         for code, i, msg in dict.fromkeys(problems)
     ]
-    check_weight_axes(
-        [m for m in manifest.modules if m.quantizers],
-        module_signatures,
-        signature_plans,
-        signature_sources,
-    )
+    check_weight_axes(weight_groups, signature_plans, signature_sources)
     if weight_check:
         check_weights(entries, quantizers)
     plan = Plan(quantizers, qc.algorithms(), diagnostics, manifest.model)

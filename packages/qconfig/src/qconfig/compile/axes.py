@@ -115,34 +115,41 @@ def _plan_problems(
 
 
 def check_weight_axes(
-    modules: list[ModuleSite],
-    module_signatures: list[int],
+    weight_groups: dict[tuple, list],
     signature_plans: list[list[QuantizerPlan]],
     signature_sources: list[list[tuple]],
 ) -> None:
     """Raise QC104 for every enabled weight quantizer given an axis its weight lacks.
 
-    ``modules`` are the manifest's modules that have quantizers, aligned with
-    ``module_signatures``; plans are shared by signature, so each (plan, rank) is checked once.
+    ``weight_groups`` maps ``(signature index, *weight shape)`` to ``[first module, number of
+    modules]``: modules of one signature share their plans and their ``weight_quantizer``
+    positions, so the check runs once per group and compile only counts modules into groups
+    (docs/performance.md: a 100k-quantizer manifest must stay cheap).
     """
     found: Found = {}
-    checked: dict[tuple[int, tuple], list[tuple[int | None, str]]] = {}
-    for module, index in zip(modules, module_signatures, strict=True):
-        if not module.weight_shape:
-            continue
-        shape = tuple(module.weight_shape)
-        plans, sources = signature_plans[index], signature_sources[index]
-        for k, site in enumerate(module.quantizers):
-            if site.attribute != "weight_quantizer" or not plans[k].enable:
-                continue
-            key = (id(plans[k]), shape)
-            if key not in checked:
-                checked[key] = _plan_problems(plans[k], sources[k], shape)
-            for problem in checked[key]:
-                entry = found.setdefault(problem, [module.quantizer_name(site), 0, module])
-                entry[1] += 1
+    for (index, *_), (module, count) in weight_groups.items():
+        for k, problem in _module_problems(
+            module, signature_plans[index], signature_sources[index]
+        ):
+            entry = found.setdefault(
+                problem, [module.quantizer_name(module.quantizers[k]), 0, module]
+            )
+            entry[1] += count
     if found:
         raise CompileError([_diagnostic(key, *value) for key, value in found.items()])
+
+
+def _module_problems(
+    module: ModuleSite, plans: list[QuantizerPlan], sources: list[tuple]
+) -> list[tuple[int, tuple[int | None, str]]]:
+    """(site position, (entry, problem)) for the module's enabled ``weight_quantizer``."""
+    shape = tuple(module.weight_shape or ())
+    return [
+        (k, problem)
+        for k, site in enumerate(module.quantizers)
+        if site.attribute == "weight_quantizer" and plans[k].enable
+        for problem in _plan_problems(plans[k], sources[k], shape)
+    ]
 
 
 def _diagnostic(key: tuple[int | None, str], name: str, count: int, module: ModuleSite):
