@@ -7,24 +7,50 @@ in CI jobs that never load the model. ``quantize`` runs a job (:mod:`qruntime.jo
 model -> report): by default the repository's sentence-embedding job, which lints, plans,
 calibrates, measures and saves (docs/getting-started.md).
 
-Exit codes: 0 success; 1 the config has lint errors for this model or asks for what qruntime
-cannot run (an algorithm other than max, a custom backend) — nothing was quantized; 2 usage or
-environment errors (a missing file, transformers not installed, a bad model or job spec).
+Exit codes (both commands; docs/errors.md lists the messages behind them):
+
+* ``0`` — success;
+* ``1`` — findings: the config has lint errors for this model, does not load or compile, or asks
+  for what qruntime cannot run (an algorithm other than max, a custom backend, a format without
+  a kernel, an axis the layer does not have: ``PlanMismatchError``, ``UnsupportedAlgorithmError``,
+  ``QuantizerInputError``) — the model was not quantized;
+* ``2`` — usage or I/O error: bad arguments; an input file that cannot be read (missing, a
+  directory, a FIFO or device, no permission, not UTF-8 where text is expected); a plan, manifest
+  or state file that is not valid (``DocumentError``); transformers not installed; a model
+  factory that cannot be imported, needs arguments, raises or returns no ``nn.Module``; a job
+  spec that names no job;
+* ``3`` — internal error: an exception nobody expected (a bug in qruntime or in the job),
+  printed as one line ``qruntime: internal error: <type>: <message> (rerun with --traceback for
+  the full traceback)``; ``--traceback`` (anywhere on the command line) prints the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["build_meta_model", "build_parser", "main"]
+__all__ = [
+    "EXIT_FINDINGS",
+    "EXIT_INTERNAL",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "build_meta_model",
+    "build_parser",
+    "main",
+]
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
 EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+
+TRACEBACK_FLAG = "--traceback"
 
 _QUANTIZE_HELP = """\
 Quantize a model with a quantization config and report what it cost, by running a job (--job:
@@ -75,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qruntime",
         description="Apply qconfig quantization configs to PyTorch models.",
+        epilog="exit status: 0 ok, 1 findings (config or plan does not fit the model), 2 usage "
+        "or I/O error, 3 internal error",
+    )
+    parser.add_argument(
+        TRACEBACK_FLAG,
+        action="store_true",
+        help="on an internal error, print the full traceback (accepted anywhere on the line)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -172,16 +205,67 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class UsageError(Exception):
+    """A problem with what the command line names (exit status 2), said in one line."""
+
+
 def _factory(spec: str) -> Any:
+    """The callable ``pkg.module:factory`` names (imported; never called here)."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise ValueError(f"{spec!r}: expected pkg.module:factory")
-    obj: Any = importlib.import_module(module_name)
+        raise UsageError(f"{spec!r}: expected pkg.module:factory")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"{spec}: cannot import {module_name!r} ({exc})") from None
+    except Exception as exc:  # the module's own code failed while importing
+        raise UsageError(
+            f"{spec}: importing {module_name!r} raised {type(exc).__name__}: {_one_line(exc)}"
+        ) from None
     for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise UsageError(f"{spec}: {module_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise ValueError(f"{spec!r} is not callable")
+        raise UsageError(f"{spec} is not callable")
     return obj
+
+
+def _required_parameters(factory: Any) -> list[str]:
+    """The parameters ``factory()`` would leave without a value (none for an unknown signature)."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [
+        p.name
+        for p in signature.parameters.values()
+        if p.default is inspect.Parameter.empty
+        and (p.kind in kinds or p.kind is inspect.Parameter.KEYWORD_ONLY)
+    ]
+
+
+def _call_factory(spec: str, factory: Any) -> Any:
+    """``factory()``; what goes wrong in the user's code is a usage error naming the factory."""
+    required = _required_parameters(factory)
+    if required:
+        raise UsageError(
+            f"{spec} needs arguments ({', '.join(required)}); the manifest command calls it "
+            "with none: give a factory (or class) that builds the model without arguments"
+        )
+    try:
+        return factory()
+    except Exception as exc:
+        raise UsageError(f"{spec}() raised {type(exc).__name__}: {_one_line(exc)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (`` [...]`` when more followed)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return lines[0] + (" [...]" if len(lines) > 1 else "")
 
 
 def _hf_model_class(transformers: Any, config: Any, name: str | None) -> Any:
@@ -197,55 +281,121 @@ def _hf_model_class(transformers: Any, config: Any, name: str | None) -> Any:
     return transformers.AutoModel
 
 
+def _hf_config_file(hf_config: str | Path) -> Path:
+    """``config.json`` (or the folder holding it), checked as a readable JSON text file before
+    transformers opens it: a FIFO would block it, ``/dev/zero`` would never end."""
+    import json
+
+    from qconfig.fileio import read_text
+
+    path = Path(hf_config)
+    try:
+        is_dir = path.is_dir()
+    except OSError:
+        is_dir = False
+    file = path / "config.json" if is_dir else path
+    text = read_text(file)  # InputFileError: one line, exit 2
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{file}: not a JSON config ({exc})") from None
+    return file
+
+
 def build_meta_model(
     spec: str | None = None, hf_config: str | Path | None = None, model_class: str | None = None
 ) -> tuple[Any, str]:
-    """``(model, label)``: the model built on the meta device, from a factory or an HF config."""
+    """``(model, label)``: the model built on the meta device, from a factory or an HF config.
+
+    A factory that cannot be imported, needs arguments, raises or returns something that is not
+    an ``nn.Module`` is a :class:`UsageError` naming it; an HF config file that cannot be read an
+    ``InputFileError``.
+    """
     import torch
 
     if hf_config is not None:
         from qruntime.hf_offline import import_transformers
 
         transformers = import_transformers()
-        config = transformers.AutoConfig.from_pretrained(str(hf_config), local_files_only=True)
-        cls = _hf_model_class(transformers, config, model_class)
-        build = getattr(cls, "from_config", None) or cls._from_config
-        with torch.device("meta"):
-            model = build(config)
+        file = _hf_config_file(hf_config)
+        try:
+            config = transformers.AutoConfig.from_pretrained(str(file), local_files_only=True)
+            cls = _hf_model_class(transformers, config, model_class)
+            build = getattr(cls, "from_config", None) or cls._from_config
+            with torch.device("meta"):
+                model = build(config)
+        except Exception as exc:  # a config.json transformers cannot build from
+            raise UsageError(
+                f"{file}: transformers cannot build a model from it ({type(exc).__name__}: "
+                f"{_one_line(exc)})"
+            ) from None
         return model, type(model).__name__
     assert spec is not None
     factory = _factory(spec)
     with torch.device("meta"):
-        model = factory()
+        model = _call_factory(spec, factory)
     if not isinstance(model, torch.nn.Module):
-        raise ValueError(f"{spec} returned {type(model).__name__}, not an nn.Module")
+        raise UsageError(f"{spec} returned {type(model).__name__}, not an nn.Module")
     return model, spec
 
 
 def _cmd_manifest(args: argparse.Namespace) -> int:
     from qruntime.inventory import inventory
-    from qruntime.job import JobError
 
-    try:
-        model, label = build_meta_model(args.model, args.hf_config, args.model_class)
-    except (ImportError, AttributeError, ValueError, OSError, JobError) as exc:
-        print(f"qruntime manifest: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    model, label = build_meta_model(args.model, args.hf_config, args.model_class)
     text = inventory(model, args.label or label).to_json()
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(
+                f"{args.output}: cannot write the manifest ({exc.strerror or exc})"
+            ) from None
     else:
         sys.stdout.write(text)
     return EXIT_OK
 
 
+def _special_kind(path: str) -> str | None:
+    """What ``path`` is when it is a FIFO, device or socket (reading it could block or never
+    end), else None — also when it does not exist or cannot be examined: the reader says so."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return None
+
+
+def _check_data_files(args: argparse.Namespace) -> None:
+    """The data files named on the command line, before any job runs.
+
+    For every job, a FIFO, device or socket is refused (a job reading it would block or never
+    finish). The default job reads sentences, so there they must be UTF-8 text files; a job of
+    your own decides what its data arguments mean (a folder, a dataset name) and reads them
+    itself.
+    """
+    from qconfig.fileio import read_text
+
+    for flag, value in (("--calib-data", args.calib_data), ("--eval-data", args.eval_data)):
+        if value is None:
+            continue
+        kind = _special_kind(value)
+        if kind is not None:
+            raise UsageError(f"{flag} {value}: is {kind}, not a regular file")
+        if args.job is None:
+            read_text(value)  # InputFileError names the file (and the line of a bad byte)
+
+
 def _cmd_quantize(args: argparse.Namespace) -> int:
-    from qconfig.errors import ConfigError
+    from qruntime.job import QuantizeOptions, load_job
 
-    from qruntime.apply import PlanMismatchError
-    from qruntime.calibrate import UnsupportedAlgorithmError
-    from qruntime.job import JobError, QuantizeOptions, load_job
-
+    _check_data_files(args)
     options = QuantizeOptions(
         model=args.model,
         config=args.config,
@@ -260,25 +410,73 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
         show_info=args.show_info,
         progress=args.progress,
     )
-    try:
-        job = load_job(args.job)
-        report = job(options, sys.stdout, sys.stderr)
-    except (JobError, ConfigError) as exc:
-        print(f"qruntime quantize: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (UnsupportedAlgorithmError, PlanMismatchError) as exc:
-        hint = " (try --algorithm max)" if isinstance(exc, UnsupportedAlgorithmError) else ""
-        print(f"qruntime quantize: error: {exc}{hint}", file=sys.stderr)
-        return EXIT_FINDINGS
+    job = load_job(args.job)
+    report = job(options, sys.stdout, sys.stderr)
     return EXIT_OK if report.ok else EXIT_FINDINGS
 
 
+def take_traceback_flag(argv: list[str]) -> tuple[list[str], bool]:
+    """``argv`` without ``--traceback``, and whether it was there (before or after the
+    command; everything after ``--`` is left alone)."""
+    argv = list(argv)
+    end = argv.index("--") if "--" in argv else len(argv)
+    kept = [a for a in argv[:end] if a != TRACEBACK_FLAG]
+    return kept + argv[end:], len(kept) < end
+
+
+def report_exception(command: str, exc: BaseException, show_traceback: bool) -> int:
+    """The exit status of an exception a command did not handle, printed on stderr.
+
+    Documented errors are one ``qruntime <command>: error: ...`` message (the diagnostics of a
+    config, one per line); anything else is an internal error: one line, or the traceback with
+    ``--traceback``.
+    """
+    from qconfig.errors import ConfigError, DocumentError
+
+    from qruntime.apply import PlanMismatchError
+    from qruntime.calibrate import UnsupportedAlgorithmError
+    from qruntime.job import JobError
+    from qruntime.quantizer import QuantizerInputError
+
+    prefix = f"qruntime {command}: error:"
+    if isinstance(exc, ConfigError):
+        for diagnostic in exc.diagnostics:
+            print(f"{prefix} {diagnostic}", file=sys.stderr)
+        unreadable = any(d.code == "QC005" for d in exc.diagnostics)
+        return EXIT_USAGE if unreadable else EXIT_FINDINGS
+    if isinstance(exc, (PlanMismatchError, UnsupportedAlgorithmError, QuantizerInputError)):
+        hint = " (try --algorithm max)" if isinstance(exc, UnsupportedAlgorithmError) else ""
+        print(f"{prefix} {_one_line(exc)}{hint}", file=sys.stderr)
+        return EXIT_FINDINGS
+    if isinstance(exc, (UsageError, JobError, DocumentError, OSError)):
+        print(f"{prefix} {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    what = f"{type(exc).__name__}: {_one_line(exc)}"
+    if show_traceback:
+        import traceback
+
+        traceback.print_exception(exc)
+        print(f"qruntime: internal error: {what}", file=sys.stderr)
+    else:
+        print(
+            f"qruntime: internal error: {what} (rerun with {TRACEBACK_FLAG} for the full "
+            "traceback)",
+            file=sys.stderr,
+        )
+    return EXIT_INTERNAL
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``qruntime`` console script."""
-    args = build_parser().parse_args(argv)
-    if args.command == "manifest":
-        return _cmd_manifest(args)
-    return _cmd_quantize(args)
+    """Entry point of the ``qruntime`` console script; returns the exit status."""
+    argv, show_traceback = take_traceback_flag(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)  # usage errors exit 2 here
+    command = _cmd_manifest if args.command == "manifest" else _cmd_quantize
+    try:
+        return command(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # every exception becomes a documented status
+        return report_exception(args.command, exc, show_traceback)
 
 
 if __name__ == "__main__":

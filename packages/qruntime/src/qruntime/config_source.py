@@ -24,13 +24,25 @@ def resolve_config(spec: str | Path) -> tuple[Any, str]:
     from qconfig import presets
 
     path = Path(spec)
-    if path.exists():
+    if _names_a_file(path):
         return path, str(spec)
     text = str(spec)
     for name in (text, text.upper() + "_CFG", text.upper()):
         if name in presets.names():
             return presets.get(name), f"preset {name}"
     raise JobError(f"{spec}: no such config file or preset name (see `qconfig presets`)")
+
+
+def _names_a_file(path: Path) -> bool:
+    """Something is there (a file, or a FIFO, directory or unreadable entry the loader will
+    refuse with its own located error), or the path cannot even be examined (a directory we may
+    not search): the loader says why it cannot read it, rather than "no such preset"."""
+    try:
+        return path.exists() or path.is_symlink()
+    except OSError:
+        return True
+    except ValueError:  # a NUL byte: no file can have this name
+        return False
 
 
 def load_for_quantize(source: Any, algorithm: str | None = None) -> Any:

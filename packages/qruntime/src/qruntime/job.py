@@ -162,13 +162,22 @@ def _import_path(path: Path) -> ModuleType:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except ImportError as exc:
+    except Exception as exc:  # the job's own code (or its file) is at fault: say so in a line
         del sys.modules[name]
-        raise JobError(f"{path}: cannot import the job ({exc})") from None
+        raise JobError(f"{path}: cannot import the job ({_failure(exc)})") from None
     except BaseException:
         del sys.modules[name]
         raise
     return module
+
+
+def _failure(exc: BaseException) -> str:
+    """``Type: first line of the message`` (a SyntaxError keeps its line number)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    if isinstance(exc, ImportError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def import_job_module(spec: str | Path) -> ModuleType:
@@ -180,8 +189,8 @@ def import_job_module(spec: str | Path) -> ModuleType:
         return _import_path(path)
     try:
         return importlib.import_module(target)
-    except ImportError as exc:
-        raise JobError(f"--job {spec}: cannot import {target!r} ({exc})") from None
+    except Exception as exc:
+        raise JobError(f"--job {spec}: cannot import {target!r} ({_failure(exc)})") from None
 
 
 def load_job(spec: str | Path | None = None) -> QuantizeJob:
