@@ -82,6 +82,7 @@ def _peak_mb(code: str, cwd: Path) -> tuple[float, str]:
         ("!!bool maybe", "'maybe' is not a valid !!bool"),
         ("!!timestamp 2001-99-99", "not a valid !!timestamp: month must be in 1..12"),
         ("2001-13-01", "not a valid !!timestamp"),  # implicitly a date, and not a valid one
+        ("!!timestamp x", "'x' is not a valid !!timestamp"),  # PyYAML: AttributeError
         ("!!float x", "'x' is not a valid !!float"),
         ("!foo bar", "could not determine a constructor for the tag '!foo'"),
         ("!!binary '@@@'", "the tag '!!binary'"),
@@ -106,6 +107,38 @@ def test_a_bad_tag_through_the_cli_is_a_finding_not_a_traceback(tmp_path, capsys
     captured = capsys.readouterr()
     assert captured.out.startswith("c.yaml:3:12: QC001 YAML value 'abc' is not a valid !!int")
     assert "Traceback" not in captured.out + captured.err
+
+
+@pytest.mark.parametrize(
+    ("src", "line", "column"),
+    [
+        (f"{OFF}a: caf\u00e9\x00\n", 3, 8),  # a control character (libyaml counts bytes)
+        (f"{OFF}a: \x07\n", 3, 4),
+        (f"{OFF}a: \ud800\n", 3, 4),  # Python text with a lone surrogate (not UTF-8)
+        ('{"quant_cfg": [],\n "a": "\\ud800"}', 2, 7),  # a JSON escape making one
+        ('{"quant_cfg": [],\n "\ud800": 1}', 2, 2),
+    ],
+)
+def test_characters_that_are_not_text_are_located(src, line, column):
+    code, _, got_line, got_column, _, message = _error(src)
+    assert (code, got_line, got_column) == ("QC001", line, column), message
+    # a complete surrogate pair is one character, and fine
+    assert load_document('{"quant_cfg": [], "a": "\\ud83d\\ude00"}').data["a"] == "\U0001f600"
+
+
+def test_python_strings_with_lone_surrogates_are_refused_at_their_path():
+    code, _, _, _, path, message = _error({"quant_cfg": [{"quantizer_name": "\ud800"}]})
+    assert (code, path) == ("QC001", "quant_cfg[0].quantizer_name")
+    assert "lone surrogate" in message
+
+
+def test_a_snippet_given_as_a_config_points_at_its_schema_comment():
+    text = "# a list of entries\n# modelopt-schema: qconfig.QuantizerCfgListConfig\n- {}\n"
+    code, _, line, column, _, message = _error(text)
+    assert (code, line, column) == ("QC006", 2, 1) and "load_snippet" in message
+    with pytest.raises(ConfigError) as info:
+        load_recipe(OFF)
+    assert (info.value.diagnostics[0].line, info.value.diagnostics[0].column) == (1, 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,6 +286,16 @@ def test_deep_and_self_referencing_python_mappings_are_refused():
     loop: dict = {"quant_cfg": []}
     loop["quant_cfg"].append(loop)
     assert _error(loop)[0] == "QC001"
+
+
+def test_a_python_mapping_that_shares_lists_is_counted_at_every_use():
+    """The Python form of an alias bomb: ten references to one list, nine levels deep."""
+    shared: list = ["x"] * 10
+    for _ in range(8):
+        shared = [shared] * 10
+    code, _, _, _, path, message = _error({"quant_cfg": shared})
+    assert code == "QC001" and path.startswith("quant_cfg[0]")
+    assert message.startswith(f"Too many values: the mapping has more than {MAX_VALUES:,}")
 
 
 def test_imports_cannot_nest_past_the_depth_limit(tmp_path):

@@ -20,6 +20,7 @@ from qconfig.loader.locations import (
     SHAPE_ERROR,
     VALIDATION_ERROR,
     JsonPath,
+    Loc,
     Locations,
     Parsed,
     kind_of,
@@ -41,13 +42,21 @@ class Document:
     defining a dataclass costs every load's cold start, docs/performance.md.)
     """
 
-    __slots__ = ("_locs", "data", "file", "schema")
+    __slots__ = ("_locs", "data", "file", "schema", "schema_loc")
 
-    def __init__(self, data: Any, schema: str, file: str | None, locs: Locations) -> None:
+    def __init__(
+        self,
+        data: Any,
+        schema: str,
+        file: str | None,
+        locs: Locations,
+        schema_loc: Loc | None = None,
+    ) -> None:
         self.data = data
         self.schema = schema
         self.file = file
         self._locs = locs
+        self.schema_loc = schema_loc  # the modelopt-schema comment, when there is one
 
     def __repr__(self) -> str:
         return f"Document(data={self.data!r}, schema={self.schema!r}, file={self.file!r})"
@@ -127,7 +136,7 @@ def load_document(
         session.chain.append((canonical_key(Path(parsed.file)), session.display(parsed.file)))
     schema_type = RECIPE if schema == RECIPE else schema_table()[schema]
     data, locs = session.resolve(parsed, schema_type)
-    return Document(data, schema, parsed.file, locs)
+    return Document(data, schema, parsed.file, locs, parsed.schema_loc)
 
 
 def _validate_recipe(doc: Document) -> Recipe:
@@ -250,7 +259,7 @@ def load_config(
             SHAPE_ERROR,
             f"This file is a {doc.schema} snippet; load_config reads a QuantizeConfig or a "
             "recipe (use load_snippet for snippets).",
-            None,
+            doc.schema_loc,
             file=doc.file,
         )
     return doc.validate()
@@ -265,7 +274,7 @@ def load_recipe(
         raise located_error(
             SHAPE_ERROR,
             "Not a recipe: expected top-level 'metadata' and 'quantize' sections.",
-            None,
+            doc.schema_loc or doc.locate(()),
             file=doc.file,
         )
     return _validate_recipe(doc)

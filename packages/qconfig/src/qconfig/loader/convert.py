@@ -12,7 +12,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from qconfig.keys import INT_KEY_PARENTS, int_key
-from qconfig.loader.limits import MAX_DEPTH, LoadBudget, depth_error, int_error, int_too_large
+from qconfig.loader.limits import (
+    MAX_DEPTH,
+    MAX_VALUES,
+    SURROGATE,
+    LoadBudget,
+    depth_error,
+    int_error,
+    int_too_large,
+    surrogate_error,
+)
 from qconfig.loader.locations import SYNTAX_ERROR, JsonPath, kind_of, located_error
 
 _EXMY_RE = re.compile(r"^[Ee](\d+)[Mm](\d+)$")
@@ -48,20 +57,59 @@ def convert_tree(obj: Any, key: Any = None) -> Any:
 def convert_mapping(src: Mapping, budget: LoadBudget) -> Any:
     """A mapping passed from Python, converted as :func:`convert_tree` does, and held to the
     limits files are held to: nesting (a mapping that contains itself is infinitely deep),
-    values, keys that are strings or integers, integers Python can print. Errors carry the
-    JSON path (there is no file)."""
-    counter = [0]
-    out = _convert_checked(src, None, (), counter)
-    budget.charge_values(counter[0], None, f"the mapping has {counter[0]:,} values")
+    values (counted as they are converted: a list that holds itself ten times, ten levels
+    deep, stops at the limit), keys that are strings or integers, integers Python can print,
+    strings without lone surrogates. Errors carry the JSON path (there is no file)."""
+    checker = _MappingChecker(budget.values_left())
+    out = checker.convert(src, None, ())
+    budget.charge_values(checker.count, None, "")
     return out
 
 
-def _convert_checked(obj: Any, key: Any, path: JsonPath, counter: list[int]) -> Any:
-    counter[0] += 1
-    mapping = isinstance(obj, Mapping) and not is_model(obj)
-    if (mapping or isinstance(obj, (list, tuple))) and len(path) >= MAX_DEPTH:
-        raise depth_error(None, path)
-    if mapping:
+class _MappingChecker:
+    """One walk over a Python mapping: conversion, limits, and strings checked once each."""
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+        self.count = 0
+        self.seen: set[int] = set()  # ids of strings already checked (shared strings)
+
+    def tick(self, path: JsonPath) -> None:
+        self.count += 1
+        if self.count > self.left:
+            raise located_error(
+                SYNTAX_ERROR,
+                f"Too many values: the mapping has more than {self.left:,} values (keys "
+                f"included, shared lists and mappings counted at every use); the limit for a "
+                f"config and everything it imports is {MAX_VALUES:,}.",
+                None,
+                path,
+            )
+
+    def text(self, value: str, path: JsonPath) -> None:
+        if id(value) not in self.seen:
+            self.seen.add(id(value))
+            if SURROGATE.search(value):
+                raise surrogate_error(value, None, path)
+
+    def convert(self, obj: Any, key: Any, path: JsonPath) -> Any:
+        self.tick(path)
+        mapping = isinstance(obj, Mapping) and not is_model(obj)
+        if (mapping or isinstance(obj, (list, tuple))) and len(path) >= MAX_DEPTH:
+            raise depth_error(None, path)
+        if mapping:
+            return self.mapping(obj, key, path)
+        if isinstance(obj, list):
+            return [self.convert(v, None, (*path, i)) for i, v in enumerate(obj)]
+        if isinstance(obj, tuple):
+            return tuple(self.convert(v, None, (*path, i)) for i, v in enumerate(obj))
+        if isinstance(obj, int) and not isinstance(obj, bool) and int_too_large(obj):
+            raise int_error(0, None, path)
+        if isinstance(obj, str):
+            self.text(obj, path)
+        return convert_scalar(key, obj)
+
+    def mapping(self, obj: Mapping, key: Any, path: JsonPath) -> dict:
         out = {}
         for k, v in obj.items():
             if not isinstance(k, (str, int)) or isinstance(k, bool):
@@ -71,17 +119,12 @@ def _convert_checked(obj: Any, key: Any, path: JsonPath, counter: list[int]) -> 
                     None,
                     path,
                 )
-            counter[0] += 1
+            self.tick(path)
+            if isinstance(k, str):
+                self.text(k, path)
             k = convert_key(key, k)
-            out[k] = _convert_checked(v, k, (*path, k), counter)
+            out[k] = self.convert(v, k, (*path, k))
         return out
-    if isinstance(obj, list):
-        return [_convert_checked(v, None, (*path, i), counter) for i, v in enumerate(obj)]
-    if isinstance(obj, tuple):
-        return tuple(_convert_checked(v, None, (*path, i), counter) for i, v in enumerate(obj))
-    if isinstance(obj, int) and not isinstance(obj, bool) and int_too_large(obj):
-        raise int_error(0, None, path)
-    return convert_scalar(key, obj)
 
 
 def is_model(obj: Any) -> bool:

@@ -19,9 +19,11 @@ from qconfig.loader.convert import convert_key, convert_tree
 from qconfig.loader.limits import (
     MAX_DEPTH,
     MAX_INT_DIGITS,
+    SURROGATE,
     LoadBudget,
     depth_error,
     int_error,
+    surrogate_error,
 )
 from qconfig.loader.locations import (
     SYNTAX_ERROR,
@@ -81,6 +83,21 @@ def _check_number(atom: str, text: str, file: str | None, index: int) -> None:
         )
 
 
+def _check_string(token: str, text: str, file: str | None, index: int) -> None:
+    """Refuse a string that holds a lone surrogate, written raw or as a ``\ud800`` escape
+    (``json`` accepts both; the first ``print`` of it would fail)."""
+    if "\\u" not in token and not SURROGATE.search(token):
+        return
+    import json
+
+    try:
+        value = json.loads(token)
+    except ValueError:
+        return  # not a valid string: json.loads reports it
+    if SURROGATE.search(value):
+        raise surrogate_error(value, _offset_loc(text, file, index))
+
+
 def _prescan(text: str, file: str | None, budget: LoadBudget) -> None:
     """Count values, nesting and numbers from the tokens before ``json.loads`` builds anything:
     a deep or huge document is one located error, not a ``RecursionError`` or a traceback, and
@@ -97,7 +114,9 @@ def _prescan(text: str, file: str | None, budget: LoadBudget) -> None:
             depth += 1
             if depth > MAX_DEPTH:
                 raise depth_error(_offset_loc(text, file, match.start()))
-        elif char != '"' and (char == "-" or char.isdigit()):
+        elif char == '"':
+            _check_string(match.group(), text, file, match.start())
+        elif char == "-" or char.isdigit():
             _check_number(match.group(), text, file, match.start())
         if count > left:
             earlier = budget.values

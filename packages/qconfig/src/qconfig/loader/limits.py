@@ -13,6 +13,7 @@ docs/writing-configs.md ("Limits").
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from qconfig.loader.locations import IO_ERROR, SYNTAX_ERROR, JsonPath, Loc, located_error
@@ -99,6 +100,24 @@ def int_error(digits: int, loc: Loc | None, path: JsonPath = (), file: str | Non
         loc,
         path,
         file=file,
+    )
+
+
+#: Half of a UTF-16 surrogate pair on its own: a Python string can hold one (from a JSON or
+#: YAML ``\ud800`` escape, or Python text), UTF-8 cannot, so printing it would crash later.
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def surrogate_error(text: str, loc: Loc | None, path: JsonPath = ()) -> Exception:
+    """A string with a lone surrogate, refused where it is written."""
+    found = SURROGATE.search(text)
+    code = ord(found.group()) if found else 0
+    return located_error(
+        SYNTAX_ERROR,
+        f"Invalid text: a lone surrogate (\\u{code:04x}) is not a Unicode character; write the "
+        "character itself, or a complete surrogate pair in JSON.",
+        loc,
+        path,
     )
 
 

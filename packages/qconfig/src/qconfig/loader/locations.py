@@ -95,7 +95,7 @@ class Parsed:
     this module sits on the path of every ``load_config`` cold start.)
     """
 
-    __slots__ = ("base_dir", "body", "file", "imports", "locs", "schema")
+    __slots__ = ("base_dir", "body", "file", "imports", "locs", "schema", "schema_loc")
 
     def __init__(
         self,
@@ -105,6 +105,7 @@ class Parsed:
         file: str | None,
         base_dir: Path,
         schema: str | None = None,  # declared schema (canonical short name)
+        schema_loc: Loc | None = None,  # where the schema comment is
     ) -> None:
         self.body = body
         self.imports = imports
@@ -112,6 +113,7 @@ class Parsed:
         self.file = file
         self.base_dir = base_dir
         self.schema = schema
+        self.schema_loc = schema_loc
 
 
 def finish_parse(
@@ -120,6 +122,7 @@ def finish_parse(
     file: str | None,
     base_dir: Path,
     schema: str | None = None,
+    schema_loc: Loc | None = None,
 ) -> Parsed:
     if isinstance(body, dict):
         body.pop(JSON_SCHEMA_KEY, None)  # JSON Schema declarations for editors, not config
@@ -132,7 +135,7 @@ def finish_parse(
             f"A config must be a mapping or a list, got {kind_of(body)}.",
             locs.values.get(()) or (file, 1, 1),
         )
-    return Parsed(body, imports, locs, file, base_dir, schema)
+    return Parsed(body, imports, locs, file, base_dir, schema, schema_loc)
 
 
 def kind_of(value: Any) -> str:

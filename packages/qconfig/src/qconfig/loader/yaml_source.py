@@ -23,10 +23,12 @@ from qconfig.loader.convert import convert_key, convert_scalar
 from qconfig.loader.limits import (
     MAX_DEPTH,
     MAX_INT_DIGITS,
+    SURROGATE,
     LoadBudget,
     depth_error,
     int_error,
     int_too_large,
+    surrogate_error,
 )
 from qconfig.loader.locations import (
     JSON_SCHEMA_KEY,
@@ -165,11 +167,17 @@ class _YamlBuilder:
     The recursion is bounded: :func:`_prescan` refused documents nested beyond ``MAX_DEPTH``.
     """
 
-    def __init__(self, loader: Any, file: str | None, locs: Locations) -> None:
+    def __init__(
+        self, loader: Any, file: str | None, locs: Locations, escapes: bool = True
+    ) -> None:
         self.loader = loader
         self.file = file
         self.locs = locs
         self.active: set[int] = set()
+        # Strings are checked for lone surrogates only when the text has escapes that can make
+        # one, and each node once: an alias of a long string may be used thousands of times.
+        self.escapes = escapes
+        self.checked: set[int] = set()
 
     def loc(self, node: Any) -> Loc:
         return (self.file, node.start_mark.line + 1, node.start_mark.column + 1)
@@ -194,11 +202,15 @@ class _YamlBuilder:
 
     def scalar(self, node: Any, path: JsonPath) -> Any:
         """The value of a scalar node; a tag we do not read, or a value its tag cannot read, is
-        a located error (PyYAML raises ``ValueError``/``KeyError`` from inside its constructor)."""
+        a located error (PyYAML's constructors raise whatever Python raised inside them)."""
         import yaml
 
         tag = node.tag
         if tag == "tag:yaml.org,2002:str":
+            if self.escapes and id(node) not in self.checked:
+                self.checked.add(id(node))
+                if SURROGATE.search(node.value):  # from a "\ud800" escape
+                    raise surrogate_error(node.value, self.loc(node), path)
             return node.value
         if tag not in _SCALAR_TAGS:
             raise _unsupported_tag(tag, self.loc(node))
@@ -210,7 +222,7 @@ class _YamlBuilder:
             value = self.loader.construct_object(node)
         except yaml.YAMLError as exc:
             raise _yaml_error(exc, self.file) from None
-        except (ValueError, TypeError, KeyError, OverflowError) as exc:
+        except Exception as exc:  # ValueError, KeyError, AttributeError (!!timestamp x), ...
             raise self.bad_scalar(node, path, exc) from None
         if isinstance(value, int) and not isinstance(value, bool) and int_too_large(value):
             raise int_error(0, self.loc(node), path)  # written in hex, octal or base 60
@@ -303,18 +315,41 @@ class YamlSyntaxError(ConfigError):
     reports the JSON error instead (a refused tag or limit is reported as itself)."""
 
 
-def _yaml_error(exc: Exception, file: str | None) -> ConfigError:
+def _yaml_error(exc: Exception, file: str | None, text: str | None = None) -> ConfigError:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
     context = getattr(exc, "context", None)
     message = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
     loc = (file, mark.line + 1, mark.column + 1) if mark is not None else None
+    if mark is None and text is not None and hasattr(exc, "reason"):
+        loc, message = _reader_error(exc, file, text)
     return YamlSyntaxError(located_error(SYNTAX_ERROR, message, loc, file=file).diagnostics)
 
 
-def _parse_schema_comment(text: str, file: str | None) -> str | None:
-    """``# modelopt-schema: X`` in the leading comment block (blank lines allowed)."""
+# What PyYAML's reader refuses (yaml.reader.Reader.NON_PRINTABLE): a control character.
+_NON_PRINTABLE = re.compile(
+    "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+)
+
+
+def _reader_error(exc: Any, file: str | None, text: str) -> tuple[Loc | None, str]:
+    """A character PyYAML's reader refuses carries an offset, no line: bytes for libyaml,
+    characters for the Python reader. The character itself is found again in the text."""
+    found = _NON_PRINTABLE.search(text)
+    if found is None:
+        return None, f"YAML syntax error: {exc.reason}"
+    index = found.start()
+    line = text.count("\n", 0, index) + 1
+    column = index - (text.rfind("\n", 0, index) + 1) + 1
+    return (file, line, column), (
+        f"YAML syntax error: unacceptable character {ord(found.group()):#06x}: {exc.reason}"
+    )
+
+
+def _parse_schema_comment(text: str, file: str | None) -> tuple[str | None, Loc | None]:
+    """``# modelopt-schema: X`` in the leading comment block (blank lines allowed), and where."""
     found: str | None = None
+    where: Loc | None = None
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if not stripped:
@@ -329,8 +364,8 @@ def _parse_schema_comment(text: str, file: str | None) -> str | None:
             raise located_error(
                 SHAPE_ERROR, "More than one modelopt-schema comment.", loc, file=file
             )
-        found = canonical_schema(match.group(1), loc)
-    return found
+        found, where = canonical_schema(match.group(1), loc), loc
+    return found, where
 
 
 def _empty_error(schema: str | None, loc: Loc, where: str = "the document") -> ConfigError:
@@ -356,7 +391,7 @@ def parse_yaml(
 ) -> Parsed:
     import yaml
 
-    schema = _parse_schema_comment(text, file)
+    schema, schema_loc = _parse_schema_comment(text, file)
     locs = Locations()
     loader = None
     try:
@@ -365,10 +400,15 @@ def parse_yaml(
         nodes = []
         while loader.check_node():  # _prescan refused a third document
             nodes.append(loader.get_node())
-        builder = _YamlBuilder(loader, file, locs)
+        builder = _YamlBuilder(loader, file, locs, "\\u" in text or "\\U" in text)
         docs = [builder.build(node, ()) for node in nodes]
     except yaml.YAMLError as exc:
-        raise _yaml_error(exc, file) from None
+        raise _yaml_error(exc, file, text) from None
+    except UnicodeEncodeError as exc:  # Python text with a lone surrogate: libyaml reads UTF-8
+        index = exc.start
+        line = text.count("\n", 0, index) + 1
+        column = index - (text.rfind("\n", 0, index) + 1) + 1
+        raise surrogate_error(text[index : index + 1], (file, line, column)) from None
     finally:
         if loader is not None:
             loader.dispose()
@@ -392,7 +432,8 @@ def parse_yaml(
             body = {**header, **body}
         elif isinstance(body, list):
             locs.values[()] = _root_loc(nodes[1], file)
-            return Parsed(body, header.get("imports"), locs, file, base_dir, schema)
+            imports = header.get("imports")
+            return Parsed(body, imports, locs, file, base_dir, schema, schema_loc)
         else:
             raise located_error(
                 SHAPE_ERROR,
@@ -401,7 +442,7 @@ def parse_yaml(
             )
     else:
         body = docs[0]
-    return finish_parse(body, locs, file, base_dir, schema)
+    return finish_parse(body, locs, file, base_dir, schema, schema_loc)
 
 
 def _root_loc(node: Any, file: str | None) -> Loc:
