@@ -234,6 +234,21 @@ def test_legacy_pattern_keys_must_be_strings(text, position, path):
     assert [d.code for d in lint(text, LLAMA)] == ["QC003"]
 
 
+@pytest.mark.parametrize(
+    "quant_cfg",
+    [{1: 8}, {None: {"num_bits": 8}}, {1.5: 8}, [{2: 8}], {"nn.Linear": {None: {"num_bits": 8}}}],
+    ids=repr,
+)
+def test_non_string_patterns_from_python_are_value_errors_naming_quant_cfg(quant_cfg):
+    """The Python API (no loader in between) gets the same sentence as a ValueError."""
+    from qconfig.quantize import QuantizeConfig
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with pytest.raises(ValueError, match=r"quant_cfg.*pattern key .*must be a string"):
+            QuantizeConfig(quant_cfg=quant_cfg)
+
+
 def test_int_keys_inside_a_legacy_value_are_located():
     text = 'quant_cfg: {"*weight_quantizer": {1: {num_bits: 8}}}\n'
     assert load_error(text).path == "quant_cfg['*weight_quantizer'][1]"

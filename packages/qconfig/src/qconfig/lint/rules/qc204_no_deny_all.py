@@ -20,7 +20,7 @@ def check(ctx: LintContext):
     if not entries or _is_deny_all(entries[0]):
         return
     if any(_is_deny_all(e) for e in entries[1:]):
-        return  # a later deny-all is reported by QC206/QC202 when it shadows entries
+        return  # a later deny-all: QC206/QC202 when it shadows entries, QC215 when it is last
     yield Finding(
         "quant_cfg does not start with {quantizer_name: '*', enable: false}: quantizers no "
         "entry matches keep their module defaults (input and weight quantizers enabled INT8). "
