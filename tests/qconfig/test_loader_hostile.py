@@ -60,9 +60,19 @@ def _alias_bomb(levels: int = 9) -> str:
     return "\n".join([*lines, f"quant_cfg: *a{levels - 1}"]) + "\n"
 
 
+_PEAK = """
+import resource
+try:  # the peak of this program itself: ru_maxrss keeps a forking parent's size across exec
+    with open("/proc/self/status") as status:
+        print(next(int(l.split()[1]) for l in status if l.startswith("VmHWM:")))
+except (OSError, StopIteration):
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
 def _peak_mb(code: str, cwd: Path) -> tuple[float, str]:
-    """Run ``code`` in a fresh interpreter; its peak RSS in MB (``ru_maxrss``) and stdout."""
-    script = code + "\nimport resource\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    """Run ``code`` in a fresh interpreter; its peak RSS in MB (``VmHWM``) and stdout."""
+    script = code + _PEAK
     proc = subprocess.run(
         [sys.executable, "-c", script], cwd=cwd, capture_output=True, text=True, timeout=120
     )
@@ -139,6 +149,14 @@ def test_a_snippet_given_as_a_config_points_at_its_schema_comment():
     with pytest.raises(ConfigError) as info:
         load_recipe(OFF)
     assert (info.value.diagnostics[0].line, info.value.diagnostics[0].column) == (1, 1)
+
+
+def test_validation_messages_do_not_echo_huge_values():
+    """A 100 KB value makes a one-line diagnostic, not a 100 KB one (validators quote it)."""
+    for text in (f"{OFF}algorithm: {'x' * 100_000}\n", f"quant_cfg: [{'x' * 100_000}]\n"):
+        code, _, line, _, _, message = _error(text)
+        assert code == "QC003" and line is not None
+        assert len(message) < 400 and "(100,000 characters)" in message
 
 
 # ---------------------------------------------------------------------------------------------

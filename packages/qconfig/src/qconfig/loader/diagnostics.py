@@ -7,6 +7,7 @@ before the location is looked up.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -122,10 +123,25 @@ def _message(error: dict) -> str:
         if message.startswith(prefix):
             message = message[len(prefix) :]
     if kind == "extra_forbidden":
-        return f"Unknown field {error['loc'][-1]!r} (not allowed here)."
+        return _shorten(f"Unknown field {error['loc'][-1]!r} (not allowed here).")
     if kind == "missing":
         return f"Missing required field {error['loc'][-1]!r}."
-    return message
+    return _shorten(message)
+
+
+# A quoted value longer than a line, as validators echo what they got ('xxx...' of 100 KB).
+_LONG_QUOTED = re.compile(r"'[^'\n]{120,}'|\"[^\"\n]{120,}\"")
+
+
+def _shorten(message: str) -> str:
+    """Validators quote the offending value whole; a 100 KB string must not make a 100 KB
+    diagnostic (the position already says where it is), so long quoted values are cut."""
+    if len(message) < 240:
+        return message
+    return _LONG_QUOTED.sub(
+        lambda m: f"{m.group()[:60]}...{m.group()[0]} ({len(m.group()) - 2:,} characters)",
+        message,
+    )
 
 
 def _shown_input(error: dict) -> str | None:
@@ -134,7 +150,7 @@ def _shown_input(error: dict) -> str | None:
     if error["type"] in ("value_error", "assertion_error", "extra_forbidden", "missing"):
         return None
     if isinstance(value, (str, int, float, bool, type(None))):
-        return repr(value)
+        return _shorten(repr(value))
     return None
 
 
