@@ -473,11 +473,6 @@ def test_attribute_sets_never_crash_compile_plan_files_explain_or_lint(cfg, patt
         assert str(explain(config, model, name))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qconfig.documents.json_tuples does not restore the tuple of a bias axis value, so the "
-    "strict plan reader refuses the plan compile_plan wrote (requested from the plan owner)",
-)
 def test_a_plan_with_a_tuple_bias_axis_value_reads_back():
     config = load_config(weights({"num_bits": 8, "bias": {"-1": [1, 2]}}))
     plan = compile_plan(config, LLAMA)

@@ -220,8 +220,19 @@ def json_tuples(value: Any) -> Any:
         return {
             k: tuple(v) if k in TUPLE_FIELDS and isinstance(v, list) else json_tuples(v)
             for k, v in value.items()
-        }
+        } | (
+            {"bias": _bias_tuples(value["bias"])} if isinstance(value.get("bias"), Mapping) else {}
+        )
     return value
+
+
+def _bias_tuples(bias: Mapping) -> dict:
+    """``bias`` axis keys hold any value (Model Optimizer ignores it); a tuple written as a JSON
+    array must come back a tuple for the plan to equal the one written."""
+    return {
+        k: tuple(v) if isinstance(v, list) and k.lstrip("-").isdigit() else v
+        for k, v in bias.items()
+    }
 
 
 # -- messages -------------------------------------------------------------------------------------
