@@ -300,6 +300,18 @@ def test_a_config_that_is_not_utf8_is_an_io_error(command, tmp_path, capsys):
     assert all(line.startswith(file) for line in err.splitlines()), err
 
 
+def test_lint_of_a_config_or_import_that_is_not_utf8_is_an_io_error(tmp_path, capsys):
+    """Lint reports the unreadable file where it is named (QC005) and exits 2, not 1: an input
+    that cannot be read is an I/O problem, not a finding in the config."""
+    file = _make("not-utf8", tmp_path)
+    status, out, _ = run_cli(["lint", file], capsys)
+    assert status == 2 and f"{file}:2:22: QC005" in out, out
+    importer = tmp_path / "importer.yaml"
+    importer.write_text(f"imports:\n  bad: {file}\nquant_cfg:\n  - $import: bad\n", "utf-8")
+    status, out, _ = run_cli(["lint", str(importer)], capsys)
+    assert status == 2 and f"{importer}:2:" in out and "QC005" in out, out
+
+
 @pytest.mark.parametrize("write", [False, True])
 def test_migrate_of_a_file_that_is_not_utf8_is_one_located_line(write, tmp_path, capsys):
     file = _make("not-utf8", tmp_path)

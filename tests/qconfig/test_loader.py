@@ -500,7 +500,8 @@ def test_schema_key_is_accepted_and_dropped(tmp_path):
 def test_text_forms():
     assert qconfig.load_config("{quant_cfg: [], algorithm: null}").algorithm is None  # YAML flow
     assert qconfig.load_config('{"quant_cfg": [], "effective_bits": 1e1}').effective_bits == 10
-    assert qconfig.load_config("") == QuantizeConfig()  # an empty document is an empty mapping
+    with pytest.raises(ConfigError, match="Empty config"):
+        qconfig.load_config("")  # nothing written: refused (docs/differences.md)
     # An empty header document does not discard the body (Model Optimizer returns {} here).
     assert qconfig.load_config("---\n---\nalgorithm: null\n").algorithm is None
     config = QuantizeConfig(quant_cfg=[])

@@ -14,6 +14,7 @@ from qconfig.cli.common import (
     EXIT_FINDINGS,
     EXIT_OK,
     EXIT_USAGE,
+    IO_ERROR_CODE,
     UsageError,
     format_github,
     format_text,
@@ -95,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"Found {listed} in {plural(checked, 'file')}{extra}{tail}.")
         elif checked:
             print(f"All checks passed ({plural(checked, 'file')}{extra}).")
-    if unreadable:
-        return EXIT_USAGE
+    if unreadable or any(d.code == IO_ERROR_CODE for d in found):
+        return EXIT_USAGE  # a file (or an import) that cannot be read is an I/O error
     if errors or (args.strict and n_warnings):
         return EXIT_FINDINGS
     return EXIT_OK
