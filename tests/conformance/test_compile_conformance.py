@@ -230,6 +230,10 @@ def _check(model_name: str, quant_cfg) -> None:
         if code == "QC103":  # Model Optimizer nests (and may then fail its weight check)
             assert _has_nested_sequential(model), expected
             return
+        if code == "QC104":  # deliberate (docs/differences.md): an axis the weight does not
+            # have, which Model Optimizer drops silently or fails on at every forward
+            assert all(d.code == "QC104" for d in got.diagnostics), got.diagnostics
+            return
         assert isinstance(expected, str), (code, got)
         if code == "QC101":
             assert "not found in QuantModuleRegistry" in expected

@@ -6,7 +6,9 @@ Every input here is given to both implementations; they must agree on accept/rej
 normalized entries (``model_dump(exclude_unset=True)``), on the full ``QuantizeConfig`` dump and
 on the number of ``DeprecationWarning``s. The one allowed difference is qconfig's stricter,
 config-time ``algorithm`` check (docs/differences.md, row 1): where Model Optimizer accepts an
-algorithm that its own calibration step would later refuse, qconfig rejects it up front.
+algorithm that its own calibration step would later refuse, qconfig rejects it up front; and
+attribute values Model Optimizer accepts and then crashes or computes NaN with at the first
+forward (``DELIBERATE_REJECTIONS``, docs/differences.md), which qconfig rejects up front too.
 
 Every qconfig rejection must also be a ``ValueError`` (pydantic's ``ValidationError`` is one),
 never a bare ``AssertionError``/``KeyError``/``TypeError``, never an empty "Assertion failed, "
@@ -140,6 +142,33 @@ MODELOPT_METHODS = sorted(
 )
 
 
+#: What qconfig's messages say when it rejects an attribute value Model Optimizer accepts and
+#: then cannot run (integer num_bits off the float32 grid, format names without a backend,
+#: non-finite constant_amax, block sizes < 1, unknown block types or scale formats, calibrator
+#: tuples that cannot be called, rotation blocks that are not powers of 2).
+DELIBERATE_REJECTIONS = (
+    "makes no working",
+    "num_bits must be a positive integer",
+    "is not a number format",
+    "constant_amax must be a finite float32",
+    "positive block size",
+    "block_sizes['",
+    "(class, args, kwargs) tuple",
+    "power of 2",
+)
+
+
+def deliberately_stricter(error: BaseException | None) -> bool:
+    """Is every reason qconfig gives one of the deliberate rejections?"""
+    if isinstance(error, ValidationError):
+        messages = [err["msg"] for err in error.errors()]
+    else:
+        messages = [str(error)] if error is not None else []
+    return bool(messages) and all(
+        any(marker in message for marker in DELIBERATE_REJECTIONS) for message in messages
+    )
+
+
 def modelopt_calibration_accepts(algorithm: Any) -> bool:
     """Would Model Optimizer's calibration step (mode lookup + mode config) accept this?
 
@@ -173,6 +202,9 @@ def check_quantize_config(raw: dict) -> str:
         assert {err["loc"][0] for err in ours.error.errors()} == {"algorithm"}, ours.error
         assert_good_rejection(ours.error, where="quantize")
         return "stricter"
+    if not ours.ok and deliberately_stricter(ours.error):
+        assert_good_rejection(ours.error, where="quantize")
+        return "stricter"
     assert ours.ok, f"Model Optimizer accepts, qconfig rejects {raw!r}: {ours.error}"
     assert ours.dump == mo.dump, raw
     assert ours.deprecations == mo.deprecations, raw
@@ -191,6 +223,9 @@ def check_quant_cfg(raw: Any, algorithm: Any = "max") -> str:
         assert not ours_cfg.ok
         assert_good_rejection(ours_cfg.error, where="quantize")
         return "rejected"
+    if not ours.ok and deliberately_stricter(ours.error):
+        assert_good_rejection(ours.error, where="list")
+        return "stricter"
     assert ours.ok, f"Model Optimizer accepts, qconfig rejects {raw!r}: {ours.error}"
     assert ours.dump == mo.dump, raw
     assert ours.deprecations == mo.deprecations, raw
@@ -215,6 +250,11 @@ def check_model(mo_cls: type, qc_cls: type, raw: dict) -> str:
             ours.error, where="entry" if qc_cls is qc.QuantizerCfgEntry else "model"
         )
         return "rejected"
+    if not ours.ok and deliberately_stricter(ours.error):
+        assert_good_rejection(
+            ours.error, where="entry" if qc_cls is qc.QuantizerCfgEntry else "model"
+        )
+        return "stricter"
     assert ours.ok, f"Model Optimizer accepts, qconfig rejects {raw!r}: {ours.error}"
     assert ours.dump == mo.dump, raw
     return "accepted"
@@ -249,8 +289,9 @@ def test_preset(name: str):
 NAN = float("nan")
 DYN16 = {-1: 16, "type": "dynamic"}
 
-# (raw attributes, does Model Optimizer accept it) — the verdict is stated so a table row that
-# both sides got wrong the same way still fails.
+# (raw attributes, does Model Optimizer accept it, or "stricter": it accepts, qconfig rejects on
+# purpose) — the verdict is stated so a table row that both sides got wrong the same way still
+# fails.
 ATTRIBUTE_EXAMPLES = [
     # V1: a lone {"enable": True}, at any depth except under `rotate`
     ({"enable": True}, False),
@@ -264,12 +305,12 @@ ATTRIBUTE_EXAMPLES = [
     # V2: num_bits
     ({"num_bits": 0}, False),
     ({"num_bits": -3}, False),
-    ({"num_bits": True}, True),
+    ({"num_bits": True}, "stricter"),  # 1 signed bit: quantized max 0, NaN
     ({"num_bits": 4.0}, True),
     ({"num_bits": 4.5}, False),
     ({"num_bits": [4, 3]}, True),
-    ({"num_bits": "e4m3"}, True),
-    ({"num_bits": "nvfp4"}, True),
+    ({"num_bits": "e4m3"}, "stricter"),  # a format name without a backend
+    ({"num_bits": "nvfp4"}, "stricter"),
     ({"num_bits": (4, 3)}, True),
     ({"num_bits": (2, 1)}, True),
     ({"num_bits": (5, 2)}, False),
@@ -302,7 +343,7 @@ ATTRIBUTE_EXAMPLES = [
     ({"block_sizes": {-1: 128, -2: 128}}, True),
     ({"block_sizes": {-1: 16, "bogus": 1}}, False),
     ({"block_sizes": {-1: (4, 3)}}, False),
-    ({"block_sizes": {-1: 16, "type": "bogus"}}, True),
+    ({"block_sizes": {-1: 16, "type": "bogus"}}, "stricter"),  # silently static
     ({"block_sizes": {}}, True),
     ({"block_sizes": {"-1": 16}}, False),
     (
@@ -323,7 +364,7 @@ ATTRIBUTE_EXAMPLES = [
     ({"calibrator": "max"}, True),
     ({"calibrator": "histogram"}, True),
     ({"calibrator": "minmax"}, False),
-    ({"calibrator": ("my.Calibrator", (), {})}, True),
+    ({"calibrator": ("my.Calibrator", (), {})}, "stricter"),  # TypeError when built
     # V8 / V9: constant amax
     ({"constant_amax": 2688.0}, True),
     ({"constant_amax": 0}, False),
@@ -350,13 +391,13 @@ ATTRIBUTE_EXAMPLES = [
 
 
 @pytest.mark.parametrize(("raw", "accepted"), ATTRIBUTE_EXAMPLES, ids=repr)
-def test_attribute_example(raw: dict, accepted: bool):
-    expected = "accepted" if accepted else "rejected"
+def test_attribute_example(raw: dict, accepted: bool | str):
+    expected = accepted if isinstance(accepted, str) else "accepted" if accepted else "rejected"
     assert check_model(mc.QuantizerAttributeConfig, qc.QuantizerAttributeConfig, raw) == expected
     # the same attributes as an entry's cfg, in the list and the legacy form
     entry = {"quantizer_name": "*weight_quantizer", "cfg": raw}
     assert check_quant_cfg([entry]) == expected
-    assert check_quant_cfg([{"*weight_quantizer": raw}]) in ("accepted", "rejected")
+    assert check_quant_cfg([{"*weight_quantizer": raw}]) in ("accepted", "rejected", "stricter")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -333,10 +333,18 @@ def test_custom_calibrator_with_its_axis_gives_per_channel_amax():
 
 
 def test_malformed_calibrator_constructor_is_refused_untouched():
+    bad = ("my.Calibrator", (), {})  # an import path where the class itself belongs
+    with pytest.raises(ValueError, match="calibrator"):  # the config refuses it up front
+        qruntime.quantize(Net(), _config({"num_bits": 8, "calibrator": bad}, None, None))
+    # a plan built around validation is refused by the runtime, before the model is touched
     model = Net()
-    config = _config({"num_bits": 8, "calibrator": ("my.Calibrator", (), {})}, None, None)
+    plan = qruntime.compile_for(model, _config({"num_bits": 8}, None, None))
+    name = "fc1.weight_quantizer"
+    q = plan.quantizers[name]
+    attrs = q.attributes.model_copy(update={"calibrator": bad})
+    plan.quantizers[name] = dataclasses.replace(q, attributes=attrs)
     with pytest.raises(UnsupportedAlgorithmError, match=r"fc1\.weight_quantizer.*not a class"):
-        qruntime.quantize(model, config)
+        qruntime.apply_plan(model, plan, _loop)
     assert type(model.fc1) is nn.Linear
 
 
