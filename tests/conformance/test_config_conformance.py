@@ -155,6 +155,7 @@ DELIBERATE_REJECTIONS = (
     "block_sizes['",
     "(class, args, kwargs) tuple",
     "power of 2",
+    "finite number",  # algorithm options: an infinite search range never ends
 )
 
 

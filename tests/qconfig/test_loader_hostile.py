@@ -891,3 +891,26 @@ def test_lint_reports_an_empty_config_file(tmp_path, capsys, monkeypatch):
     (tmp_path / "empty.yaml").write_text("# nothing yet\n", encoding="utf-8")
     assert main(["lint", "empty.yaml"]) == 1
     assert capsys.readouterr().out.startswith("empty.yaml:1:1: QC006 Empty config")
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "column"),
+    [
+        ("$schema: 0.5\nquant_cfg: []\n", 1, 10),
+        ('{"$schema": null, "quant_cfg": []}', 1, 13),
+        ("$schema: [a]\n---\nquant_cfg: []\n", 1, 10),  # in a header document
+    ],
+)
+def test_a_schema_declaration_must_be_a_string(source, line, column):
+    """The published schema wants a string; lint must not be laxer than an editor."""
+    with pytest.raises(ConfigError, match="'\\$schema' must be a string") as caught:
+        qconfig.load_config(source)
+    d = caught.value.diagnostics[0]
+    assert (d.line, d.column) == (line, column)
+    assert [x.code for x in qconfig.lint(source)] == [d.code]
+
+
+def test_a_schema_declaration_from_python_must_be_a_string():
+    with pytest.raises(ConfigError, match="must be a string"):
+        qconfig.load_config({"quant_cfg": [], "$schema": 0.5})
+    assert qconfig.load_config({"quant_cfg": [], "$schema": "s.json"}).quant_cfg == []

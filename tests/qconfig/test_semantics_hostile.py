@@ -477,3 +477,24 @@ def test_a_plan_with_a_tuple_bias_axis_value_reads_back():
     config = load_config(weights({"num_bits": 8, "bias": {"-1": [1, 2]}}))
     plan = compile_plan(config, LLAMA)
     assert Plan.from_json(plan.to_json()).to_json() == plan.to_json()
+
+
+@pytest.mark.parametrize(
+    "algorithm",
+    [
+        {"method": "mse", "stop_multiplier": float("inf")},
+        {"method": "mse", "step_size": float("inf")},
+        {"method": "local_hessian", "start_multiplier": float("nan")},
+        {"method": "smoothquant", "alpha": float("nan")},
+    ],
+)
+def test_algorithm_options_must_be_finite(algorithm):
+    """Model Optimizer accepts an infinite search range (docs/differences.md); the search would
+    never end and a plan file could not hold it, so it is refused where it is written."""
+    text = f"quant_cfg: []\nalgorithm:\n  method: {algorithm['method']}\n"
+    for key, value in algorithm.items():
+        if key != "method":
+            text += f"  {key}: {'.inf' if value == float('inf') else '.nan'}\n"
+    with pytest.raises(ConfigError, match="finite number") as caught:
+        load_config(text)
+    assert caught.value.diagnostics[0].line == 2

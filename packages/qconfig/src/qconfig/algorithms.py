@@ -14,7 +14,7 @@ import importlib
 import re
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from qconfig.base import ConfigBase
 
@@ -38,7 +38,14 @@ class LayerwiseConfig(ConfigBase):
 
 
 class QuantizeAlgorithmConfig(ConfigBase):
-    """Base of every calibration config; ``method: null`` means no calibration."""
+    """Base of every calibration config; ``method: null`` means no calibration.
+
+    Numbers must be finite: Model Optimizer accepts ``stop_multiplier: .inf`` and the like, and
+    a search over an infinite range never ends (docs/differences.md); a plan file could not hold
+    the value either (JSON has no infinity).
+    """
+
+    model_config = ConfigDict(**ConfigBase.model_config, allow_inf_nan=False)
 
     #: Whether the algorithm rewrites layer weights (gates ``calib_mutates_weights=False``).
     mutates_weights: ClassVar[bool] = True

@@ -152,7 +152,7 @@ class Manifest(_Strict):
 
     def to_json(self, *, indent: int | None = 1) -> str:
         data = self.model_dump(mode="json", exclude_defaults=False)
-        return json.dumps(data, indent=indent, sort_keys=False) + "\n"
+        return json.dumps(data, indent=indent, sort_keys=False, allow_nan=False) + "\n"
 
     # -- queries --------------------------------------------------------------------------
     def quantizer_names(self) -> list[str]:

@@ -134,7 +134,7 @@ class Plan:
             "quantizers": quantizers,
             "diagnostics": [d.to_dict() for d in self.diagnostics],
         }
-        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False) + "\n"
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False) + "\n"
 
     @classmethod
     def load(cls, path: str | Path) -> "Plan":

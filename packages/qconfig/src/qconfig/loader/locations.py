@@ -116,6 +116,22 @@ class Parsed:
         self.schema_loc = schema_loc
 
 
+def drop_schema_key(mapping: dict, locs: Locations, file: str | None) -> None:
+    """Remove ``$schema`` (for editors, not config); it must be a string, as the published
+    schema says, so that lint is never laxer than an editor."""
+    if JSON_SCHEMA_KEY not in mapping:
+        return
+    value = mapping.pop(JSON_SCHEMA_KEY)
+    if not isinstance(value, str):
+        path = (JSON_SCHEMA_KEY,)
+        raise located_error(
+            SHAPE_ERROR,
+            f"'$schema' must be a string (a URL or a path to a JSON Schema), got {kind_of(value)}.",
+            locs.values.get(path) or locs.values.get(()) or (file, 1, 1),
+            path,
+        )
+
+
 def finish_parse(
     body: Any,
     locs: Locations,
@@ -125,7 +141,7 @@ def finish_parse(
     schema_loc: Loc | None = None,
 ) -> Parsed:
     if isinstance(body, dict):
-        body.pop(JSON_SCHEMA_KEY, None)  # JSON Schema declarations for editors, not config
+        drop_schema_key(body, locs, file)  # JSON Schema declarations for editors, not config
         imports = body.pop("imports", None)
     elif isinstance(body, list):
         imports = None

@@ -31,13 +31,13 @@ from qconfig.loader.limits import (
     surrogate_error,
 )
 from qconfig.loader.locations import (
-    JSON_SCHEMA_KEY,
     SHAPE_ERROR,
     SYNTAX_ERROR,
     JsonPath,
     Loc,
     Locations,
     Parsed,
+    drop_schema_key,
     finish_parse,
     kind_of,
     located_error,
@@ -427,7 +427,7 @@ def parse_yaml(
                 "The first of two YAML documents must be a mapping.",
                 _root_loc(nodes[0], file),
             )
-        header.pop(JSON_SCHEMA_KEY, None)
+        drop_schema_key(header, locs, file)
         if isinstance(body, dict):
             body = {**header, **body}
         elif isinstance(body, list):
