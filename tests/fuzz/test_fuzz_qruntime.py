@@ -4,8 +4,8 @@
 the zoo (``SubclassNet``: convolution, batch norm, linears, a subclass, an embedding) must
 either succeed, with exactly the file's state (saving it again gives the same tensors and
 plan), quantizers on and off as the plan says and finite outputs, or raise a documented error
-(DocumentError, InputFileError, PlanMismatchError, UnsupportedAlgorithmError) and leave the
-model exactly as it was. This module is the only one of the suite that imports torch.
+(DocumentError, InputFileError, PlanMismatchError, UnsupportedAlgorithmError, and
+QuantizerInputError from a calibration forward) and leave the model exactly as it was. This module is the only one of the suite that imports torch.
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ def allowed_errors() -> tuple[type[BaseException], ...]:
     from fuzz_support import qconfig_errors
     from qruntime.apply import PlanMismatchError
     from qruntime.calibrate.registry import UnsupportedAlgorithmError
+    from qruntime.quantizer.tensor import QuantizerInputError
 
-    return (*qconfig_errors(), PlanMismatchError, UnsupportedAlgorithmError)
+    return (*qconfig_errors(), PlanMismatchError, UnsupportedAlgorithmError, QuantizerInputError)
 
 
 def _loop(model):
