@@ -766,3 +766,33 @@ def test_arbitrary_text_loads_or_is_a_document_error(load: Loader, text: str | b
         load(text)
     except DocumentError:
         pass
+
+
+def test_a_python_built_manifest_with_a_name_twice_is_refused_by_compile():
+    """Files are checked when read; a manifest built in Python is checked by compile_plan (for
+    free: the plan has fewer names than the manifest), so no quantizer is dropped silently."""
+    import qconfig
+    from qconfig.attributes import QuantizerAttributeConfig
+    from qconfig.manifest import Manifest, ModuleSite, QuantizerSite
+
+    def linear(name: str, *attributes: str) -> ModuleSite:
+        defaults = QuantizerAttributeConfig()
+        sites = [QuantizerSite(attribute=a, defaults=defaults) for a in attributes]
+        return ModuleSite(
+            name=name, class_name="Linear", registry_key="nn.Linear", quantizers=sites
+        )
+
+    config = qconfig.load_config({"quant_cfg": [{"quantizer_name": "*", "cfg": {"num_bits": 8}}]})
+    for modules in (
+        [linear("fc", "weight_quantizer"), linear("fc", "weight_quantizer")],
+        [linear("fc", "weight_quantizer", "weight_quantizer")],
+        [linear("blk", "x.wq"), linear("blk.x", "wq")],
+    ):
+        manifest = Manifest(model="m", registry_keys=["nn.Linear"], modules=modules)
+        with pytest.raises(DocumentError, match="already used") as caught:
+            qconfig.compile_plan(config, manifest)
+        assert caught.value.path[:1] == ("modules",)
+    fine = Manifest(
+        model="m", registry_keys=["nn.Linear"], modules=[linear("fc", "weight_quantizer")]
+    )
+    assert list(qconfig.compile_plan(config, fine).quantizers) == ["fc.weight_quantizer"]
