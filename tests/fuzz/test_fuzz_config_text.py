@@ -108,6 +108,7 @@ def test_bombs_are_rejected_cheaply(fuzz_long, workspace):
                 outcome = "loaded"
             except qconfig_errors():
                 outcome = "rejected"
+        with budget():
             qconfig.lint(text)
         return outcome
 
