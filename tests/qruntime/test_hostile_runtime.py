@@ -542,6 +542,63 @@ def test_check_plan_refuses_what_cannot_run_naming_the_quantizer(attributes, mat
     assert_unchanged(model, before)
 
 
+_SIZES = st.sampled_from([-2, 0, 1, 3, 8, 16, 32, None])
+ATTRIBUTES = st.fixed_dictionaries(
+    {
+        "num_bits": st.one_of(
+            st.integers(-2, 70),
+            st.just(10**30),
+            st.sampled_from([(4, 3), (2, 1), (5, 2), (3, 2), (2, 3), (0, 0), (10**9, 1)]),
+        ),
+        "axis": st.one_of(
+            st.none(),
+            st.integers(-4, 4),
+            st.lists(st.integers(-4, 4), min_size=1, max_size=2).map(tuple),
+        ),
+        "block_sizes": st.one_of(
+            st.none(),
+            st.builds(
+                lambda axes, kind, scale: {
+                    **axes,
+                    **({"type": kind} if kind else {}),
+                    **({"scale_bits": scale} if scale else {}),
+                },
+                st.dictionaries(st.integers(-3, 3), _SIZES, min_size=1, max_size=2),
+                st.sampled_from([None, "static", "dynamic", "dynmic"]),
+                st.sampled_from([None, (4, 3), (8, 0)]),
+            ),
+        ),
+        "constant_amax": st.sampled_from([None, None, math.inf, 1e39, 0.5, 3e38]),
+        "fake_quant": st.booleans(),
+        "narrow_range": st.booleans(),
+    }
+)
+
+
+@pytest.mark.parametrize("name", [W, "features.conv.input_quantizer"])
+@settings(max_examples=60, deadline=None)
+@given(attributes=ATTRIBUTES)
+def test_what_check_plan_lets_through_runs(name, attributes):
+    """Property: a plan built in Python with any attribute values either is refused before the
+    model is touched, naming the quantizer (PlanMismatchError; for an activation whose rank
+    decides, QuantizerInputError at its first forward), or calibrates and runs to finite
+    outputs — never a traceback from deep inside the numerics, a hang or NaN."""
+    model = zoo.build(MODEL)
+    plan = _with(_plan(model), name, **attributes)
+    before = snapshot(model)
+    try:
+        apply_plan(model, plan, _loop)
+    except (PlanMismatchError, QuantizerInputError) as exc:
+        assert str(exc).startswith(name), exc
+        assert_unchanged(model, before)
+        return
+    try:
+        with torch.no_grad():
+            assert torch.isfinite(model(*zoo.example_inputs(MODEL, seed=4))).all()
+    except QuantizerInputError as exc:  # found at the first forward that sees the input
+        assert str(exc).startswith(name), exc
+
+
 def test_an_unsigned_single_bit_and_a_huge_float32_constant_amax_still_run():
     """The checks refuse what cannot compute, not what is merely unusual."""
     model = zoo.build(MODEL)

@@ -111,19 +111,22 @@ def _check_enable(name: str, q: QuantizerPlan, hard_disabled: bool) -> None:
 
 
 def _check_spec(
-    name: str, spec: QuantizerSpec, ndim: int | None, cache: dict[tuple[int, int | None], str]
+    name: str,
+    spec: QuantizerSpec,
+    shape: tuple[int, ...] | None,
+    cache: dict[tuple[int, tuple[int, ...] | None], str],
 ) -> None:
-    """The numerics can run ``spec`` on a tensor of rank ``ndim`` (cached: plans share a
-    handful of specs among thousands of quantizers)."""
-    key = (id(spec), ndim)
+    """The numerics can run ``spec`` on a tensor of ``shape`` (cached: plans share a handful
+    of specs and weight shapes among thousands of quantizers)."""
+    key = (id(spec), shape)
     if key not in cache:
         try:
-            check_spec(spec, ndim)
+            check_spec(spec, shape)
             cache[key] = ""
         except ValueError as exc:
             cache[key] = str(exc)
     if cache[key]:
-        on = f" (its weight is {ndim}-d)" if ndim is not None else ""
+        on = f" (its weight has shape {list(shape)})" if shape is not None else ""
         raise PlanMismatchError(f"{name}{on}: {cache[key]}. The model was not changed.")
 
 
@@ -156,7 +159,7 @@ def check_plan(model: nn.Module, plan: Plan) -> None:
             + ". The model was not changed."
         )
     modules = dict(model.named_modules())
-    cache: dict[tuple[int, int | None], str] = {}
+    cache: dict[tuple[int, tuple[int, ...] | None], str] = {}
     for name, q in plan.quantizers.items():
         module, site = sites[name]
         if q.parent_class != module.registry_key:
@@ -173,14 +176,14 @@ def check_plan(model: nn.Module, plan: Plan) -> None:
         if not q.enable:
             continue
         weight = quantized_weight(modules[module.name], site.attribute)
-        ndim = weight.dim() if weight is not None else None
+        shape = tuple(weight.shape) if weight is not None else None
         specs = q.spec if isinstance(q.spec, tuple) else (q.spec,)
         elements = _elements(q)
         for index, (attrs, spec) in enumerate(zip(elements, specs, strict=True)):
             if attrs.enable:
                 where = f"{name}[{index}]" if len(elements) > 1 else name
                 _check_format(where, attrs, spec)
-                _check_spec(where, spec, ndim, cache)
+                _check_spec(where, spec, shape, cache)
 
 
 def _set_quantizer(model: nn.Module, name: str, q: QuantizerPlan) -> None:

@@ -46,7 +46,7 @@ def _flow(value: Any) -> str:
 def _disabling_entry(q: QuantizerPlan, entries: Sequence[Any]) -> int | None:
     """The last entry among ``q.sources`` that switched the quantizer off."""
     for index in reversed(q.sources):
-        entry = entries[index] if index < len(entries) else None
+        entry = entries[index] if 0 <= index < len(entries) else None
         cfg = getattr(entry, "cfg", None)
         cfg_enable = getattr(cfg, "enable", None) if not isinstance(cfg, (list, tuple)) else None
         if entry is not None and (entry.enable is False or cfg_enable is False):
@@ -96,7 +96,7 @@ def plan_report(
         elif group == 2 or index is None:
             why = "off by module default, no entry enabled them"
         else:
-            entry = entries[index] if index < len(entries) else None
+            entry = entries[index] if 0 <= index < len(entries) else None
             shown = _flow(entry.model_dump(exclude_unset=True)) if entry is not None else ""
             where = locate(index)
             why = f"quant_cfg[{index}] {shown}" + (f"  ({where})" if where else "")

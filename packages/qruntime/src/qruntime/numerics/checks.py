@@ -24,35 +24,53 @@ from .floats import FLT_MAX
 from .integer import MAX_INT_BITS
 from .real_quant import real_quant_error
 
-__all__ = ["check_layout", "check_spec"]
+__all__ = ["check_input", "check_layout", "check_spec"]
 
 _BLOCK_TYPES = ("static", "dynamic")
 _BIAS_TYPES = ("static", "dynamic")
 _BIAS_METHODS = ("mean", "max_min")
 
 
-def check_spec(spec: QuantizerSpec, ndim: int | None = None) -> None:
+def check_spec(spec: QuantizerSpec, shape: tuple[int, ...] | None = None) -> None:
     """Raise ``ValueError`` (one sentence, no quantizer name) unless ``spec`` can run.
 
-    ``ndim`` is the rank of the tensor the quantizer will see (a weight's), None when it is only
-    known at the first forward; with it, axes and block axes must exist on that tensor and the
-    block size of dynamic block formats is checked.
+    ``shape`` is the shape of the tensor the quantizer will see (a weight's), None when it is
+    only known at the first forward; with it, :func:`check_input` runs too.
     """
     _check_bits(spec.num_bits)
     _check_block_sizes(spec.block_sizes)
     _check_constant_amax(spec.constant_amax)
     _check_rotation(spec)
     _check_bias(spec.bias)
-    if ndim is not None:
-        check_layout(spec, ndim)
+    if shape is not None:
+        check_input(spec, shape)
+        return
     if not spec.fake_quant:
-        error = real_quant_error(spec)
-        if error is not None:
-            raise ValueError(error)
-    work = _working_spec(spec, ndim)
+        _raise(real_quant_error(spec))
+    work = _working_spec(spec, None)
     entry = resolve_format(work)
     if entry.check is not None and spec.fake_quant:
+        entry.check(work, None)
+
+
+def check_input(spec: QuantizerSpec, shape: tuple[int, ...]) -> None:
+    """What only the shape of the input decides (``spec`` passed :func:`check_spec`): the axes
+    exist on it (:func:`check_layout`), the format's block size along its last dim, and the
+    packing of real quantization."""
+    ndim = len(shape)
+    check_layout(spec, ndim)
+    if not spec.fake_quant:
+        _raise(real_quant_error(spec, shape))
+        return
+    work = _working_spec(spec, ndim)
+    entry = resolve_format(work)
+    if entry.check is not None:
         entry.check(work, ndim)
+
+
+def _raise(error: str | None) -> None:
+    if error is not None:
+        raise ValueError(error)
 
 
 def check_layout(spec: QuantizerSpec, ndim: int) -> None:

@@ -13,6 +13,7 @@ differently).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -348,27 +349,57 @@ def fp8_dequantize(p: Packed, block_sizes: dict | None = None) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------- routing
-def real_quant_error(attrs: QuantizerSpec) -> str | None:
-    """Why :func:`real_quant_roundtrip` refuses ``attrs`` whatever the input (None: it does not
-    refuse them up front). ``apply_plan`` checks this before the model is touched."""
+def real_quant_error(attrs: QuantizerSpec, shape: tuple[int, ...] | None = None) -> str | None:
+    """Why :func:`real_quant_roundtrip` fails for ``attrs`` (on an input of ``shape``, when it is
+    known), or None. ``apply_plan`` checks this before the model is touched."""
     bs = attrs.block_sizes
     bits = attrs.num_bits
     if not ((bits == 4 and bs) or (bits == (2, 1) and bs) or bits in ((4, 3), 8)):
         return f"Real quantization not supported for num_bits={bits!r}, block_sizes={bs!r}"
+    if any(size is None for size in attrs.block_axes.values()):
+        return f"real quantization needs a block size for every block axis, got {bs!r}"
     if attrs.is_mx:
-        return None if bits in ((2, 1), (4, 3)) else f"Unsupported MX format: num_bits={bits!r}"
+        return _mx_real_quant_error(attrs, shape)
+    if bits == (4, 3) and attrs.block_axes and attrs.axis is not None:
+        return (
+            "FP8 real quantization with block_sizes takes one scale per block: a calibrated "
+            f"per-channel amax (axis={attrs.axis!r}) does not fit it; set axis to null"
+        )
     if bits in ((4, 3), 8):
         return None
     assert bs is not None
     if -1 not in bs:  # INT4, NF4 and NVFP4 packing read the block size of the last axis as -1
         return f"real quantization of num_bits={bits!r} needs block_sizes[-1], got {bs!r}"
+    numel = math.prod(shape) if shape is not None else None
+    block = bs[-1]
+    if numel is not None and isinstance(block, int) and block > 0 and (numel % block or block % 2):
+        return (
+            f"real quantization of num_bits={bits!r} packs whole blocks of two-element bytes: "
+            f"block_sizes[-1] = {block} must be even and divide the {numel} elements of a "
+            f"{list(shape or ())} tensor"
+        )
     scale_blocks = bs.get("scale_block_sizes")
-    if bs.get("scale_bits", 0) == 8 and scale_blocks and -1 not in scale_blocks:
+    nf4 = bs.get("scale_bits", 0) == 8 and bool(scale_blocks)
+    if nf4 and -1 not in scale_blocks:
         return f"NF4 real quantization needs scale_block_sizes[-1], got {scale_blocks!r}"
     if bs.get("scale_bits") == (4, 3) and bs.get("four_over_six"):
         return (
             "NVFP4 four-over-six has no real quantization (docs/numerics.md, 'Real quantization')"
         )
+    int4 = not nf4 and bs.get("scale_bits") != (4, 3)
+    if int4 and shape is not None and shape and shape[-1] % 2:
+        return f"INT4 real quantization needs an even last dimension, got {list(shape)}"
+    return None
+
+
+def _mx_real_quant_error(attrs: QuantizerSpec, shape: tuple[int, ...] | None) -> str | None:
+    bits = attrs.num_bits
+    if bits not in ((2, 1), (4, 3)):
+        return f"Unsupported MX format: num_bits={bits!r}"
+    assert attrs.block_sizes is not None
+    block = attrs.dynamic_block_size(len(shape)) if shape else attrs.block_sizes.get(-1)
+    if bits == (4, 3) and (shape or block is not None) and (block or 32) != 32:
+        return f"MXFP8 requires block size 32, got {block}"
     return None
 
 

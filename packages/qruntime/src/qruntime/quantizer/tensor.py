@@ -28,7 +28,7 @@ from qconfig.spec import NO_ROTATION, QuantizerSpec
 from qruntime.calibrators import BiasCalibrator, build_calibrator
 from qruntime.numerics import fake_quant
 from qruntime.numerics.blocks import StaticBlockPlan, static_block_plan
-from qruntime.numerics.checks import check_layout
+from qruntime.numerics.checks import check_input
 from qruntime.numerics.rotation import rotate as hadamard_rotate
 from qruntime.quantizer.attributes import (
     DEFAULT_CONFIG,
@@ -245,21 +245,23 @@ class TensorQuantizer(CalibrationBuffers):
         return work
 
     def _check_input_layout(self, x: torch.Tensor) -> None:
-        """The axes of the layout must exist on ``x`` (an activation's rank is only known now):
-        Model Optimizer silently quantizes per tensor instead. Checked once per (spec, rank)."""
+        """What only the input decides (an activation's rank is known now): the axes of the
+        layout exist on it — Model Optimizer silently quantizes per tensor instead — and the
+        format's block size along its last dim. Checked again only when the spec or the input
+        rank changes (the shape, for real quantization, whose packing depends on it)."""
         d = self.__dict__
         spec = d["_spec"]
-        checked = d["_layout_checked"]
-        if checked is not None and checked[0] is spec and checked[1] == x.dim():
+        key = x.dim() if spec.fake_quant else tuple(x.shape)
+        checked = d.get("_layout_checked")  # absent on quantizers pickled by older versions
+        if checked is not None and checked[0] is spec and checked[1] == key:
             return
+        shape = tuple(x.shape)
         try:
-            check_layout(spec, x.dim())
+            check_input(spec, shape)
         except ValueError as exc:
-            name = d["_qruntime_name"] or "quantizer"
-            raise QuantizerInputError(
-                f"{name}: {exc} (its input has shape {tuple(x.shape)})"
-            ) from None
-        d["_layout_checked"] = (spec, x.dim())
+            name = d.get("_qruntime_name") or "quantizer"
+            raise QuantizerInputError(f"{name}: {exc} (its input has shape {shape})") from None
+        d["_layout_checked"] = (spec, key)
 
     def _block_sizes_to_axis(self, x: torch.Tensor) -> None:
         """``{-1: None}`` means "reduce these dims" → ``axis`` = the rest.
@@ -308,6 +310,10 @@ class TensorQuantizer(CalibrationBuffers):
         operations in a quantizer')."""
         d = self.__dict__
         spec = d["_spec"]
+        if not d["_disabled"] and (
+            spec.axis is not None or spec.block_sizes is not None or not spec.fake_quant
+        ):
+            self._check_input_layout(x)  # also while calibration only passes inputs through
         pqs = d["_buffers"].get("_pre_quant_scale")
         rotation = spec.rotate
         if (
@@ -327,8 +333,6 @@ class TensorQuantizer(CalibrationBuffers):
             x = hadamard_rotate(x, rotation)
         if d["_disabled"]:
             return hadamard_rotate(x, rotation) if rotation.rotate_back else x
-        if spec.axis is not None or spec.block_sizes is not None:
-            self._check_input_layout(x)
         if spec.block_sizes is not None and spec.fake_quant:
             self._block_sizes_to_axis(x)
         plan = self._static_plan(x) if self.is_static_block_quant else None
