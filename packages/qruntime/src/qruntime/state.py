@@ -243,7 +243,7 @@ def _lookup_class(ref: str) -> Any:
 def read_plan(path: str | Path) -> Plan:
     """The plan stored in a ``save_state`` file (calibrator constructors rebuilt)."""
     file = str(path)
-    with _open_state(file) as handle:
+    with _StateFile(file) as handle:
         return _stored_plan(_state_metadata(handle, file), file)
 
 
@@ -270,7 +270,7 @@ def _check_regular_file(file: str) -> None:
         raise InputFileError(file, "is not a regular file (a FIFO, device or socket)")
 
 
-class _open_state:
+class _StateFile:
     """``safe_open`` of a regular file; what safetensors cannot parse is a DocumentError."""
 
     def __init__(self, file: str) -> None:
@@ -629,7 +629,7 @@ def restore_state(model: nn.Module, path: str | Path) -> nn.Module:
     success it holds exactly the saved quantizers and buffers.
     """
     file = str(path)
-    with _open_state(file) as handle:
+    with _StateFile(file) as handle:
         metadata = _state_metadata(handle, file)
         plan = _stored_plan(metadata, file)
         check_plan(model, plan)
