@@ -235,7 +235,7 @@ def memory_ceiling(extra_bytes: int = 1 << 30) -> Iterator[None]:
 
 #: What rejecting a bomb may cost (issue 11): < 1 s and < 200 MB. The time limit leaves room
 #: for two shared CPUs; an expanded bomb takes far longer.
-BOMB_SECONDS = 2.0
+BOMB_SECONDS = 3.0
 BOMB_BYTES = 200 * 1024 * 1024
 
 

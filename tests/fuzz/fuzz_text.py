@@ -565,7 +565,7 @@ def damage_text(draw: st.DrawFn, text: str) -> str:
                         "qconfig.QuantizerAttributeConfig",
                         "nope",
                         "",
-                        "../../etc",
+                        "../../no/such/schema",
                     ]
                 )
             )

@@ -100,7 +100,7 @@ def test_command_lines(fuzz_long, workspace):
 
 def test_skip_non_configs_decides_cheaply(workspace):
     """The pre-commit mode is handed every YAML file of a repository: a bomb that is not a
-    config is skipped or rejected within the bomb budget (2 s), never expanded."""
+    config is skipped or rejected within the bomb budget (3 s), never expanded."""
     from fuzz_support import BOMB_SECONDS
     from hypothesis import given, settings
 

@@ -97,7 +97,7 @@ def _check_file_named(path, manifest_name) -> None:
 
 def test_bombs_are_rejected_cheaply(fuzz_long, workspace):
     """Billion laughs, quadratic blow-up, merge chains, recursive aliases, bombs as keys: the
-    loader and lint must answer within the budget (200 MB more address space; 2 s on shared
+    loader and lint must answer within the budget (200 MB more address space; 3 s on shared
     CPUs, where an expanded bomb takes far longer) with an allowed error or a config."""
     import qconfig
 
