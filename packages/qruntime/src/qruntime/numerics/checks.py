@@ -53,14 +53,18 @@ def check_spec(spec: QuantizerSpec, shape: tuple[int, ...] | None = None) -> Non
         entry.check(work, None)
 
 
-def check_input(spec: QuantizerSpec, shape: tuple[int, ...]) -> None:
-    """What only the shape of the input decides (``spec`` passed :func:`check_spec`): the axes
-    exist on it (:func:`check_layout`), the format's block size along its last dim, and the
-    packing of real quantization."""
+def check_input(spec: QuantizerSpec, shape: tuple[int, ...], *, formats: bool = True) -> None:
+    """What the shape of the input decides (``spec`` passed :func:`check_spec`): the axes exist
+    on it (:func:`check_layout`), the packing of real quantization and, with ``formats``, the
+    format's own rules (for dynamic blocks: the block size along the last dim). A quantizer's
+    forward passes ``formats`` only for dynamic blocks, so that a format error that does not
+    depend on the input stays the one Model Optimizer raises there."""
     ndim = len(shape)
     check_layout(spec, ndim)
     if not spec.fake_quant:
         _raise(real_quant_error(spec, shape))
+        return
+    if not formats:
         return
     work = _working_spec(spec, ndim)
     entry = resolve_format(work)

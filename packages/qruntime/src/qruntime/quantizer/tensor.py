@@ -257,7 +257,7 @@ class TensorQuantizer(CalibrationBuffers):
             return
         shape = tuple(x.shape)
         try:
-            check_input(spec, shape)
+            check_input(spec, shape, formats=spec.is_dynamic_block)
         except ValueError as exc:
             name = d.get("_qruntime_name") or "quantizer"
             raise QuantizerInputError(f"{name}: {exc} (its input has shape {shape})") from None
