@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from qconfig.fileio import InputFileError, read_text
 from qruntime.job import JobError
 
 __all__ = [
@@ -38,11 +39,15 @@ def display_path(path: str | Path) -> str:
 
 
 def load_sentences(path: str | Path, limit: int | None = None) -> list[str]:
-    """Non-empty lines of a text file; lines starting with ``#`` are comments."""
+    """Non-empty lines of a text file; lines starting with ``#`` are comments.
+
+    Read through :func:`qconfig.fileio.read_text`, so a FIFO or ``/dev/zero`` is refused at once
+    and bytes that are not UTF-8 are reported with their line and column (a JobError, exit 2).
+    """
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise JobError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        lines = read_text(path).splitlines()
+    except InputFileError as exc:
+        raise JobError(str(exc)) from None
     sentences = [s.strip() for s in lines if s.strip() and not s.lstrip().startswith("#")]
     if not sentences:
         raise JobError(f"{path}: no sentences")

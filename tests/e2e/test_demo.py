@@ -206,3 +206,23 @@ def test_missing_optional_packages_are_one_line_errors(monkeypatch: pytest.Monke
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(JobError, match="pip install transformers"):
         import_transformers()
+
+
+@pytest.mark.parametrize("kind", ["not-utf8", "fifo", "directory"])
+def test_the_job_called_from_python_refuses_unreadable_data_at_once(
+    kind: str, tmp_path: Path
+) -> None:
+    """The CLI checks data files first; a job run from Python must not hang on a FIFO or
+    raise UnicodeDecodeError either."""
+    import os
+
+    data = tmp_path / "data.txt"
+    if kind == "not-utf8":
+        data.write_bytes(b"a sentence\nan \xff sentence\n")
+    elif kind == "fifo":
+        os.mkfifo(data)
+    else:
+        data.mkdir()
+    expected = {"not-utf8": "line 2, column 4: not valid UTF-8", "fifo": "FIFO"}
+    with pytest.raises(JobError, match=expected.get(kind, "is a directory")):
+        _run(calib_data=data)
