@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,17 +94,18 @@ def run_fuzz(
     *,
     long: bool = False,
     shrink: bool = True,
+    seeds: tuple[Any, ...] = (),
 ) -> Counter:
     """Run ``check`` on test ``name``'s examples; returns how many of each outcome there were.
 
     ``check`` returns a short outcome label (``"compiled"``, ``"rejected-load"``...); the
     counts let a test assert that enough examples reached the deep end of the pipeline.
+    ``seeds`` are values of ``strategy`` that always run first: failures the suite once found
+    (most in the long run), kept as regression examples.
     """
     outcomes: Counter = Counter()
     failures: dict[str, list[Any]] = {}
 
-    @fuzz_settings(name, long=long, shrink=shrink and not COLLECT)
-    @given(strategy)
     def one(value: Any) -> None:
         if not COLLECT:
             outcomes[check(value)] += 1
@@ -115,7 +116,9 @@ def run_fuzz(
             outcomes["FAILED"] += 1
             _collect(failures, exc, value)
 
-    one()
+    for seed in reversed(seeds):
+        one = example(seed)(one)
+    fuzz_settings(name, long=long, shrink=shrink and not COLLECT)(given(strategy)(one))()
     print(name, dict(outcomes))
     _record(name, outcomes, failures)
     assert not failures, f"{len(failures)} failure classes: {sorted(failures)}"

@@ -522,6 +522,8 @@ def mutated_trees(draw: st.DrawFn, max_mutations: int = 3) -> Any:
     from fuzz_structures import config_dicts
 
     base = draw(st.one_of(st.sampled_from(config_trees()), config_dicts()))
+    if not draw(st.integers(0, 9)):  # the recipe form: metadata + quantize
+        base = {"metadata": {"recipe_type": "ptq", "description": "fuzz"}, "quantize": base}
     for _ in range(draw(st.integers(0, max_mutations))):
         base = draw(mutate(base))
     return base

@@ -94,7 +94,18 @@ def test_command_lines(fuzz_long, workspace):
             Plan.from_json(out.read_text(encoding="utf-8"))
         return f"{command}:{status}"
 
-    outcomes = run_fuzz("cli", command_lines(), check, long=fuzz_long)
+    scale_bits = (  # compiled, then exit 3 writing the plan (TypeError in the spec)
+        b"quant_cfg:\n  - quantizer_name: '*'\n    cfg: {num_bits: [2, 1], block_sizes: "
+        b"{-1: 16, type: dynamic, scale_bits: 4}}\n"
+    )
+    seeds = (
+        ("plan", "config.yaml", scale_bits, "cnn", "stem.weight_quantizer"),
+        ("lint", "config.yaml", b"quant_cfg: !!timestamp x\n", "cnn", "x"),
+        ("migrate", "config.yaml", b"quant_cfg: {1: 8}\n", "cnn", "x"),
+        ("migrate-write", "config.yaml", b"quant_cfg: {'*': {num_bits: 8}}\r\n", "cnn", "x"),
+        ("lint-skip", "config.yaml", b"\xff\xfe", "cnn", "x"),
+    )
+    outcomes = run_fuzz("cli", command_lines(), check, long=fuzz_long, seeds=seeds)
     assert sum(n for k, n in outcomes.items() if k.endswith(":0")) >= 1, outcomes
 
 

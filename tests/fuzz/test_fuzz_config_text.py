@@ -19,6 +19,27 @@ pytestmark = pytest.mark.fuzz
 #: A generous limit per example of the whole pipeline; nothing should come near it.
 EXAMPLE_SECONDS = 20.0
 
+#: Failures the suite found (issue 11), kept as the first examples: ((suffix, text), manifest,
+#: pick). An integer ``scale_bits`` in dynamic blocks compiled, then Plan.to_json raised
+#: TypeError in QuantizerSpec.describe.
+TEXT_SEEDS = (
+    ((".yaml", "quant_cfg:\n  - quantizer_name: '*'\n    cfg: {num_bits: [2, 1], block_sizes: "
+      "{-1: 16, type: dynamic, scale_bits: 4}}\n"), "cnn", 0),
+    ((".yaml", "quant_cfg: !!timestamp x\n"), "cnn", 0),
+    ((".yaml", "quant_cfg: [{quantizer_name: '*', cfg: {num_bits: !!int abc}}]\n"), "cnn", 0),
+    ((".yaml", "quant_cfg: {1: 8}\n"), "cnn", 0),
+    ((".yaml", "quant_cfg: {~: 8, 1.5: {num_bits: 4}}\n"), "cnn", 0),
+    ((".yaml", "\ud800"), "cnn", 0),
+    ((".yaml", "\x00"), "cnn", 0),
+    ((".yaml", "# modelopt-schema: qconfig.QuantizerCfgListConfig\n[]\n"), "cnn", 0),
+    ((".yaml", "quant_cfg: [{quantizer_name: '*', cfg: {num_bits: " + "9" * 4301 + "}}]\n"),
+     "cnn", 0),
+    ((".json", "[" * 1000 + "]" * 1000), "cnn", 0),
+    ((".yaml", "quant_cfg: &a [*a]\n"), "cnn", 0),
+    ((".yaml", "quant_cfg:\n  - quantizer_name: '*weight_quantizer'\n    cfg: {num_bits: 8, "
+      "block_sizes: {-1: 0}}\n"), "llama_decoder", 0),
+)  # fmt: skip
+
 
 def test_text_through_the_pipeline(fuzz_long, workspace):
     """Mutated real configs as YAML (block and flow) and JSON text, damaged as text."""
@@ -33,6 +54,7 @@ def test_text_through_the_pipeline(fuzz_long, workspace):
         st.tuples(documents(), st.sampled_from(MANIFESTS), st.integers(0, 10**6)),
         check,
         long=fuzz_long,
+        seeds=TEXT_SEEDS,
     )
     # the strategies must reach every stage, or the suite tests the parser only
     assert outcomes["compiled"] >= outcomes.total() // 10, outcomes
@@ -112,7 +134,12 @@ def test_bombs_are_rejected_cheaply(fuzz_long, workspace):
             qconfig.lint(text)
         return outcome
 
-    run_fuzz("bombs", bomb_documents(), check, long=fuzz_long, shrink=False)
+    seven = "".join(  # 7^7 = 823,543 values: built in full by the loader of issue 11
+        f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}" if i else "x"] * 7) + "]\n" for i in range(8)
+    )
+    quadratic = "a: &a " + "x" * 200_000 + "\nquant_cfg: [" + ", ".join(["*a"] * 20_000) + "]\n"
+    seeds = (seven, quadratic)
+    run_fuzz("bombs", bomb_documents(), check, long=fuzz_long, shrink=False, seeds=seeds)
 
 
 @st.composite
@@ -163,5 +190,6 @@ def test_import_bombs_are_rejected_cheaply(fuzz_long, workspace):
             except qconfig_errors():
                 return "rejected"
 
-    outcomes = run_fuzz("imports", import_trees(), check, long=fuzz_long, shrink=False)
+    seeds = ((23, 2, "fan"), (600, 1, "chain"))  # 4 GB and a RecursionError in issue 11
+    outcomes = run_fuzz("imports", import_trees(), check, long=fuzz_long, shrink=False, seeds=seeds)
     assert outcomes["loaded"] >= 1, outcomes  # the import files themselves are valid
