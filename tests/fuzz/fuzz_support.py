@@ -34,11 +34,11 @@ PRESETS_JSON = ROOT / "tests" / "data" / "presets-0.47.json"
 
 #: Each test's examples in the default profile (``make test``); they add up to DEFAULT_TOTAL.
 SHARES = {
-    "text": 900,
+    "text": 800,
     "text-files": 250,
     "bombs": 40,
     "imports": 30,
-    "structures": 700,
+    "structures": 600,
     "manifests": 300,
     "plans": 300,
     "cli": 150,
