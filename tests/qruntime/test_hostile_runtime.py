@@ -602,6 +602,8 @@ def test_what_check_plan_lets_through_runs(name, attributes):
 def test_an_unsigned_single_bit_and_a_huge_float32_constant_amax_still_run():
     """The checks refuse what cannot compute, not what is merely unusual."""
     model = zoo.build(MODEL)
+    with torch.no_grad():  # an unsigned weight quantizer needs weights >= 0
+        model.get_submodule(W.rpartition(".")[0]).weight.abs_()
     check_plan(model, _with(_plan(model), W, num_bits=1, unsigned=True))  # levels 0 and 1
     apply_plan(model, _with(_plan(model), W, num_bits=8, constant_amax=3.0e38), _loop)
     with torch.no_grad():
@@ -658,6 +660,54 @@ def test_an_activation_axis_the_input_lacks_fails_at_the_first_forward_naming_it
     ):
         apply_plan(model, plan, _loop)
     assert_unchanged(model, before)
+
+
+def test_a_rotation_whose_input_cannot_be_blocked_fails_naming_the_quantizer():
+    """A pooled (N, C, 1, 1) output has no power-of-2 block to rotate (Model Optimizer: a bare
+    RuntimeError at that forward): QuantizerInputError naming it, and the model rolled back."""
+    model = zoo.build(MODEL)
+    plan = _with(_plan(model), "features.pool.output_quantizer", num_bits=8, rotate=True)
+    before = snapshot(model)
+    with pytest.raises(QuantizerInputError, match=r"features\.pool\.output_quantizer: Block RHT"):
+        apply_plan(model, plan, _loop)
+    assert_unchanged(model, before)
+
+
+def test_a_weight_rotation_that_cannot_block_the_weight_is_refused_up_front():
+    model = zoo.build(MODEL)
+    # (8, 3, 3, 3) conv weight: last dim 3 has no power-of-2 divisor
+    plan = _with(_plan(model), "features.conv.weight_quantizer", num_bits=8, rotate=True)
+    with pytest.raises(PlanMismatchError, match=r"features\.conv\.weight_quantizer .*Block RHT"):
+        check_plan(model, plan)
+
+
+def test_unsigned_weights_with_negative_values_are_refused_up_front():
+    """Model Optimizer quantizes, then raises TypeError at every forward."""
+    model = zoo.build(MODEL)
+    plan = _with(_plan(model), "mlp.0.weight_quantizer", num_bits=8, axis=0, unsigned=True)
+    before = snapshot(model)
+    with pytest.raises(PlanMismatchError, match=r"mlp\.0\.weight_quantizer: unsigned .*negative"):
+        apply_plan(model, plan, _loop)
+    assert_unchanged(model, before)
+    with torch.no_grad():
+        model.mlp[0].weight.abs_()  # non-negative weights are fine
+    apply_plan(model, plan, _loop)
+    assert torch.isfinite(model(*zoo.example_inputs(MODEL))).all()
+
+
+def test_a_negative_input_to_an_unsigned_activation_quantizer_names_it():
+    """Data-dependent, so found at the forward (Model Optimizer: a bare TypeError there)."""
+    model = zoo.build(MODEL)
+    apply_plan(
+        model, _with(_plan(model), "mlp.2.input_quantizer", num_bits=8, unsigned=True), _loop
+    )
+    with torch.no_grad():  # its inputs come after a ReLU: fine
+        assert torch.isfinite(model(*zoo.example_inputs(MODEL))).all()
+    model = zoo.build(MODEL)
+    apply_plan(model, _with(_plan(model), "sub.input_quantizer", num_bits=8, unsigned=True), _loop)
+    with pytest.raises(QuantizerInputError, match=r"sub\.input_quantizer: .*unsigned.*minimum -"):
+        with torch.no_grad():
+            model(*zoo.example_inputs(MODEL))
 
 
 # ------------------------------------------------------------------ the qruntime command

@@ -167,11 +167,11 @@ class QuantizerSpec:
         bits = self.num_bits
         return {
             "family": self.family,
-            "bits": list(bits) if isinstance(bits, tuple) else bits,
+            "bits": _json_pair(bits),
             "strategy": self.strategy,
             "dynamic": self.is_dynamic or self.is_dynamic_block,
             "block": {str(k): v for k, v in self.block_axes.items()} or None,
-            "scale_bits": list(self.scale_bits) if self.scale_bits is not None else None,
+            "scale_bits": _json_pair(self.scale_bits),
             "bias": self.bias is not None,
             "rotate": self.rotate.mode if self.rotate.enable else None,
         }
@@ -185,6 +185,11 @@ def _get(source: Any, name: str) -> Any:
     if isinstance(source, Mapping):
         return source.get(name, getattr(_DEFAULTS, name))
     return getattr(source, name, getattr(_DEFAULTS, name))
+
+
+def _json_pair(value: Any) -> Any:
+    """A (E, M) pair as JSON spells it; an integer bit count (INT scales) stays a number."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _pair(value: Any) -> Any:

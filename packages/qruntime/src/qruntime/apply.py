@@ -130,6 +130,19 @@ def _check_spec(
         raise PlanMismatchError(f"{name}{on}: {cache[key]}. The model was not changed.")
 
 
+def _check_unsigned_weight(name: str, spec: QuantizerSpec, weight: torch.Tensor) -> None:
+    """An unsigned quantizer raises at every forward on a negative input (Model Optimizer
+    too); for a weight that is known now. A rotation changes the values first: not checked."""
+    if spec.rotate.enable or weight.is_meta or weight.numel() == 0:
+        return
+    low = float(weight.detach().min())
+    if low < 0:
+        raise PlanMismatchError(
+            f"{name}: unsigned quantization of a weight with negative values (minimum "
+            f"{low:.4g}) fails at every forward; use a signed format. The model was not changed."
+        )
+
+
 def check_plan(model: nn.Module, plan: Plan) -> None:
     """Raise ``PlanMismatchError`` unless ``plan`` fits ``model`` and can run on it.
 
@@ -184,6 +197,8 @@ def check_plan(model: nn.Module, plan: Plan) -> None:
                 where = f"{name}[{index}]" if len(elements) > 1 else name
                 _check_format(where, attrs, spec)
                 _check_spec(where, spec, shape, cache)
+                if index == 0 and spec.unsigned and weight is not None:
+                    _check_unsigned_weight(where, spec, weight)
 
 
 def _set_quantizer(model: nn.Module, name: str, q: QuantizerPlan) -> None:

@@ -238,7 +238,9 @@ class _YamlBuilder:
 
     def bad_scalar(self, node: Any, path: JsonPath, exc: Exception) -> ConfigError:
         # Python's own reason only where it adds something ("month must be in 1..12")
-        reason = f": {exc}" if node.tag.endswith(":timestamp") and str(exc) else ""
+        # (a ValueError; PyYAML's own failures on a non-date, e.g. an AttributeError, say nothing)
+        useful = node.tag.endswith(":timestamp") and isinstance(exc, ValueError) and str(exc)
+        reason = f": {exc}" if useful else ""
         return located_error(
             SYNTAX_ERROR,
             f"YAML value {_preview(node.value)} is not a valid {_short_tag(node.tag)}{reason} "

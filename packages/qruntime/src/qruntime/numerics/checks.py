@@ -16,15 +16,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from qconfig.spec import QuantizerSpec
+from qconfig.spec import QuantizerSpec, RotationSpec
 
 from .amax import per_channel_axis
 from .dispatch import resolve_format
 from .floats import FLT_MAX
 from .integer import MAX_INT_BITS
 from .real_quant import real_quant_error
+from .rotation import hadamard_block_size
 
-__all__ = ["check_input", "check_layout", "check_spec"]
+__all__ = ["check_input", "check_layout", "check_rotation", "check_spec"]
 
 _BLOCK_TYPES = ("static", "dynamic")
 _BIAS_TYPES = ("static", "dynamic")
@@ -43,6 +44,7 @@ def check_spec(spec: QuantizerSpec, shape: tuple[int, ...] | None = None) -> Non
     _check_rotation(spec)
     _check_bias(spec.bias)
     if shape is not None:
+        check_rotation(spec.rotate, shape)
         check_input(spec, shape)
         return
     if not spec.fake_quant:
@@ -70,6 +72,17 @@ def check_input(spec: QuantizerSpec, shape: tuple[int, ...], *, formats: bool = 
     entry = resolve_format(work)
     if entry.check is not None:
         entry.check(work, ndim)
+
+
+def check_rotation(rotation: RotationSpec, shape: tuple[int, ...]) -> None:
+    """A rotation needs a last dim it can split into power-of-2 blocks (Model Optimizer raises
+    a ``RuntimeError`` at that forward; a pooled ``(N, C, 1, 1)`` output has none)."""
+    if not rotation.enable or not shape:
+        return
+    try:
+        hadamard_block_size(shape[-1], rotation.block_size)
+    except RuntimeError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _raise(error: str | None) -> None:

@@ -28,7 +28,7 @@ from qconfig.spec import NO_ROTATION, QuantizerSpec
 from qruntime.calibrators import BiasCalibrator, build_calibrator
 from qruntime.numerics import fake_quant
 from qruntime.numerics.blocks import StaticBlockPlan, static_block_plan
-from qruntime.numerics.checks import check_input
+from qruntime.numerics.checks import check_input, check_rotation
 from qruntime.numerics.rotation import rotate as hadamard_rotate
 from qruntime.quantizer.attributes import (
     DEFAULT_CONFIG,
@@ -246,18 +246,25 @@ class TensorQuantizer(CalibrationBuffers):
 
     def _check_input_layout(self, x: torch.Tensor) -> None:
         """What only the input decides (an activation's rank is known now): the axes of the
-        layout exist on it — Model Optimizer silently quantizes per tensor instead — and the
-        format's block size along its last dim. Checked again only when the spec or the input
-        rank changes (the shape, for real quantization, whose packing depends on it)."""
+        layout exist on it — Model Optimizer silently quantizes per tensor instead — the
+        format's block size along its last dim, and a last dim a rotation can block. Checked
+        again only when the spec, the input rank (the shape, for real quantization, whose
+        packing depends on it; the last dim, for a rotation) or the disabled flag changes."""
         d = self.__dict__
         spec = d["_spec"]
-        key = x.dim() if spec.fake_quant else tuple(x.shape)
+        rotating = spec.rotate.enable
+        if spec.fake_quant:
+            key: Any = (x.dim(), x.shape[-1] if rotating and x.dim() else None, d["_disabled"])
+        else:
+            key = (tuple(x.shape), d["_disabled"])
         checked = d.get("_layout_checked")  # absent on quantizers pickled by older versions
         if checked is not None and checked[0] is spec and checked[1] == key:
             return
         shape = tuple(x.shape)
         try:
-            check_input(spec, shape, formats=spec.is_dynamic_block)
+            check_rotation(spec.rotate, shape)  # rotation runs even when disabled
+            if not d["_disabled"]:
+                check_input(spec, shape, formats=spec.is_dynamic_block)
         except ValueError as exc:
             name = d.get("_qruntime_name") or "quantizer"
             raise QuantizerInputError(f"{name}: {exc} (its input has shape {shape})") from None
@@ -310,8 +317,9 @@ class TensorQuantizer(CalibrationBuffers):
         operations in a quantizer')."""
         d = self.__dict__
         spec = d["_spec"]
-        if not d["_disabled"] and (
-            spec.axis is not None or spec.block_sizes is not None or not spec.fake_quant
+        if spec.rotate.enable or (
+            not d["_disabled"]
+            and (spec.axis is not None or spec.block_sizes is not None or not spec.fake_quant)
         ):
             self._check_input_layout(x)  # also while calibration only passes inputs through
         pqs = d["_buffers"].get("_pre_quant_scale")
@@ -344,14 +352,23 @@ class TensorQuantizer(CalibrationBuffers):
             x = x.contiguous()
         buffers = d["_buffers"]
         amax = None if self.is_mx_format else buffers.get("_amax")
-        y = fake_quant(
-            x,
-            self._work_attributes(),
-            amax,
-            global_amax=buffers.get("_global_amax"),
-            bias_value=buffers.get("_bias_value"),
-            backend=self.backend,
-        )
+        try:
+            y = fake_quant(
+                x,
+                self._work_attributes(),
+                amax,
+                global_amax=buffers.get("_global_amax"),
+                bias_value=buffers.get("_bias_value"),
+                backend=self.backend,
+            )
+        except TypeError as exc:  # negative input to an unsigned quantizer: data, not a bug
+            if not spec.unsigned:
+                raise
+            name = d.get("_qruntime_name") or "quantizer"
+            raise QuantizerInputError(
+                f"{name}: {exc} An unsigned quantizer needs inputs >= 0 (input shape "
+                f"{tuple(x.shape)}, minimum {float(x.min()):.4g})"
+            ) from None
         return hadamard_rotate(y, rotation) if rotation.rotate_back else y
 
     def extra_repr(self) -> str:
