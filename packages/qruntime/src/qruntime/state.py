@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import stat
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,7 +33,7 @@ import torch
 from qconfig.attributes import QuantizerAttributeConfig
 from qconfig.documents import parse_json
 from qconfig.errors import DocumentError
-from qconfig.fileio import InputFileError
+from qconfig.fileio import check_regular_file
 from qconfig.plan import Plan, QuantizerPlan
 from qconfig.spec import QuantizerSpec
 from safetensors import SafetensorError, safe_open
@@ -247,34 +245,11 @@ def read_plan(path: str | Path) -> Plan:
         return _stored_plan(_state_metadata(handle, file), file)
 
 
-def _check_regular_file(file: str) -> None:
-    """A state file is a regular file: a FIFO would block, /dev/zero never ends (the size is
-    not limited: safetensors maps the file and reads only the tensors asked for)."""
-    try:
-        fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise InputFileError(file, "no such file") from None
-    except IsADirectoryError:
-        raise InputFileError(file, "is a directory, not a file") from None
-    except PermissionError:
-        raise InputFileError(file, "permission denied") from None
-    except OSError as exc:
-        raise InputFileError(file, f"cannot open ({exc.strerror or exc})") from None
-    try:
-        mode = os.fstat(fd).st_mode
-    finally:
-        os.close(fd)
-    if stat.S_ISDIR(mode):
-        raise InputFileError(file, "is a directory, not a file")
-    if not stat.S_ISREG(mode):
-        raise InputFileError(file, "is not a regular file (a FIFO, device or socket)")
-
-
 class _StateFile:
     """``safe_open`` of a regular file; what safetensors cannot parse is a DocumentError."""
 
     def __init__(self, file: str) -> None:
-        _check_regular_file(file)
+        check_regular_file(file)
         self.file = file
         try:
             self.handle = safe_open(file, framework="pt")
