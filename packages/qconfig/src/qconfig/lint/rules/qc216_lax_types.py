@@ -38,6 +38,18 @@ def _json(value: Any) -> str:
     return repr(value)
 
 
+_FIELD_NAMES: dict[type, dict[str, str]] = {}
+
+
+def _field_names(model: type) -> dict[str, str]:
+    """Key as written (its alias) -> attribute name, once per model class."""
+    names = _FIELD_NAMES.get(model)
+    if names is None:
+        fields = model.model_fields  # type: ignore[attr-defined]
+        names = _FIELD_NAMES[model] = {info.alias or n: n for n, info in fields.items()}
+    return names
+
+
 def _pairs(raw: Any, validated: Any, path: Path) -> Iterator[tuple[Path, Any, Any]]:
     """(path, raw scalar, validated scalar) for every scalar of ``raw`` whose JSON type differs
     from what validation made of it. Containers are followed where both sides have them; a raw
@@ -51,9 +63,7 @@ def _pairs(raw: Any, validated: Any, path: Path) -> Iterator[tuple[Path, Any, An
         if raw is None:
             continue
         if isinstance(validated, BaseModel) and isinstance(raw, Mapping):
-            fields = {
-                info.alias or name: name for name, info in type(validated).model_fields.items()
-            }
+            fields = _field_names(type(validated))
             stack.extend(
                 (value, getattr(validated, fields[key]), (*path, key))
                 for key, value in raw.items()
