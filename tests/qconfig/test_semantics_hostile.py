@@ -22,6 +22,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from qconfig import ConfigError, compile_plan, load_config
+from qconfig.blocks import MAX_BLOCK_SIZE
 from qconfig.compile import CompileError
 from qconfig.explain import explain
 from qconfig.lint import lint
@@ -137,11 +138,21 @@ def test_bad_block_sizes_are_located_errors_with_and_without_a_manifest(blocks, 
 
 
 @FAST
-@given(size=st.integers(min_value=-(2**40), max_value=2**40), axis=st.sampled_from([-1, 0, 1]))
-def test_block_size_is_accepted_exactly_when_positive(size: int, axis: int):
+@given(
+    size=st.one_of(
+        st.integers(min_value=-(2**40), max_value=2**40),
+        st.sampled_from([0, 1, MAX_BLOCK_SIZE, MAX_BLOCK_SIZE + 1, 10**30]),
+    ),
+    axis=st.sampled_from([-1, 0, 1]),
+)
+def test_block_size_is_accepted_exactly_when_positive_and_at_most_the_limit(size: int, axis: int):
+    """Static blocks pad every row to a multiple of the block: 10**30 overflows torch's padding
+    at the first forward (Model Optimizer too), 10**9 allocates a billion elements per row."""
     text = as_yaml(weights({"num_bits": 4, "block_sizes": {axis: size}}))
     if size < 1:
         assert "positive block size" in load_error(text).message
+    elif size > MAX_BLOCK_SIZE:
+        assert f"at most {MAX_BLOCK_SIZE:,}" in load_error(text).message
     else:
         found = lint(text, LLAMA)  # QC209/QC210 may warn; nothing divides by zero
         assert not [d for d in found if d.severity == "error"]

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from qconfig.base import ConfigBase
-from qconfig.blocks import BLOCK_SPECIAL_KEYS, block_axes, is_mx_format
+from qconfig.blocks import BLOCK_SPECIAL_KEYS, MAX_BLOCK_SIZE, block_axes, is_mx_format
 
 __all__ = [
     "BLOCK_SPECIAL_KEYS",
@@ -156,6 +156,12 @@ def _check_block_size(key: int, size: Any) -> None:
             f"{shown_int(size)}: Model Optimizer divides by it or reshapes to it at the first "
             "forward."
         )
+    if size > MAX_BLOCK_SIZE:
+        raise ValueError(
+            f"block_sizes[{key}] must be a positive block size of at most {MAX_BLOCK_SIZE:,}, "
+            f"got {shown_int(size)}: static blocks pad every row to a multiple of the block "
+            "(null blocks the whole axis)."
+        )
 
 
 def _check_scale_bits(value: Any) -> None:
@@ -181,10 +187,11 @@ def _check_scale_block_sizes(value: Any) -> None:
             f"block_sizes['scale_block_sizes'] must be a mapping {{axis: size}}, got {value!r}."
         )
     for key, size in value.items():
-        if not _is_int(key) or not _is_int(size) or size < 1:
+        if not _is_int(key) or not _is_int(size) or not 1 <= size <= MAX_BLOCK_SIZE:
             shown = shown_int(size) if _is_int(size) else repr(size)
             raise ValueError(
-                "block_sizes['scale_block_sizes'] maps int axes to positive block sizes, got "
+                "block_sizes['scale_block_sizes'] maps int axes to positive block sizes (at "
+                f"most {MAX_BLOCK_SIZE:,}), got "
                 f"{key!r}: {shown}."
             )
 

@@ -9,10 +9,15 @@ dataclasses (docs/performance.md, "Start-up").
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["BLOCK_SPECIAL_KEYS", "MX_SCALE_BITS", "block_axes", "is_mx_format"]
+__all__ = ["BLOCK_SPECIAL_KEYS", "MAX_BLOCK_SIZE", "MX_SCALE_BITS", "block_axes", "is_mx_format"]
 
 #: Keys of ``block_sizes`` that describe the format rather than a block axis.
 BLOCK_SPECIAL_KEYS = ("type", "scale_bits", "scale_block_sizes", "four_over_six")
+
+#: The largest block size: static blocks pad each dim to a multiple of the block, so a block of
+#: 10**9 on a 32-wide layer allocates a billion elements per row (and 10**30 overflows torch's
+#: padding); real block sizes are 16 to a few thousand.
+MAX_BLOCK_SIZE = 1 << 20
 
 #: ``scale_bits`` of the MX formats: E8M0 shared exponents.
 MX_SCALE_BITS = (8, 0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from qconfig.blocks import MAX_BLOCK_SIZE
 from qconfig.schema.builders import (
     INT_KEY,
     documented,
@@ -145,7 +146,9 @@ _BLOCK_SPECIALS_DOC = {
             "anyOf": [
                 {
                     "type": "object",
-                    "patternProperties": {INT_KEY: {"type": "integer", "minimum": 1}},
+                    "patternProperties": {
+                        INT_KEY: {"type": "integer", "minimum": 1, "maximum": MAX_BLOCK_SIZE}
+                    },
                     "additionalProperties": False,
                 },
                 {"type": "null"},
@@ -208,8 +211,10 @@ def block_sizes_schema() -> dict[str, Any]:
             INT_KEY: {
                 "type": ["integer", "null"],
                 "minimum": 1,
+                "maximum": MAX_BLOCK_SIZE,
                 "description": "Block size along this axis (negative axes count from the end), "
-                "at least 1; null = the whole axis (per-token when `type` is `dynamic`).",
+                f"1 to {MAX_BLOCK_SIZE:,}; null = the whole axis (per-token when `type` is "
+                "`dynamic`).",
             }
         },
         "additionalProperties": False,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from qconfig.blocks import MAX_BLOCK_SIZE
 from qconfig.spec import QuantizerSpec, RotationSpec
 
 from .amax import per_channel_axis
@@ -144,10 +145,13 @@ def _check_block_sizes(block_sizes: Any) -> None:
             continue
         if isinstance(key, bool) or not isinstance(key, int):
             raise ValueError(f"block_sizes key {key!r} is not an integer axis")
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        if size is not None and (
+            isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_BLOCK_SIZE
+        ):
             raise ValueError(
-                f"block_sizes[{key}] = {size!r}: a block size is a positive integer (or null "
-                "for the whole dimension); Model Optimizer fails at the first forward"
+                f"block_sizes[{key}] = {size!r}: a block size is a positive integer of at most "
+                f"{MAX_BLOCK_SIZE:,} (or null for the whole dimension); Model Optimizer fails at "
+                "the first forward"
             )
 
 
