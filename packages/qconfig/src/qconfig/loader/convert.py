@@ -15,9 +15,9 @@ from qconfig.keys import INT_KEY_PARENTS, int_key
 from qconfig.loader.limits import (
     MAX_DEPTH,
     MAX_VALUES,
-    SURROGATE,
     LoadBudget,
     depth_error,
+    has_surrogate,
     int_error,
     int_too_large,
     surrogate_error,
@@ -89,7 +89,7 @@ class _MappingChecker:
     def text(self, value: str, path: JsonPath) -> None:
         if id(value) not in self.seen:
             self.seen.add(id(value))
-            if SURROGATE.search(value):
+            if has_surrogate(value):
                 raise surrogate_error(value, None, path)
 
     def convert(self, obj: Any, key: Any, path: JsonPath) -> Any:

@@ -19,9 +19,9 @@ from qconfig.loader.convert import convert_key, convert_tree
 from qconfig.loader.limits import (
     MAX_DEPTH,
     MAX_INT_DIGITS,
-    SURROGATE,
     LoadBudget,
     depth_error,
+    has_surrogate,
     int_error,
     surrogate_error,
 )
@@ -86,7 +86,7 @@ def _check_number(atom: str, text: str, file: str | None, index: int) -> None:
 def _check_string(token: str, text: str, file: str | None, index: int) -> None:
     """Refuse a string that holds a lone surrogate, written raw or as a ``\ud800`` escape
     (``json`` accepts both; the first ``print`` of it would fail)."""
-    if "\\u" not in token and not SURROGATE.search(token):
+    if "\\u" not in token and not has_surrogate(token):
         return
     import json
 
@@ -94,7 +94,7 @@ def _check_string(token: str, text: str, file: str | None, index: int) -> None:
         value = json.loads(token)
     except ValueError:
         return  # not a valid string: json.loads reports it
-    if SURROGATE.search(value):
+    if has_surrogate(value):
         raise surrogate_error(value, _offset_loc(text, file, index))
 
 

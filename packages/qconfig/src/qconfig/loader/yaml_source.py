@@ -23,9 +23,9 @@ from qconfig.loader.convert import convert_key, convert_scalar
 from qconfig.loader.limits import (
     MAX_DEPTH,
     MAX_INT_DIGITS,
-    SURROGATE,
     LoadBudget,
     depth_error,
+    has_surrogate,
     int_error,
     int_too_large,
     surrogate_error,
@@ -91,6 +91,12 @@ def _prescan(text: str, file: str | None, budget: LoadBudget) -> None:
     import yaml
 
     loader = _yaml_loader_class()(text)
+    # the event classes as locals: this loop runs once per YAML event of every file loaded
+    stream_end, document_start = yaml.StreamEndEvent, yaml.DocumentStartEvent
+    scalar, alias = yaml.ScalarEvent, yaml.AliasEvent
+    opening = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
+    closing = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
+    get_event = loader.get_event
     anchors: dict[str, tuple[int, int]] = {}  # name -> (values, depth) of the anchored node
     stack: list[tuple[Any, int, list[int]]] = []  # open collections: anchor, start, [depth]
     open_anchors: set[str] = set()
@@ -98,11 +104,11 @@ def _prescan(text: str, file: str | None, budget: LoadBudget) -> None:
     left = budget.values_left()
     try:
         while True:
-            event = loader.get_event()
+            event = get_event()
             kind = type(event)
-            if kind is yaml.StreamEndEvent:
+            if kind is stream_end:
                 break
-            if kind is yaml.DocumentStartEvent:
+            if kind is document_start:
                 docs += 1
                 anchors.clear()  # anchors are per document, as in PyYAML's composer
                 if docs > 2:
@@ -114,14 +120,14 @@ def _prescan(text: str, file: str | None, budget: LoadBudget) -> None:
                     )
                 continue
             anchor = getattr(event, "anchor", None)
-            if kind is not yaml.AliasEvent and anchor is not None:
+            if kind is not alias and anchor is not None:
                 if anchor in anchors or anchor in open_anchors:
                     break  # a duplicate anchor: the composer reports it, at both places
-            if kind is yaml.ScalarEvent:
+            if kind is scalar:
                 total, unique, height = total + 1, unique + 1, 0
                 if anchor is not None:
                     anchors[anchor] = (1, 0)
-            elif kind is yaml.SequenceStartEvent or kind is yaml.MappingStartEvent:
+            elif kind in opening:
                 total, unique = total + 1, unique + 1
                 stack.append((anchor, total, [0]))
                 if anchor is not None:
@@ -129,13 +135,13 @@ def _prescan(text: str, file: str | None, budget: LoadBudget) -> None:
                 if len(stack) > MAX_DEPTH:
                     raise depth_error(_mark_loc(event.start_mark, file))
                 height = None  # known at the end event
-            elif kind is yaml.SequenceEndEvent or kind is yaml.MappingEndEvent:
+            elif kind in closing:
                 anchor, start, inner = stack.pop()  # the anchor of the collection it closes
                 height = inner[0] + 1
                 if anchor is not None:
                     anchors[anchor] = (total - start + 1, height)
                     open_anchors.discard(anchor)
-            elif kind is yaml.AliasEvent:
+            elif kind is alias:
                 if event.anchor in open_anchors:
                     raise located_error(
                         SYNTAX_ERROR, "Recursive YAML alias.", _mark_loc(event.start_mark, file)
@@ -209,7 +215,7 @@ class _YamlBuilder:
         if tag == "tag:yaml.org,2002:str":
             if self.escapes and id(node) not in self.checked:
                 self.checked.add(id(node))
-                if SURROGATE.search(node.value):  # from a "\ud800" escape
+                if has_surrogate(node.value):  # from a "\ud800" escape
                     raise surrogate_error(node.value, self.loc(node), path)
             return node.value
         if tag not in _SCALAR_TAGS:
