@@ -35,6 +35,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# one set of exit statuses and one --traceback rule for both commands (docs/errors.md)
+from qconfig.cli.common import (
+    EXIT_FINDINGS,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_USAGE,
+    TRACEBACK_FLAG,
+    one_line,
+    report_internal_error,
+    take_traceback_flag,
+)
+
 __all__ = [
     "EXIT_FINDINGS",
     "EXIT_INTERNAL",
@@ -45,12 +57,6 @@ __all__ = [
     "main",
 ]
 
-EXIT_OK = 0
-EXIT_FINDINGS = 1
-EXIT_USAGE = 2
-EXIT_INTERNAL = 3
-
-TRACEBACK_FLAG = "--traceback"
 
 _QUANTIZE_HELP = """\
 Quantize a model with a quantization config and report what it cost, by running a job (--job:
@@ -261,11 +267,8 @@ def _call_factory(spec: str, factory: Any) -> Any:
 
 
 def _one_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's message (`` [...]`` when more followed)."""
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    return lines[0] + (" [...]" if len(lines) > 1 else "")
+    """The first line of an exception's message, or its type when it has none."""
+    return one_line(str(exc)) or type(exc).__name__
 
 
 def _hf_model_class(transformers: Any, config: Any, name: str | None) -> Any:
@@ -359,17 +362,13 @@ def _cmd_manifest(args: argparse.Namespace) -> int:
 def _special_kind(path: str) -> str | None:
     """What ``path`` is when it is a FIFO, device or socket (reading it could block or never
     end), else None — also when it does not exist or cannot be examined: the reader says so."""
+    from qconfig.fileio import special_kind
+
     try:
         mode = os.stat(path).st_mode
     except (OSError, ValueError):
         return None
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return None
+    return None if stat.S_ISREG(mode) or stat.S_ISDIR(mode) else special_kind(mode)
 
 
 def _check_data_files(args: argparse.Namespace) -> None:
@@ -387,7 +386,7 @@ def _check_data_files(args: argparse.Namespace) -> None:
             continue
         kind = _special_kind(value)
         if kind is not None:
-            raise UsageError(f"{flag} {value}: is {kind}, not a regular file")
+            raise UsageError(f"{flag} {value}: is a {kind}, not a regular file")
         if args.job is None:
             read_text(value)  # InputFileError names the file (and the line of a bad byte)
 
@@ -413,15 +412,6 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     job = load_job(args.job)
     report = job(options, sys.stdout, sys.stderr)
     return EXIT_OK if report.ok else EXIT_FINDINGS
-
-
-def take_traceback_flag(argv: list[str]) -> tuple[list[str], bool]:
-    """``argv`` without ``--traceback``, and whether it was there (before or after the
-    command; everything after ``--`` is left alone)."""
-    argv = list(argv)
-    end = argv.index("--") if "--" in argv else len(argv)
-    kept = [a for a in argv[:end] if a != TRACEBACK_FLAG]
-    return kept + argv[end:], len(kept) < end
 
 
 def report_exception(command: str, exc: BaseException, show_traceback: bool) -> int:
@@ -451,19 +441,7 @@ def report_exception(command: str, exc: BaseException, show_traceback: bool) -> 
     if isinstance(exc, (UsageError, JobError, DocumentError, OSError)):
         print(f"{prefix} {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
-    what = f"{type(exc).__name__}: {_one_line(exc)}"
-    if show_traceback:
-        import traceback
-
-        traceback.print_exception(exc)
-        print(f"qruntime: internal error: {what}", file=sys.stderr)
-    else:
-        print(
-            f"qruntime: internal error: {what} (rerun with {TRACEBACK_FLAG} for the full "
-            "traceback)",
-            file=sys.stderr,
-        )
-    return EXIT_INTERNAL
+    return report_internal_error("qruntime", exc, show_traceback)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,12 +46,20 @@ from qconfig.cli.common import (
     Reported,
     UsageError,
     report_error,
+    report_internal_error,
+    take_traceback_flag,
 )
 from qconfig.cli.parser import build_parser
 
-__all__ = ["EXIT_FINDINGS", "EXIT_INTERNAL", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
-
-TRACEBACK_FLAG = "--traceback"
+__all__ = [
+    "EXIT_FINDINGS",
+    "EXIT_INTERNAL",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "build_parser",
+    "main",
+    "take_traceback_flag",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,19 +78,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # every exception becomes a documented status
         return report_exception(exc, show_traceback)
-
-
-def take_traceback_flag(argv: list[str]) -> tuple[list[str], bool]:
-    """``argv`` without ``--traceback``, and whether it was there.
-
-    Why by hand: argparse only knows an option on the parser it belongs to, and this one is
-    accepted before or after the subcommand (``qconfig --traceback plan ...`` and ``qconfig
-    plan ... --traceback``). Everything after ``--`` is left alone (it may be a file name).
-    """
-    argv = list(argv)
-    end = argv.index("--") if "--" in argv else len(argv)
-    kept = [a for a in argv[:end] if a != TRACEBACK_FLAG]
-    return kept + argv[end:], len(kept) < end
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -120,16 +115,4 @@ def report_exception(exc: Exception, show_traceback: bool) -> int:
     if isinstance(exc, ConfigError):
         print_diagnostics(exc.diagnostics, "<config>")
         return status_for(exc.diagnostics)
-    message = one_line(str(exc))
-    what = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    if show_traceback:
-        import traceback
-
-        traceback.print_exception(exc)
-        print(f"qconfig: internal error: {what}", file=sys.stderr)
-    else:
-        print(
-            f"qconfig: internal error: {what} (rerun with {TRACEBACK_FLAG} for the full traceback)",
-            file=sys.stderr,
-        )
-    return EXIT_INTERNAL
+    return report_internal_error("qconfig", exc, show_traceback)

@@ -139,6 +139,42 @@ def one_line(text: str) -> str:
     return lines[0] + (" [...]" if len(lines) > 1 else "")
 
 
+TRACEBACK_FLAG = "--traceback"
+
+
+def take_traceback_flag(argv: list[str]) -> tuple[list[str], bool]:
+    """``argv`` without ``--traceback``, and whether it was there.
+
+    Why by hand: argparse only knows an option on the parser it belongs to, and this one is
+    accepted before or after the subcommand (``qconfig --traceback plan ...`` and ``qconfig
+    plan ... --traceback``; the ``qruntime`` command too). Everything after ``--`` is left
+    alone (it may be a file name).
+    """
+    argv = list(argv)
+    end = argv.index("--") if "--" in argv else len(argv)
+    kept = [a for a in argv[:end] if a != TRACEBACK_FLAG]
+    return kept + argv[end:], len(kept) < end
+
+
+def report_internal_error(program: str, exc: BaseException, show_traceback: bool) -> int:
+    """An exception nobody expected (a bug): one line on stderr, or the traceback and then that
+    line with ``--traceback``; exit status 3. Shared by ``qconfig`` and ``qruntime``."""
+    message = one_line(str(exc))
+    what = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    if show_traceback:
+        import traceback
+
+        traceback.print_exception(exc)
+        print(f"{program}: internal error: {what}", file=sys.stderr)
+    else:
+        print(
+            f"{program}: internal error: {what} (rerun with {TRACEBACK_FLAG} for the full "
+            "traceback)",
+            file=sys.stderr,
+        )
+    return EXIT_INTERNAL
+
+
 def load_manifest(path: str) -> Manifest:
     """A manifest that does not load is an input error (2), not a finding in the config."""
     from qconfig.fileio import InputFileError
