@@ -20,6 +20,7 @@ __all__ = [
     "check_regular_file",
     "is_regular_file",
     "read_bytes",
+    "read_prefix",
     "read_text",
     "special_kind",
 ]
@@ -32,9 +33,12 @@ class InputFileError(OSError):
     """A file that cannot be read as input: missing, not a regular file, unreadable, too large,
     or not text in the expected encoding. ``str()`` is one line that names the file."""
 
-    def __init__(self, file: str, reason: str) -> None:
+    def __init__(self, file: str, reason: str, *, not_regular: bool = False) -> None:
         self.file = file
         self.reason = reason
+        #: the path exists but is a directory, FIFO, device or socket (not a missing or
+        #: unreadable file): ``lint --skip-non-configs`` skips such a path instead of reporting it
+        self.not_regular = not_regular
         super().__init__(f"{file}: {reason}")
 
     def __str__(self) -> str:
@@ -50,7 +54,7 @@ def _open_regular(file: str) -> int:
     except FileNotFoundError:
         raise InputFileError(file, "no such file") from None
     except IsADirectoryError:
-        raise InputFileError(file, "is a directory, not a file") from None
+        raise InputFileError(file, "is a directory, not a file", not_regular=True) from None
     except PermissionError:
         raise InputFileError(file, "permission denied") from None
     except OSError as exc:
@@ -58,9 +62,11 @@ def _open_regular(file: str) -> int:
     try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
-            raise InputFileError(file, "is a directory, not a file")
+            raise InputFileError(file, "is a directory, not a file", not_regular=True)
         if not stat.S_ISREG(mode):
-            raise InputFileError(file, f"is a {special_kind(mode)}, not a regular file")
+            raise InputFileError(
+                file, f"is a {special_kind(mode)}, not a regular file", not_regular=True
+            )
     except BaseException:
         os.close(fd)
         raise
@@ -81,23 +87,40 @@ def read_bytes(path: str | os.PathLike, *, max_bytes: int = MAX_INPUT_BYTES) -> 
         size = os.fstat(fd).st_size
         if size > max_bytes:
             raise InputFileError(file, f"is {size:,} bytes; the limit is {max_bytes:,} bytes")
-        chunks: list[bytes] = []
-        total = 0
-        while True:  # a file that grows while we read stops at the limit too
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                break
-            total += len(chunk)
-            if total > max_bytes:
-                raise InputFileError(file, f"is larger than the limit of {max_bytes:,} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
-    except InputFileError:
-        raise
-    except OSError as exc:
-        raise InputFileError(file, f"cannot read ({exc.strerror or exc})") from None
+        data = _read_upto(fd, file, max_bytes)
     finally:
         os.close(fd)
+    if len(data) > max_bytes:  # a file that grows while we read stops at the limit too
+        raise InputFileError(file, f"is larger than the limit of {max_bytes:,} bytes")
+    return data
+
+
+def read_prefix(path: str | os.PathLike, limit: int) -> tuple[bytes, bool]:
+    """At most the first ``limit`` bytes of a regular file, and whether that is all of it (for
+    a caller that judges a file by its beginning)."""
+    file = os.fspath(path)
+    fd = _open_regular(file)
+    try:
+        data = _read_upto(fd, file, limit)
+    finally:
+        os.close(fd)
+    return data[:limit], len(data) <= limit
+
+
+def _read_upto(fd: int, file: str, limit: int) -> bytes:
+    """Up to ``limit + 1`` bytes (one more tells that the file is longer)."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while size <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise InputFileError(file, f"cannot read ({exc.strerror or exc})") from None
+    return b"".join(chunks)
 
 
 def read_text(

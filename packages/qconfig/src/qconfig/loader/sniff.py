@@ -21,9 +21,9 @@ device is not one.
 from __future__ import annotations
 
 import os
-import stat
 from typing import Any
 
+from qconfig.fileio import InputFileError, read_prefix
 from qconfig.loader.limits import MAX_BYTES
 
 __all__ = ["CONFIG_KEYS", "SNIFF_BYTES", "SNIFF_EVENTS", "looks_like_config"]
@@ -39,12 +39,12 @@ _MARKERS = ("modelopt-schema:", "qconfig-config.schema.json")
 
 def looks_like_config(path: str | os.PathLike) -> bool:
     """Whether ``path`` should be linted as a config (see the module docstring)."""
-    read = _read_prefix(path, SNIFF_BYTES)
-    if read is None:
-        return False  # not a regular file: never a config
-    data, complete = read
-    if data is None:
-        return True  # unreadable: lint says why
+    try:
+        data, complete = read_prefix(path, SNIFF_BYTES)
+    except InputFileError as exc:
+        # a directory, FIFO or device is never a config; a missing or unreadable file is
+        # linted so that lint says why
+        return not exc.not_regular
     text = data.decode("utf-8-sig", errors="replace")
     if any(marker in text[:_HEAD] for marker in _MARKERS):
         return True
@@ -52,37 +52,6 @@ def looks_like_config(path: str | os.PathLike) -> bool:
     if failed and complete:
         return "quant_cfg" in text
     return shape.is_config()  # a scan cut short (limit, truncated text) judges what it saw
-
-
-def _read_prefix(path: str | os.PathLike, limit: int) -> tuple[bytes | None, bool] | None:
-    """``(bytes, complete)`` of at most ``limit`` bytes; ``(None, True)`` when the file cannot
-    be opened or read; ``None`` when it is not a regular file. The open never blocks (a FIFO
-    without a writer), and a device is never read (``/dev/zero`` never ends)."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        try:
-            return None if not stat.S_ISREG(os.stat(path).st_mode) else (None, True)
-        except OSError:
-            return (None, True)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        chunks: list[bytes] = []
-        size = 0
-        while size <= limit:
-            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        data = b"".join(chunks)
-        return (data[:limit], len(data) <= limit)
-    except OSError:
-        return (None, True)
-    finally:
-        os.close(fd)
 
 
 class _Shape:
