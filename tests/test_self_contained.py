@@ -72,15 +72,17 @@ def test_no_tracked_file_refers_outside_the_checkout():
     assert not problems, "\n".join(problems)
 
 
-UP = "../"  # spelled apart so that this file does not itself refer outside the checkout
+# spelled from their parts, so that this file does not itself name a path outside the checkout
+UP = "../"
+SIBLING, TOOLS = _SIBLING_NAMES
 
 
 @pytest.mark.parametrize(
     "line",
     [
-        f'DATA = Path("{UP}shared/reference/fq_vectors.pt")',
-        f"see {UP}shared/design/api.md",
-        f"tools in {UP}.library/README.md",
+        f'DATA = Path("{UP}{SIBLING}/reference/fq_vectors.pt")',
+        f"see {UP}{SIBLING}/design/api.md",
+        f"tools in {UP}{TOOLS}/README.md",
     ],
 )
 def test_the_scan_catches_sibling_references(line):
