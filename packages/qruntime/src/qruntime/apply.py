@@ -25,6 +25,7 @@ from qruntime import modules as _modules
 from qruntime.calibrate import algorithm_for, check_supported, run_algorithms
 from qruntime.calibrate.registry import ForwardLoop
 from qruntime.inventory import inventory
+from qruntime.modules.base import quantized_weight
 from qruntime.numerics.checks import check_spec
 from qruntime.quantizer import SequentialQuantizer, TensorQuantizer
 from qruntime.sites import find_sites
@@ -37,7 +38,6 @@ __all__ = [
     "apply_plan",
     "check_plan",
     "patch_model",
-    "quantized_weight",
 ]
 
 #: Where the applied plan is kept on the root module (read by ``summary`` and ``save_state``).
@@ -65,25 +65,6 @@ def _check_format(name: str, attrs: QuantizerAttributeConfig, spec: QuantizerSpe
             f"{name}: custom quantization backend {attrs.backend!r} is not available in "
             "qruntime. The model was not changed."
         )
-
-
-def quantized_weight(module: nn.Module, attribute: str) -> torch.Tensor | None:
-    """The tensor a weight quantizer slot quantizes, by the naming rule of
-    ``QuantModule.iter_weights_for_calibration``: ``weight_quantizer`` → ``weight``,
-    ``<w>_weight_quantizer`` → ``<w>``, ``<w>_weight_quantizers.<i>`` → ``<w>[i]``; None for
-    any other slot (inputs, outputs, attention operands), whose rank is known only at the first
-    forward."""
-    params = module._parameters
-    if attribute == "weight_quantizer":
-        return params.get("weight")
-    if attribute.endswith("_weight_quantizer"):
-        return params.get(attribute[: -len("_weight_quantizer")])
-    head, _, index = attribute.rpartition(".")
-    if head.endswith("_weight_quantizers") and index.isdigit():
-        weight = params.get(head[: -len("_weight_quantizers")])
-        if weight is not None and weight.dim() > 0 and int(index) < weight.shape[0]:
-            return weight[int(index)]
-    return None
 
 
 def _check_enable(name: str, q: QuantizerPlan, hard_disabled: bool) -> None:

@@ -68,6 +68,25 @@ def weight_info(module: nn.Module) -> tuple[tuple[int, ...] | None, str | None]:
     return tuple(weight.shape), str(weight.dtype).removeprefix("torch.")
 
 
+def quantized_weight(module: nn.Module, attribute: str) -> torch.Tensor | None:
+    """The tensor a weight quantizer slot quantizes, by Model Optimizer's naming rule (the one
+    rule for calibration, ``check_plan`` and state files): ``weight_quantizer`` → ``weight``,
+    ``<w>_weight_quantizer`` → ``<w>``, ``<w>_weight_quantizers.<i>`` → ``<w>[i]``; None for
+    any other slot (inputs, outputs, attention operands), whose rank is known only at the first
+    forward."""
+    params = module._parameters
+    if attribute == "weight_quantizer":
+        return params.get("weight")
+    if attribute.endswith("_weight_quantizer"):
+        return params.get(attribute[: -len("_weight_quantizer")])
+    head, _, index = attribute.rpartition(".")
+    if head.endswith("_weight_quantizers") and index.isdigit():
+        weight = params.get(head[: -len("_weight_quantizers")])
+        if weight is not None and weight.dim() > 0 and int(index) < weight.shape[0]:
+            return weight[int(index)]
+    return None
+
+
 class QuantModule(nn.Module):
     """Base of quant mixins; a converted module's class is ``Quant<C>(mixin, C)``.
 
@@ -114,18 +133,12 @@ class QuantModule(nn.Module):
     ) -> Iterator[tuple[torch.Tensor, TensorQuantizer | SequentialQuantizer]]:
         """``(weight tensor, its quantizer)`` pairs that max calibration reads directly
         (weights are calibrated from the tensor itself, not from the forward loop's data)."""
-        params = dict(self._parameters)
         for name, module in self._modules.items():
-            if name == "weight_quantizer" and params.get("weight") is not None:
-                yield params["weight"], module  # type: ignore[misc]
-            elif (
-                name.endswith("_weight_quantizer")
-                and params.get(name[: -len("_weight_quantizer")]) is not None
-            ):
-                yield params[name[: -len("_weight_quantizer")]], module  # type: ignore[misc]
-            elif name.endswith("_weight_quantizers") and isinstance(module, nn.ModuleList):
-                weight = params.get(name[: -len("_weight_quantizers")])
-                if weight is None:
-                    continue
-                for index, quantizer in enumerate(module):
-                    yield weight[index], quantizer  # type: ignore[misc]
+            if name.endswith("_weight_quantizers") and isinstance(module, nn.ModuleList):
+                slots = ((f"{name}.{i}", quantizer) for i, quantizer in enumerate(module))
+            else:
+                slots = ((name, module),)
+            for attribute, quantizer in slots:
+                weight = quantized_weight(self, attribute)
+                if weight is not None:
+                    yield weight, quantizer  # type: ignore[misc]

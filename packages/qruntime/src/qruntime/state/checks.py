@@ -21,8 +21,8 @@ from qconfig.spec import QuantizerSpec
 from safetensors import SafetensorError
 from torch import nn
 
-from qruntime.apply import quantized_weight
 from qruntime.inventory import inventory
+from qruntime.modules.base import quantized_weight
 from qruntime.quantizer import TensorQuantizer
 from qruntime.state.file import metadata_json
 
