@@ -157,7 +157,7 @@ class Manifest(_Strict):
             manifest = cls.model_validate(data, strict=True)
         except ValidationError as exc:
             raise validation_error(exc, data, file=file) from None
-        _check_unique_names(reader, manifest)
+        manifest.check_unique_names(file=file)
         return manifest
 
     def to_json(self, *, indent: int | None = 1) -> str:
@@ -167,6 +167,33 @@ class Manifest(_Strict):
     # -- queries --------------------------------------------------------------------------
     def quantizer_names(self) -> list[str]:
         return [m.quantizer_name(q) for m in self.modules for q in m.quantizers]
+
+    def check_unique_names(self, *, file: str | None = None) -> None:
+        """Module names and full quantizer names must be unique: a plan has one state per
+        name, so one of two would be dropped silently. :class:`DocumentError` at the second,
+        naming the first. ``from_json`` checks every file; ``compile_plan`` checks a manifest
+        built in Python when its plan comes out with fewer names than the manifest has."""
+        reader = DocumentReader(file)
+        modules: dict[str, int] = {}
+        quantizers: dict[str, tuple[int, int]] = {}
+        for i, module in enumerate(self.modules):
+            first = modules.setdefault(module.name, i)
+            if first != i:
+                reader.fail(
+                    ("modules", i, "name"),
+                    f"module name {module.name!r} is already used by modules[{first}] "
+                    "(named_modules() lists each module once)",
+                )
+            for j, site in enumerate(module.quantizers):
+                name = module.quantizer_name(site)
+                seen = quantizers.setdefault(name, (i, j))
+                if seen != (i, j):
+                    reader.fail(
+                        ("modules", i, "quantizers", j, "attribute"),
+                        f"quantizer name {name!r} is already used by modules[{seen[0]}]"
+                        f".quantizers[{seen[1]}] (a plan has one state per name: one of them would "
+                        "be silently dropped)",
+                    )
 
     def iter_sites(self):
         """(full quantizer name, module, site) in model order."""
@@ -220,27 +247,3 @@ def _intern_defaults(reader: DocumentReader, data: dict[str, Any]) -> None:
                     raise validation_error(exc, raw, file=reader.file, path=path) from None
                 interned[key] = defaults  # type: ignore[index]
             site["defaults"] = defaults
-
-
-def _check_unique_names(reader: DocumentReader, manifest: "Manifest") -> None:
-    """Module names and full quantizer names must be unique (both paths in the message)."""
-    modules: dict[str, int] = {}
-    quantizers: dict[str, tuple[int, int]] = {}
-    for i, module in enumerate(manifest.modules):
-        first = modules.setdefault(module.name, i)
-        if first != i:
-            reader.fail(
-                ("modules", i, "name"),
-                f"module name {module.name!r} is already used by modules[{first}] "
-                "(named_modules() lists each module once)",
-            )
-        for j, site in enumerate(module.quantizers):
-            name = module.quantizer_name(site)
-            seen = quantizers.setdefault(name, (i, j))
-            if seen != (i, j):
-                reader.fail(
-                    ("modules", i, "quantizers", j, "attribute"),
-                    f"quantizer name {name!r} is already used by modules[{seen[0]}]"
-                    f".quantizers[{seen[1]}] (a plan has one state per name: one of them would "
-                    "be silently dropped)",
-                )

@@ -37,7 +37,7 @@ from qconfig.compile.weight_check import (
     weight_request_patterns,
 )
 from qconfig.entries import QuantizerCfgEntry
-from qconfig.errors import Diagnostic, DocumentError
+from qconfig.errors import Diagnostic
 from qconfig.manifest import Manifest, QuantizerSite
 from qconfig.matching import digit_blind, matches, required_text, shape_of
 from qconfig.plan import Plan, QuantizerPlan
@@ -260,8 +260,8 @@ def compile_detailed(
             strict=True,
         )
     )
-    if len(quantizers) != len(all_names):
-        raise _duplicate_name(manifest)
+    if len(quantizers) != len(all_names):  # a name twice: only a manifest built in Python
+        manifest.check_unique_names()
 
     diagnostics = [
         Diagnostic(code, "warning", msg, path=f"quant_cfg[{i}]")
@@ -273,22 +273,6 @@ def compile_detailed(
     plan = Plan(quantizers, qc.algorithms(), diagnostics, manifest.model)
     layout = (all_names, module_signatures, signature_sources)
     return CompileResult(plan, entries, matched_count, live, problems, layout)
-
-
-def _duplicate_name(manifest: Manifest) -> DocumentError:
-    """A manifest built in Python with one quantizer name twice (a file is checked when read):
-    the plan has one state per name, so one would be dropped silently."""
-    seen: dict[str, tuple[int, int]] = {}
-    for i, module in enumerate(manifest.modules):
-        for j, site in enumerate(module.quantizers):
-            first = seen.setdefault(module.quantizer_name(site), (i, j))
-            if first != (i, j):
-                return DocumentError(
-                    f"quantizer name {module.quantizer_name(site)!r} is already used by "
-                    f"modules[{first[0]}].quantizers[{first[1]}]; a plan has one state per name",
-                    path=("modules", i, "quantizers", j),
-                )
-    raise AssertionError("unreachable: the names were not unique")
 
 
 def _freeze(value: Any) -> Any:
