@@ -31,15 +31,30 @@ MAX_INPUT_BYTES = 256 * 1024 * 1024
 
 class InputFileError(OSError):
     """A file that cannot be read as input: missing, not a regular file, unreadable, too large,
-    or not text in the expected encoding. ``str()`` is one line that names the file."""
+    or not text in the expected encoding. ``str()`` is one line that names the file.
 
-    def __init__(self, file: str, reason: str, *, not_regular: bool = False) -> None:
+    ``kind`` says which, for callers that treat them differently (``"missing"``,
+    ``"not_regular"`` — a directory, FIFO, device or socket —, ``"unreadable"``,
+    ``"too_large"``, ``"not_text"``); ``line`` and ``column`` locate a byte that is not text,
+    and ``detail`` is the reason without that position.
+    """
+
+    def __init__(
+        self,
+        file: str,
+        detail: str,
+        *,
+        kind: str = "unreadable",
+        line: int | None = None,
+        column: int | None = None,
+    ) -> None:
         self.file = file
-        self.reason = reason
-        #: the path exists but is a directory, FIFO, device or socket (not a missing or
-        #: unreadable file): ``lint --skip-non-configs`` skips such a path instead of reporting it
-        self.not_regular = not_regular
-        super().__init__(f"{file}: {reason}")
+        self.detail = detail
+        self.kind = kind
+        self.line = line
+        self.column = column
+        self.reason = detail if line is None else f"line {line}, column {column}: {detail}"
+        super().__init__(f"{file}: {self.reason}")
 
     def __str__(self) -> str:
         return f"{self.file}: {self.reason}"
@@ -52,9 +67,9 @@ def _open_regular(file: str) -> int:
     try:
         fd = os.open(file, flags)
     except FileNotFoundError:
-        raise InputFileError(file, "no such file") from None
+        raise InputFileError(file, "no such file", kind="missing") from None
     except IsADirectoryError:
-        raise InputFileError(file, "is a directory, not a file", not_regular=True) from None
+        raise InputFileError(file, "is a directory, not a file", kind="not_regular") from None
     except PermissionError:
         raise InputFileError(file, "permission denied") from None
     except OSError as exc:
@@ -62,10 +77,10 @@ def _open_regular(file: str) -> int:
     try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
-            raise InputFileError(file, "is a directory, not a file", not_regular=True)
+            raise InputFileError(file, "is a directory, not a file", kind="not_regular")
         if not stat.S_ISREG(mode):
             raise InputFileError(
-                file, f"is a {special_kind(mode)}, not a regular file", not_regular=True
+                file, f"is a {special_kind(mode)}, not a regular file", kind="not_regular"
             )
     except BaseException:
         os.close(fd)
@@ -86,12 +101,16 @@ def read_bytes(path: str | os.PathLike, *, max_bytes: int = MAX_INPUT_BYTES) -> 
     try:
         size = os.fstat(fd).st_size
         if size > max_bytes:
-            raise InputFileError(file, f"is {size:,} bytes; the limit is {max_bytes:,} bytes")
+            raise InputFileError(
+                file, f"is {size:,} bytes; the limit is {max_bytes:,} bytes", kind="too_large"
+            )
         data = _read_upto(fd, file, max_bytes)
     finally:
         os.close(fd)
     if len(data) > max_bytes:  # a file that grows while we read stops at the limit too
-        raise InputFileError(file, f"is larger than the limit of {max_bytes:,} bytes")
+        raise InputFileError(
+            file, f"is larger than the limit of {max_bytes:,} bytes", kind="too_large"
+        )
     return data
 
 
@@ -136,8 +155,11 @@ def read_text(
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         raise InputFileError(
             os.fspath(path),
-            f"line {line}, column {column}: not valid {_encoding_name(encoding)} "
+            f"not valid {_encoding_name(encoding)} "
             f"(byte 0x{data[exc.start]:02x} at offset {exc.start})",
+            kind="not_text",
+            line=line,
+            column=column,
         ) from None
 
 

@@ -44,7 +44,7 @@ def looks_like_config(path: str | os.PathLike) -> bool:
     except InputFileError as exc:
         # a directory, FIFO or device is never a config; a missing or unreadable file is
         # linted so that lint says why
-        return not exc.not_regular
+        return exc.kind != "not_regular"
     text = data.decode("utf-8-sig", errors="replace")
     if any(marker in text[:_HEAD] for marker in _MARKERS):
         return True

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ from qconfig.loader.locations import (
 from qconfig.loader.yaml_source import YamlSyntaxError, parse_yaml
 
 SUFFIXES = (".yml", ".yaml", ".json")
-_DECODE_RE = re.compile(r"line (\d+), column (\d+): (not valid .*)")  # qconfig.fileio's words
 
 
 def read_source(
@@ -43,12 +41,11 @@ def read_source(
     try:
         text = read_text(path, max_bytes=MAX_BYTES)
     except InputFileError as exc:
-        if exc.reason == "no such file":
+        if exc.kind == "missing":
             raise located_error(IO_ERROR, f"No such file: {file}", loc, **where) from None
         reason = exc.reason
-        decoding = _DECODE_RE.match(reason)
-        if decoding and loc is None:  # the loaded file itself: point at the byte
-            loc, reason = (file, int(decoding[1]), int(decoding[2])), decoding[3]
+        if exc.line is not None and loc is None:  # the loaded file itself: point at the byte
+            loc, reason = (file, exc.line, exc.column), exc.detail
         raise located_error(IO_ERROR, f"Cannot read {file}: {reason}", loc, **where) from None
     (budget if budget is not None else LoadBudget()).charge_bytes(len(text), file, loc, json_path)
     return text
