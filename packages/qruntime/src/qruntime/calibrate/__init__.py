@@ -10,7 +10,11 @@ methods that do exist; an empty ``algorithm`` tuple means no calibration.
 
 from __future__ import annotations
 
+from qruntime.calibrate import local_hessian as _local_hessian  # noqa: F401  (registers)
 from qruntime.calibrate import max as _max  # noqa: F401  (registers MaxCalibConfig)
+from qruntime.calibrate import mse as _mse  # noqa: F401  (registers MseCalibConfig)
+from qruntime.calibrate import nvfp4_act_headroom as _headroom  # noqa: F401  (registers)
+from qruntime.calibrate import smoothquant as _smoothquant  # noqa: F401  (registers)
 from qruntime.calibrate.context import CalibrationContext, ForwardLoop, LayerDriver, WeightPair
 from qruntime.calibrate.registry import (
     AlgorithmCapabilities,

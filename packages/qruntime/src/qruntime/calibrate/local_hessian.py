@@ -1,0 +1,1 @@
+"""``local_hessian``calibration (placeholder: registers nothing until its implementation lands)."""

@@ -1,0 +1,1 @@
+"""``mse``calibration (placeholder: registers nothing until its implementation lands)."""

@@ -1,0 +1,1 @@
+"""``smoothquant``calibration (placeholder: registers nothing until its implementation lands)."""
