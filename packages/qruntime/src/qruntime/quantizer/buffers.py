@@ -36,6 +36,12 @@ class CalibrationBuffers(nn.Module):
         """The statistics collector (None: this quantizer's config names no calibrator)."""
         return self._calibrator
 
+    @calibrator.setter
+    def calibrator(self, value: Any) -> None:
+        """Swap the collector: an algorithm that brings its own (``nvfp4_act_headroom``) puts
+        it in for one run and the original back. Not rebuilt or re-pointed at the axis here."""
+        self.__dict__["_calibrator"] = value
+
     @property
     def bias_calibrator(self) -> BiasCalibrator | None:
         """The affine-bias collector (None without a ``bias`` attribute)."""
