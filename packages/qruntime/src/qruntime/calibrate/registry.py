@@ -24,6 +24,7 @@ from qconfig.plan import Plan
 from torch import nn
 
 from qruntime.calibrate.context import CalibrationContext, ForwardLoop, LayerDriver, as_forward_loop
+from qruntime.calibrate.moe import force_experts
 from qruntime.calibrate.phases import SYNC_POINTS
 from qruntime.calibrators import constructor_parts
 
@@ -169,6 +170,39 @@ def _check_calibrator_constructors(plan: Plan) -> None:
                 ) from None
 
 
+def _world_size() -> int:
+    """The size of the default process group (1 when torch.distributed is not initialised)."""
+    distributed = torch.distributed
+    if not distributed.is_available() or not distributed.is_initialized():
+        return 1
+    return distributed.get_world_size()
+
+
+def _check_single_process(algorithms: Sequence[QuantizeAlgorithmConfig]) -> None:
+    """Calibration in a process group of several processes is refused until it is synced.
+
+    Each process would calibrate on its own shard of the data and keep amaxes, scales and
+    weights that differ from its peers' (Model Optimizer all-reduces them). Only a run whose
+    every algorithm opts out of syncing (``distributed_sync: false``) may go ahead: that asks
+    for per-process results.
+    """
+    if not algorithms:
+        return
+    world = _world_size()
+    if world <= 1:
+        return
+    if all(getattr(c, "distributed_sync", True) is False for c in algorithms):
+        return
+    methods = ", ".join(repr(str(c.method)) for c in algorithms)
+    raise UnsupportedAlgorithmError(
+        f"calibration ({methods}) was started in a torch.distributed process group of {world} "
+        "processes; qruntime does not synchronise calibration statistics across processes yet, "
+        "so every process would end with different amaxes. Calibrate in one process (or set "
+        "distributed_sync: false on every algorithm to keep per-process results). The model "
+        "was not changed."
+    )
+
+
 def check_supported(
     plan: Plan,
     forward_loop: Callable[..., Any] | None = _NOT_GIVEN,
@@ -181,13 +215,9 @@ def check_supported(
     without one; algorithms that run layer by layer are refused without a ``layer_driver``.
     """
     _check_calibrator_constructors(plan)
+    _check_single_process(plan.algorithm)
     for config in plan.algorithm:
         algorithm = algorithm_for(config)
-        if config.moe_calib_experts_ratio is not None:
-            raise UnsupportedAlgorithmError(
-                "moe_calib_experts_ratio (forcing calibration tokens to more MoE experts) is not "
-                "implemented in qruntime. The model was not changed."
-            )
         capabilities = algorithm.capabilities
         if capabilities.needs_forward_data and forward_loop is None:
             raise UnsupportedAlgorithmError(
@@ -236,7 +266,8 @@ def run_algorithms(
                     process_group=process_group,
                     layer_driver=layer_driver,
                 )
-                algorithm.run(context)
+                with force_experts(model, config.moe_calib_experts_ratio):
+                    algorithm.run(context)
     finally:
         for module, training in flags:
             module.training = training
