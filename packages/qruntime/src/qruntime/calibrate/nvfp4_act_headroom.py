@@ -120,21 +120,30 @@ def _weight_algorithm(config: NVFP4ActHeadroomCalibConfig) -> CalibrationAlgorit
 
 def check_headroom(plan: Plan, config: QuantizeAlgorithmConfig) -> None:
     """Refuse, before the model is touched, a sequential NVFP4 input quantizer and a weight
-    algorithm that cannot run (not registered, or refused by its own check).
+    algorithm that cannot run (not registered, or refused by its own check, which is shown the
+    plan without the input quantizers whose collector is swapped).
 
     That the weight algorithm gets the forward loop it needs is checked when the run starts
     (``check_supported`` hands checks the plan and the config only); a refusal there is rolled
     back with the rest of ``apply_plan``.
     """
     assert isinstance(config, NVFP4ActHeadroomCalibConfig)
+    swapped = set()
     for name, q in plan.quantizers.items():
-        if name.endswith(_INPUT_SLOT) and q.is_sequential:
-            specs: Any = q.spec
+        if not name.endswith(_INPUT_SLOT):
+            continue
+        specs: Any = q.spec
+        if q.is_sequential:
             if any(_calibrated_nvfp4(s, s.enable) for s in specs):
                 raise _sequential_refusal(name)
+        elif _calibrated_nvfp4(specs, specs.enable):
+            swapped.add(name)
     algorithm = _weight_algorithm(config)
     if algorithm.check is not None:
-        algorithm.check(plan, config.weight_scale_algorithm)
+        # The weight algorithm never sees the swapped quantizers' own calibrators: a
+        # ``"histogram"`` one there is fine, as in Model Optimizer.
+        kept = {n: q for n, q in plan.quantizers.items() if n not in swapped}
+        algorithm.check(replace(plan, quantizers=kept), config.weight_scale_algorithm)
 
 
 def nvfp4_act_headroom_calibrate(ctx: CalibrationContext) -> None:
