@@ -308,3 +308,71 @@ def test_every_rule_is_documented():
     ]
     for code in [*RULES, *loader_and_compile]:
         assert f"## {code}" in docs, code
+
+
+def _weights(pattern_part: str) -> list[str]:
+    """Weight quantizer names of the llama manifest whose module name contains the part."""
+    return [
+        name
+        for name, module, site in LLAMA.iter_sites()
+        if site.attribute == "weight_quantizer" and pattern_part in module.name
+    ]
+
+
+def test_qc217_fp8_sweep_leaves_non_nvfp4_weights_at_max(tmp_path):
+    mlp = _weights(".mlp.")
+    found = run(
+        tmp_path,
+        HEADER + "  - quantizer_name: '*mlp*weight_quantizer'\n"
+        "    cfg: {num_bits: 4, block_sizes: {-1: 16, type: static}}\n"
+        "algorithm: local_hessian\n",
+    )
+    (hit,) = only(found, "QC217")
+    assert (hit.line, hit.column) == (6, 12)
+    assert f"{len(mlp)} ({mlp[0]}, {mlp[1]} and {len(mlp) - 2} more) weight quantizers" in (
+        hit.message
+    )
+    assert "fp8_scale_sweep: false" in hit.message
+    # NVFP4 static weights are what the sweep is for; turning it off searches everything
+    for algorithm in ("{method: local_hessian, fp8_scale_sweep: false}", "mse"):
+        quiet = run(
+            tmp_path,
+            HEADER + "  - quantizer_name: '*mlp*weight_quantizer'\n"
+            "    cfg: {num_bits: 4, block_sizes: {-1: 16, type: static}}\n"
+            f"algorithm: {algorithm}\n",
+        )
+        assert "QC217" not in codes(quiet)
+    assert "QC217" not in codes(lint(presets.get("NVFP4_W4A4_WEIGHT_LOCAL_HESSIAN_CFG"), LLAMA))
+
+
+def test_qc217_hessian_block_size_and_smoothquant_skips(tmp_path):
+    found = run(
+        tmp_path,
+        HEADER + "  - quantizer_name: '*weight_quantizer'\n"
+        "    cfg: {num_bits: 8, axis: 0}\n"
+        "  - quantizer_name: '*self_attn*input_quantizer'\n"
+        "    cfg: {num_bits: [4, 3]}\n"
+        "algorithm:\n"
+        "  - {method: local_hessian, fp8_scale_sweep: false, block_size: 12}\n"
+        "  - {method: smoothquant, alpha: 0.5}\n",
+    )
+    hessian, smooth = only(found, "QC217")
+    assert hessian.line == 9 and "block_size 12 does not divide" in hessian.message
+    attention = [n.replace("weight", "input") for n in _weights(".self_attn.")]
+    assert smooth.line == 10
+    assert f"{len(attention)} ({attention[0]}, {attention[1]} and" in smooth.message
+    assert "QC217" not in codes(lint(presets.get("INT8_SMOOTHQUANT_CFG"), LLAMA))
+
+
+def test_qc217_headroom_without_nvfp4_inputs_is_a_note(tmp_path):
+    found = run(
+        tmp_path,
+        HEADER + "  - quantizer_name: '*weight_quantizer'\n"
+        "    cfg: {num_bits: 8, axis: 0}\n"
+        "algorithm: nvfp4_act_headroom\n",
+    )
+    (hit,) = only(found, "QC217")
+    assert hit.severity == "info" and "calibrates exactly like max" in hit.message
+    config = presets.get("NVFP4_DEFAULT_CFG")
+    config["algorithm"] = "nvfp4_act_headroom"
+    assert "QC217" not in codes(lint(config, LLAMA))

@@ -15,4 +15,5 @@ from qconfig.lint.rules import (  # noqa: F401
     qc214_case_only_match,
     qc215_everything_disabled,
     qc216_lax_types,
+    qc217_algorithm_skips,
 )
