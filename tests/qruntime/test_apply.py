@@ -2,12 +2,13 @@
 
 import copy
 import dataclasses
+from typing import Literal
 
 import pytest
 import qruntime
 import torch
 import zoo
-from qconfig.algorithms import SmoothQuantCalibConfig
+from qconfig.algorithms import QuantizeAlgorithmConfig
 from qconfig.compile import compile_plan
 from qruntime import PlanMismatchError, UnsupportedAlgorithmError, modules
 from qruntime.quantizer import TensorQuantizer
@@ -112,10 +113,16 @@ def test_module_class_mismatch_is_refused_untouched(model):
     assert same(before, fingerprint(model))
 
 
+class UnknownCalibConfig(QuantizeAlgorithmConfig):
+    """A method no algorithm is registered for."""
+
+    method: Literal["unknown_toy"] = "unknown_toy"
+
+
 def test_unimplemented_algorithm_is_refused_untouched(model):
-    plan = dataclasses.replace(plan_for(model), algorithm=(SmoothQuantCalibConfig(),))
+    plan = dataclasses.replace(plan_for(model), algorithm=(UnknownCalibConfig(),))
     before = fingerprint(model)
-    with pytest.raises(UnsupportedAlgorithmError, match="'smoothquant' is not implemented"):
+    with pytest.raises(UnsupportedAlgorithmError, match="'unknown_toy' is not implemented"):
         qruntime.apply_plan(model, plan, loop)
     assert same(before, fingerprint(model))
 
