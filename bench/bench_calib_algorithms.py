@@ -1,0 +1,217 @@
+"""Calibration time per algorithm on all-MiniLM-L6-v2: qruntime beside Model Optimizer 0.47.0.
+
+For each algorithm row (bench/_minilm.py, ALGORITHM_ROWS: max, mse, local_hessian with and
+without ``fp8_scale_sweep``, smoothquant, nvfp4_act_headroom, on INT4 block-128, INT8 W8A8 and
+NVFP4) both libraries start from a deep copy of the float model that is already converted and
+configured with the row's quantizers but not calibrated, and the timer covers the calibration
+alone, the same span on both sides:
+
+* qruntime: ``run_algorithms(model, plan.algorithm, forward_loop, plan=plan)`` on a model
+  prepared by ``apply_plan`` with the plan's algorithms removed. An algorithm that declares
+  ``writes_weights`` (smoothquant) runs inside a ``Transaction(writes_weights=True,
+  guard=None)``, as its ``save`` calls need one; no write guard, so no cost beyond the saves.
+* Model Optimizer: ``mtq.calibrate(model, algorithm, forward_loop)`` on a model prepared by
+  ``mtq.quantize`` with ``algorithm: None`` — the call ``mtq.quantize`` itself makes.
+
+``--span quantize`` times the whole ``quantize(model, config, forward_loop)`` call instead
+(conversion, configuration, calibration; for qruntime also the rollback transaction).
+
+Both get the same forward loop over the same tokenized batches (the first ``--calib-size``
+sentences of examples/data/calibration.txt, 32 by default, as in the issue's figures). Each
+kind runs once as a warm-up, then ``--repeat`` interleaved rounds; the best time counts.
+
+Times are ``time.process_time`` by default: CPU seconds of this process, all its threads, so a
+neighbour competing for the two cores of a shared machine does not distort the ratios (wall
+time would count the waiting). Both sides run under the same ``torch.set_num_threads``, one thread
+by default: with two, a worker thread that waits for a partner descheduled by a neighbour spins
+and its CPU time is counted (on the shared 2-core machine single rows came out several times
+slower that way; with one thread repeated runs agree within about 10 %). ``--timer wall`` uses
+``time.perf_counter`` for a quiet machine. Printed: ours, theirs, theirs/ours; the issue's goal
+is theirs/ours >= 3 for mse and local_hessian. Nothing is asserted. A method qruntime has not
+registered yet, or a row Model Optimizer cannot run on CPU (its NVFP4 fake quantization needs
+CUDA or Triton), is printed with the reason instead of a time.
+
+    .venv/bin/python bench/bench_calib_algorithms.py [--rows SUBSTRING ...] [--repeat 3]
+        [--threads N] [--timer process|wall] [--span calibrate|quantize] [--no-modelopt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import io
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _minilm import (  # bench/ is not a package: found through sys.path
+    AlgorithmRow,
+    Calibration,
+    import_modelopt,
+    load_minilm,
+    reason,
+    registered_methods,
+    select_rows,
+)
+
+GOAL = 3.0
+GOAL_METHODS = ("mse", "local_hessian")
+CLOCKS = {"process": time.process_time, "wall": time.perf_counter}
+
+
+def best_of(run: Callable[[], float], repeat: int) -> float:
+    """Best of ``repeat`` timed runs after one warm-up; the first exception propagates."""
+    run()
+    return min(run() for _ in range(repeat))
+
+
+def qruntime_runner(
+    base: torch.nn.Module, row: AlgorithmRow, loop: Calibration, span: str, clock
+) -> Callable[[], float]:
+    """One timed qruntime run of ``row`` on a fresh copy of ``base`` (see the docstring)."""
+    import qruntime
+    from qruntime.calibrate import algorithm_for, run_algorithms
+    from qruntime.quantize import compile_for
+    from qruntime.transaction import Transaction
+
+    if span == "quantize":
+
+        def whole() -> float:
+            model = copy.deepcopy(base)
+            start = clock()
+            qruntime.quantize(model, row.config(), loop)
+            return clock() - start
+
+        return whole
+
+    plan = compile_for(base, row.config())
+    configure_only = dataclasses.replace(plan, algorithm=())
+    writes = any(algorithm_for(c).capabilities.writes_weights for c in plan.algorithm)
+
+    def calibrate() -> float:
+        model = qruntime.apply_plan(copy.deepcopy(base), configure_only)
+        start = clock()
+        with (
+            Transaction(model, writes_weights=True, guard=None)
+            if writes
+            else contextlib.nullcontext()
+        ):
+            run_algorithms(model, plan.algorithm, loop, plan=plan)
+        return clock() - start
+
+    return calibrate
+
+
+def modelopt_runner(
+    mtq, base: torch.nn.Module, row: AlgorithmRow, loop: Calibration, span: str, clock
+) -> Callable[[], float]:
+    """One timed Model Optimizer run of ``row`` on a fresh copy of ``base``."""
+
+    def whole() -> float:
+        model = copy.deepcopy(base)
+        start = clock()
+        mtq.quantize(model, row.config(), loop)
+        return clock() - start
+
+    def calibrate() -> float:
+        model = mtq.quantize(copy.deepcopy(base), {**row.config(), "algorithm": None})
+        start = clock()
+        mtq.calibrate(model, row.algorithm_spec(), loop)
+        return clock() - start
+
+    run = whole if span == "quantize" else calibrate
+
+    def quiet() -> float:  # its progress bars and notices, not ours
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            return run()
+
+    return quiet
+
+
+def timed(make: Callable[[], Callable[[], float]], repeat: int) -> float | str:
+    """The best time, or the reason it could not be measured."""
+    try:
+        return best_of(make(), repeat)
+    except Exception as exc:  # a row, not a crash
+        return reason(exc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", nargs="+", default=None, help="rows whose name contains one")
+    parser.add_argument("--calib-size", type=int, default=32, help="calibration sentences")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (default 1; 0: torch's default)"
+    )
+    parser.add_argument("--timer", choices=sorted(CLOCKS), default="process")
+    parser.add_argument("--span", choices=["calibrate", "quantize"], default="calibrate")
+    parser.add_argument("--no-modelopt", action="store_true")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock = CLOCKS[args.timer]
+
+    data = load_minilm(eval_size=1, batch_size=args.batch_size)
+    loop = data.calibration(args.calib_size)
+    rows = select_rows(args.rows)
+    base = data.model
+
+    ours = {}
+    for row in rows:
+        ours[row.name] = timed(
+            lambda row=row: qruntime_runner(base, row, loop, args.span, clock), args.repeat
+        )
+        print(f"  qruntime  {row.name:<32} {ours[row.name]}", file=sys.stderr, flush=True)
+    theirs: dict[str, float | str] = {}
+    version = "not run"
+    if not args.no_modelopt:
+        version, mtq = import_modelopt()
+        for row in rows:
+            theirs[row.name] = timed(
+                lambda row=row: modelopt_runner(mtq, base, row, loop, args.span, clock),
+                args.repeat,
+            )
+            print(f"  modelopt  {row.name:<32} {theirs[row.name]}", file=sys.stderr, flush=True)
+
+    print(
+        f"all-MiniLM-L6-v2, {loop.describe()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, best of {args.repeat} after a warm-up, "
+        f"{args.timer} time of the {args.span} span; Model Optimizer {version}"
+    )
+    print(f"qruntime calibration methods registered: {', '.join(registered_methods())}")
+    header = f"{'row':<32} {'ours s':>8} {'theirs s':>9} {'theirs/ours':>11}  goal"
+    print(header)
+    print("-" * len(header))
+    notes = []
+    for row in rows:
+        mine, other = ours[row.name], theirs.get(row.name, "not run (--no-modelopt)")
+        for who, value in (("qruntime", mine), ("modelopt", other)):
+            if isinstance(value, str):
+                notes.append(f"{row.name}: {who} {value}")
+        ratio = None
+        if not isinstance(mine, str) and not isinstance(other, str) and mine > 0:
+            ratio = other / mine
+        goal = ""
+        if row.method in GOAL_METHODS and ratio is not None:
+            goal = f">= {GOAL:g}x " + ("met" if ratio >= GOAL else "NOT met")
+        print(
+            f"{row.name:<32} {'error' if isinstance(mine, str) else f'{mine:.3f}':>8} "
+            f"{'n/a' if isinstance(other, str) else f'{other:.3f}':>9} "
+            f"{'n/a' if ratio is None else f'{ratio:.2f}':>11}  {goal}"
+        )
+    for note in notes:
+        print(f"  {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
