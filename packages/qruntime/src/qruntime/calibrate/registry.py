@@ -218,6 +218,14 @@ def check_supported(
     _check_single_process(plan.algorithm)
     for config in plan.algorithm:
         algorithm = algorithm_for(config)
+        if config.layerwise.enable:
+            raise UnsupportedAlgorithmError(
+                f"calibration method {str(config.method)!r} with layerwise.enable: layer-by-layer "
+                "calibration is not implemented in qruntime yet, and running the whole model at "
+                "once instead would calibrate quantizers Model Optimizer leaves out (those "
+                "outside the decoder layers). Drop layerwise or set enable: false. The model was "
+                "not changed."
+            )
         capabilities = algorithm.capabilities
         if capabilities.needs_forward_data and forward_loop is None:
             raise UnsupportedAlgorithmError(
