@@ -24,7 +24,11 @@ Two groups of rows (``--rows``):
 
 A method qruntime has not registered yet, or any other failure, is a row that says ``error``
 with the reason below the table, never a crash. Where Model Optimizer cannot run on this machine
-(its NVFP4 fake quantization needs CUDA or Triton) its column says ``n/a`` and why.
+(its NVFP4 fake quantization needs CUDA or Triton) its column says ``n/a`` and why; with
+``--modelopt-reference-nvfp4`` Model Optimizer's NVFP4 fake quantization is computed by
+qruntime's reference numerics instead (bench/_mo_nvfp4.py: bit-exact with its kernels), so its
+NVFP4 algorithms run on CPU — those cells are marked ``*`` (their seconds then time our numerics
+inside their algorithm).
 
 All qruntime runs come first, then Model Optimizer is imported: its Hugging Face plugins
 register classes at import time and must not be in the process while ours run.
@@ -102,6 +106,7 @@ class Outcome:
     seconds: float | None = None
     bits: float | None = None
     error: str | None = None
+    reference_numerics: bool = False  # Model Optimizer's NVFP4 computed by qruntime's numerics
 
     def __str__(self) -> str:
         cosine = "n/a" if self.cosine is None else f"{self.cosine:.5f}"
@@ -183,12 +188,13 @@ def print_table(cases: list[Case], ours: dict, theirs: dict, version: str) -> li
         if mine.seconds and other.seconds:
             ratio = other.seconds / mine.seconds
         first = "error" if mine.error and mine.cosine is None else None
+        mark = "*" if other.reference_numerics else ""
         print(
             f"{case.name:<32} "
             f"{first if first else _cell(mine.cosine, '.5f', 9):>9} "
-            f"{_cell(other.cosine, '.5f', 9)} {diff_text:>10} {_cell(mine.bits, '.3f', 8)} "
-            f"{_cell(mine.seconds, '.2f', 7)} {_cell(other.seconds, '.2f', 8)} "
-            f"{_cell(ratio, '.2f', 11)}"
+            f"{_cell(other.cosine, '.5f', 9 - len(mark))}{mark} {diff_text:>10} "
+            f"{_cell(mine.bits, '.3f', 8)} {_cell(mine.seconds, '.2f', 7)} "
+            f"{_cell(other.seconds, '.2f', 8 - len(mark))}{mark} {_cell(ratio, '.2f', 11)}"
         )
     return notes
 
@@ -211,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--no-modelopt", action="store_true", help="qruntime only")
+    parser.add_argument(
+        "--modelopt-reference-nvfp4",
+        action="store_true",
+        help="run Model Optimizer's NVFP4 with qruntime's reference numerics (marked *)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -233,11 +244,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_modelopt:
         version, mtq = import_modelopt()
         for case in cases:
-            with (
-                contextlib.redirect_stdout(io.StringIO()),
-                contextlib.redirect_stderr(io.StringIO()),
-            ):
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+                stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
+                uses = None
+                if args.modelopt_reference_nvfp4:
+                    from _mo_nvfp4 import reference_nvfp4
+
+                    uses = stack.enter_context(reference_nvfp4())
                 theirs[case.name] = measure(data, case, mtq.quantize)
+                theirs[case.name].reference_numerics = bool(uses and uses.calls)
             print(f"  modelopt  {case.name:<32} {theirs[case.name]}", file=sys.stderr, flush=True)
 
     notes = print_table(cases, ours, theirs, version)
@@ -247,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
         "diff = qruntime - modelopt; eff.bits = qruntime.bits.effective_bits (weights, incl. "
         "scales); ours s / theirs s = wall seconds of one quantize call (convert + calibrate)"
     )
+    if any(o.reference_numerics for o in theirs.values()):
+        print(
+            "* Model Optimizer's algorithm with its NVFP4 fake quantization by qruntime's numerics"
+        )
     failed = [o for o in ours.values() if o.cosine is None or math.isnan(o.cosine)]
     return 1 if failed else 0
 

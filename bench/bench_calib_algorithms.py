@@ -29,7 +29,9 @@ slower that way; with one thread repeated runs agree within about 10 %). ``--tim
 ``time.perf_counter`` for a quiet machine. Printed: ours, theirs, theirs/ours; the issue's goal
 is theirs/ours >= 3 for mse and local_hessian. Nothing is asserted. A method qruntime has not
 registered yet, or a row Model Optimizer cannot run on CPU (its NVFP4 fake quantization needs
-CUDA or Triton), is printed with the reason instead of a time.
+CUDA or Triton), is printed with the reason instead of a time. ``--modelopt-reference-nvfp4``
+runs those with qruntime's NVFP4 numerics in place of its kernels (bench/_mo_nvfp4.py); such
+times, marked ``*``, measure its algorithm around our numerics, not its own speed.
 
     .venv/bin/python bench/bench_calib_algorithms.py [--rows SUBSTRING ...] [--repeat 3]
         [--threads N] [--timer process|wall] [--span calibrate|quantize] [--no-modelopt]
@@ -155,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timer", choices=sorted(CLOCKS), default="process")
     parser.add_argument("--span", choices=["calibrate", "quantize"], default="calibrate")
     parser.add_argument("--no-modelopt", action="store_true")
+    parser.add_argument(
+        "--modelopt-reference-nvfp4",
+        action="store_true",
+        help="run Model Optimizer's NVFP4 with qruntime's reference numerics (marked *)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -172,14 +179,23 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"  qruntime  {row.name:<32} {ours[row.name]}", file=sys.stderr, flush=True)
     theirs: dict[str, float | str] = {}
+    marked: set[str] = set()  # Model Optimizer rows timed with qruntime's NVFP4 numerics
     version = "not run"
     if not args.no_modelopt:
         version, mtq = import_modelopt()
         for row in rows:
-            theirs[row.name] = timed(
-                lambda row=row: modelopt_runner(mtq, base, row, loop, args.span, clock),
-                args.repeat,
-            )
+            with contextlib.ExitStack() as stack:
+                uses = None
+                if args.modelopt_reference_nvfp4:
+                    from _mo_nvfp4 import reference_nvfp4
+
+                    uses = stack.enter_context(reference_nvfp4())
+                theirs[row.name] = timed(
+                    lambda row=row: modelopt_runner(mtq, base, row, loop, args.span, clock),
+                    args.repeat,
+                )
+                if uses is not None and uses.calls:
+                    marked.add(row.name)
             print(f"  modelopt  {row.name:<32} {theirs[row.name]}", file=sys.stderr, flush=True)
 
     print(
@@ -200,16 +216,22 @@ def main(argv: list[str] | None = None) -> int:
         ratio = None
         if not isinstance(mine, str) and not isinstance(other, str) and mine > 0:
             ratio = other / mine
+        mark = "*" if row.name in marked else ""
         goal = ""
-        if row.method in GOAL_METHODS and ratio is not None:
+        if row.method in GOAL_METHODS and ratio is not None and not mark:
             goal = f">= {GOAL:g}x " + ("met" if ratio >= GOAL else "NOT met")
         print(
             f"{row.name:<32} {'error' if isinstance(mine, str) else f'{mine:.3f}':>8} "
-            f"{'n/a' if isinstance(other, str) else f'{other:.3f}':>9} "
-            f"{'n/a' if ratio is None else f'{ratio:.2f}':>11}  {goal}"
+            f"{('n/a' if isinstance(other, str) else f'{other:.3f}') + mark:>9} "
+            f"{('n/a' if ratio is None else f'{ratio:.2f}') + mark:>11}  {goal}"
         )
     for note in notes:
         print(f"  {note}")
+    if marked:
+        print(
+            "* Model Optimizer's algorithm with its NVFP4 fake quantization by qruntime's "
+            "numerics: not its own speed"
+        )
     return 0
 
 
