@@ -46,6 +46,7 @@ from qruntime.calibrate.registry import (
 )
 from qruntime.calibrate.search import (
     ErrorFn,
+    WeightView,
     fp8_scale_candidates,
     multiplier_candidates,
     search,
@@ -160,9 +161,10 @@ def _search_one(
     q: TensorQuantizer,
     weight: torch.Tensor,
     options: SearchOptions,
-    error: ErrorFn | None,
+    error_for: Callable[[TensorQuantizer, WeightView], ErrorFn | None] | None,
 ) -> None:
     view = weight_view(q, weight)
+    error = error_for(q, view) if error_for is not None else None
     amax = view.amax
     device = view.x.device
     if options.fp8_scale_sweep:
@@ -175,24 +177,33 @@ def _search_one(
             return (g * c).view(-1, *ones).expand(-1, *amax.shape)
 
         best = search(view, fp8_scale_candidates(device), block_amax, error)
-        q.amax = torch.ones_like(amax, dtype=torch.float32) * (g * best.view_as(amax))
+        _store(q, torch.ones_like(amax, dtype=torch.float32) * (g * best.view_as(amax)))
         return
     candidates = multiplier_candidates(
         options.start_multiplier, options.stop_multiplier, options.step_size, device
     )
     best = search(view, candidates, lambda c: _multiplied(amax, c), error)
-    q.amax = amax * best.view_as(amax)
+    _store(q, amax * best.view_as(amax))
+
+
+def _store(q: TensorQuantizer, value: torch.Tensor) -> None:
+    """Write the searched amax in the stored amax's dtype and ``state_dict`` place, as Model
+    Optimizer's copy into the existing buffer does."""
+    old = q.amax
+    assert old is not None
+    q.store_amax(value.to(device=old.device, dtype=old.dtype))
 
 
 def search_weights(
     pairs: Sequence[WeightPair],
     options: SearchOptions,
-    error_for: Callable[[TensorQuantizer], ErrorFn | None] | None = None,
+    error_for: Callable[[TensorQuantizer, WeightView], ErrorFn | None] | None = None,
 ) -> int:
     """Search the amax of every eligible weight quantizer; returns how many were left at max
     because ``fp8_scale_sweep`` searches only NVFP4-static ones.
 
-    ``error_for(q)`` gives a quantizer's error function (None: squared error).
+    ``error_for(q, view)`` gives a quantizer's error function on its weight view (None:
+    squared error).
     """
     left = 0
     for pair in pairs:
@@ -203,7 +214,7 @@ def search_weights(
         if options.fp8_scale_sweep and not q.is_nvfp4_static:
             left += 1
             continue
-        _search_one(q, pair.weight, options, error_for(q) if error_for is not None else None)
+        _search_one(q, pair.weight, options, error_for)
     return left
 
 
