@@ -283,11 +283,13 @@ def test_the_weight_algorithms_own_check_runs():
         qruntime.quantize(Net(), cfg, loop)
 
 
-def test_moe_ratio_in_the_weight_algorithm_is_refused():
-    algorithm = {**HEADROOM, "weight_scale_algorithm": {"method": "max"}}
-    algorithm["weight_scale_algorithm"]["moe_calib_experts_ratio"] = 0.5
+@pytest.mark.parametrize(
+    "option", [{"moe_calib_experts_ratio": 0.5}, {"layerwise": {"enable": True}}]
+)
+def test_whole_model_options_in_the_weight_algorithm_are_refused(option):
+    algorithm = {**HEADROOM, "weight_scale_algorithm": {"method": "max", **option}}
     model = Net()
-    with pytest.raises(UnsupportedAlgorithmError, match="moe_calib_experts_ratio"):
+    with pytest.raises(UnsupportedAlgorithmError, match=f"{next(iter(option))} in weight_scale"):
         qruntime.quantize(model, _config(algorithm), loop)
     assert type(model.fc1) is nn.Linear
 

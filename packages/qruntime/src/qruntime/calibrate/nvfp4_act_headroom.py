@@ -104,12 +104,16 @@ def _leaves(quantizer: nn.Module) -> Iterable[TensorQuantizer]:
 
 def _weight_algorithm(config: NVFP4ActHeadroomCalibConfig) -> CalibrationAlgorithm:
     weight = config.weight_scale_algorithm
-    if weight.moe_calib_experts_ratio is not None:
-        raise UnsupportedAlgorithmError(
-            "nvfp4_act_headroom: moe_calib_experts_ratio in weight_scale_algorithm is not "
-            "supported (Model Optimizer passes it on as an argument its weight calibrations do "
-            "not take). The model was not changed."
-        )
+    for option, used in (
+        ("moe_calib_experts_ratio", weight.moe_calib_experts_ratio is not None),
+        ("layerwise", weight.layerwise.enable),
+    ):
+        if used:
+            raise UnsupportedAlgorithmError(
+                f"nvfp4_act_headroom: {option} in weight_scale_algorithm is not supported "
+                "(Model Optimizer passes it on as an argument its weight calibrations do not "
+                "take). The model was not changed."
+            )
     try:
         return algorithm_for(weight)
     except UnsupportedAlgorithmError as exc:
