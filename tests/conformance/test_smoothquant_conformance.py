@@ -5,9 +5,11 @@
     dtype, same ``state_dict`` keys in the same order — and the outputs are equal; also in
     bfloat16 and on the real Hugging Face all-MiniLM-L6-v2;
 (b) a property test over alpha, input and weight formats, dtypes and all-zero input channels;
-(c) the deliberate differences (docs/differences.md rows 37 and 38): layers Model Optimizer skips
-    keep a per-channel input axis there and get plain max calibration here; an all-zero channel
-    that makes Model Optimizer fail gets the scale 1 here.
+(c) the deliberate differences (docs/differences.md, the smoothquant rows): the layers Model
+    Optimizer skips keep a per-channel input axis there, those it stops on (static bias,
+    constant amax, one channel, sequential weight) stop the run; here both get plain max
+    calibration. A scale <= 2^-31 or 0/0 that makes Model Optimizer fail is computed here (the
+    zero-channel rule applied, then the clamp).
 """
 
 import copy
@@ -220,7 +222,7 @@ def test_formats_and_alphas_match_modelopt(
         ref = _quiet(mtq.quantize, copy.deepcopy(model), copy.deepcopy(cfg), loop)
     except (IndexError, AssertionError):
         # Model Optimizer fails where a scale is <= 2^-31 (here: an all-zero weight column under
-        # alpha 0) or 0/0 (an all-zero channel over an all-zero column) — row 38
+        # alpha 0) or 0/0 (an all-zero channel over an all-zero column) — see (c)
         assert zero_column
         ours = _quiet(qruntime.quantize, copy.deepcopy(model), copy.deepcopy(cfg), loop)
         expected = _expected_scale(x, model[0].weight, alpha).to(dtype)
@@ -237,7 +239,7 @@ def test_formats_and_alphas_match_modelopt(
 
 
 def test_skipped_layers_get_plain_max_calibration_not_a_per_channel_axis():
-    """Row 37: an INT4 weight (not smoothable) and a linear no data reaches. Model Optimizer
+    """Skipped layers: an INT4 weight (not smoothable) and a linear no data reaches. Model Optimizer
     leaves their input quantizers per channel (axis -1: a per-channel amax, or dynamic
     per-channel quantization without one); ours are per tensor with max calibration's amax,
     and the rest of the state is Model Optimizer's."""
@@ -278,7 +280,7 @@ def test_skipped_layers_get_plain_max_calibration_not_a_per_channel_axis():
 
 @pytest.mark.parametrize("alpha", [0.0, 0.5])
 def test_an_all_zero_channel_modelopt_cannot_index_gets_the_scale_one(alpha):
-    """Row 38: channel 0 of the input is all zero and so is weight column 0. alpha 0 makes the
+    """Zero channels: channel 0 of the input is all zero and so is weight column 0. alpha 0 makes the
     smallest scale 0, which triggers Model Optimizer's zero-channel rule, whose mask (shape of
     the activation amax, (1, 1, 8)) cannot index the 1-D scale: IndexError. alpha 0.5 makes 0/0:
     its positivity assertion fails. Ours gives channel 0 the scale 1 and computes the others
@@ -295,7 +297,7 @@ def test_an_all_zero_channel_modelopt_cannot_index_gets_the_scale_one(alpha):
 
 
 def test_a_scale_below_two_to_the_minus_31_without_any_zero_channel_is_clamped():
-    """Row 38, the other way in: an all-zero weight column under alpha 0 (scale 0) over a
+    """Zero channels, the other way in: an all-zero weight column under alpha 0 (scale 0) over a
     channel that does carry activations. Model Optimizer's rule fires and fails to index; here
     no channel has a zero amax, so the rule changes nothing and the clamp makes the scale 1e-4."""
     model, x = _two_linears(torch.float32, False, True, 1.0, 0)
@@ -306,3 +308,51 @@ def test_a_scale_below_two_to_the_minus_31_without_any_zero_channel_is_clamped()
     pqs = ours[0].input_quantizer.pre_quant_scale
     assert pqs[0] == torch.tensor(1e-4)
     assert torch.equal(pqs, model[0].weight.abs().amax(0).clamp(1e-4, 1e4))
+
+
+@pytest.mark.parametrize(
+    ("input_cfg", "weight_cfg", "cin", "error", "reason"),
+    [
+        (
+            {"num_bits": 8, "bias": {-1: None, "type": "static", "method": "mean"}},
+            {"num_bits": 8, "axis": 0},
+            8,
+            RuntimeError,
+            "static affine bias",
+        ),
+        (
+            {"num_bits": 8, "constant_amax": 4.0},
+            {"num_bits": 8, "axis": 0},
+            8,
+            AssertionError,
+            "constant amax",
+        ),
+        ({"num_bits": 8}, {"num_bits": 8, "axis": 0}, 1, AssertionError, "single input channel"),
+        (
+            {"num_bits": 8},
+            [{"num_bits": 4, "block_sizes": {-1: 4, "type": "static"}}, {"num_bits": 8, "axis": 0}],
+            8,
+            AttributeError,
+            "only INT8",
+        ),
+    ],
+)
+def test_layers_modelopt_stops_on_are_skipped_with_plain_max(
+    input_cfg, weight_cfg, cin, error, reason
+):
+    """Skipped layers: an input with a static bias or a constant amax, a single input channel, a
+    sequential weight quantizer: Model Optimizer stops the run; ours skips the layer with a
+    warning, and its input quantizer is what plain max calibration gives."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(cin, 6), nn.ReLU(), nn.Linear(6, 4))
+    x = torch.randn(2, 3, cin, generator=torch.Generator().manual_seed(0))
+    cfg = _format_cfg(input_cfg, weight_cfg, 0.5)
+    with pytest.raises(error):
+        _quiet(mtq.quantize, copy.deepcopy(model), copy.deepcopy(cfg), lambda m: m(x))
+    with pytest.warns(UserWarning, match=reason):
+        ours = qruntime.quantize(copy.deepcopy(model), copy.deepcopy(cfg), lambda m: m(x))
+    plain = _quiet(mtq.quantize, copy.deepcopy(model), {**cfg, "algorithm": "max"}, lambda m: m(x))
+    q, p = ours[0].input_quantizer, plain[0].input_quantizer
+    assert q.pre_quant_scale is None and q.axis is None and p.axis is None
+    assert q.amax.dtype == p.amax.dtype and torch.equal(q.amax, p.amax)
+    assert torch.equal(ours[0].weight, model[0].weight)

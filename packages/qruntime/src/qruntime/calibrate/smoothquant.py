@@ -26,7 +26,7 @@ or already ``axis = -1``) without a static affine bias or a constant amax, its w
 is a single INT8 quantizer, it has more than one input channel, and the forward loop reached it.
 Every other quantized linear is left to plain ``max`` calibration, with a warning that says why
 — unlike Model Optimizer, which leaves some of them with the per-channel input axis of step 1
-(docs/differences.md, row 37).
+and stops the run on others (docs/differences.md, the smoothquant rows).
 """
 
 from __future__ import annotations
@@ -109,9 +109,9 @@ def smoothing_scale(act_amax: torch.Tensor, weight: torch.Tensor, alpha: float) 
     The arithmetic is Model Optimizer's, so that the result is bit-identical: the weight's
     column max raised to ``1 - alpha`` in the weight dtype, divided by ``act_amax`` (float32)
     to the ``alpha``. Where the smallest scale is ``<= 2^-31`` (or not a number), channels whose
-    activation amax is ``<= 2^-31`` get 1 — Model Optimizer means the same but its mask has the
-    activation's rank and fails to index the 1-D scale (docs/differences.md, row 38). Last, the
-    clamp to :data:`SCALE_RANGE`.
+    activation amax is ``<= 2^-31`` get 1 — Model Optimizer means the same, but its mask has the
+    activation's rank and cannot index the 1-D scale, and a 0/0 scale fails its positivity check
+    (docs/differences.md, the smoothquant rows). Last, the clamp to :data:`SCALE_RANGE`.
     """
     act = act_amax.float()
     weight_max = weight.abs().amax(dim=0, keepdim=True)
@@ -226,17 +226,13 @@ def smoothquant_calibrate(ctx: CalibrationContext) -> None:
 
 
 def check_config(plan: Plan, config: QuantizeAlgorithmConfig) -> None:
-    """Refuse, before the model is touched, what this implementation does not run."""
+    """Refuse, before the model is touched, an ``alpha`` of null (``layerwise`` is refused for
+    every method by ``check_supported``)."""
     assert isinstance(config, SmoothQuantCalibConfig)
     if config.alpha is None:
         raise UnsupportedAlgorithmError(
             "smoothquant: alpha is null; give a number in [0, 1] (Model Optimizer fails on null "
             "after calibrating). The model was not changed."
-        )
-    if config.layerwise.enable:
-        raise UnsupportedAlgorithmError(
-            "smoothquant with layerwise.enable is not implemented in qruntime (it calibrates "
-            "the whole model at once). The model was not changed."
         )
 
 
