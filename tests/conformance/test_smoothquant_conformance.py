@@ -134,6 +134,8 @@ INPUTS = {
 WEIGHTS = {
     "int8_axis0": {"num_bits": 8, "axis": 0},
     "int8_tensor": {"num_bits": 8},
+    "int8_block": {"num_bits": 8, "block_sizes": {-1: 4, "type": "static"}},
+    "int8_bias": {"num_bits": 8, "axis": 0, "bias": {-1: None, "type": "static", "method": "mean"}},
     "int4_block": {"num_bits": 4, "block_sizes": {-1: 2, "type": "static"}},
     "fp8_axis0": {"num_bits": (4, 3), "axis": 0},
     "off": None,

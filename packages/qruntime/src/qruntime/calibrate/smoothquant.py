@@ -182,7 +182,9 @@ def _smooth(ctx: CalibrationContext, linear: SmoothedLinear, alpha: float) -> No
 
 def _recalibrate_weight(ctx: CalibrationContext, linear: SmoothedLinear) -> None:
     """``max`` calibration of the linear alone, fed its new weight (the other quantizers of the
-    layer keep what they have: their calibrators are reset or hold the same statistics)."""
+    layer keep what they have: their calibrators are reset or hold the same statistics). The
+    weight quantizer's bias collector is reset with its amax, as Model Optimizer's
+    ``reset_amax`` does, so that a static weight bias is that of the new weight."""
     wq = linear.weight_quantizer
     assert isinstance(wq, TensorQuantizer)
     wq.reset_amax()
