@@ -251,10 +251,17 @@ def test_smoothing_a_smoothed_model_again_is_refused_and_rolled_back():
 # ------------------------------------------------------------------------------ save / restore
 
 
-def test_save_restore_round_trip_is_bit_identical(tmp_path):
+def _attributes(model):
+    states = qruntime.quantizer_states(model)
+    return {name: (s["enable"], s["attributes"]) for name, s in states.items()}
+
+
+@pytest.mark.parametrize("input_cfg", [{"num_bits": 8}, {"num_bits": 8, "axis": -1}])
+def test_save_restore_round_trip_is_bit_identical(tmp_path, input_cfg):
     """The state file holds the quantizer buffers (``_pre_quant_scale`` included); the rescaled
-    weights are the model's own parameters and are saved with the model, as usual."""
-    model = _quiet_quantize(Net(), _config(), _loop)
+    weights are the model's own parameters and are saved with the model, as usual. An input
+    configured per channel is per tensor after smoothing, in the saved plan too."""
+    model = _quiet_quantize(Net(), _config(input_cfg=input_cfg), _loop)
     path = tmp_path / "state.safetensors"
     qruntime.save_state(model, path)
     fresh = Net()
@@ -266,6 +273,7 @@ def test_save_restore_round_trip_is_bit_identical(tmp_path):
     for key, value in restored.state_dict().items():
         assert value.dtype == expected[key].dtype and torch.equal(value, expected[key]), key
     assert restored.fc1.input_quantizer.pre_quant_scale is not None
+    assert _attributes(restored) == _attributes(model)
     x = _batch(7)
     with torch.no_grad():
         assert torch.equal(restored(x), model(x))

@@ -170,6 +170,8 @@ def _smooth(ctx: CalibrationContext, linear: SmoothedLinear, alpha: float) -> No
     dtype, act = weight.dtype, act_amax.float()
     q.reset_amax()
     q.axis = None
+    if q.config.axis is not None:  # configured per channel: a saved plan must say per tensor now
+        q.set_from_attribute_config({"axis": None})
     q.amax = act.amax().to(device=weight.device, dtype=dtype)
     q.pre_quant_scale = scale.to(dtype)
     transaction = current_transaction()
