@@ -100,3 +100,99 @@ def test_restore_refuses_other_files(tmp_path):
 def test_current_plan_of_an_unquantized_model_is_an_error():
     with pytest.raises(ValueError, match="not quantized"):
         qruntime.current_plan(zoo.build("subclass"))
+
+
+# ------------------------------------------------------------------ weights rewritten by calibration
+SMOOTH = {
+    "quant_cfg": [
+        {"quantizer_name": "*", "enable": False},
+        {"quantizer_name": "*mlp*weight_quantizer", "cfg": {"num_bits": 8, "axis": 0}},
+        {"quantizer_name": "*mlp*input_quantizer", "cfg": {"num_bits": 8}},
+    ],
+    "algorithm": {"method": "smoothquant", "alpha": 0.5},
+}
+
+
+@pytest.fixture
+def smoothed(recwarn):
+    return qruntime.quantize(zoo.build("subclass"), SMOOTH, _loop)
+
+
+def _file(path):
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()}
+
+
+def test_weights_a_calibration_rewrote_travel_with_the_state(smoothed, tmp_path):
+    path = tmp_path / "q.safetensors"
+    qruntime.save_state(smoothed, path)
+    metadata, tensors = _file(path)
+    stored = [k for k in tensors if not k.rpartition(".")[2].startswith("_")]
+    quantized_weights = [
+        f"{name}.weight" for name, m in smoothed.named_modules() if hasattr(m, "weight_quantizer")
+    ]
+    assert sorted(stored) == sorted(quantized_weights)  # every weight a quantizer quantizes
+    assert metadata["weights"] == '["' + '","'.join(sorted(stored)) + '"]'
+    for key in stored:
+        assert torch.equal(tensors[key], smoothed.get_parameter(key))
+    fresh = zoo.build("subclass")
+    assert not torch.equal(fresh.mlp[0].weight, smoothed.mlp[0].weight)
+    restored = qruntime.restore_state(fresh, path)
+    x = zoo.example_inputs("subclass", seed=5)
+    with torch.no_grad():
+        assert torch.equal(restored(*x), smoothed(*x))
+    # saved again, a restored model still carries its weights
+    again = tmp_path / "again.safetensors"
+    qruntime.save_state(restored, again)
+    assert _file(again)[0]["weights"] == metadata["weights"]
+
+
+def test_max_calibration_stores_no_weights(quantized, tmp_path):
+    path = tmp_path / "q.safetensors"
+    qruntime.save_state(quantized, path)
+    metadata, tensors = _file(path)
+    assert "weights" not in metadata
+    assert all(k.rpartition(".")[2].startswith("_") for k in tensors)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t, m: t.pop("mlp.0.weight"), r"\['mlp\.0\.weight'\]: is listed .* but missing"),
+        (
+            lambda t, m: t.__setitem__("mlp.0.weight", t["mlp.0.weight"][:, :-1].contiguous()),
+            r"\['mlp\.0\.weight'\]: has shape .* the model's parameter has shape",
+        ),
+        (
+            lambda t, m: t.__setitem__("mlp.0.weight", t["mlp.0.weight"].double()),
+            r"\['mlp\.0\.weight'\]: has shape .* dtype F64",
+        ),
+        (
+            lambda t, m: t["mlp.0.weight"].view(-1).__setitem__(0, float("nan")),
+            r"\['mlp\.0\.weight'\]: holds NaN",
+        ),
+        (
+            lambda t, m: (
+                t.__setitem__("norm.weight", torch.zeros(1)),
+                m.__setitem__("weights", m["weights"][:-1] + ',"norm.weight"]'),
+            ),
+            r"\['norm\.weight'\]: is not a weight of this model that a quantizer quantizes",
+        ),
+    ],
+)
+def test_stored_weights_are_checked_before_the_model_is_touched(smoothed, tmp_path, edit, message):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "q.safetensors"
+    qruntime.save_state(smoothed, path)
+    metadata, tensors = _file(path)
+    edit(tensors, metadata)
+    save_file(tensors, str(path), metadata=metadata)
+    fresh = zoo.build("subclass")
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(ValueError, match=message):
+        qruntime.restore_state(fresh, path)
+    assert type(fresh.mlp[0]) is torch.nn.Linear
+    assert all(torch.equal(v, before[k]) for k, v in fresh.state_dict().items())

@@ -33,6 +33,7 @@ from qruntime.transaction import Transaction
 
 __all__ = [
     "PLAN_ATTRIBUTE",
+    "WEIGHTS_REWRITTEN",
     "PlanMismatchError",
     "applied_plan",
     "apply_plan",
@@ -42,6 +43,9 @@ __all__ = [
 
 #: Where the applied plan is kept on the root module (read by ``summary`` and ``save_state``).
 PLAN_ATTRIBUTE = "_qruntime_plan"
+#: Set in a model's ``__dict__`` once an algorithm that writes weights has calibrated it (or it
+#: was restored from a state file that carries weights): ``save_state`` then stores the weights.
+WEIGHTS_REWRITTEN = "_qruntime_weights_rewritten"
 
 
 class PlanMismatchError(ValueError):
@@ -237,6 +241,8 @@ def apply_plan(model: nn.Module, plan: Plan, forward_loop: ForwardLoop | None = 
         patch_model(model, plan)
         run_algorithms(model, plan.algorithm, forward_loop, plan=plan)
         model.__dict__[PLAN_ATTRIBUTE] = plan
+        if writes_weights:
+            model.__dict__[WEIGHTS_REWRITTEN] = True
     return model
 
 

@@ -6,7 +6,8 @@ the file's metadata, the plan JSON of the *current* quantizer states (enable tog
 sequential structure included, so a plan plus buffers rebuilds the model; compare Model
 Optimizer's recorded quantizer state, docs/model-optimizer-rules.md, 'Save and restore'), the
 list of the tensors written (``tensors``) and, for calibrators given as a class or
-``(class, args, kwargs)``, how to rebuild them (``calibrators``).
+``(class, args, kwargs)``, how to rebuild them (``calibrators``). After a calibration that
+rewrote weights (SmoothQuant), the weights travel too (``weights``, :mod:`qruntime.state.weights`).
 
 ``restore_state`` applies that plan to a fresh model of the same architecture and loads the
 buffers, all-or-nothing; the restored model's outputs are bit-identical. A state file may have
@@ -20,7 +21,7 @@ finite, an amax not negative, and listed in ``tensors``. Each defect is one
 
 This module is the save/read/restore sequence; ``file`` opens the safetensors file and reads its
 metadata, ``checks`` checks its tensors against the plan and the model, ``calibrator_refs``
-writes and reads the ``calibrators`` metadata.
+writes and reads the ``calibrators`` metadata, ``weights`` the rewritten weights.
 """
 
 from __future__ import annotations
@@ -48,6 +49,14 @@ from qruntime.state.checks import (
     tensor_owners,
 )
 from qruntime.state.file import STATE_FORMAT, StateFile, state_metadata
+from qruntime.state.weights import (
+    check_weight_entries,
+    listed_weights,
+    load_weights,
+    quantized_parameters,
+    rewritten_weights,
+    write_weights,
+)
 from qruntime.transaction import ModelSnapshot
 
 __all__ = [
@@ -138,7 +147,10 @@ def save_state(model: nn.Module, path: str | Path) -> None:
     }
     if calibrators:
         metadata["calibrators"] = json.dumps(calibrators, separators=(",", ":"), sort_keys=True)
-    save_file(tensors, str(path), metadata=metadata)
+    weights = rewritten_weights(model)
+    if weights:
+        metadata["weights"] = json.dumps(sorted(weights), separators=(",", ":"))
+    save_file({**tensors, **weights}, str(path), metadata=metadata)
 
 
 # ------------------------------------------------------------------------------------ read
@@ -178,9 +190,13 @@ def restore_state(model: nn.Module, path: str | Path) -> nn.Module:
         plan = _stored_plan(metadata, file)
         check_plan(model, plan)
         owners = tensor_owners(model, plan)
-        keys = check_header(handle, file, owners)
+        stored_weights = listed_weights(metadata, file)
+        keys = check_header(handle, file, owners, stored_weights)
         check_listing(file, metadata, keys)
+        parameters = quantized_parameters(model) if stored_weights else {}
+        check_weight_entries(handle, file, stored_weights, parameters)
         tensors = dict(load_tensors(handle, file, keys))
+        weights = load_weights(handle, file, stored_weights, parameters)
     snapshot = ModelSnapshot(model)
     try:
         patch_model(model, plan)
@@ -189,6 +205,7 @@ def restore_state(model: nn.Module, path: str | Path) -> nn.Module:
     except BaseException:
         snapshot.restore()
         raise
+    write_weights(model, parameters, weights)  # last: nothing after it can fail
     return model
 
 

@@ -9,7 +9,7 @@ listed in the metadata ``tensors``. The header is checked before any tensor is l
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -195,10 +195,13 @@ def check_listing(file: str, metadata: dict[str, str], keys: list[str]) -> None:
         raise _fail(file, key, "is not listed in the file's metadata 'tensors': added by hand?")
 
 
-def check_header(handle: Any, file: str, owners: dict[str, Owner]) -> list[str]:
-    """Every tensor of the file, from the header (shapes and dtypes; nothing is loaded)."""
+def check_header(
+    handle: Any, file: str, owners: dict[str, Owner], weights: Iterable[str] = ()
+) -> list[str]:
+    """Every quantizer tensor of the file, from the header (shapes and dtypes; nothing is
+    loaded); the names in ``weights`` are the stored weights, checked elsewhere."""
     cache: dict = {}
-    keys = sorted(handle.keys())
+    keys = sorted(set(handle.keys()) - set(weights))
     for key in keys:
         part = handle.get_slice(key)
         shape, dtype = tuple(part.get_shape()), part.get_dtype()
