@@ -334,7 +334,7 @@ def test_a_weight_algorithm_that_needs_data_is_refused_without_a_loop():
         model = Net()
         with pytest.raises(UnsupportedAlgorithmError, match="needs calibration data"):
             qruntime.apply_plan(model, _plan_with(DataMaxConfig()))
-        assert type(model.fc1) is nn.Linear  # refused inside the run: rolled back
+        assert type(model.fc1) is nn.Linear  # refused before the model is touched
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             qruntime.apply_plan(model, _plan_with(DataMaxConfig()), loop)

@@ -141,6 +141,21 @@ def test_layerwise_is_refused_before_the_model_is_touched(method):
     assert type(model.fc1) is nn.Linear
 
 
+def test_a_nested_algorithm_that_needs_data_is_refused_before_the_model_is_touched():
+    """nvfp4_act_headroom runs its weight_scale_algorithm; local_hessian needs data."""
+    model = Net()
+    algorithm = {
+        "method": "nvfp4_act_headroom",
+        "weight_scale_algorithm": {"method": "local_hessian"},
+    }
+    with pytest.raises(
+        UnsupportedAlgorithmError,
+        match=r"'local_hessian' \(inside 'nvfp4_act_headroom'\) needs calibration data",
+    ):
+        qruntime.quantize(model, _config({"num_bits": 8}, None, algorithm))
+    assert type(model.fc1) is nn.Linear
+
+
 def test_needs_forward_data_is_refused_without_a_loop_before_the_model_is_touched(toy):
     model = Net()
     with pytest.raises(UnsupportedAlgorithmError, match="needs calibration data"):

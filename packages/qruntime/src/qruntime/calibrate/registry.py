@@ -203,6 +203,13 @@ def _check_single_process(algorithms: Sequence[QuantizeAlgorithmConfig]) -> None
     )
 
 
+def _nested_algorithms(config: QuantizeAlgorithmConfig) -> list[QuantizeAlgorithmConfig]:
+    """Algorithm configs a config runs as part of itself (``nvfp4_act_headroom``'s
+    ``weight_scale_algorithm``, ``lsq``'s ``scale_algorithm``)."""
+    values = (getattr(config, name) for name in type(config).model_fields)
+    return [v for v in values if isinstance(v, QuantizeAlgorithmConfig)]
+
+
 def check_supported(
     plan: Plan,
     forward_loop: Callable[..., Any] | None = _NOT_GIVEN,
@@ -227,11 +234,13 @@ def check_supported(
                 "not changed."
             )
         capabilities = algorithm.capabilities
-        if capabilities.needs_forward_data and forward_loop is None:
-            raise UnsupportedAlgorithmError(
-                f"calibration method {str(config.method)!r} needs calibration data: pass a "
-                "forward_loop(model). The model was not changed."
-            )
+        for needed in (config, *_nested_algorithms(config)):
+            if forward_loop is None and algorithm_for(needed).capabilities.needs_forward_data:
+                within = "" if needed is config else f" (inside {str(config.method)!r})"
+                raise UnsupportedAlgorithmError(
+                    f"calibration method {str(needed.method)!r}{within} needs calibration "
+                    "data: pass a forward_loop(model). The model was not changed."
+                )
         if capabilities.layer_by_layer and layer_driver is None:
             raise UnsupportedAlgorithmError(
                 f"calibration method {str(config.method)!r} runs layer by layer, and no layer "
