@@ -27,9 +27,11 @@ Times are ``time.process_time`` by default: CPU seconds of this process, all its
 neighbour competing for the two cores of a shared machine does not distort the ratios (wall
 time would count the waiting). Both sides run under the same ``torch.set_num_threads``, one thread
 by default: with two, a worker thread that waits for a partner descheduled by a neighbour spins
-and its CPU time is counted (on the shared 2-core machine single rows came out several times
-slower that way; with one thread repeated runs agree within about 10 %). ``--timer wall`` uses
-``time.perf_counter`` for a quiet machine. Printed: ours, theirs, theirs/ours; the issue's goal
+and its CPU time is counted (on the shared 2-core machine a max row once came out 9x slower
+that way). Process time still moves with the load (shared caches, memory bandwidth): trust the
+ratios of one run more than absolute seconds across runs. ``--timer wall`` uses
+``time.perf_counter`` for a quiet machine. Printed: the plain forward loop of the float model
+(what one calibration pass costs at least), then ours, theirs, theirs/ours; the issue's goal
 is theirs/ours >= 3 for mse and local_hessian. Nothing is asserted. A method qruntime has not
 registered yet, or a row Model Optimizer cannot run on CPU (its NVFP4 fake quantization needs
 CUDA or Triton), is printed with the reason instead of a time. ``--modelopt-reference-nvfp4``
@@ -188,6 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = select_rows(args.rows)
     base = data.model
 
+    def plain_forward() -> float:
+        start = clock()
+        loop(base)
+        return clock() - start
+
+    forward = best_of(plain_forward, args.repeat, args.budget)
     ours = {}
     for row in rows:
         ours[row.name] = timed(
@@ -223,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.timer} time of the {args.span} span; Model Optimizer {version}"
     )
     print(f"qruntime calibration methods registered: {', '.join(registered_methods())}")
+    print(
+        f"plain forward loop of the float model (the floor of one calibration pass): {forward:.3f} s"
+    )
     header = f"{'row':<32} {'ours s':>8} {'theirs s':>9} {'theirs/ours':>11}  goal"
     print(header)
     print("-" * len(header))
