@@ -15,21 +15,21 @@ each one's raw input — before its input quantizer — to an accumulator per we
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from qruntime.calibrate.search import ErrorFn
 from qruntime.modules.base import QuantModule, quantized_weight
 from qruntime.quantizer import TensorQuantizer
 
 __all__ = [
     "HessianAccumulator",
+    "HessianError",
     "LinearInput",
     "capture_layer_inputs",
-    "hessian_error",
     "quantized_linears",
 ]
 
@@ -74,29 +74,33 @@ class HessianAccumulator:
         return self._normalized
 
 
-def hessian_error(hessian: torch.Tensor, cout: int, view_numel: int) -> ErrorFn:
-    """The local-Hessian error on a batch of candidates (``search.ErrorFn``).
+class HessianError:
+    """The local-Hessian error on a batch of candidates (a ``search.ErrorFn``).
 
-    Per candidate, the weight error is viewed as ``(cout, blocks, block_size)``; the loss of a
-    block is ``ΔWᵀ H_n ΔW`` and every element of the block carries it (so a quantization block
-    sums ``block_size`` copies: a constant factor for the argmin, kept for exactness).
-    ``view_numel`` is the element count of one candidate's weight view.
+    Per weight row, the weight error is viewed as ``(blocks, block_size)``; the loss of a block
+    is ``ΔWᵀ H_n ΔW`` and every element of the block carries it (so a quantization block sums
+    ``block_size`` copies: a constant factor for the argmin, kept for exactness). The search
+    hands it whole weight rows: ``row_multiple`` rows of the weight view per weight row.
     """
-    blocks, block_size, _ = hessian.shape
-    if view_numel != cout * blocks * block_size:
-        raise ValueError(
-            f"local_hessian: a weight view of {view_numel} elements does not split into "
-            f"{cout} rows of {blocks} Hessian blocks of {block_size} (padded quantization "
-            "blocks cannot be Hessian-weighted)"
-        )
 
-    def error(x: torch.Tensor, xq: torch.Tensor) -> torch.Tensor:
-        k = x.numel() // view_numel
-        dw = (x - xq).view(k * cout, -1, block_size)
-        loss = torch.einsum("cnb,nbd,cnd->cn", dw, hessian, dw).reshape(-1)
-        return loss.unsqueeze(-1).expand(-1, block_size).reshape(x.shape)
+    def __init__(self, hessian: torch.Tensor, cout: int, view_shape: tuple[int, ...]) -> None:
+        blocks, block_size, _ = hessian.shape
+        numel = math.prod(view_shape)
+        if numel != cout * blocks * block_size or view_shape[0] % cout:
+            raise ValueError(
+                f"local_hessian: a weight view of shape {view_shape} does not split into "
+                f"{cout} rows of {blocks} Hessian blocks of {block_size} (padded quantization "
+                "blocks cannot be Hessian-weighted)"
+            )
+        self.hessian = hessian
+        self.block_size = block_size
+        self.row_multiple = view_shape[0] // cout
 
-    return error
+    def __call__(self, x: torch.Tensor, xq: torch.Tensor) -> torch.Tensor:
+        bs = self.block_size
+        dw = (x - xq).view(-1, self.hessian.shape[0], bs)
+        loss = torch.einsum("cnb,nbd,cnd->cn", dw, self.hessian, dw).reshape(-1)
+        return loss.unsqueeze(-1).expand(-1, bs).reshape(x.shape)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,10 @@ Model Optimizer 0.47.0's ``local_hessian_calibrate``:
    the default ``fp8_scale_sweep: true`` only NVFP4-static weights are searched (the same
    warning as ``mse`` names how many are left at max).
 
+Only the layers whose weight the search will change are hooked, and when there is none (say
+``fp8_scale_sweep`` on a model without NVFP4-static weights) pass 2 is skipped: the result is
+the same, one pass of data cheaper (Model Optimizer runs it anyway; docs/differences.md).
+
 A forward loop is required: the registry refuses a run without one before the model is touched
 (Model Optimizer warns and does nothing). Nothing is synchronised across processes beyond max
 (Model Optimizer does not sync the Hessians either). ``debug: true`` keeps the accumulators on
@@ -30,9 +34,9 @@ from qconfig.algorithm_methods import LocalHessianCalibConfig
 from qruntime.calibrate.context import CalibrationContext, leaves
 from qruntime.calibrate.hessian import (
     HessianAccumulator,
+    HessianError,
     LinearInput,
     capture_layer_inputs,
-    hessian_error,
     quantized_linears,
 )
 from qruntime.calibrate.mse import (
@@ -42,6 +46,7 @@ from qruntime.calibrate.mse import (
     refuse_biased_weights,
     search_weights,
     warn_left_at_max,
+    will_search,
 )
 from qruntime.calibrate.registry import AlgorithmCapabilities, register_algorithm
 from qruntime.calibrate.search import ErrorFn, WeightView
@@ -120,18 +125,20 @@ def local_hessian_calibrate(ctx: CalibrationContext) -> None:
     block_size = int(config.block_size or 16)
     refuse_biased_weights(ctx.weight_pairs(), "local_hessian")
     max_first(ctx)
-    layers = quantized_linears(ctx.model)
+    options = SearchOptions.of(config)
+    # Only the weights the search will change need a Hessian; without any, pass 2 is skipped.
+    layers = [x for x in quantized_linears(ctx.model) if will_search(x.quantizer, options)]
     _warn_layers(layers, block_size)
-    accumulators = _collect_hessians(ctx, layers, block_size)
+    accumulators = _collect_hessians(ctx, layers, block_size) if layers else {}
 
     def error_for(q: TensorQuantizer, view: WeightView) -> ErrorFn | None:
         acc = accumulators.get(id(q))
         hessian = acc.normalized() if acc is not None else None
         if acc is None or hessian is None:
             return None
-        return hessian_error(hessian, acc.cout, view.x.numel())
+        return HessianError(hessian, acc.cout, tuple(view.x.shape))
 
-    left = search_weights(ctx.weight_pairs(), SearchOptions.of(config), error_for)
+    left = search_weights(ctx.weight_pairs(), options, error_for)
     warn_left_at_max(left, "local_hessian")
     if config.debug:
         names = {id(layer.quantizer): layer.name for layer in layers}

@@ -63,6 +63,8 @@ __all__ = [
     "mse_calibrate",
     "refuse_biased_weights",
     "search_weights",
+    "warn_left_at_max",
+    "will_search",
 ]
 
 #: Weights only, like ``max``: data is used when given (activations), never needed.
@@ -148,6 +150,15 @@ def is_searchable(q: object) -> bool:
         and q.calibrator is not None
         and q.amax is not None
     )
+
+
+def will_search(q: object, options: SearchOptions) -> bool:
+    """Whether the search changes ``q``'s amax: eligible, and NVFP4-static under
+    ``fp8_scale_sweep``."""
+    if not is_searchable(q):
+        return False
+    assert isinstance(q, TensorQuantizer)
+    return not options.fp8_scale_sweep or q.is_nvfp4_static
 
 
 def _multiplied(amax: torch.Tensor, c: torch.Tensor) -> torch.Tensor:

@@ -41,6 +41,7 @@ from qruntime.numerics.rotation import rotate
 from qruntime.quantizer import TensorQuantizer
 
 __all__ = [
+    "CPU_BATCH_ELEMENTS",
     "MEMORY_BUDGET_BYTES",
     "ErrorFn",
     "WeightView",
@@ -54,9 +55,14 @@ __all__ = [
 #: copies, errors), in bytes; one candidate is always evaluated even if it alone exceeds it.
 MEMORY_BUDGET_BYTES = 256 << 20
 
-#: Float32 tensors of the weight's size alive per candidate in a chunk (repeated input,
-#: quantized output, error, and a temporary inside the format function).
+#: Float32 tensors of the batch's size alive at once (repeated input, quantized output,
+#: error, and a temporary inside the format function).
 _COPIES_PER_CANDIDATE = 4
+
+#: Elements of one batched tensor on CPU: enough to amortise the per-call overhead, few enough
+#: for the batch and its temporaries to stay in cache (a batch is a block of weight rows for all
+#: candidates, or fewer candidates for a longer row).
+CPU_BATCH_ELEMENTS = 1 << 19
 
 #: torch's intra-op grain: a full reduction over at least this many elements is split between
 #: CPU threads (in an order that depends on the thread count).
@@ -183,66 +189,83 @@ def _quantize_one(view: WeightView, amax: torch.Tensor) -> torch.Tensor:
     return view.plan.to_blocks(y) if view.plan is not None else y
 
 
-def _scalar_sums(err: torch.Tensor, shape: tuple[int, ...], k: int) -> torch.Tensor:
-    """Per-candidate full sums taken one reduction at a time (module docstring)."""
-    flat = err.reshape(k, -1)
-    return torch.stack([flat[j].view(shape).sum() for j in range(k)])
-
-
-def _needs_scalar_sums(view: WeightView, losses_per_candidate: int) -> bool:
-    return (
-        losses_per_candidate == 1
-        and view.x.numel() >= _PARALLEL_GRAIN
-        and view.x.device.type == "cpu"
+def _sums(err: torch.Tensor, view: WeightView, k: int) -> torch.Tensor:
+    """Per-candidate losses ``(k, *kept)`` of errors ``(k, *view.x.shape)`` (any layout with
+    that element order): Model Optimizer's sum over the reduced dims, one candidate at a time
+    where a single-output reduction would be split between CPU threads (module docstring)."""
+    x = view.x
+    dims = list(range(x.dim())) if view.reduce is None else list(view.reduce)
+    kept = math.prod(n for i, n in enumerate(x.shape) if i not in dims)
+    if (
+        kept == 1
+        and x.numel() >= _PARALLEL_GRAIN
+        and x.device.type == "cpu"
         and torch.get_num_threads() > 1
-    )
+    ):
+        flat = err.reshape(k, *x.shape)
+        return torch.stack([flat[j].sum(dim=dims) for j in range(k)]).reshape(k, -1)
+    if view.mode == "general":
+        return err.reshape(k, *x.shape).sum(dim=[d + 1 for d in dims]).reshape(k, -1)
+    return err.reshape(k * kept, -1).sum(dim=1).reshape(k, kept)
 
 
-def _chunk_losses(
+def _errors(x: torch.Tensor, xq: torch.Tensor, error: ErrorFn | None) -> torch.Tensor:
+    if error is None:
+        return F.mse_loss(x, xq, reduction="none")
+    return error(x, xq)
+
+
+def _whole_view_losses(
     view: WeightView,
     amaxes: torch.Tensor,
     quantize: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
     error: ErrorFn | None,
 ) -> torch.Tensor:
-    """Losses ``(k, *kept)`` of ``k`` candidate amaxes (``amaxes``: ``(k, *amax.shape)``)."""
+    """Losses ``(k, kept)`` of ``k`` candidates on the whole view, stacked candidate-major."""
     x = view.x
     k = amaxes.shape[0]
-    mode = view.mode
-    if mode == "general":
-        # (k, *view): one amax per candidate in the stored amax's own shape.
-        xb_shape: tuple[int, ...] = (k, *x.shape)
-        amax_b = amaxes.reshape(k, *(view.amax.shape if view.amax.dim() else [1] * x.dim()))
-        x_full = x.unsqueeze(0).expand(xb_shape)
+    if quantize is None:
+        xq = torch.stack([_quantize_one(view, a) for a in amaxes])
+        return _sums(_errors(x.unsqueeze(0).expand_as(xq), xq, error), view, k)
+    if view.mode == "general":
+        shape = view.amax.shape if view.amax.dim() else (1,) * x.dim()
+        x_rep = x.unsqueeze(0).expand(k, *x.shape).contiguous()
+        xq = quantize(x_rep, amaxes.reshape(k, *shape))
+    else:  # one row per candidate (per tensor), or every row of the view (rows)
+        rows = 1 if view.mode == "tensor" else x.shape[0]
+        x_rep = x.reshape(1, rows, -1).expand(k, rows, -1).reshape(k * rows, -1)
+        xq = quantize(x_rep, amaxes.reshape(k * rows, 1))
+    return _sums(_errors(x_rep, xq, error), view, k)
+
+
+def _row_block_losses(
+    x_block: torch.Tensor,
+    amaxes: torch.Tensor,
+    quantize: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    error: ErrorFn | None,
+    broadcast: bool,
+) -> torch.Tensor:
+    """Losses ``(k, r)`` of a block of ``r`` rows (one loss per row) for ``k`` candidates
+    (``amaxes``: ``(k, r)``).
+
+    ``broadcast``: the format is element-wise, so the block is quantized against the
+    ``(k, r, 1)`` amaxes by broadcasting, without a repeated copy of it (the same operations
+    on the same operands, one pass less over memory: used on CPU).
+    """
+    k, r = amaxes.shape
+    if broadcast:
+        xq = quantize(x_block, amaxes.reshape(k, r, 1))
+        x_rep = x_block.unsqueeze(0).expand_as(xq)
     else:
-        # (k * rows, cols): one amax per row of the batch (a chunk-friendly layout).
-        rows = 1 if mode == "tensor" else x.shape[0]
-        xb_shape = (k * rows, x.numel() // rows)
-        amax_b = amaxes.reshape(k * rows, 1)
-        x_full = x.reshape(1, rows, -1).expand(k, rows, -1).reshape(xb_shape)
-    if quantize is not None:
-        xq = quantize(x_full.contiguous(), amax_b)
-    else:
-        xq = torch.stack([_quantize_one(view, a) for a in amaxes]).reshape(xb_shape)
-    if error is None:
-        err = F.mse_loss(x_full, xq, reduction="none")
-    else:
-        err = error(x_full, xq)
-    # The loss of each candidate: Model Optimizer's sum over the reduced dims of the view.
-    if mode == "tensor":
-        if _needs_scalar_sums(view, 1):
-            return _scalar_sums(err, tuple(x.shape), k)
-        return err.reshape(k, -1).sum(dim=1)
-    if mode == "rows":
-        if _needs_scalar_sums(view, x.shape[0]):
-            return _scalar_sums(err, tuple(x.shape), k).reshape(k, 1)
-        return err.sum(dim=1).reshape(k, x.shape[0])
-    assert view.reduce is not None
-    dims = [d + 1 for d in view.reduce]
-    kept = [n for i, n in enumerate(x.shape) if i not in view.reduce]
-    if _needs_scalar_sums(view, math.prod(kept)):
-        flat = err.reshape(k, *x.shape)
-        return torch.stack([flat[j].sum(dim=list(view.reduce)) for j in range(k)])
-    return err.reshape(k, *x.shape).sum(dim=dims)
+        x_rep = x_block.unsqueeze(0).expand(k, r, -1).reshape(k * r, -1)
+        xq = quantize(x_rep, amaxes.reshape(k * r, 1))
+    return _errors(x_rep, xq, error).sum(dim=-1).reshape(k, r)
+
+
+def _batch_elements(x: torch.Tensor) -> int:
+    if x.device.type == "cpu":
+        return CPU_BATCH_ELEMENTS
+    return max(1, MEMORY_BUDGET_BYTES // (4 * _COPIES_PER_CANDIDATE))
 
 
 def search(
@@ -251,21 +274,50 @@ def search(
     candidate_amax: Callable[[torch.Tensor], torch.Tensor],
     error: ErrorFn | None = None,
     *,
-    budget: int = MEMORY_BUDGET_BYTES,
+    batch_elements: int | None = None,
 ) -> torch.Tensor:
     """The best candidate per channel/block/tensor: ``candidates[argmin_k loss_k]``.
 
     ``candidate_amax(c)`` maps candidates ``(k,)`` to their amaxes ``(k, *view.amax.shape)``;
     ``error`` replaces the squared error (local Hessian). Returns the chosen candidates in the
-    shape of the per-candidate loss (``()``, ``(rows,)`` or the kept dims); ties go to the
-    first (smallest-index) candidate, as ``torch.argmin``.
+    shape of one candidate's loss (``()``, ``(rows,)`` or the kept dims); ties go to the first
+    (smallest-index) candidate, as ``torch.argmin``. ``batch_elements`` caps the elements of one
+    batched tensor (default: :data:`CPU_BATCH_ELEMENTS` on CPU, :data:`MEMORY_BUDGET_BYTES`
+    elsewhere); the result does not depend on it.
     """
+    x = view.x
+    total = len(candidates)
+    cap = batch_elements or _batch_elements(x)
+    amaxes = candidate_amax(candidates)
     quantize = _quantize_batched(view) if view.batchable else None
-    per_candidate = max(1, view.x.numel() * 4 * _COPIES_PER_CANDIDATE)
-    chunk = max(1, min(len(candidates), budget // per_candidate))
-    losses = [
-        _chunk_losses(view, candidate_amax(candidates[i : i + chunk]), quantize, error)
-        for i in range(0, len(candidates), chunk)
-    ]
-    best = torch.argmin(torch.cat(losses), dim=0)
-    return candidates[best]
+    if quantize is not None and view.mode == "rows" and x.shape[0] > 1:
+        rows = x.shape[0]
+        cols = x.numel() // rows
+        unit = getattr(error, "row_multiple", 1)
+        # All candidates for a block of rows where a block fits, else fewer candidates.
+        if total * cols * unit <= cap:
+            k, r = total, max(1, cap // (total * cols * unit)) * unit
+        else:
+            k, r = max(1, cap // (cols * unit)), unit
+        if k * r < 2:  # a single-output sum would be split between threads: keep two rows
+            r = 2 * unit
+        x2 = x.reshape(rows, cols)
+        by_row = amaxes.reshape(total, rows)
+        losses = torch.empty(total, rows, dtype=torch.float32, device=x.device)
+        broadcast = x.device.type == "cpu" and view.spec.family in ("int", "fp")
+        for k0 in range(0, total, k):
+            for r0 in range(0, rows, r):
+                losses[k0 : k0 + k, r0 : r0 + r] = _row_block_losses(
+                    x2[r0 : r0 + r], by_row[k0 : k0 + k, r0 : r0 + r], quantize, error, broadcast
+                )
+    else:
+        k = max(1, cap // max(1, x.numel()))
+        losses = torch.cat(
+            [
+                _whole_view_losses(view, amaxes[k0 : k0 + k], quantize, error)
+                for k0 in range(0, total, k)
+            ]
+        )
+    best = torch.argmin(losses, dim=0)
+    kept = [n for i, n in enumerate(x.shape) if view.reduce is not None and i not in view.reduce]
+    return candidates[best].reshape(kept)
