@@ -64,6 +64,12 @@ LOCAL_HESSIAN_CAPABILITIES = AlgorithmCapabilities(
 WEIGHT_QUANTIZERS = "*weight_quantizer"
 
 
+def _listed(names: list[str]) -> str:
+    """At most five names, then how many more."""
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    return ", ".join(names[:5]) + more
+
+
 def _warn_layers(layers: list[LinearInput], block_size: int) -> None:
     """One warning per kind, naming the layers: cin not divisible by ``block_size`` (plain
     squared error for them), and a quantization block other than ``block_size`` (the Hessian
@@ -72,7 +78,7 @@ def _warn_layers(layers: list[LinearInput], block_size: int) -> None:
     if uneven:
         warnings.warn(
             f"local_hessian: input features not divisible by block_size {block_size}, so "
-            f"these weights are searched with the plain squared error: {', '.join(uneven)}",
+            f"these weights are searched with the plain squared error: {_listed(uneven)}",
             UserWarning,
             stacklevel=3,
         )
@@ -84,7 +90,7 @@ def _warn_layers(layers: list[LinearInput], block_size: int) -> None:
     if other:
         warnings.warn(
             f"local_hessian: block_size {block_size} differs from the quantization block of "
-            f"{', '.join(other)}; the Hessian weighting does not line up with its scale blocks",
+            f"{_listed(other)}; the Hessian weighting does not line up with its scale blocks",
             UserWarning,
             stacklevel=3,
         )
