@@ -9,7 +9,9 @@ similarity of the sentence embeddings (mean pooling, L2-normalised) against the 
 difference, qruntime's effective bits per weight element, and the wall seconds (perf_counter) of
 each ``quantize`` call (convert + calibrate; the evaluation is not timed) with their ratio. One
 run per row: for calibration speed alone, best of several runs, see
-bench/bench_calib_algorithms.py.
+bench/bench_calib_algorithms.py. One torch thread by default: on the shared 2-core machine the
+same float forward loop took 1.4 s with one thread and 3 to 16 s with two (a worker thread
+waiting for a descheduled partner), which made the seconds meaningless.
 
 Two groups of rows (``--rows``):
 
@@ -215,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--algorithms", nargs="+", default=None, help="algorithm rows whose name contains one"
     )
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (default 1; 0: torch's default)"
+    )
     parser.add_argument("--no-modelopt", action="store_true", help="qruntime only")
     parser.add_argument(
         "--modelopt-reference-nvfp4",
