@@ -14,13 +14,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    """The bench modules, imported as their scripts run (bench/ first on the path)."""
+    """The bench modules, imported as their scripts run (bench/ first on the path); the torch
+    thread count their ``main`` sets is restored afterwards."""
+    threads = torch.get_num_threads()
     sys.path.insert(0, str(BENCH))
     try:
         yield {
@@ -29,6 +32,7 @@ def bench():
         }
     finally:
         sys.path.remove(str(BENCH))
+        torch.set_num_threads(threads)
 
 
 def _broken_row(bench, monkeypatch):
