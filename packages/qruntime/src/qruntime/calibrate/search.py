@@ -254,7 +254,7 @@ def _row_block_losses(
     """
     k, r = amaxes.shape
     if broadcast:
-        xq = quantize(x_block, amaxes.reshape(k, r, 1))
+        xq = quantize(x_block, amaxes.reshape(k, r, 1)).reshape(k, r, -1)
         x_rep = x_block.unsqueeze(0).expand_as(xq)
     else:
         x_rep = x_block.unsqueeze(0).expand(k, r, -1).reshape(k * r, -1)
