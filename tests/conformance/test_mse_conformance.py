@@ -40,6 +40,7 @@ FORMATS = {
     "int4-b128": {"num_bits": 4, "block_sizes": {-1: 128, "type": "static"}},
     "int4-b16": {"num_bits": 4, "block_sizes": {-1: 16, "type": "static"}},
     "fp8-tensor": {"num_bits": (4, 3)},
+    "fp8-2d-b8": {"num_bits": (4, 3), "block_sizes": {-1: 8, -2: 8}},
 }
 OPTIONS = {
     "default": {},
@@ -201,7 +202,9 @@ def test_fp8_scale_sweep_leaves_other_formats_at_max_like_modelopt():
 # ------------------------------------------------------------------------------ local_hessian
 
 
-@pytest.mark.parametrize("fmt", ["int8-channel", "int4-b16", "int8-tensor", "fp8-tensor"])
+@pytest.mark.parametrize(
+    "fmt", ["int8-channel", "int4-b16", "int8-tensor", "fp8-tensor", "fp8-2d-b8"]
+)
 def test_local_hessian_without_sweep_is_bit_exact(fmt):
     algorithm = {"method": "local_hessian", "fp8_scale_sweep": False, **OPTIONS["coarse"]}
     _compare("llama", _config(FORMATS[fmt], algorithm, input_cfg={"num_bits": 8}))

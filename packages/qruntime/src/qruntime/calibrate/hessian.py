@@ -86,7 +86,7 @@ class HessianError:
     def __init__(self, hessian: torch.Tensor, cout: int, view_shape: tuple[int, ...]) -> None:
         blocks, block_size, _ = hessian.shape
         numel = math.prod(view_shape)
-        if numel != cout * blocks * block_size or view_shape[0] % cout:
+        if numel != cout * blocks * block_size:
             raise ValueError(
                 f"local_hessian: a weight view of shape {view_shape} does not split into "
                 f"{cout} rows of {blocks} Hessian blocks of {block_size} (padded quantization "
@@ -94,7 +94,8 @@ class HessianError:
             )
         self.hessian = hessian
         self.block_size = block_size
-        self.row_multiple = view_shape[0] // cout
+        # Whole weight rows per block of view rows (the view is the weight in row-major order).
+        self.row_multiple = max(1, view_shape[0] // cout)
 
     def __call__(self, x: torch.Tensor, xq: torch.Tensor) -> torch.Tensor:
         bs = self.block_size
