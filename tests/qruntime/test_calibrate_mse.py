@@ -269,11 +269,18 @@ def test_a_grid_of_one_multiplier_runs():
     assert torch.equal(model.fc1.weight_quantizer.amax, expected)
 
 
-def test_a_weight_bias_is_refused_untouched():
+@pytest.mark.parametrize(
+    ("weight_cfg", "match"),
+    [
+        ({"num_bits": 8, "bias": {-1: None, "type": "static"}}, "affine `bias`"),
+        ({"num_bits": 8, "axis": 0, "fake_quant": False}, "real quantization"),
+    ],
+)
+def test_weights_the_search_cannot_reproduce_are_refused_untouched(weight_cfg, match):
     model = _net()
-    cfg = _config({"num_bits": 8, "bias": {-1: None, "type": "static"}}, algorithm="mse")
+    cfg = _config(weight_cfg, algorithm="mse")
     before = copy.deepcopy(model.state_dict())
-    with pytest.raises(UnsupportedAlgorithmError, match="affine `bias`"):
+    with pytest.raises(UnsupportedAlgorithmError, match=match):
         qruntime.quantize(model, cfg, _loop)
     assert list(model.state_dict()) == list(before)
 

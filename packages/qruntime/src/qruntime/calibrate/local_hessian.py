@@ -43,7 +43,7 @@ from qruntime.calibrate.mse import (
     SearchOptions,
     check_search_options,
     max_first,
-    refuse_biased_weights,
+    refuse_unsearchable_weights,
     search_weights,
     warn_left_at_max,
     will_search,
@@ -129,7 +129,7 @@ def local_hessian_calibrate(ctx: CalibrationContext) -> None:
         )
         return
     block_size = int(config.block_size or 16)
-    refuse_biased_weights(ctx.weight_pairs(), "local_hessian")
+    refuse_unsearchable_weights(ctx.weight_pairs(), "local_hessian")
     max_first(ctx)
     options = SearchOptions.of(config)
     # Only the weights the search will change need a Hessian; without any, pass 2 is skipped.

@@ -61,7 +61,7 @@ __all__ = [
     "is_searchable",
     "max_first",
     "mse_calibrate",
-    "refuse_biased_weights",
+    "refuse_unsearchable_weights",
     "search_weights",
     "warn_left_at_max",
     "will_search",
@@ -115,17 +115,25 @@ def check_search_options(plan: Plan, config: QuantizeAlgorithmConfig) -> None:
         )
 
 
-def refuse_biased_weights(pairs: Sequence[WeightPair], method: str) -> None:
-    """A weight quantizer with an affine ``bias`` is refused before anything runs: Model
-    Optimizer's search collects the bias a second time and subtracts it from what it searches
-    on, which no search here reproduces (docs/differences.md)."""
+def refuse_unsearchable_weights(pairs: Sequence[WeightPair], method: str) -> None:
+    """Refuse, before anything runs, weight quantizers whose search Model Optimizer runs in a
+    way no search here reproduces (docs/differences.md): an affine ``bias`` (collected a second
+    time and subtracted from what is searched) and real quantization (``fake_quant: false``,
+    searched with fake quantization forced on in the layout of the real one)."""
     for pair in pairs:
         q = pair.quantizer
-        if isinstance(q, TensorQuantizer) and q.is_enabled and q.bias_calibrator is not None:
-            raise UnsupportedAlgorithmError(
-                f"{pair.name}: calibration method {method!r} does not support an affine `bias` "
-                "on a weight quantizer. The model was not changed."
-            )
+        if not isinstance(q, TensorQuantizer) or not q.is_enabled:
+            continue
+        if q.bias_calibrator is not None:
+            what = "an affine `bias`"
+        elif not q.fake_quant:
+            what = "real quantization (`fake_quant: false`)"
+        else:
+            continue
+        raise UnsupportedAlgorithmError(
+            f"{pair.name}: calibration method {method!r} does not support {what} on a weight "
+            "quantizer. The model was not changed."
+        )
 
 
 def max_first(ctx: CalibrationContext) -> None:
@@ -245,7 +253,7 @@ def mse_calibrate(ctx: CalibrationContext) -> None:
     """``mse`` calibration of a converted model (module docstring)."""
     config = ctx.config
     assert isinstance(config, MseCalibConfig)
-    refuse_biased_weights(ctx.weight_pairs(), "mse")
+    refuse_unsearchable_weights(ctx.weight_pairs(), "mse")
     max_first(ctx)
     left = search_weights(ctx.weight_pairs(), SearchOptions.of(config))
     warn_left_at_max(left, "mse")

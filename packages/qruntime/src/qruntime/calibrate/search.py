@@ -1,15 +1,22 @@
-"""The weight amax search shared by ``mse`` and ``local_hessian``: every candidate at once.
+"""The weight amax search shared by ``mse`` and ``local_hessian``: many candidates at once.
 
 Model Optimizer's search (``MseCalibrator`` / ``NVFP4MSECalibrator``) fake-quantizes the weight
 once per candidate amax in a Python loop and keeps one loss per candidate and channel (or block,
-or tensor). Here a chunk of candidates is evaluated in one batch: the weight, in the layout its
-quantizer computes in (:class:`WeightView`), is repeated once per candidate along the first
-dim, the candidate amaxes are stacked the same way, and *one* call of
-:func:`qruntime.numerics.fake_quant` quantizes the batch (the Triton kernels on CUDA). The
+or tensor). Here candidates are evaluated in batches: the weight, in the layout its quantizer
+computes in (:class:`WeightView`), is repeated once per candidate along the first dim, the
+candidate amaxes are stacked the same way, and *one* call of
+:func:`qruntime.numerics.fake_quant` quantizes the batch (the Triton kernels on CUDA; on CPU an
+element-wise format broadcasts the weight against the stacked amaxes instead of copying it). The
 arithmetic per element and the reduction per channel are the same float32 operations on the same
 operands as the loop's, so the losses — and the argmin over them, first index on ties — are bit
 for bit Model Optimizer's (checked on CPU against the released wheel in
-tests/conformance/test_mse_conformance.py). Two cases keep a loop, for exactness:
+tests/conformance/test_mse_conformance.py).
+
+Batch sizes: with one loss per row of the view (per channel, per block), a batch is a block of
+rows for all candidates (or fewer candidates for a long row); otherwise a batch is the whole view
+for some candidates. A batched tensor has at most :data:`CPU_BATCH_ELEMENTS` elements on CPU
+(cache-sized: the work is memory-bound there) and :data:`MEMORY_BUDGET_BYTES` of working tensors
+elsewhere. The result does not depend on the batch size. Two cases keep a loop, for exactness:
 
 * a loss that is a single number per candidate (per-tensor amax) over at least torch's parallel
   grain of elements, with several CPU threads: torch splits such a full reduction between the
@@ -20,8 +27,6 @@ tests/conformance/test_mse_conformance.py). Two cases keep a loop, for exactness
   rotation or a pre-quantization scale (applied twice by Model Optimizer's search: once before
   the calibrator sees the weight and again by the quantizer it calls; reproduced) — run one
   ``fake_quant`` per candidate.
-
-Chunks hold at most :data:`MEMORY_BUDGET_BYTES` of batched working tensors.
 """
 
 from __future__ import annotations
