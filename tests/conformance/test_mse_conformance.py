@@ -257,6 +257,14 @@ def test_nvfp4_multiplier_search_is_bit_exact(reference_fake_quant):
     _compare("llama", cfg)
 
 
+def test_nvfp4_dynamic_block_weights_search_their_global_amax(reference_fake_quant):
+    """Dynamic-block NVFP4 weights have one (per-tensor) amax: the multiplier grid searches it,
+    one fake quantization per candidate."""
+    cfg = copy.deepcopy(mtq.NVFP4_DEFAULT_CFG)
+    cfg["algorithm"] = {"method": "mse", **OPTIONS["coarse"]}
+    _compare("llama", cfg)
+
+
 # ------------------------------------------------------------------------------ property
 
 
