@@ -221,6 +221,14 @@ def test_local_hessian_block_other_than_the_quantization_block_is_bit_exact():
     _compare("llama", _config(FORMATS["int4-b16"], algorithm))
 
 
+def test_local_hessian_one_hessian_block_broadcasts_over_padded_blocks():
+    """moe: with INT4 blocks of 128 every layer has 16 inputs, one Hessian block, which
+    Model Optimizer's einsum broadcasts over the 8 blocks of 16 of the padded row."""
+    cfg = copy.deepcopy(mtq.INT4_BLOCKWISE_WEIGHT_ONLY_CFG)
+    cfg["algorithm"] = {"method": "local_hessian", "fp8_scale_sweep": False}
+    _compare("moe", cfg)
+
+
 def test_local_hessian_padded_blocks_fail_in_both():
     """INT4 blocks of 128 on 16 input features are padded: Model Optimizer's einsum fails on
     the padded view, and qruntime refuses the same weight (with rollback)."""

@@ -86,7 +86,10 @@ class HessianError:
     def __init__(self, hessian: torch.Tensor, cout: int, view_shape: tuple[int, ...]) -> None:
         blocks, block_size, _ = hessian.shape
         numel = math.prod(view_shape)
-        if numel != cout * blocks * block_size:
+        # One Hessian block (cin == block_size) broadcasts over a padded row, as in Model
+        # Optimizer's einsum; any other mismatch fails there too.
+        broadcast = blocks == 1 and numel % (cout * block_size) == 0
+        if numel != cout * blocks * block_size and not broadcast:
             raise ValueError(
                 f"local_hessian: a weight view of shape {view_shape} does not split into "
                 f"{cout} rows of {blocks} Hessian blocks of {block_size} (padded quantization "
