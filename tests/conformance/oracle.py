@@ -72,7 +72,8 @@ def tq_attributes(tq: TensorQuantizer) -> dict:
     }
 
 
-def _normalize_rotate(attrs: dict) -> dict:
+def normalize_rotate(attrs: dict) -> dict:
+    """A rotate config object as a plain dict (how the states compare)."""
     rotate = attrs["rotate"]
     if not isinstance(rotate, (bool, dict)):
         attrs = {**attrs, "rotate": dict(rotate.model_dump())}
@@ -84,7 +85,7 @@ def quantizer_states(model: nn.Module) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for name, module in model.named_modules():
         if isinstance(module, SequentialQuantizer):
-            children = [_normalize_rotate(tq_attributes(c)) for c in module]
+            children = [normalize_rotate(tq_attributes(c)) for c in module]
             out[name] = {"enable": any(c["enable"] for c in children), "attributes": children}
         elif isinstance(module, TensorQuantizer):
             parent = name.rsplit(".", 1)[0] if "." in name else ""
@@ -94,7 +95,7 @@ def quantizer_states(model: nn.Module) -> dict[str, dict]:
                 and isinstance(model.get_submodule(parent), SequentialQuantizer)
             ):
                 continue
-            attrs = _normalize_rotate(tq_attributes(module))
+            attrs = normalize_rotate(tq_attributes(module))
             out[name] = {"enable": attrs["enable"], "attributes": attrs}
     return out
 
@@ -104,9 +105,9 @@ def plan_states(plan) -> dict[str, dict]:
     out = {}
     for name, q in plan.quantizers.items():
         if q.is_sequential:
-            attrs = [_normalize_rotate(a.model_dump()) for a in q.attributes]
+            attrs = [normalize_rotate(a.model_dump()) for a in q.attributes]
         else:
-            attrs = _normalize_rotate(q.attributes.model_dump())
+            attrs = normalize_rotate(q.attributes.model_dump())
         out[name] = {"enable": q.enable, "attributes": attrs}
     return out
 
@@ -188,3 +189,33 @@ def manifest_of(model: nn.Module, label: str = "") -> Manifest:
         )
     ordered = [m for m in modules.values() if m.quantizers]
     return Manifest(model=label, registry_keys=keys, modules=ordered)
+
+
+def normalized_states(states: dict) -> dict:
+    """``qruntime.quantizer_states`` in the shape of :func:`quantizer_states` (enable and
+    attributes; rotate configs as dicts), for comparison with Model Optimizer's."""
+    out = {}
+    for name, state in states.items():
+        attrs = state["attributes"]
+        if isinstance(attrs, list):
+            attrs = [normalize_rotate(a) for a in attrs]
+        else:
+            attrs = normalize_rotate(attrs)
+        out[name] = {"enable": state["enable"], "attributes": attrs}
+    return out
+
+
+def quantizer_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The quantizers' calibration buffers (``_amax``, ``_pre_quant_scale``, ...) of the state
+    dict, by key."""
+    return {
+        k: v
+        for k, v in model.state_dict().items()
+        if "_quantizer" in k and k.rsplit(".", 1)[-1].startswith("_")
+    }
+
+
+def zoo_outputs(model: nn.Module, name: str) -> torch.Tensor:
+    """The outputs of zoo model ``name`` on unseen inputs (seed 2)."""
+    with torch.no_grad():
+        return model(*zoo.example_inputs(name, seed=2))

@@ -10,6 +10,7 @@ import copy
 import warnings
 
 import modelopt.torch.quantization as mtq
+import oracle
 import pytest
 import qruntime
 import torch
@@ -61,11 +62,6 @@ def _buffers(model):
     return {k: v for k, v in model.state_dict().items() if "_quantizer." in k}
 
 
-def _outputs(model, name):
-    with torch.no_grad():
-        return model(*zoo.example_inputs(name, seed=2))
-
-
 def _compare(name, ours_cfg, theirs_cfg):
     model, loop = zoo.build(name), zoo.forward_loop(name)
     OurRecordingMax.calls.clear()
@@ -81,7 +77,7 @@ def _compare(name, ours_cfg, theirs_cfg):
         assert torch.equal(our_buffers[key], value), key
     assert OurRecordingMax.calls == TheirRecordingMax.calls
     assert OurRecordingMax.calls, "the custom calibrator was not used"
-    assert torch.equal(_outputs(ours, name), _outputs(ref, name))
+    assert torch.equal(oracle.zoo_outputs(ours, name), oracle.zoo_outputs(ref, name))
 
 
 def _forms(cls, weight_axis):

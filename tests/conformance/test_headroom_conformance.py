@@ -8,7 +8,7 @@
     grid of anchor / upper percentiles and rho: every calibration buffer bit-exact, same dtype,
     same ``state_dict`` keys, same quantizer states, equal outputs. Model Optimizer's NVFP4 fake
     quant needs CUDA; its dynamic-block quantizers compute through the reference numerics here
-    (as in test_runtime_conformance.py), so calibration and every other quantizer still come
+    (the fixture of conftest.py), so calibration and every other quantizer still come
     from Model Optimizer.
 """
 
@@ -27,7 +27,6 @@ from modelopt.torch.quantization.calib import NVFP4ActHeadroomCalibrator as Thei
 from modelopt.torch.quantization.nn import TensorQuantizer as MoTensorQuantizer
 from qruntime.calibrate import UnsupportedAlgorithmError, registered_methods
 from qruntime.calibrate.headroom_calibrator import NVFP4ActHeadroomCalibrator
-from qruntime.numerics import fake_quant
 
 # ---------------------------------------------------------------------------------------- (a)
 
@@ -120,52 +119,10 @@ def test_nan_and_inf_are_refused(value):
 # ---------------------------------------------------------------------------------------- (b)
 
 
-@pytest.fixture
-def reference_fake_quant(monkeypatch):
-    """Model Optimizer's dynamic-block (NVFP4, MX) fake quant computed by the reference
-    numerics, which are bit-exact with its CUDA kernels (docs/numerics.md)."""
-    original = MoTensorQuantizer._fake_quantize
-
-    def dynamic(self, inputs):
-        blocks = self._block_sizes
-        if blocks is not None and blocks.get("type") == "dynamic":
-            attrs = oracle.tq_attributes(self)
-            amax = None if self.is_mx_format else self._get_amax(inputs)
-            return fake_quant(inputs, attrs, amax)
-        return original(self, inputs)
-
-    monkeypatch.setattr(MoTensorQuantizer, "_fake_quantize", dynamic)
-
-
 def _config(algorithm, preset="NVFP4_DEFAULT_CFG"):
     cfg = copy.deepcopy(getattr(mtq, preset))
     cfg["algorithm"] = algorithm
     return cfg
-
-
-def _buffers(model):
-    return {
-        k: v
-        for k, v in model.state_dict().items()
-        if "_quantizer" in k and k.rsplit(".", 1)[-1].startswith("_")
-    }
-
-
-def _outputs(model, name):
-    with torch.no_grad():
-        return model(*zoo.example_inputs(name, seed=2))
-
-
-def _normalized(states):
-    out = {}
-    for name, state in states.items():
-        attrs = state["attributes"]
-        if isinstance(attrs, list):
-            attrs = [oracle._normalize_rotate(a) for a in attrs]
-        else:
-            attrs = oracle._normalize_rotate(attrs)
-        out[name] = {"enable": state["enable"], "attributes": attrs}
-    return out
 
 
 def _both(name, cfg):
@@ -195,17 +152,17 @@ def _without_weight_calibrators(states):
 
 def _assert_same(name, ref, ours, weight_calibrators=True):
     expected = oracle.quantizer_states(ref)
-    got = _normalized(qruntime.quantizer_states(ours))
+    got = oracle.normalized_states(qruntime.quantizer_states(ours))
     if not weight_calibrators:
         expected, got = _without_weight_calibrators(expected), _without_weight_calibrators(got)
     assert got == expected
     assert list(ours.state_dict()) == list(ref.state_dict())
-    ref_buffers, our_buffers = _buffers(ref), _buffers(ours)
+    ref_buffers, our_buffers = oracle.quantizer_buffers(ref), oracle.quantizer_buffers(ours)
     assert ref_buffers
     for key, value in ref_buffers.items():
         assert our_buffers[key].dtype == value.dtype, key
         assert torch.equal(our_buffers[key], value), key
-    assert torch.equal(_outputs(ours, name), _outputs(ref, name))
+    assert torch.equal(oracle.zoo_outputs(ours, name), oracle.zoo_outputs(ref, name))
 
 
 GRID = [
@@ -246,8 +203,8 @@ def test_no_nvfp4_input_is_plain_max_with_a_warning(reference_fake_quant):
     plain = qruntime.quantize(
         zoo.build("llama"), _config("max", "FP8_DEFAULT_CFG"), zoo.forward_loop("llama")
     )
-    for key, value in _buffers(plain).items():
-        assert torch.equal(_buffers(ours)[key], value), key
+    for key, value in oracle.quantizer_buffers(plain).items():
+        assert torch.equal(oracle.quantizer_buffers(ours)[key], value), key
 
 
 def test_histogram_calibrator_on_nvfp4_inputs_is_replaced_as_in_modelopt(reference_fake_quant):

@@ -7,7 +7,7 @@ and the outputs on unseen data. The grids cover the search options (step, start 
 multipliers), the amax layouts (per channel, per tensor, static blocks of 128 and 16) and the
 NVFP4-static FP8-scale sweep of the two presets; Model Optimizer cannot fake-quantize NVFP4 on
 CPU, so for those its NVFP4 quantizers compute with qruntime's reference numerics (the
-``reference_fake_quant`` fixture, as in test_runtime_conformance.py) while the search loop, the
+``reference_fake_quant`` fixture of conftest.py) while the search loop, the
 calibrators and everything else are its own.
 
 One difference is normalised, and checked while doing so: Model Optimizer leaves its search
@@ -27,10 +27,7 @@ import torch
 import zoo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from modelopt.torch.quantization.nn import TensorQuantizer as MoTensorQuantizer
-from modelopt.torch.quantization.nn.modules.tensor_quantizer import StaticBlockScaleQuantizer
 from qruntime.calibrate.mse import SearchOptions, will_search
-from qruntime.numerics import fake_quant
 
 SEARCH_CALIBRATORS = ("MseCalibrator", "NVFP4MSECalibrator")
 
@@ -59,14 +56,6 @@ def _config(weight_cfg, algorithm, input_cfg=None):
     return {"quant_cfg": entries, "algorithm": copy.deepcopy(algorithm)}
 
 
-def _buffers(model):
-    return {
-        k: v
-        for k, v in model.state_dict().items()
-        if "_quantizer" in k and k.rsplit(".", 1)[-1].startswith("_")
-    }
-
-
 def _normalized_reference(ref, ours, algorithm):
     """Model Optimizer's quantizer states with its search calibrators named as configured,
     after checking that they sit exactly on the quantizers qruntime searches."""
@@ -85,11 +74,6 @@ def _normalized_reference(ref, ours, algorithm):
     return states
 
 
-def _outputs(model, name):
-    with torch.no_grad():
-        return model(*zoo.example_inputs(name, seed=2))
-
-
 def _compare(name, cfg, *, model=None):
     """Calibrate with both libraries; assert identical state and outputs."""
     model = zoo.build(name) if model is None else model
@@ -100,48 +84,18 @@ def _compare(name, cfg, *, model=None):
         ours = qruntime.quantize(copy.deepcopy(model), copy.deepcopy(cfg), loop)
     algorithm = qruntime.applied_plan(ours).algorithm[0]
     got = {
-        k: {"enable": v["enable"], "attributes": oracle._normalize_rotate(v["attributes"])}
+        k: {"enable": v["enable"], "attributes": oracle.normalize_rotate(v["attributes"])}
         for k, v in qruntime.quantizer_states(ours).items()
     }
     assert got == _normalized_reference(ref, ours, algorithm)
     assert list(ours.state_dict()) == list(ref.state_dict())
-    ref_buffers, our_buffers = _buffers(ref), _buffers(ours)
+    ref_buffers, our_buffers = oracle.quantizer_buffers(ref), oracle.quantizer_buffers(ours)
     assert ref_buffers, "nothing was calibrated"
     for key, value in ref_buffers.items():
         assert our_buffers[key].dtype == value.dtype, key
         assert torch.equal(our_buffers[key], value), key
-    assert torch.equal(_outputs(ours, name), _outputs(ref, name))
+    assert torch.equal(oracle.zoo_outputs(ours, name), oracle.zoo_outputs(ref, name))
     return ref, ours
-
-
-@pytest.fixture
-def reference_fake_quant(monkeypatch):
-    """Model Optimizer with its CPU-less formats computed by the reference numerics (a minimal
-    copy of the fixture of test_runtime_conformance.py)."""
-    dynamic_original = MoTensorQuantizer._fake_quantize
-    static_original = StaticBlockScaleQuantizer._fake_quantize
-
-    def numerics(self, inputs):
-        attrs = oracle.tq_attributes(self)
-        amax = None if self.is_mx_format else self._get_amax(inputs)
-        return fake_quant(inputs, attrs, amax, global_amax=getattr(self, "_global_amax", None))
-
-    def dynamic(self, inputs):
-        blocks = self._block_sizes
-        if blocks is not None and blocks.get("type") == "dynamic":
-            return numerics(self, inputs)
-        return dynamic_original(self, inputs)
-
-    def static(self, inputs):
-        if self.is_nvfp4_static:
-            return numerics(self, inputs)
-        return static_original(self, inputs)
-
-    monkeypatch.setattr(MoTensorQuantizer, "_fake_quantize", dynamic)
-    monkeypatch.setattr(StaticBlockScaleQuantizer, "_fake_quantize", static)
-
-
-# ------------------------------------------------------------------------------ mse grid
 
 
 @pytest.mark.parametrize("options", list(OPTIONS))
@@ -169,10 +123,10 @@ def test_mse_with_activation_quantizers_and_bfloat16_weights_is_bit_exact():
         warnings.simplefilter("ignore")
         ref = mtq.quantize(copy.deepcopy(model), copy.deepcopy(cfg), loop)
         ours = qruntime.quantize(copy.deepcopy(model), copy.deepcopy(cfg), loop)
-    for key, value in _buffers(ref).items():
-        assert _buffers(ours)[key].dtype == value.dtype, key
-        assert torch.equal(_buffers(ours)[key], value), key
-    assert torch.equal(_outputs(ours, "llama"), _outputs(ref, "llama"))
+    for key, value in oracle.quantizer_buffers(ref).items():
+        assert oracle.quantizer_buffers(ours)[key].dtype == value.dtype, key
+        assert torch.equal(oracle.quantizer_buffers(ours)[key], value), key
+    assert torch.equal(oracle.zoo_outputs(ours, "llama"), oracle.zoo_outputs(ref, "llama"))
 
 
 def test_mse_without_data_searches_weights_like_modelopt():
@@ -182,10 +136,10 @@ def test_mse_without_data_searches_weights_like_modelopt():
         warnings.simplefilter("ignore")
         ref = mtq.quantize(copy.deepcopy(model), copy.deepcopy(cfg), None)
         ours = qruntime.quantize(copy.deepcopy(model), copy.deepcopy(cfg), None)
-    assert list(_buffers(ours)) == list(_buffers(ref))
-    assert all("weight_quantizer" in k for k in _buffers(ours))
-    for key, value in _buffers(ref).items():
-        assert torch.equal(_buffers(ours)[key], value), key
+    assert list(oracle.quantizer_buffers(ours)) == list(oracle.quantizer_buffers(ref))
+    assert all("weight_quantizer" in k for k in oracle.quantizer_buffers(ours))
+    for key, value in oracle.quantizer_buffers(ref).items():
+        assert torch.equal(oracle.quantizer_buffers(ours)[key], value), key
 
 
 def test_fp8_scale_sweep_leaves_other_formats_at_max_like_modelopt():
@@ -195,8 +149,8 @@ def test_fp8_scale_sweep_leaves_other_formats_at_max_like_modelopt():
     _, ours = _compare("llama", cfg)
     max_cfg = _config(FORMATS["int4-b128"], "max")
     plain = qruntime.quantize(zoo.build("llama"), max_cfg, zoo.forward_loop("llama"))
-    for key, value in _buffers(plain).items():
-        assert torch.equal(_buffers(ours)[key], value), key
+    for key, value in oracle.quantizer_buffers(plain).items():
+        assert torch.equal(oracle.quantizer_buffers(ours)[key], value), key
 
 
 # ------------------------------------------------------------------------------ local_hessian

@@ -26,10 +26,7 @@ import qruntime
 import torch
 import zoo
 from modelopt.torch.quantization.nn import QuantModuleRegistry
-from modelopt.torch.quantization.nn import TensorQuantizer as MoTensorQuantizer
-from modelopt.torch.quantization.nn.modules.tensor_quantizer import StaticBlockScaleQuantizer
 from qruntime import QuantizerSlot, QuantModule
-from qruntime.numerics import fake_quant
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
@@ -83,42 +80,14 @@ def _modelopt(model, cfg, forward_loop):
         return mtq.quantize(copy.deepcopy(model), copy.deepcopy(cfg), forward_loop)
 
 
-def _normalized(states):
-    out = {}
-    for name, state in states.items():
-        attrs = state["attributes"]
-        if isinstance(attrs, list):
-            attrs = [oracle._normalize_rotate(a) for a in attrs]
-        else:
-            attrs = oracle._normalize_rotate(attrs)
-        out[name] = {"enable": state["enable"], "attributes": attrs}
-    return out
-
-
-def _buffers(model):
-    return {
-        k: v
-        for k, v in model.state_dict().items()
-        if "_quantizer" in k and k.rsplit(".", 1)[-1].startswith("_")
-    }
-
-
 def _assert_same_state(ref, ours):
-    assert _normalized(qruntime.quantizer_states(ours)) == oracle.quantizer_states(ref)
+    assert oracle.normalized_states(qruntime.quantizer_states(ours)) == oracle.quantizer_states(ref)
     assert list(ours.state_dict()) == list(ref.state_dict())
-    ref_buffers, our_buffers = _buffers(ref), _buffers(ours)
+    ref_buffers, our_buffers = oracle.quantizer_buffers(ref), oracle.quantizer_buffers(ours)
     assert ref_buffers, "the preset calibrated nothing"
     for key, value in ref_buffers.items():
         assert our_buffers[key].dtype == value.dtype, key
         assert torch.equal(our_buffers[key], value), key
-
-
-def _outputs(model, name):
-    with torch.no_grad():
-        return model(*zoo.example_inputs(name, seed=2))
-
-
-# ---------------------------------------------------------------------------------------- (a)
 
 
 def _plugin_keys():
@@ -157,35 +126,9 @@ def test_quantize_max_is_bit_exact(name, preset):
     ref = _modelopt(model, cfg, forward_loop)
     ours = qruntime.quantize(copy.deepcopy(model), cfg, forward_loop)
     _assert_same_state(ref, ours)
-    expected = _outputs(ref, name)
-    assert torch.equal(_outputs(ours, name), expected)
-    assert not torch.equal(_outputs(model, name), expected), "quantization had no effect"
-
-
-@pytest.fixture
-def reference_fake_quant(monkeypatch):
-    """Model Optimizer with its CPU-less formats computed by the reference numerics."""
-    dynamic_original = MoTensorQuantizer._fake_quantize
-    static_original = StaticBlockScaleQuantizer._fake_quantize
-
-    def numerics(self, inputs):
-        attrs = oracle.tq_attributes(self)
-        amax = None if self.is_mx_format else self._get_amax(inputs)
-        return fake_quant(inputs, attrs, amax, global_amax=getattr(self, "_global_amax", None))
-
-    def dynamic(self, inputs):
-        blocks = self._block_sizes
-        if blocks is not None and blocks.get("type") == "dynamic":
-            return numerics(self, inputs)
-        return dynamic_original(self, inputs)
-
-    def static(self, inputs):
-        if self.is_nvfp4_static:
-            return numerics(self, inputs)
-        return static_original(self, inputs)
-
-    monkeypatch.setattr(MoTensorQuantizer, "_fake_quantize", dynamic)
-    monkeypatch.setattr(StaticBlockScaleQuantizer, "_fake_quantize", static)
+    expected = oracle.zoo_outputs(ref, name)
+    assert torch.equal(oracle.zoo_outputs(ours, name), expected)
+    assert not torch.equal(oracle.zoo_outputs(model, name), expected), "quantization had no effect"
 
 
 @pytest.mark.parametrize("preset", REFERENCE_PRESETS)
@@ -196,9 +139,9 @@ def test_quantize_max_gpu_formats_match_reference_numerics(name, preset, referen
     ref = _modelopt(model, cfg, forward_loop)
     ours = qruntime.quantize(copy.deepcopy(model), cfg, forward_loop)
     _assert_same_state(ref, ours)
-    expected = _outputs(ref, name)
-    assert torch.equal(_outputs(ours, name), expected)
-    assert not torch.equal(_outputs(model, name), expected), "quantization had no effect"
+    expected = oracle.zoo_outputs(ref, name)
+    assert torch.equal(oracle.zoo_outputs(ours, name), expected)
+    assert not torch.equal(oracle.zoo_outputs(model, name), expected), "quantization had no effect"
 
 
 @pytest.mark.parametrize("preset", ["INT8_DEFAULT_CFG", "W4A8_AWQ_BETA_CFG"])
@@ -207,7 +150,7 @@ def test_registered_fused_experts_match_without_calibration(preset):
     quant_cfg = getattr(mtq, preset)["quant_cfg"]
     ref = oracle.apply(model, copy.deepcopy(quant_cfg))
     ours = qruntime.quantize(copy.deepcopy(model), {"quant_cfg": copy.deepcopy(quant_cfg)})
-    assert _normalized(qruntime.quantizer_states(ours)) == oracle.quantizer_states(ref)
+    assert oracle.normalized_states(qruntime.quantizer_states(ours)) == oracle.quantizer_states(ref)
     assert list(ours.state_dict()) == list(ref.state_dict())
 
 
@@ -232,7 +175,7 @@ def test_affine_bias_max_is_bit_exact(bits, bias):
     ref = _modelopt(model, cfg, forward_loop)
     ours = qruntime.quantize(copy.deepcopy(model), cfg, forward_loop)
     _assert_same_state(ref, ours)
-    assert torch.equal(_outputs(ours, "llama"), _outputs(ref, "llama"))
+    assert torch.equal(oracle.zoo_outputs(ours, "llama"), oracle.zoo_outputs(ref, "llama"))
 
 
 def test_rnn_packed_sequences_are_bit_exact():
@@ -261,8 +204,8 @@ def test_dict_without_algorithm_does_not_calibrate_like_modelopt():
     del cfg["algorithm"]
     ref = _modelopt(model, cfg, forward_loop)
     ours = qruntime.quantize(copy.deepcopy(model), cfg, forward_loop)
-    assert not _buffers(ref) and not _buffers(ours)
-    assert torch.equal(_outputs(ours, "llama"), _outputs(ref, "llama"))
+    assert not oracle.quantizer_buffers(ref) and not oracle.quantizer_buffers(ours)
+    assert torch.equal(oracle.zoo_outputs(ours, "llama"), oracle.zoo_outputs(ref, "llama"))
 
 
 # ---------------------------------------------------------------------------------------- (c)
@@ -291,11 +234,11 @@ def test_save_restore_round_trip_is_bit_identical(tmp_path, name, preset):
     expected = model.state_dict()
     for key, value in restored.state_dict().items():
         assert value.dtype == expected[key].dtype and torch.equal(value, expected[key]), key
-    assert torch.equal(_outputs(restored, name), _outputs(model, name))
+    assert torch.equal(oracle.zoo_outputs(restored, name), oracle.zoo_outputs(model, name))
     # after a forward, the runtime rewrites (block axes, per-token axes) agree as well
-    assert _normalized(qruntime.quantizer_states(restored)) == _normalized(
-        qruntime.quantizer_states(model)
-    )
+    assert oracle.normalized_states(
+        qruntime.quantizer_states(restored)
+    ) == oracle.normalized_states(qruntime.quantizer_states(model))
 
 
 def test_hugging_face_bert_int8_is_bit_exact():
@@ -320,8 +263,8 @@ def test_hugging_face_bert_int8_is_bit_exact():
         qruntime.quantizer_states(ours)
     )
     assert not any(s["enable"] for k, s in theirs.items() if k.endswith("_bmm_quantizer"))
-    for key, value in _buffers(ref).items():
-        assert torch.equal(_buffers(ours)[key], value), key
+    for key, value in oracle.quantizer_buffers(ref).items():
+        assert torch.equal(oracle.quantizer_buffers(ours)[key], value), key
     with torch.no_grad():
         expected = ref(input_ids=ids).last_hidden_state
         assert torch.equal(ours(input_ids=ids).last_hidden_state, expected)

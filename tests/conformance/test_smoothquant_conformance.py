@@ -42,21 +42,9 @@ def _both(model, cfg, loop):
     return ref, ours
 
 
-def _normalized(states):
-    out = {}
-    for name, state in states.items():
-        attrs = state["attributes"]
-        if isinstance(attrs, list):
-            attrs = [oracle._normalize_rotate(a) for a in attrs]
-        else:
-            attrs = oracle._normalize_rotate(attrs)
-        out[name] = {"enable": state["enable"], "attributes": attrs}
-    return out
-
-
 def _assert_same_model(ref, ours):
     """Quantizer states, then every state_dict entry (weights and buffers) bit for bit."""
-    assert _normalized(qruntime.quantizer_states(ours)) == oracle.quantizer_states(ref)
+    assert oracle.normalized_states(qruntime.quantizer_states(ours)) == oracle.quantizer_states(ref)
     expected, got = ref.state_dict(), ours.state_dict()
     assert list(got) == list(expected)
     for key, value in expected.items():
@@ -70,14 +58,6 @@ def _smoothquant_cfg(alpha):
     return cfg
 
 
-def _outputs(model, name):
-    with torch.no_grad():
-        return model(*zoo.example_inputs(name, seed=2))
-
-
-# ---------------------------------------------------------------------------------------- (a)
-
-
 @pytest.mark.parametrize("alpha", ALPHAS)
 @pytest.mark.parametrize("name", ["llama", "vlm", "cnn", "moe"])
 def test_zoo_smoothquant_is_bit_exact(name, alpha):
@@ -86,7 +66,7 @@ def test_zoo_smoothquant_is_bit_exact(name, alpha):
     _assert_same_model(ref, ours)
     smoothed = [k for k in ref.state_dict() if k.endswith("input_quantizer._pre_quant_scale")]
     assert smoothed, "nothing was smoothed"
-    assert torch.equal(_outputs(ours, name), _outputs(ref, name))
+    assert torch.equal(oracle.zoo_outputs(ours, name), oracle.zoo_outputs(ref, name))
 
 
 def test_bfloat16_llama_is_bit_exact():
@@ -97,7 +77,7 @@ def test_bfloat16_llama_is_bit_exact():
     _assert_same_model(ref, ours)
     pqs = ours.model.layers[0].self_attn.q_proj.input_quantizer.pre_quant_scale
     assert pqs.dtype == torch.bfloat16
-    assert torch.equal(_outputs(ours, "llama"), _outputs(ref, "llama"))
+    assert torch.equal(oracle.zoo_outputs(ours, "llama"), oracle.zoo_outputs(ref, "llama"))
 
 
 def test_hugging_face_minilm_is_bit_exact():
