@@ -471,3 +471,32 @@ def test_kernels_guard_that_cannot_install_falls_back_to_the_dispatch_guard(monk
                 raise ValueError("boom")
     assert torch.equal(model.weight, before)
     assert transaction._KERNELS_FAILED
+
+
+@pytest.mark.parametrize("guard", ["kernels", "dispatch"])
+def test_paused_guard_lifts_interception_for_the_block_only(guard):
+    """qruntime's own searches write only their temporaries: inside ``paused_guard`` nothing is
+    intercepted (so an undeclared write to the model there would not be restored), declared
+    saves still are, and the guard is back after the block, also when the block raises."""
+    model = toy()
+    before = state(model)
+    with pytest.raises(RuntimeError, match="late failure"):
+        with Transaction(model, writes_weights=True, guard=guard) as txn, torch.no_grad():
+            with txn.paused_guard():
+                scratch = torch.ones(3)
+                scratch.mul_(2)  # a temporary: not the model's, nothing to save
+                assert txn.saved_bytes == 0
+                txn.save(model[0].bias)
+                model[0].bias.zero_()
+            saved = txn.saved_bytes
+            assert saved == model[0].bias.numel() * model[0].bias.element_size()
+            model[0].weight.mul_(3)  # after the block: caught by the guard again
+            assert txn.saved_bytes > saved
+            raise RuntimeError("late failure")
+    assert same(before, state(model))
+    with Transaction(model, guard=guard) as txn:
+        with pytest.raises(ValueError, match="inside"), txn.paused_guard():
+            raise ValueError("inside")
+        with torch.no_grad():
+            model[0].weight.add_(1)
+        assert txn.saved_bytes > 0  # re-opened after the error

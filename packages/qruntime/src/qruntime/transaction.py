@@ -221,6 +221,25 @@ class Transaction:
         self.save(*tensors)
         yield
 
+    @contextmanager
+    def paused_guard(self) -> Iterator[None]:
+        """``with txn.paused_guard(): ...`` — for qruntime's own computations that write only
+        tensors they created (a weight search's candidate batches): the guard is there for code
+        qruntime does not control and costs a Python call per in-place op, so it is lifted for
+        the block and put back after, also on error. Declared saves still work inside."""
+        guard = self._guard
+        if guard is None:
+            yield
+            return
+        kind = "kernels" if isinstance(guard, KernelWriteGuard) else "dispatch"
+        guard.__exit__(None, None, None)
+        self._guard = None
+        try:
+            yield
+        finally:
+            _, journal = self._require()
+            self._guard = _open_guard(kind, journal)
+
     @property
     def saved_bytes(self) -> int:
         """Bytes copied so far for rollback (0 while nothing has been written)."""

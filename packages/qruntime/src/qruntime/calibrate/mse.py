@@ -26,6 +26,7 @@ with ``max``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import warnings
@@ -53,6 +54,7 @@ from qruntime.calibrate.search import (
     weight_view,
 )
 from qruntime.quantizer import TensorQuantizer
+from qruntime.transaction import current_transaction
 
 __all__ = [
     "MSE_CAPABILITIES",
@@ -225,15 +227,18 @@ def search_weights(
     squared error).
     """
     left = 0
-    for pair in pairs:
-        q = pair.quantizer
-        if not is_searchable(q):
-            continue
-        assert isinstance(q, TensorQuantizer)
-        if options.fp8_scale_sweep and not q.is_nvfp4_static:
-            left += 1
-            continue
-        _search_one(q, pair.weight, options, error_for)
+    txn = current_transaction()
+    # The search writes only its own candidate batches: no write guard needed around it.
+    with txn.paused_guard() if txn is not None else contextlib.nullcontext():
+        for pair in pairs:
+            q = pair.quantizer
+            if not is_searchable(q):
+                continue
+            assert isinstance(q, TensorQuantizer)
+            if options.fp8_scale_sweep and not q.is_nvfp4_static:
+                left += 1
+                continue
+            _search_one(q, pair.weight, options, error_for)
     return left
 
 
