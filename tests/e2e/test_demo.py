@@ -170,6 +170,33 @@ def test_cli_loads_a_job_by_path_or_module(
         assert message in capsys.readouterr().err, spec
 
 
+WARNING_JOB = """\
+import warnings
+from types import SimpleNamespace
+
+def run(options, out, err):
+    warnings.warn("local_hessian: block_size 16 differs from\\n    the quantization block")
+    return SimpleNamespace(ok=True)
+"""
+
+
+def test_cli_prints_warnings_on_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A calibration warning reaches the user like the errors do: one line naming the command,
+    without Python's file:line and source line (those come back with --traceback)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "warning_job.py").write_text(WARNING_JOB)
+    assert main(["quantize", "--job", "warning_job.py"]) == 0
+    err = capsys.readouterr().err
+    assert err == (
+        "qruntime quantize: warning: local_hessian: block_size 16 differs from the "
+        "quantization block\n"
+    )
+    with pytest.warns(UserWarning, match="local_hessian"):  # Python's own warning machinery
+        assert main(["quantize", "--job", "warning_job.py", "--traceback"]) == 0
+
+
 def test_quantize_help(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["quantize", "--help"])

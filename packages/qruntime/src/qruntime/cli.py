@@ -32,6 +32,7 @@ import inspect
 import os
 import stat
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -444,17 +445,32 @@ def report_exception(command: str, exc: BaseException, show_traceback: bool) -> 
     return report_internal_error("qruntime", exc, show_traceback)
 
 
+def _warning_printer(command: str) -> Any:
+    """``warnings.showwarning`` for the command line: ``qruntime <command>: warning: <text>``
+    on one line, like the errors, instead of Python's file:line and source line (a user of the
+    command has no use for the line of qruntime that raised it)."""
+
+    def show(message: Any, category: type[Warning], *_: Any, **__: Any) -> None:
+        text = " ".join(str(message).split())
+        print(f"qruntime {command}: warning: {text}", file=sys.stderr)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``qruntime`` console script; returns the exit status."""
     argv, show_traceback = take_traceback_flag(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)  # usage errors exit 2 here
     command = _cmd_manifest if args.command == "manifest" else _cmd_quantize
-    try:
-        return command(args)
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # every exception becomes a documented status
-        return report_exception(args.command, exc, show_traceback)
+    with warnings.catch_warnings():
+        if not show_traceback:  # --traceback keeps Python's form, with where it came from
+            warnings.showwarning = _warning_printer(args.command)
+        try:
+            return command(args)
+        except KeyboardInterrupt:
+            return 130
+        except Exception as exc:  # every exception becomes a documented status
+            return report_exception(args.command, exc, show_traceback)
 
 
 if __name__ == "__main__":
