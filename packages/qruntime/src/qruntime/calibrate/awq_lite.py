@@ -1,0 +1,361 @@
+"""``awq_lite`` calibration (``AWQLiteCalibConfig``): search, per quantized linear, the
+per-input-channel scale that makes the quantized weight reproduce the float output best.
+
+Why: with weight-only INT4 (or W4A8) the error that matters is that of the layer's output, and
+the input channels that carry large activations matter most. AWQ multiplies weight column ``j``
+by ``s_j`` before quantization and the input channel by ``1/s_j`` (the input quantizer's
+``pre_quant_scale``): exact in float arithmetic, but the salient columns get more of the
+quantization grid. ``s`` is a one-parameter family ``s(alpha) = act^alpha / w^(1-alpha)``
+(activation and weight statistics per channel), and ``alpha`` is picked from a grid by the
+output error on the calibration data.
+
+Model Optimizer 0.47.0's procedure, which this follows so that results are bit-identical:
+
+1. per quantized linear with an enabled weight quantizer: ``weight_scale`` = the mean over
+   output rows of ``|W|`` divided by the max of its quantization block (its row when not
+   block-quantized), float32; an input quantizer that is enabled is switched off for the search
+   (per channel, ``axis = -1``, for its later amax);
+2. pass 1 of the forward loop: the layer's float output is returned (weight quantizer off),
+   ``act_scale`` accumulates the per-batch mean of ``|x|`` per channel; a quantized input is
+   max-calibrated per channel on the side; the other quantizers of the model collect as in
+   ``max``;
+3. pass 2: for each ``alpha`` of ``arange(0, 1 + step, step)`` (float32) the layer runs with
+   ``pre_quant_scale`` ``1/s`` on the input and ``s`` on the weight quantizer (dynamic, the
+   weight amax is not known yet), and the mean squared difference to the float output is summed
+   per ``alpha``; the layer still returns its float output;
+4. per layer: ``s* = s(argmin loss)``; ``pre_quant_scale = 1/s*`` on the input quantizer,
+   ``W *= 1/(1/s*)`` in place, the weight amax max-calibrated on the new weight, a quantized
+   input's amax ``max_j(amax_j * (1/s*_j))``, per tensor. A layer the data never reached (in
+   either pass) keeps its weight, gets max calibration and an all-ones ``pre_quant_scale``.
+
+The scale: ``s = clamp(act^alpha / (w^(1-alpha) + tiny), 1e-4, 1e4)``, then divided by
+``sqrt(max(s) * min(s))`` so that it is centred geometrically on 1.
+
+Not covered yet (refused with :class:`UnsupportedAlgorithmError`): sequential weight quantizers
+(W4A8), distributed runs.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from qconfig.algorithm_methods import AWQLiteCalibConfig
+from qconfig.algorithms import MaxCalibConfig
+from torch import nn
+
+from qruntime.calibrate import phases
+from qruntime.calibrate.context import CalibrationContext
+from qruntime.calibrate.max import max_calibrate
+from qruntime.calibrate.registry import (
+    AlgorithmCapabilities,
+    UnsupportedAlgorithmError,
+    register_algorithm,
+    registered_algorithms,
+    unregister_algorithm,
+)
+from qruntime.calibrate.smoothquant import SmoothedLinear, smoothable_linears
+from qruntime.quantizer import TensorQuantizer
+from qruntime.transaction import current_transaction
+
+__all__ = [
+    "AWQ_LITE_CAPABILITIES",
+    "SCALE_RANGE",
+    "alpha_grid",
+    "awq_lite_calibrate",
+    "awq_scale",
+    "register",
+    "unregister",
+    "weight_scale",
+]
+
+#: The searched scale is clamped to this range before its normalisation.
+SCALE_RANGE = (1e-4, 1e4)
+
+#: Two passes of the forward loop; the weights are rescaled in place.
+AWQ_LITE_CAPABILITIES = AlgorithmCapabilities(
+    needs_forward_data=True, writes_weights=True, sync_points=("amax",)
+)
+
+
+# ------------------------------------------------------------------------------ the formulas
+def alpha_grid(step: float) -> list[float]:
+    """The searched alphas: ``arange(0, 1 + step, step)`` computed in float32, as Python floats
+    (so 0.1 is float32's 0.1, and the last value may pass 1 slightly)."""
+    return [float(a) for a in torch.arange(0, 1.0 + step, step)]
+
+
+def block_size_of(quantizer: TensorQuantizer) -> int | None:
+    """The block length along the input dimension (None: not block-quantized)."""
+    blocks = quantizer.block_sizes
+    if blocks is None:
+        return None
+    for axis in (-1, 1):
+        if axis in blocks:
+            return int(blocks[axis])
+    raise UnsupportedAlgorithmError("awq_lite needs weight blocks along the last axis")
+
+
+def weight_scale(weight: torch.Tensor, block_size: int | None) -> torch.Tensor:
+    """Per input channel, the mean over output rows of ``|W|`` relative to the max of its
+    quantization block (the row when ``block_size`` is None); float32, shape ``(cin,)``. The
+    last block is zero-padded when ``cin`` is not a multiple of ``block_size``."""
+    cin = weight.shape[-1]
+    shape = weight.shape
+    if block_size:
+        if cin % block_size:
+            weight = F.pad(weight, (0, block_size - cin % block_size))
+            shape = weight.shape
+        weight = weight.contiguous().view(-1, block_size)
+    magnitude = weight.abs()
+    relative = magnitude / (magnitude.amax(dim=1, keepdim=True) + torch.finfo(weight.dtype).tiny)
+    relative = relative.view(shape)[..., :cin]
+    return relative.mean(0).to(torch.float32)
+
+
+def awq_scale(act_scale: torch.Tensor, w_scale: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``s(alpha)`` of the module docstring, float32, shape ``(cin,)``."""
+    tiny = torch.finfo(torch.float32).tiny
+    raw = act_scale.pow(alpha) / (w_scale.to(act_scale.device).pow(1 - alpha) + tiny)
+    scale = raw.clamp(min=SCALE_RANGE[0], max=SCALE_RANGE[1]).view(-1)
+    return (scale / (scale.max() * scale.min()).sqrt()).view(-1)
+
+
+# ------------------------------------------------------------------------------ per layer
+@dataclass
+class _Search:
+    """What the two passes gather for one linear."""
+
+    linear: SmoothedLinear
+    weight_scale: torch.Tensor
+    alphas: list[float]
+    losses: list[torch.Tensor]
+    input_quantized: bool
+    enabled: bool = True
+    act_sum: torch.Tensor | None = None
+    act_scale: torch.Tensor | None = None
+    cache_steps: int = 0
+    search_steps: int = 0
+    handles: list[Any] = field(default_factory=list)
+
+
+def _clear_scales(linear: SmoothedLinear) -> None:
+    for q in (linear.input_quantizer, linear.weight_quantizer):
+        q._buffers.pop("_pre_quant_scale", None)
+
+
+def _calibrate_input(q: TensorQuantizer, x: torch.Tensor) -> None:
+    """One batch of max calibration of a (search-disabled) input quantizer, per channel; the
+    calibrator keeps its running max across batches."""
+    q.enable()
+    q.disable_quant()
+    q.enable_calib()
+    q(x)
+    q.load_calib_amax()
+    q.enable_quant()
+    q.disable_calib()
+    q.disable()
+
+
+def _make_hook(state: _Search, mode: list[str]):
+    """The forward hook: the module itself computes the float output (its weight quantizer is
+    off during both passes); the hook gathers statistics or runs the alpha search on the same
+    input, and leaves the float output as the module's result."""
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        x = args[0] if args else next(iter(kwargs.values()))
+        if x.numel() == 0 or not state.enabled:
+            return
+        linear = state.linear
+        q, wq = linear.input_quantizer, linear.weight_quantizer
+        if mode[0] == "cache":
+            mean = q(x).abs().contiguous().view(-1, x.shape[-1]).mean(0).to(torch.float32)
+            state.act_sum = mean if state.act_sum is None else state.act_sum + mean
+            state.cache_steps += 1
+            if state.input_quantized:
+                _calibrate_input(q, x)
+            return
+        reference = output[0] if isinstance(output, tuple) else output
+        dtype = linear.weight.dtype
+        assert state.act_scale is not None
+        wq.enable()
+        try:
+            for i, alpha in enumerate(state.alphas):
+                scale = awq_scale(state.act_scale, state.weight_scale, alpha)
+                q.pre_quant_scale = (1 / scale).to(dtype)
+                wq.pre_quant_scale = scale.to(dtype)
+                out = module.forward(*args, **kwargs)
+                out = out[0] if isinstance(out, tuple) else out
+                state.losses[i] += (out - reference).float().pow(2).mean()
+        finally:
+            wq.disable()
+            _clear_scales(linear)
+        state.search_steps += 1
+
+    return hook
+
+
+def _recalibrate_weight(ctx: CalibrationContext, linear: SmoothedLinear, reset: bool) -> None:
+    """``max`` calibration of the linear alone, fed its (new) weight."""
+    wq = linear.weight_quantizer
+    if reset:
+        wq.reset_amax()
+        if wq.bias_calibrator is not None:
+            wq.bias_calibrator.reset()
+    weight = linear.weight
+    inner = replace(
+        ctx, model=linear.module, config=MaxCalibConfig(), forward_loop=lambda m: wq(weight)
+    )
+    max_calibrate(inner)
+
+
+def _collapse_input_amax(q: TensorQuantizer) -> torch.Tensor | None:
+    """A quantized input back to per tensor and on: its per-channel amax is returned (for the
+    smoothed amax) and replaced by its max."""
+    per_channel = q.amax
+    if per_channel is not None:
+        q.reset_amax()
+        q.axis = None
+        if q.config.axis is not None:
+            q.set_from_attribute_config({"axis": None})
+        q.amax = per_channel.amax()
+    q.enable()
+    return per_channel
+
+
+def _apply(ctx: CalibrationContext, state: _Search) -> None:
+    """Step 4 of the module docstring on one searched layer."""
+    linear = state.linear
+    q, weight = linear.input_quantizer, linear.weight
+    losses = [float(v) for v in state.losses]
+    best = min(range(len(losses)), key=losses.__getitem__)
+    assert state.act_scale is not None
+    best_scale = awq_scale(state.act_scale, state.weight_scale, state.alphas[best])
+    per_channel = _collapse_input_amax(q) if state.input_quantized else None
+    pre_quant_scale = (1.0 / best_scale).to(torch.float32)
+    if not bool(torch.all(pre_quant_scale > 0)):
+        raise RuntimeError(f"awq_lite: {linear.name}: a non-positive scale was found")
+    dtype = weight.dtype
+    q.pre_quant_scale = pre_quant_scale.to(dtype)
+    transaction = current_transaction()
+    if transaction is not None:
+        transaction.save(weight)
+    weight.copy_((weight * (1.0 / pre_quant_scale)[None, :]).to(dtype))
+    _recalibrate_weight(ctx, linear, reset=True)
+    if per_channel is not None:
+        smoothed = (per_channel.to(device=weight.device, dtype=dtype) * pre_quant_scale).amax()
+        q.amax = smoothed.to(dtype)
+
+
+def _apply_disabled(ctx: CalibrationContext, state: _Search) -> None:
+    """A layer without a search result: max calibration, an all-ones ``pre_quant_scale``."""
+    linear = state.linear
+    warnings.warn(
+        f"awq_lite: {linear.name or 'the model'} saw no calibration data in one of the passes "
+        "(or its statistics are not numbers); it gets max calibration and a pre_quant_scale of 1",
+        UserWarning,
+        stacklevel=3,
+    )
+    _recalibrate_weight(ctx, linear, reset=False)
+    weight = linear.weight
+    linear.input_quantizer.pre_quant_scale = torch.ones(
+        weight.shape[1], dtype=weight.dtype, device=weight.device
+    )
+    if state.input_quantized:
+        _collapse_input_amax(linear.input_quantizer)
+
+
+# ------------------------------------------------------------------------------ the algorithm
+def _setup(linear: SmoothedLinear, alphas: list[float]) -> _Search:
+    wq, q = linear.weight_quantizer, linear.input_quantizer
+    if not isinstance(wq, TensorQuantizer):
+        raise UnsupportedAlgorithmError(
+            f"awq_lite: {linear.name} has a sequential weight quantizer, not supported yet"
+        )
+    if q.pre_quant_scale is not None:
+        raise RuntimeError(f"awq_lite: {linear.name} already has a pre_quant_scale")
+    weight = linear.weight
+    state = _Search(
+        linear=linear,
+        weight_scale=weight_scale(weight, block_size_of(wq)),
+        alphas=alphas,
+        losses=[torch.zeros((), device=weight.device, dtype=torch.float32) for _ in alphas],
+        input_quantized=q.is_enabled,
+    )
+    if q.is_enabled:
+        q.disable()
+        if q.axis not in (None, -1):
+            state.enabled = False
+        else:
+            q.axis = -1
+    return state
+
+
+def _finish_cache(state: _Search) -> None:
+    if state.cache_steps == 0 or state.act_sum is None:
+        state.enabled = False
+        return
+    state.act_scale = state.act_sum / state.cache_steps
+    if bool(torch.isnan(state.act_scale).any()) or bool(torch.isnan(state.weight_scale).any()):
+        state.enabled = False
+
+
+@torch.no_grad()
+def awq_lite_calibrate(ctx: CalibrationContext) -> None:
+    """AWQ-lite calibration of a converted model (module docstring)."""
+    config = ctx.config
+    assert isinstance(config, AWQLiteCalibConfig)
+    if ctx.forward_loop is None:
+        raise ValueError("awq_lite needs calibration data: pass a forward_loop(model)")
+    alphas = alpha_grid(float(config.alpha_step if config.alpha_step is not None else 0.1))
+    linears = [
+        linear for linear in smoothable_linears(ctx.model) if linear.weight_quantizer.is_enabled
+    ]
+    states = [_setup(linear, alphas) for linear in linears]
+    mode = ["cache"]
+    for state in states:
+        state.linear.weight_quantizer.disable()
+        hook = _make_hook(state, mode)
+        state.handles.append(
+            state.linear.module.register_forward_hook(hook, with_kwargs=True, prepend=True)
+        )
+    try:
+        quantizers = ctx.quantizers()
+        phases.enable_stats_collection(quantizers)
+        phases.run_forward_loop(ctx)
+        phases.finish_stats_collection(quantizers)
+        phases.sync(ctx, "amax")
+        for state in states:
+            _finish_cache(state)
+        mode[0] = "search"
+        phases.run_forward_loop(ctx)
+    finally:
+        for state in states:
+            for handle in state.handles:
+                handle.remove()
+            state.linear.weight_quantizer.enable()
+            _clear_scales(state.linear)
+    for state in states:
+        if state.cache_steps > 0 and state.search_steps == 0:
+            state.enabled = False
+        if state.enabled:
+            _apply(ctx, state)
+        else:
+            _apply_disabled(ctx, state)
+
+
+# ------------------------------------------------------------------------------ registration
+def register() -> None:
+    """Make ``awq_lite`` runnable by ``apply_plan`` (idempotent)."""
+    if any(a.config_class is AWQLiteCalibConfig for a in registered_algorithms()):
+        return
+    register_algorithm(AWQLiteCalibConfig, awq_lite_calibrate, capabilities=AWQ_LITE_CAPABILITIES)
+
+
+def unregister() -> None:
+    """Undo :func:`register` (nothing to do when not registered)."""
+    if any(a.config_class is AWQLiteCalibConfig for a in registered_algorithms()):
+        unregister_algorithm(AWQLiteCalibConfig)
