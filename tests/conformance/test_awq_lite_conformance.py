@@ -67,3 +67,59 @@ def test_zoo_int4_awq_is_bit_exact(name, block):
     scaled = [k for k in ref.state_dict() if k.endswith("input_quantizer._pre_quant_scale")]
     assert scaled, "nothing was scaled"
     assert torch.equal(oracle.zoo_outputs(ours, name), oracle.zoo_outputs(ref, name))
+
+
+@pytest.mark.parametrize("name", ["vlm", "cnn", "moe"])
+def test_other_zoo_models_are_bit_exact(name):
+    model, loop = zoo.build(name), zoo.forward_loop(name)
+    ref, ours = _both(model, _int4_awq_cfg(8), loop)
+    _assert_same_model(ref, ours)
+    assert torch.equal(oracle.zoo_outputs(ours, name), oracle.zoo_outputs(ref, name))
+
+
+@pytest.mark.parametrize("alpha_step", [0.25, 0.3, 1.0])
+def test_alpha_steps_are_bit_exact(alpha_step):
+    model, loop = zoo.build("llama"), zoo.forward_loop("llama")
+    ref, ours = _both(model, _int4_awq_cfg(8, alpha_step), loop)
+    _assert_same_model(ref, ours)
+
+
+def test_bfloat16_llama_is_bit_exact():
+    model = zoo.build("llama").to(torch.bfloat16)
+    ref, ours = _both(model, _int4_awq_cfg(8), zoo.forward_loop("llama"))
+    _assert_same_model(ref, ours)
+    assert torch.equal(oracle.zoo_outputs(ours, "llama"), oracle.zoo_outputs(ref, "llama"))
+
+
+WEIGHTS = {
+    "int4_block": {"num_bits": 4, "block_sizes": {-1: 8, "type": "static"}},
+    "int8_axis0": {"num_bits": 8, "axis": 0},
+    "int8_tensor": {"num_bits": 8},
+    "fp8_tensor": {"num_bits": (4, 3)},
+}
+INPUTS = {
+    "int8": {"num_bits": 8},
+    "int8_channel": {"num_bits": 8, "axis": -1},
+    "fp8": {"num_bits": (4, 3)},
+    "int8_dynamic": {"num_bits": 8, "type": "dynamic"},
+}
+
+
+@pytest.mark.parametrize("inputs", sorted(INPUTS))
+@pytest.mark.parametrize("weights", sorted(WEIGHTS))
+def test_quantized_inputs_are_bit_exact(weights, inputs):
+    """An enabled input quantizer: off during the search, calibrated per channel on the side,
+    per tensor again after with the smoothed amax."""
+    cfg = {
+        "quant_cfg": [
+            {"quantizer_name": "*", "enable": False},
+            {"quantizer_name": "*weight_quantizer", "cfg": WEIGHTS[weights]},
+            {"quantizer_name": "*input_quantizer", "cfg": INPUTS[inputs]},
+            {"quantizer_name": "*lm_head*", "enable": False},
+        ],
+        "algorithm": {"method": "awq_lite", "alpha_step": 0.25},
+    }
+    model, loop = zoo.build("llama"), zoo.forward_loop("llama")
+    ref, ours = _both(model, cfg, loop)
+    _assert_same_model(ref, ours)
+    assert torch.equal(oracle.zoo_outputs(ours, "llama"), oracle.zoo_outputs(ref, "llama"))

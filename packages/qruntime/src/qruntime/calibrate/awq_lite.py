@@ -151,12 +151,9 @@ def _calibrate_input(q: TensorQuantizer, x: torch.Tensor) -> None:
     """One batch of max calibration of a (search-disabled) input quantizer, per channel; the
     calibrator keeps its running max across batches."""
     q.enable()
-    q.disable_quant()
-    q.enable_calib()
+    phases.enable_stats_collection([q])
     q(x)
-    q.load_calib_amax()
-    q.enable_quant()
-    q.disable_calib()
+    phases.finish_stats_collection([q])
     q.disable()
 
 
@@ -247,7 +244,11 @@ def _apply(ctx: CalibrationContext, state: _Search) -> None:
     _recalibrate_weight(ctx, linear, reset=True)
     if per_channel is not None:
         smoothed = (per_channel.to(device=weight.device, dtype=dtype) * pre_quant_scale).amax()
-        q.amax = smoothed.to(dtype)
+        stored = q.amax
+        assert stored is not None
+        # Model Optimizer copies into the buffer registered above (its dtype, its place in
+        # state_dict order, after which the pre_quant_scale was registered)
+        q.store_amax(smoothed.to(dtype).to(device=stored.device, dtype=stored.dtype))
 
 
 def _apply_disabled(ctx: CalibrationContext, state: _Search) -> None:
