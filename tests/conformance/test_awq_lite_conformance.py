@@ -123,3 +123,62 @@ def test_quantized_inputs_are_bit_exact(weights, inputs):
     ref, ours = _both(model, cfg, loop)
     _assert_same_model(ref, ours)
     assert torch.equal(oracle.zoo_outputs(ours, "llama"), oracle.zoo_outputs(ref, "llama"))
+
+
+class _WithDeadLayer(torch.nn.Module):
+    """``dead`` is never called: no statistics, no search."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.live = torch.nn.Linear(16, 16)
+        self.dead = torch.nn.Linear(16, 16)
+
+    def forward(self, x):
+        return self.live(x)
+
+
+def _batches():
+    g = torch.Generator().manual_seed(3)
+    return [torch.randn(2, 5, 16, generator=g) for _ in range(2)]
+
+
+@pytest.mark.parametrize("inputs", [None, "int8"])
+def test_dead_layer_gets_ones_and_max_calibration(inputs):
+    cfg = _int4_awq_cfg(8)
+    if inputs:
+        cfg["quant_cfg"][2] = {"quantizer_name": "*input_quantizer", "cfg": INPUTS[inputs]}
+    batches = _batches()
+
+    def loop(m):
+        for x in batches:
+            m(x)
+
+    ref, ours = _both(_WithDeadLayer(), cfg, loop)
+    _assert_same_model(ref, ours)
+    assert torch.equal(ours.dead.input_quantizer.pre_quant_scale, torch.ones(16))
+
+
+@pytest.mark.parametrize("inputs", [None, "int8"])
+def test_loop_that_runs_once_gets_ones(inputs):
+    """The second pass sees no data: every layer falls back to max calibration and ones."""
+    cfg = _int4_awq_cfg(8)
+    if inputs:
+        cfg["quant_cfg"][2] = {"quantizer_name": "*input_quantizer", "cfg": INPUTS[inputs]}
+    batches = _batches()
+
+    def once():
+        calls = []
+
+        def loop(m):
+            if not calls:
+                for x in batches:
+                    m(x)
+            calls.append(1)
+
+        return loop
+
+    ref = _quiet(mtq.quantize, _WithDeadLayer(), copy.deepcopy(cfg), once())
+    ours = _quiet(qruntime.quantize, _WithDeadLayer(), copy.deepcopy(cfg), once())
+    _assert_same_model(ref, ours)
+    assert torch.equal(ours.live.input_quantizer.pre_quant_scale, torch.ones(16))
