@@ -105,24 +105,31 @@ INPUTS = {
 }
 
 
-@pytest.mark.parametrize("inputs", sorted(INPUTS))
-@pytest.mark.parametrize("weights", sorted(WEIGHTS))
-def test_quantized_inputs_are_bit_exact(weights, inputs):
+CASES = [("llama", w, i) for w in sorted(WEIGHTS) for i in sorted(INPUTS)] + [
+    ("moe", "int4_block", "fp8"),
+    ("moe", "int8_axis0", "int8_channel"),
+]
+
+
+@pytest.mark.parametrize(("name", "weights", "inputs"), CASES)
+def test_quantized_inputs_are_bit_exact(name, weights, inputs):
     """An enabled input quantizer: off during the search, calibrated per channel on the side,
-    per tensor again after with the smoothed amax."""
+    per tensor again after with the smoothed amax (in a sparse MoE block the experts share the
+    per-channel amax first, as Model Optimizer's max calibration inside awq_lite does)."""
     cfg = {
         "quant_cfg": [
             {"quantizer_name": "*", "enable": False},
             {"quantizer_name": "*weight_quantizer", "cfg": WEIGHTS[weights]},
             {"quantizer_name": "*input_quantizer", "cfg": INPUTS[inputs]},
             {"quantizer_name": "*lm_head*", "enable": False},
+            {"quantizer_name": "*mlp.gate.*", "enable": False},
         ],
         "algorithm": {"method": "awq_lite", "alpha_step": 0.25},
     }
-    model, loop = zoo.build("llama"), zoo.forward_loop("llama")
+    model, loop = zoo.build(name), zoo.forward_loop(name)
     ref, ours = _both(model, cfg, loop)
     _assert_same_model(ref, ours)
-    assert torch.equal(oracle.zoo_outputs(ours, "llama"), oracle.zoo_outputs(ref, "llama"))
+    assert torch.equal(oracle.zoo_outputs(ours, name), oracle.zoo_outputs(ref, name))
 
 
 class _WithDeadLayer(torch.nn.Module):
@@ -182,3 +189,16 @@ def test_loop_that_runs_once_gets_ones(inputs):
     ours = _quiet(qruntime.quantize, _WithDeadLayer(), copy.deepcopy(cfg), once())
     _assert_same_model(ref, ours)
     assert torch.equal(ours.live.input_quantizer.pre_quant_scale, torch.ones(16))
+
+
+@pytest.mark.parametrize("block", [128, 8])
+@pytest.mark.parametrize("name", ["llama", "moe"])
+def test_w4a8_awq_beta_is_bit_exact(name, block):
+    """Sequential INT4-then-FP8 weights: the search and the scaling through the INT4 element,
+    then both elements max-calibrated on the scaled weight; FP8 inputs."""
+    cfg = copy.deepcopy(mtq.W4A8_AWQ_BETA_CFG)
+    cfg["quant_cfg"][1]["cfg"][0]["block_sizes"][-1] = block
+    model, loop = zoo.build(name), zoo.forward_loop(name)
+    ref, ours = _both(model, cfg, loop)
+    _assert_same_model(ref, ours)
+    assert torch.equal(oracle.zoo_outputs(ours, name), oracle.zoo_outputs(ref, name))

@@ -31,8 +31,9 @@ Model Optimizer 0.47.0's procedure, which this follows so that results are bit-i
 The scale: ``s = clamp(act^alpha / (w^(1-alpha) + tiny), 1e-4, 1e4)``, then divided by
 ``sqrt(max(s) * min(s))`` so that it is centred geometrically on 1.
 
-Not covered yet (refused with :class:`UnsupportedAlgorithmError`): sequential weight quantizers
-(W4A8), distributed runs.
+A sequential weight quantizer (W4A8: INT4 blocks, then FP8) is searched and scaled through its
+first element alone; after the search every element is max-calibrated on the scaled weight.
+Distributed runs are not covered yet (``phases.sync`` refuses them).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from torch import nn
 from qruntime.calibrate import phases
 from qruntime.calibrate.context import CalibrationContext
 from qruntime.calibrate.max import max_calibrate
+from qruntime.calibrate.moe import sync_moe_experts
 from qruntime.calibrate.registry import (
     AlgorithmCapabilities,
     UnsupportedAlgorithmError,
@@ -58,7 +60,7 @@ from qruntime.calibrate.registry import (
     unregister_algorithm,
 )
 from qruntime.calibrate.smoothquant import SmoothedLinear, smoothable_linears
-from qruntime.quantizer import TensorQuantizer
+from qruntime.quantizer import SequentialQuantizer, TensorQuantizer
 from qruntime.transaction import current_transaction
 
 __all__ = [
@@ -199,6 +201,7 @@ def _recalibrate_weight(ctx: CalibrationContext, linear: SmoothedLinear, reset: 
     """``max`` calibration of the linear alone, fed its (new) weight."""
     wq = linear.weight_quantizer
     if reset:
+        assert isinstance(wq, TensorQuantizer)
         wq.reset_amax()
         if wq.bias_calibrator is not None:
             wq.bias_calibrator.reset()
@@ -270,12 +273,18 @@ def _apply_disabled(ctx: CalibrationContext, state: _Search) -> None:
 
 
 # ------------------------------------------------------------------------------ the algorithm
+def _first_stage(linear: SmoothedLinear) -> SmoothedLinear:
+    """The linear as the search sees it: a sequential weight quantizer stands for its first
+    element (the others are switched off until the search is over)."""
+    wq = linear.weight_quantizer
+    if isinstance(wq, SequentialQuantizer):
+        return replace(linear, weight_quantizer=next(iter(wq)))
+    return linear
+
+
 def _setup(linear: SmoothedLinear, alphas: list[float]) -> _Search:
     wq, q = linear.weight_quantizer, linear.input_quantizer
-    if not isinstance(wq, TensorQuantizer):
-        raise UnsupportedAlgorithmError(
-            f"awq_lite: {linear.name} has a sequential weight quantizer, not supported yet"
-        )
+    assert isinstance(wq, TensorQuantizer)
     if q.pre_quant_scale is not None:
         raise RuntimeError(f"awq_lite: {linear.name} already has a pre_quant_scale")
     weight = linear.weight
@@ -312,9 +321,28 @@ def awq_lite_calibrate(ctx: CalibrationContext) -> None:
     if ctx.forward_loop is None:
         raise ValueError("awq_lite needs calibration data: pass a forward_loop(model)")
     alphas = alpha_grid(float(config.alpha_step if config.alpha_step is not None else 0.1))
-    linears = [
-        linear for linear in smoothable_linears(ctx.model) if linear.weight_quantizer.is_enabled
+    sequential = [
+        linear
+        for linear in smoothable_linears(ctx.model)
+        if isinstance(linear.weight_quantizer, SequentialQuantizer)
     ]
+    later_stages = [stage for linear in sequential for stage in list(linear.weight_quantizer)[1:]]
+    switched_off = [stage for stage in later_stages if stage.is_enabled]
+    for stage in switched_off:
+        stage.disable()
+    try:
+        _search_and_apply(ctx, alphas)
+    finally:
+        for stage in switched_off:
+            stage.enable()
+    for linear in sequential:  # every stage calibrated on the scaled weight
+        _recalibrate_weight(ctx, linear, reset=False)
+
+
+def _search_and_apply(ctx: CalibrationContext, alphas: list[float]) -> None:
+    """Steps 1 to 4 of the module docstring, sequential weights reduced to their first stage."""
+    linears = [_first_stage(linear) for linear in smoothable_linears(ctx.model)]
+    linears = [linear for linear in linears if linear.weight_quantizer.is_enabled]
     states = [_setup(linear, alphas) for linear in linears]
     mode = ["cache"]
     for state in states:
@@ -328,6 +356,9 @@ def awq_lite_calibrate(ctx: CalibrationContext) -> None:
         phases.enable_stats_collection(quantizers)
         phases.run_forward_loop(ctx)
         phases.finish_stats_collection(quantizers)
+        # as max calibration ends: the experts of a sparse MoE block share their input amaxes
+        # (here also the per-channel ones gathered beside the search)
+        sync_moe_experts(ctx.model)
         phases.sync(ctx, "amax")
         for state in states:
             _finish_cache(state)
