@@ -1,0 +1,137 @@
+"""awq_lite calibration: the statistics, the alpha grid and the scale against hand-derived
+values; registration; what a layer gets; a failing loop leaves the model as it was.
+(Bit-exactness with Model Optimizer: tests/conformance/test_awq_lite_conformance.py.)"""
+
+import copy
+import warnings
+
+import pytest
+import qruntime
+import torch
+from qconfig.algorithm_methods import AWQLiteCalibConfig
+from qruntime.calibrate import UnsupportedAlgorithmError, algorithm_for, awq_lite
+from qruntime.calibrate.awq_lite import alpha_grid, awq_scale, weight_scale
+from torch import nn
+
+W = torch.tensor([[1.0, -2.0, 4.0, 8.0], [2.0, 2.0, -1.0, 1.0]])
+
+
+@pytest.fixture(autouse=True)
+def _registered():
+    awq_lite.register()
+    yield
+    awq_lite.unregister()
+
+
+def test_register_is_idempotent_and_unregister_removes_it():
+    awq_lite.register()
+    assert algorithm_for(AWQLiteCalibConfig()).capabilities.writes_weights
+    awq_lite.unregister()
+    awq_lite.unregister()
+    with pytest.raises(UnsupportedAlgorithmError):
+        algorithm_for(AWQLiteCalibConfig())
+    awq_lite.register()
+
+
+def test_alpha_grid():
+    assert alpha_grid(0.5) == [0.0, 0.5, 1.0]
+    assert alpha_grid(1.0) == [0.0, 1.0]
+    grid = alpha_grid(0.1)
+    assert len(grid) == 11 and grid[1] == float(torch.tensor(0.1, dtype=torch.float32))
+
+
+@pytest.mark.parametrize(
+    ("block", "expected"),
+    [
+        (None, [9 / 16, 10 / 16, 0.5, 0.75]),  # relative to the row max 8, then 2
+        (2, [0.75, 1.0, 0.75, 1.0]),  # blocks [1,-2] [4,8] | [2,2] [-1,1]
+        (3, [0.625, 0.75, 0.75, 1.0]),  # [1,-2,4] [8,0,0] | [2,2,-1] [1,0,0]: zero padding
+    ],
+)
+def test_weight_scale(block, expected):
+    got = weight_scale(W, block)
+    assert got.dtype == torch.float32
+    assert torch.equal(got, torch.tensor(expected))
+
+
+def test_scale_is_geometrically_centred_and_clamped():
+    act = torch.tensor([1.0, 4.0, 16.0])
+    w = torch.tensor([1.0, 0.25, 0.0625])
+    assert torch.equal(awq_scale(act, w, 1.0), torch.tensor([0.25, 1.0, 4.0]))
+    assert torch.equal(awq_scale(act, w, 0.0), torch.tensor([0.25, 1.0, 4.0]))
+    clamped = awq_scale(torch.tensor([1e-6, 1.0]), torch.ones(2), 1.0)  # 1e-6 -> 1e-4
+    assert torch.allclose(clamped, torch.tensor([0.01, 100.0]), rtol=1e-6)
+
+
+def _config(input_cfg=None):
+    return {
+        "quant_cfg": [
+            {"quantizer_name": "*", "enable": False},
+            {
+                "quantizer_name": "*weight_quantizer",
+                "cfg": {"num_bits": 4, "block_sizes": {-1: 2, "type": "static"}},
+            },
+            {
+                "quantizer_name": "*input_quantizer",
+                "cfg": input_cfg or {},
+                "enable": bool(input_cfg),
+            },
+        ],
+        "algorithm": {"method": "awq_lite", "alpha_step": 0.5},
+    }
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 3, bias=False), nn.ReLU(), nn.Linear(3, 2))
+
+
+X = [torch.randn(5, 4, generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
+
+
+def _loop(m):
+    for x in X:
+        m(x)
+
+
+def test_weight_only_layer_gets_the_inverse_scale_and_scaled_weight():
+    model = _model()
+    before = [model[0].weight.clone(), model[2].weight.clone()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qmodel = qruntime.quantize(model, _config(), _loop)
+    for linear, w0 in zip((qmodel[0], qmodel[2]), before, strict=True):
+        pqs = linear.input_quantizer.pre_quant_scale
+        assert pqs is not None and pqs.shape == (w0.shape[1],)
+        assert not linear.input_quantizer.is_enabled  # weight-only: the input stays off
+        # W = W0 * 1/(1/s): the weight carries the inverse of the input's scale
+        assert torch.allclose(linear.weight * pqs[None, :], w0, rtol=1e-6)
+        assert linear.weight_quantizer.amax is not None
+
+
+def test_quantized_input_amax_is_that_of_the_scaled_input():
+    model = _model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qmodel = qruntime.quantize(model, _config({"num_bits": 8}), _loop)
+    q = qmodel[0].input_quantizer
+    assert q.is_enabled and q.axis is None
+    expected = max(float((x.abs().amax(0) * q.pre_quant_scale).amax()) for x in X)
+    assert float(q.amax) == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_failing_loop_leaves_the_model_unchanged():
+    model = _model()
+    original = copy.deepcopy(model.state_dict())
+    calls = []
+
+    def loop(m):
+        calls.append(1)
+        _loop(m)
+        if len(calls) == 2:
+            raise RuntimeError("data source went away")
+
+    with pytest.raises(RuntimeError, match="went away"):
+        qruntime.quantize(model, _config(), loop)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, original[key]), key
