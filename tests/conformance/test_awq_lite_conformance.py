@@ -1,8 +1,10 @@
 """awq_lite against Model Optimizer 0.47.0, run in the same test.
 
 Zoo models quantized with INT4_AWQ_CFG (its block of 128 is wider than the zoo's 16 channels,
-so also with blocks of 8 and 4): every quantizer's state, every calibration buffer (the
-searched ``_pre_quant_scale`` included), the rescaled weights — bit-exact, same dtype, same
+so also with blocks of 8 and 4), other alpha steps, bfloat16, enabled input quantizers of
+several formats, W4A8_AWQ_BETA_CFG (sequential weights), a layer no data reaches and a loop that
+runs only once: every quantizer's state, every calibration buffer (the searched
+``_pre_quant_scale`` included), the rescaled weights — bit-exact, same dtype, same
 ``state_dict`` keys in the same order — and the outputs are equal.
 
 ``awq_lite`` is not wired into ``qruntime.calibrate`` yet: the fixture registers it for the
@@ -193,12 +195,16 @@ def test_loop_that_runs_once_gets_ones(inputs):
 
 @pytest.mark.parametrize("block", [128, 8])
 @pytest.mark.parametrize("name", ["llama", "moe"])
-def test_w4a8_awq_beta_is_bit_exact(name, block):
+def test_w4a8_awq_beta_is_bit_exact(name, block, dtype=torch.float32):
     """Sequential INT4-then-FP8 weights: the search and the scaling through the INT4 element,
     then both elements max-calibrated on the scaled weight; FP8 inputs."""
     cfg = copy.deepcopy(mtq.W4A8_AWQ_BETA_CFG)
     cfg["quant_cfg"][1]["cfg"][0]["block_sizes"][-1] = block
-    model, loop = zoo.build(name), zoo.forward_loop(name)
+    model, loop = zoo.build(name).to(dtype), zoo.forward_loop(name)
     ref, ours = _both(model, cfg, loop)
     _assert_same_model(ref, ours)
     assert torch.equal(oracle.zoo_outputs(ours, name), oracle.zoo_outputs(ref, name))
+
+
+def test_bfloat16_w4a8_awq_beta_is_bit_exact():
+    test_w4a8_awq_beta_is_bit_exact("llama", 8, torch.bfloat16)
