@@ -135,3 +135,25 @@ def test_a_failing_loop_leaves_the_model_unchanged():
         qruntime.quantize(model, _config(), loop)
     for key, value in model.state_dict().items():
         assert torch.equal(value, original[key]), key
+
+
+def test_no_forward_loop_is_refused_before_the_model_is_touched():
+    model = _model()
+    original = copy.deepcopy(model.state_dict())
+    with pytest.raises(UnsupportedAlgorithmError, match="forward_loop"):
+        qruntime.quantize(model, _config(), None)
+    assert list(model.state_dict()) == list(original)
+
+
+def test_a_layer_the_data_never_reaches_gets_ones_and_a_warning():
+    model = nn.Sequential(nn.Linear(4, 3), nn.Linear(4, 3))
+
+    def loop(m):
+        for x in X:
+            m[0](x)
+
+    with pytest.warns(UserWarning, match="pre_quant_scale of 1"):
+        qmodel = qruntime.quantize(model, _config(), loop)
+    assert torch.equal(qmodel[1].input_quantizer.pre_quant_scale, torch.ones(4))
+    assert qmodel[1].weight_quantizer.amax is not None
+    assert not torch.equal(qmodel[0].input_quantizer.pre_quant_scale, torch.ones(4))
