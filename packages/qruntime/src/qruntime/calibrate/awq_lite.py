@@ -33,7 +33,13 @@ The scale: ``s = clamp(act^alpha / (w^(1-alpha) + tiny), 1e-4, 1e4)``, then divi
 
 A sequential weight quantizer (W4A8: INT4 blocks, then FP8) is searched and scaled through its
 first element alone; after the search every element is max-calibrated on the scaled weight.
-Distributed runs are not covered yet (``phases.sync`` refuses them).
+After pass 1 the experts of a sparse MoE block share their input amaxes, as at the end of
+``max`` (Model Optimizer calibrates there too).
+
+Not covered yet: distributed runs (``phases.sync`` refuses them); ``debug`` (Model Optimizer
+then keeps its search helper on each module; nothing is kept here); the widened expert routing
+of ``moe_calib_experts_ratio`` during the two passes (not compared: Model Optimizer 0.47.0 fails
+on the zoo's MoE block with a ratio).
 """
 
 from __future__ import annotations
