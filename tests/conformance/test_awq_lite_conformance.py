@@ -6,9 +6,6 @@ several formats, W4A8_AWQ_BETA_CFG (sequential weights), a layer no data reaches
 runs only once: every quantizer's state, every calibration buffer (the searched
 ``_pre_quant_scale`` included), the rescaled weights — bit-exact, same dtype, same
 ``state_dict`` keys in the same order — and the outputs are equal.
-
-``awq_lite`` is not wired into ``qruntime.calibrate`` yet: the fixture registers it for the
-module and unregisters it after.
 """
 
 import copy
@@ -20,14 +17,6 @@ import pytest
 import qruntime
 import torch
 import zoo
-from qruntime.calibrate import awq_lite
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _registered():
-    awq_lite.register()
-    yield
-    awq_lite.unregister()
 
 
 def _quiet(fn, *args):

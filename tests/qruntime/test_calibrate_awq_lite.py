@@ -9,28 +9,34 @@ import pytest
 import qruntime
 import torch
 from qconfig.algorithm_methods import AWQLiteCalibConfig
-from qruntime.calibrate import UnsupportedAlgorithmError, algorithm_for, awq_lite
+from qruntime.calibrate import UnsupportedAlgorithmError, algorithm_for
 from qruntime.calibrate.awq_lite import alpha_grid, awq_scale, weight_scale
 from torch import nn
 
 W = torch.tensor([[1.0, -2.0, 4.0, 8.0], [2.0, 2.0, -1.0, 1.0]])
 
 
-@pytest.fixture(autouse=True)
-def _registered():
-    awq_lite.register()
-    yield
-    awq_lite.unregister()
+def test_registered_with_its_capabilities():
+    algorithm = algorithm_for(AWQLiteCalibConfig())
+    assert algorithm.capabilities.writes_weights and algorithm.capabilities.needs_forward_data
 
 
-def test_register_is_idempotent_and_unregister_removes_it():
-    awq_lite.register()
-    assert algorithm_for(AWQLiteCalibConfig()).capabilities.writes_weights
-    awq_lite.unregister()
-    awq_lite.unregister()
-    with pytest.raises(UnsupportedAlgorithmError):
-        algorithm_for(AWQLiteCalibConfig())
-    awq_lite.register()
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"debug": True}, "debug: true"), ({"moe_calib_experts_ratio": 0.5}, "moe_calib_experts")],
+)
+def test_options_not_honoured_yet_are_refused_before_the_model_is_touched(options, message):
+    model = nn.Sequential(nn.Linear(8, 8))
+    config = {
+        "quant_cfg": [
+            {"quantizer_name": "*", "enable": False},
+            {"quantizer_name": "*weight_quantizer", "cfg": {"num_bits": 4, "axis": 0}},
+        ],
+        "algorithm": {"method": "awq_lite", **options},
+    }
+    with pytest.raises(UnsupportedAlgorithmError, match=message):
+        qruntime.quantize(model, config, lambda m: m(torch.randn(2, 8)))
+    assert type(model[0]) is nn.Linear
 
 
 def test_alpha_grid():

@@ -142,7 +142,7 @@ def test_sequential_weight_quantizer_elements_each_get_an_amax():
 
 
 #: The methods qruntime implements (the rest are refused before the model is touched).
-BUILTIN_METHODS = ["local_hessian", "max", "mse", "nvfp4_act_headroom", "smoothquant"]
+BUILTIN_METHODS = ["awq_lite", "local_hessian", "max", "mse", "nvfp4_act_headroom", "smoothquant"]
 
 
 def test_registered_algorithms():

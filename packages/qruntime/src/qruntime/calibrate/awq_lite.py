@@ -36,10 +36,10 @@ first element alone; after the search every element is max-calibrated on the sca
 After pass 1 the experts of a sparse MoE block share their input amaxes, as at the end of
 ``max`` (Model Optimizer calibrates there too).
 
-Not covered yet: distributed runs (``phases.sync`` refuses them); ``debug`` (Model Optimizer
-then keeps its search helper on each module; nothing is kept here); the widened expert routing
-of ``moe_calib_experts_ratio`` during the two passes (not compared: Model Optimizer 0.47.0 fails
-on the zoo's MoE block with a ratio).
+Not covered yet, and refused before the model is touched: distributed runs (as every method);
+``debug`` (Model Optimizer then keeps its search helper on each module); the widened expert
+routing of ``moe_calib_experts_ratio`` during the two passes (not compared yet: Model Optimizer
+0.47.0 fails on the zoo's MoE block with a ratio).
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from qconfig.algorithm_methods import AWQLiteCalibConfig
-from qconfig.algorithms import MaxCalibConfig
+from qconfig.algorithms import MaxCalibConfig, QuantizeAlgorithmConfig
+from qconfig.plan import Plan
 from torch import nn
 
 from qruntime.calibrate import phases
@@ -62,8 +63,6 @@ from qruntime.calibrate.registry import (
     AlgorithmCapabilities,
     UnsupportedAlgorithmError,
     register_algorithm,
-    registered_algorithms,
-    unregister_algorithm,
 )
 from qruntime.calibrate.smoothquant import SmoothedLinear, smoothable_linears
 from qruntime.quantizer import SequentialQuantizer, TensorQuantizer
@@ -75,8 +74,7 @@ __all__ = [
     "alpha_grid",
     "awq_lite_calibrate",
     "awq_scale",
-    "register",
-    "unregister",
+    "check_awq_lite",
     "weight_scale",
 ]
 
@@ -386,14 +384,28 @@ def _search_and_apply(ctx: CalibrationContext, alphas: list[float]) -> None:
 
 
 # ------------------------------------------------------------------------------ registration
-def register() -> None:
-    """Make ``awq_lite`` runnable by ``apply_plan`` (idempotent)."""
-    if any(a.config_class is AWQLiteCalibConfig for a in registered_algorithms()):
-        return
-    register_algorithm(AWQLiteCalibConfig, awq_lite_calibrate, capabilities=AWQ_LITE_CAPABILITIES)
+def check_awq_lite(plan: Plan, config: QuantizeAlgorithmConfig) -> None:
+    """Options this implementation does not honour yet are refused before the model is
+    touched, instead of being ignored: ``debug`` (Model Optimizer keeps its search helper on
+    every module) and ``moe_calib_experts_ratio`` (the widened expert routing during the two
+    passes has not been compared with Model Optimizer)."""
+    assert isinstance(config, AWQLiteCalibConfig)
+    if config.debug:
+        raise UnsupportedAlgorithmError(
+            "awq_lite with debug: true (keeping the search state on every module) is not "
+            "implemented in qruntime. The model was not changed."
+        )
+    if config.moe_calib_experts_ratio is not None:
+        raise UnsupportedAlgorithmError(
+            "awq_lite with moe_calib_experts_ratio is not implemented in qruntime yet (max, "
+            "mse, local_hessian, smoothquant and nvfp4_act_headroom take it). The model was "
+            "not changed."
+        )
 
 
-def unregister() -> None:
-    """Undo :func:`register` (nothing to do when not registered)."""
-    if any(a.config_class is AWQLiteCalibConfig for a in registered_algorithms()):
-        unregister_algorithm(AWQLiteCalibConfig)
+register_algorithm(
+    AWQLiteCalibConfig,
+    awq_lite_calibrate,
+    capabilities=AWQ_LITE_CAPABILITIES,
+    check=check_awq_lite,
+)
