@@ -9,6 +9,7 @@ import warnings
 
 import modelopt.torch.quantization as mtq
 import modelopt.torch.quantization.config as mc
+import qruntime
 import torch
 import zoo
 from modelopt.torch.quantization.conversion import replace_quant_module, set_quantizer_by_cfg
@@ -219,3 +220,24 @@ def zoo_outputs(model: nn.Module, name: str) -> torch.Tensor:
     """The outputs of zoo model ``name`` on unseen inputs (seed 2)."""
     with torch.no_grad():
         return model(*zoo.example_inputs(name, seed=2))
+
+
+def quantize_both(model: nn.Module, cfg, forward_loop) -> tuple[nn.Module, nn.Module]:
+    """(Model Optimizer's, qruntime's): each quantizes its own deep copy of ``model`` with the
+    same config and loop, warnings silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = mtq.quantize(copy.deepcopy(model), copy.deepcopy(cfg), forward_loop)
+        ours = qruntime.quantize(copy.deepcopy(model), copy.deepcopy(cfg), forward_loop)
+    return ref, ours
+
+
+def assert_same_model(ref: nn.Module, ours: nn.Module) -> None:
+    """Quantizer states, then every state_dict entry (weights and buffers) bit for bit, with the
+    same dtypes and keys in the same order."""
+    assert normalized_states(qruntime.quantizer_states(ours)) == quantizer_states(ref)
+    expected, got = ref.state_dict(), ours.state_dict()
+    assert list(got) == list(expected)
+    for key, value in expected.items():
+        assert got[key].dtype == value.dtype, key
+        assert torch.equal(got[key], value), key

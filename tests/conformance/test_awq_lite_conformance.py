@@ -25,23 +25,6 @@ def _quiet(fn, *args):
         return fn(*args)
 
 
-def _both(model, cfg, loop):
-    """(Model Optimizer's, ours): each quantizes its own deep copy with the same loop."""
-    ref = _quiet(mtq.quantize, copy.deepcopy(model), copy.deepcopy(cfg), loop)
-    ours = _quiet(qruntime.quantize, copy.deepcopy(model), copy.deepcopy(cfg), loop)
-    return ref, ours
-
-
-def _assert_same_model(ref, ours):
-    """Quantizer states, then every state_dict entry (weights and buffers) bit for bit."""
-    assert oracle.normalized_states(qruntime.quantizer_states(ours)) == oracle.quantizer_states(ref)
-    expected, got = ref.state_dict(), ours.state_dict()
-    assert list(got) == list(expected)
-    for key, value in expected.items():
-        assert got[key].dtype == value.dtype, key
-        assert torch.equal(got[key], value), key
-
-
 def _int4_awq_cfg(block, alpha_step=0.1):
     cfg = copy.deepcopy(mtq.INT4_AWQ_CFG)
     cfg["quant_cfg"][1]["cfg"]["block_sizes"][-1] = block
@@ -53,8 +36,8 @@ def _int4_awq_cfg(block, alpha_step=0.1):
 @pytest.mark.parametrize("name", ["llama"])
 def test_zoo_int4_awq_is_bit_exact(name, block):
     model, loop = zoo.build(name), zoo.forward_loop(name)
-    ref, ours = _both(model, _int4_awq_cfg(block), loop)
-    _assert_same_model(ref, ours)
+    ref, ours = oracle.quantize_both(model, _int4_awq_cfg(block), loop)
+    oracle.assert_same_model(ref, ours)
     scaled = [k for k in ref.state_dict() if k.endswith("input_quantizer._pre_quant_scale")]
     assert scaled, "nothing was scaled"
     assert torch.equal(oracle.zoo_outputs(ours, name), oracle.zoo_outputs(ref, name))
@@ -63,22 +46,22 @@ def test_zoo_int4_awq_is_bit_exact(name, block):
 @pytest.mark.parametrize("name", ["vlm", "cnn", "moe"])
 def test_other_zoo_models_are_bit_exact(name):
     model, loop = zoo.build(name), zoo.forward_loop(name)
-    ref, ours = _both(model, _int4_awq_cfg(8), loop)
-    _assert_same_model(ref, ours)
+    ref, ours = oracle.quantize_both(model, _int4_awq_cfg(8), loop)
+    oracle.assert_same_model(ref, ours)
     assert torch.equal(oracle.zoo_outputs(ours, name), oracle.zoo_outputs(ref, name))
 
 
 @pytest.mark.parametrize("alpha_step", [0.25, 0.3, 1.0])
 def test_alpha_steps_are_bit_exact(alpha_step):
     model, loop = zoo.build("llama"), zoo.forward_loop("llama")
-    ref, ours = _both(model, _int4_awq_cfg(8, alpha_step), loop)
-    _assert_same_model(ref, ours)
+    ref, ours = oracle.quantize_both(model, _int4_awq_cfg(8, alpha_step), loop)
+    oracle.assert_same_model(ref, ours)
 
 
 def test_bfloat16_llama_is_bit_exact():
     model = zoo.build("llama").to(torch.bfloat16)
-    ref, ours = _both(model, _int4_awq_cfg(8), zoo.forward_loop("llama"))
-    _assert_same_model(ref, ours)
+    ref, ours = oracle.quantize_both(model, _int4_awq_cfg(8), zoo.forward_loop("llama"))
+    oracle.assert_same_model(ref, ours)
     assert torch.equal(oracle.zoo_outputs(ours, "llama"), oracle.zoo_outputs(ref, "llama"))
 
 
@@ -118,8 +101,8 @@ def test_quantized_inputs_are_bit_exact(name, weights, inputs):
         "algorithm": {"method": "awq_lite", "alpha_step": 0.25},
     }
     model, loop = zoo.build(name), zoo.forward_loop(name)
-    ref, ours = _both(model, cfg, loop)
-    _assert_same_model(ref, ours)
+    ref, ours = oracle.quantize_both(model, cfg, loop)
+    oracle.assert_same_model(ref, ours)
     assert torch.equal(oracle.zoo_outputs(ours, name), oracle.zoo_outputs(ref, name))
 
 
@@ -152,8 +135,8 @@ def test_dead_layer_gets_ones_and_max_calibration(inputs):
         for x in batches:
             m(x)
 
-    ref, ours = _both(_WithDeadLayer(), cfg, loop)
-    _assert_same_model(ref, ours)
+    ref, ours = oracle.quantize_both(_WithDeadLayer(), cfg, loop)
+    oracle.assert_same_model(ref, ours)
     assert torch.equal(ours.dead.input_quantizer.pre_quant_scale, torch.ones(16))
 
 
@@ -178,7 +161,7 @@ def test_loop_that_runs_once_gets_ones(inputs):
 
     ref = _quiet(mtq.quantize, _WithDeadLayer(), copy.deepcopy(cfg), once())
     ours = _quiet(qruntime.quantize, _WithDeadLayer(), copy.deepcopy(cfg), once())
-    _assert_same_model(ref, ours)
+    oracle.assert_same_model(ref, ours)
     assert torch.equal(ours.live.input_quantizer.pre_quant_scale, torch.ones(16))
 
 
@@ -190,8 +173,8 @@ def test_w4a8_awq_beta_is_bit_exact(name, block, dtype=torch.float32):
     cfg = copy.deepcopy(mtq.W4A8_AWQ_BETA_CFG)
     cfg["quant_cfg"][1]["cfg"][0]["block_sizes"][-1] = block
     model, loop = zoo.build(name).to(dtype), zoo.forward_loop(name)
-    ref, ours = _both(model, cfg, loop)
-    _assert_same_model(ref, ours)
+    ref, ours = oracle.quantize_both(model, cfg, loop)
+    oracle.assert_same_model(ref, ours)
     assert torch.equal(oracle.zoo_outputs(ours, name), oracle.zoo_outputs(ref, name))
 
 

