@@ -80,9 +80,9 @@ SIBLING, TOOLS = _SIBLING_NAMES
 @pytest.mark.parametrize(
     "line",
     [
-        f'DATA = Path("{UP}{SIBLING}/reference/fq_vectors.pt")',
-        f"see {UP}{SIBLING}/design/api.md",
-        f"tools in {UP}{TOOLS}/README.md",
+        f'DATA = Path("{UP}{SIBLING}/data/vectors.pt")',
+        f"see {UP}{SIBLING}/notes/a.md",
+        f"tools in {UP}{TOOLS}/b.md",
     ],
 )
 def test_the_scan_catches_sibling_references(line):

@@ -65,11 +65,12 @@ from qruntime.calibrate.registry import (
 )
 from qruntime.calibrate.smoothquant import (
     SmoothedLinear,
+    back_to_per_tensor,
+    divide_columns,
     recalibrate_weight,
     smoothable_linears,
 )
 from qruntime.quantizer import SequentialQuantizer, TensorQuantizer
-from qruntime.transaction import current_transaction
 
 __all__ = [
     "AWQ_LITE_CAPABILITIES",
@@ -153,7 +154,7 @@ class _Search:
 
 def _clear_scales(linear: SmoothedLinear) -> None:
     for q in (linear.input_quantizer, linear.weight_quantizer):
-        q._buffers.pop("_pre_quant_scale", None)
+        q.pre_quant_scale = None
 
 
 def _calibrate_input(q: TensorQuantizer, x: torch.Tensor) -> None:
@@ -209,10 +210,7 @@ def _collapse_input_amax(q: TensorQuantizer) -> torch.Tensor | None:
     smoothed amax) and replaced by its max."""
     per_channel = q.amax
     if per_channel is not None:
-        q.reset_amax()
-        q.axis = None
-        if q.config.axis is not None:
-            q.set_from_attribute_config({"axis": None})
+        back_to_per_tensor(q)
         q.amax = per_channel.amax()
     q.enable()
     return per_channel
@@ -232,10 +230,7 @@ def _apply(ctx: CalibrationContext, state: _Search) -> None:
         raise RuntimeError(f"awq_lite: {linear.name}: a non-positive scale was found")
     dtype = weight.dtype
     q.pre_quant_scale = pre_quant_scale.to(dtype)
-    transaction = current_transaction()
-    if transaction is not None:
-        transaction.save(weight)
-    weight.copy_((weight * (1.0 / pre_quant_scale)[None, :]).to(dtype))
+    divide_columns(weight, pre_quant_scale)
     recalibrate_weight(ctx, linear, reset=True)
     if per_channel is not None:
         smoothed = (per_channel.to(device=weight.device, dtype=dtype) * pre_quant_scale).amax()

@@ -234,10 +234,10 @@ def search_weights(
             q = pair.quantizer
             if not is_searchable(q):
                 continue
-            assert isinstance(q, TensorQuantizer)
-            if options.fp8_scale_sweep and not q.is_nvfp4_static:
+            if not will_search(q, options):  # under fp8_scale_sweep: not NVFP4-static
                 left += 1
                 continue
+            assert isinstance(q, TensorQuantizer)
             _search_one(q, pair.weight, options, error_for)
     return left
 

@@ -21,7 +21,6 @@ alone (plain max for activations). docs/algorithms/activation-ranges.md.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -31,7 +30,7 @@ from qconfig.plan import Plan
 from qconfig.spec import QuantizerSpec
 from torch import nn
 
-from qruntime.calibrate.context import CalibrationContext
+from qruntime.calibrate.context import CalibrationContext, leaves
 from qruntime.calibrate.headroom_calibrator import NVFP4ActHeadroomCalibrator
 from qruntime.calibrate.registry import (
     AlgorithmCapabilities,
@@ -51,8 +50,8 @@ __all__ = [
 ]
 
 #: Like max: data is read when given, not required (weights only without it). What the weight
-#: algorithm needs besides is checked against its own registration (:func:`check_headroom`, and
-#: the forward loop at the start of the run).
+#: algorithm needs besides is checked against its own registration (:func:`check_headroom`;
+#: its forward loop by ``check_supported``).
 HEADROOM_CAPABILITIES = AlgorithmCapabilities(sync_points=("amax", "global_amax"))
 
 _INPUT_SLOT = "input_quantizer"
@@ -89,17 +88,13 @@ def headroom_targets(model: nn.Module) -> list[tuple[str, TensorQuantizer]]:
         if not name.endswith(_INPUT_SLOT):
             continue
         if isinstance(module, SequentialQuantizer):
-            if any(_calibrated_nvfp4(q.spec, q.is_enabled) for q in _leaves(module)):
+            if any(_calibrated_nvfp4(q.spec, q.is_enabled) for q in leaves(module)):
                 raise _sequential_refusal(name)
         elif isinstance(module, TensorQuantizer) and _calibrated_nvfp4(
             module.spec, module.is_enabled
         ):
             targets.append((name, module))
     return targets
-
-
-def _leaves(quantizer: nn.Module) -> Iterable[TensorQuantizer]:
-    return (m for m in quantizer.modules() if isinstance(m, TensorQuantizer))
 
 
 def _weight_algorithm(config: NVFP4ActHeadroomCalibConfig) -> CalibrationAlgorithm:
@@ -127,9 +122,8 @@ def check_headroom(plan: Plan, config: QuantizeAlgorithmConfig) -> None:
     algorithm that cannot run (not registered, or refused by its own check, which is shown the
     plan without the input quantizers whose collector is swapped).
 
-    That the weight algorithm gets the forward loop it needs is checked when the run starts
-    (``check_supported`` hands checks the plan and the config only); a refusal there is rolled
-    back with the rest of ``apply_plan``.
+    That the weight algorithm gets the forward loop it needs is checked by ``check_supported``
+    for every nested algorithm config.
     """
     assert isinstance(config, NVFP4ActHeadroomCalibConfig)
     swapped = set()
@@ -156,11 +150,6 @@ def nvfp4_act_headroom_calibrate(ctx: CalibrationContext) -> None:
     assert isinstance(config, NVFP4ActHeadroomCalibConfig)
     weight_config = config.weight_scale_algorithm
     weight_algorithm = _weight_algorithm(config)
-    if weight_algorithm.capabilities.needs_forward_data and ctx.forward_loop is None:
-        raise UnsupportedAlgorithmError(
-            f"nvfp4_act_headroom: its weight_scale_algorithm {str(weight_config.method)!r} needs "
-            "calibration data: pass a forward_loop(model). The model was not changed."
-        )
     targets = headroom_targets(ctx.model)
     if not targets:
         warnings.warn(

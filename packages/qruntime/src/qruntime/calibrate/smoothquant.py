@@ -56,6 +56,8 @@ __all__ = [
     "SMOOTHQUANT_CAPABILITIES",
     "ZERO_CHANNEL",
     "SmoothedLinear",
+    "back_to_per_tensor",
+    "divide_columns",
     "recalibrate_weight",
     "smoothable_linears",
     "smoothing_scale",
@@ -169,18 +171,31 @@ def _smooth(ctx: CalibrationContext, linear: SmoothedLinear, alpha: float) -> No
     assert act_amax is not None
     scale = smoothing_scale(act_amax, weight, alpha)
     dtype, act = weight.dtype, act_amax.float()
-    q.reset_amax()
-    q.axis = None
-    if q.config.axis is not None:  # configured per channel: a saved plan must say per tensor now
-        q.set_from_attribute_config({"axis": None})
+    back_to_per_tensor(q)
     q.amax = act.amax().to(device=weight.device, dtype=dtype)
     q.pre_quant_scale = scale.to(dtype)
+    divide_columns(weight, scale)
+    recalibrate_weight(ctx, linear)
+    q.store_amax((act.to(device=weight.device, dtype=dtype) * scale).amax().to(dtype))
+
+
+def back_to_per_tensor(q: TensorQuantizer) -> None:
+    """An input quantizer that collected per input channel for a smoothing is per tensor again,
+    without an amax; configured per channel, its config says per tensor too, so that a saved
+    plan rebuilds it as it now is."""
+    q.reset_amax()
+    q.axis = None
+    if q.config.axis is not None:
+        q.set_from_attribute_config({"axis": None})
+
+
+def divide_columns(weight: torch.Tensor, scale: torch.Tensor) -> None:
+    """``W[:, j] *= 1 / scale_j`` in place (float32 product, cast back to the weight dtype), the
+    weight saved with the open transaction first so that a failure restores it."""
     transaction = current_transaction()
     if transaction is not None:
         transaction.save(weight)
-    weight.copy_((weight * (1.0 / scale)[None, :]).to(dtype))
-    recalibrate_weight(ctx, linear)
-    q.store_amax((act.to(device=weight.device, dtype=dtype) * scale).amax().to(dtype))
+    weight.copy_((weight * (1.0 / scale)[None, :]).to(weight.dtype))
 
 
 def recalibrate_weight(ctx: CalibrationContext, linear: SmoothedLinear, reset: bool = True) -> None:

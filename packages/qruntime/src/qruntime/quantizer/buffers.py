@@ -107,9 +107,11 @@ class CalibrationBuffers(nn.Module):
         return self._buffers.get("_pre_quant_scale")
 
     @pre_quant_scale.setter
-    def pre_quant_scale(self, value: torch.Tensor) -> None:
+    def pre_quant_scale(self, value: torch.Tensor | None) -> None:
+        """Store a copy of ``value``; None removes the scale (an algorithm trying scales)."""
         self._buffers.pop("_pre_quant_scale", None)
-        self.register_buffer("_pre_quant_scale", torch.as_tensor(value).detach().clone())
+        if value is not None:
+            self.register_buffer("_pre_quant_scale", torch.as_tensor(value).detach().clone())
 
     @property
     def global_amax(self) -> torch.Tensor | None:
