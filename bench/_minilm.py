@@ -13,6 +13,7 @@ change what it is given and the qruntime run must not see that.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import dataclasses
@@ -189,3 +190,23 @@ def import_modelopt() -> tuple[str, ModuleType]:
         import modelopt
         import modelopt.torch.quantization as mtq
     return modelopt.__version__, mtq
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options both MiniLM benches take: threads, and whether and how Model Optimizer runs
+    (apply the threads with :func:`apply_threads` after parsing)."""
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (default 1; 0: torch's default)"
+    )
+    parser.add_argument("--no-modelopt", action="store_true", help="qruntime only")
+    parser.add_argument(
+        "--modelopt-reference-nvfp4",
+        action="store_true",
+        help="run Model Optimizer's NVFP4 with qruntime's reference numerics (marked *)",
+    )
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    """``--threads`` (0 keeps torch's default)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)

@@ -60,6 +60,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _minilm import (  # bench/ is not a package: found through sys.path
     Calibration,
     MiniLM,
+    add_run_options,
+    apply_threads,
     import_modelopt,
     load_minilm,
     reason,
@@ -217,18 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--algorithms", nargs="+", default=None, help="algorithm rows whose name contains one"
     )
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads (default 1; 0: torch's default)"
-    )
-    parser.add_argument("--no-modelopt", action="store_true", help="qruntime only")
-    parser.add_argument(
-        "--modelopt-reference-nvfp4",
-        action="store_true",
-        help="run Model Optimizer's NVFP4 with qruntime's reference numerics (marked *)",
-    )
+    add_run_options(parser)
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     torch.manual_seed(0)
 
     import qruntime

@@ -61,6 +61,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _minilm import (  # bench/ is not a package: found through sys.path
     AlgorithmRow,
     Calibration,
+    add_run_options,
+    apply_threads,
     import_modelopt,
     load_minilm,
     reason,
@@ -169,20 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--budget", type=float, default=60.0, help="no new run after this many seconds of runs"
     )
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads (default 1; 0: torch's default)"
-    )
     parser.add_argument("--timer", choices=sorted(CLOCKS), default="process")
     parser.add_argument("--span", choices=["calibrate", "quantize"], default="calibrate")
-    parser.add_argument("--no-modelopt", action="store_true")
-    parser.add_argument(
-        "--modelopt-reference-nvfp4",
-        action="store_true",
-        help="run Model Optimizer's NVFP4 with qruntime's reference numerics (marked *)",
-    )
+    add_run_options(parser)
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     clock = CLOCKS[args.timer]
 
     data = load_minilm(eval_size=1, batch_size=args.batch_size)
