@@ -241,3 +241,14 @@ def assert_same_model(ref: nn.Module, ours: nn.Module) -> None:
     for key, value in expected.items():
         assert got[key].dtype == value.dtype, key
         assert torch.equal(got[key], value), key
+
+
+def assert_same_buffers(ref: nn.Module, ours: nn.Module) -> None:
+    """The same ``state_dict`` keys in the same order, and every calibration buffer of Model
+    Optimizer's model (there must be some) equal to ours bit for bit, with the same dtype."""
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    ref_buffers, our_buffers = quantizer_buffers(ref), quantizer_buffers(ours)
+    assert ref_buffers, "nothing was calibrated"
+    for key, value in ref_buffers.items():
+        assert our_buffers[key].dtype == value.dtype, key
+        assert torch.equal(our_buffers[key], value), key

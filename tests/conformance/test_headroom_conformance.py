@@ -156,12 +156,7 @@ def _assert_same(name, ref, ours, weight_calibrators=True):
     if not weight_calibrators:
         expected, got = _without_weight_calibrators(expected), _without_weight_calibrators(got)
     assert got == expected
-    assert list(ours.state_dict()) == list(ref.state_dict())
-    ref_buffers, our_buffers = oracle.quantizer_buffers(ref), oracle.quantizer_buffers(ours)
-    assert ref_buffers
-    for key, value in ref_buffers.items():
-        assert our_buffers[key].dtype == value.dtype, key
-        assert torch.equal(our_buffers[key], value), key
+    oracle.assert_same_buffers(ref, ours)
     assert torch.equal(oracle.zoo_outputs(ours, name), oracle.zoo_outputs(ref, name))
 
 

@@ -88,12 +88,7 @@ def _compare(name, cfg, *, model=None):
         for k, v in qruntime.quantizer_states(ours).items()
     }
     assert got == _normalized_reference(ref, ours, algorithm)
-    assert list(ours.state_dict()) == list(ref.state_dict())
-    ref_buffers, our_buffers = oracle.quantizer_buffers(ref), oracle.quantizer_buffers(ours)
-    assert ref_buffers, "nothing was calibrated"
-    for key, value in ref_buffers.items():
-        assert our_buffers[key].dtype == value.dtype, key
-        assert torch.equal(our_buffers[key], value), key
+    oracle.assert_same_buffers(ref, ours)
     assert torch.equal(oracle.zoo_outputs(ours, name), oracle.zoo_outputs(ref, name))
     return ref, ours
 
