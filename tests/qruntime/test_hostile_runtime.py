@@ -527,6 +527,15 @@ def _with(plan: Plan, name: str, **attributes) -> Plan:
         ({"num_bits": 8, "rotate": {"enable": True, "block_size": 6}}, "power of 2"),
         ({"num_bits": 8, "bias": {-1: None, "type": "static", "method": "median"}}, "bias method"),
         ({"num_bits": 5, "fake_quant": False}, "Real quantization not supported"),
+        (  # found by test_what_check_plan_lets_through_runs: one global amax, not per channel
+            {
+                "num_bits": (2, 1),
+                "axis": -1,
+                "block_sizes": {-1: 8, "scale_bits": (4, 3)},
+                "fake_quant": False,
+            },
+            "NVFP4 real quantization scales the tensor by one global amax",
+        ),
     ],
 )
 def test_check_plan_refuses_what_cannot_run_naming_the_quantizer(attributes, match):

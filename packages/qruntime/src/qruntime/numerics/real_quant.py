@@ -368,6 +368,11 @@ def real_quant_error(attrs: QuantizerSpec, shape: tuple[int, ...] | None = None)
     if bits in ((4, 3), 8):
         return None
     assert bs is not None
+    if bs.get("scale_bits") == (4, 3) and attrs.axis is not None:
+        return (
+            "NVFP4 real quantization scales the tensor by one global amax: a calibrated "
+            f"per-channel amax (axis={attrs.axis!r}) does not fit it; set axis to null"
+        )
     if -1 not in bs:  # INT4, NF4 and NVFP4 packing read the block size of the last axis as -1
         return f"real quantization of num_bits={bits!r} needs block_sizes[-1], got {bs!r}"
     numel = math.prod(shape) if shape is not None else None
