@@ -137,6 +137,7 @@ _INT8 = "INT8_DEFAULT_CFG"
 #: The algorithm rows, grouped by format. INT4 ``local_hessian`` with its default
 #: ``fp8_scale_sweep: true`` leaves non-NVFP4 weights at their max amax (calibration.md §17.6),
 #: hence the row without the sweep. No preset uses ``nvfp4_act_headroom``: it runs on NVFP4_DEFAULT.
+#: The svdquant r32 row uses the rank of NVFP4_SVDQUANT_DEFAULT_CFG on the INT4 format.
 ALGORITHM_ROWS: tuple[AlgorithmRow, ...] = (
     AlgorithmRow("INT4-b128 max", _INT4, "max"),
     AlgorithmRow("INT4-b128 mse", _INT4, {"method": "mse"}),
@@ -146,6 +147,13 @@ ALGORITHM_ROWS: tuple[AlgorithmRow, ...] = (
         _INT4,
         {"method": "local_hessian", "fp8_scale_sweep": False},
     ),
+    AlgorithmRow("INT4-b128 awq_lite", _INT4, {"method": "awq_lite"}),
+    AlgorithmRow("INT4-b128 awq_clip", _INT4, {"method": "awq_clip"}),
+    AlgorithmRow("INT4-b128 awq_full", _INT4, {"method": "awq_full"}),
+    AlgorithmRow("INT4-b128 svdquant r16", _INT4, {"method": "svdquant", "lowrank": 16}),
+    AlgorithmRow("INT4-b128 svdquant r32 (preset)", _INT4, {"method": "svdquant", "lowrank": 32}),
+    AlgorithmRow("INT4_AWQ (awq_lite)", "INT4_AWQ_CFG"),
+    AlgorithmRow("W4A8_AWQ_BETA (awq_lite)", "W4A8_AWQ_BETA_CFG"),
     AlgorithmRow("INT8 max", _INT8, "max"),
     AlgorithmRow("INT8 mse", _INT8, {"method": "mse"}),
     AlgorithmRow("INT8 smoothquant a=0.5", _INT8, {"method": "smoothquant", "alpha": 0.5}),

@@ -15,11 +15,12 @@ waiting for a descheduled partner), which made the seconds meaningless.
 
 Two groups of rows (``--rows``):
 
-* ``presets``: the presets below with their own algorithm (W4A8_AWQ_BETA with ``max``),
+* ``presets``: the presets below with their own algorithm (INT4_AWQ and W4A8_AWQ_BETA: awq_lite),
   calibrated on every calibration sentence (221) unless ``--calib-size`` says otherwise;
 * ``algorithms``: the calibration algorithms (bench/_minilm.py, ALGORITHM_ROWS) — INT4
   block-128 weight-only with max / mse / local_hessian (with and without ``fp8_scale_sweep``),
-  INT8 W8A8 with max / mse / smoothquant (alpha 0.5, 0.8, and the INT8_SMOOTHQUANT preset's
+  awq_lite / awq_clip / awq_full / svdquant (rank 16 and 32), the INT4_AWQ and W4A8_AWQ_BETA
+  presets, INT8 W8A8 with max / mse / smoothquant (alpha 0.5, 0.8, and the INT8_SMOOTHQUANT preset's
   1.0), NVFP4 W4A4 with the weight-MSE FP8-sweep and local-Hessian presets and with
   ``nvfp4_act_headroom`` — on the first 32 calibration sentences unless ``--calib-size`` says
   otherwise (the issue's reference figures use 32).
@@ -74,6 +75,7 @@ PRESETS = [
     "INT8_WEIGHT_ONLY",
     "FP8_DEFAULT",
     "INT4_BLOCKWISE_WEIGHT_ONLY",
+    "INT4_AWQ",
     "W4A8_AWQ_BETA",
     "NVFP4_DEFAULT",
     "MXFP8_DEFAULT",
@@ -83,13 +85,10 @@ ALGORITHM_CALIB_SIZE = 32
 
 
 def config_for(name: str) -> dict:
-    """The preset as a plain dict; W4A8_AWQ_BETA calibrated with max instead of AWQ-lite."""
+    """The preset as a plain dict, its own calibration included."""
     from qconfig import presets
 
-    config = presets.get(f"{name}_CFG")
-    if name == "W4A8_AWQ_BETA":
-        config["algorithm"] = "max"
-    return config
+    return presets.get(f"{name}_CFG")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,3 +23,16 @@ def two_batches(model):
     """The forward loop of the calibration tests: two seeded batches."""
     for seed in (0, 1):
         model(batch(seed))
+
+
+#: The calibration methods qruntime registers on import, sorted.
+BUILTIN_METHODS = [
+    "awq_clip",
+    "awq_full",
+    "awq_lite",
+    "local_hessian",
+    "max",
+    "mse",
+    "nvfp4_act_headroom",
+    "smoothquant",
+]

@@ -5,6 +5,7 @@ import pytest
 import qruntime
 import torch
 import zoo
+from calibration_cases import BUILTIN_METHODS
 from calibration_cases import batch as _data
 from calibration_cases import two_batches as _loop
 from calibration_cases import weight_input_config as _config
@@ -142,7 +143,6 @@ def test_sequential_weight_quantizer_elements_each_get_an_amax():
 
 
 #: The methods qruntime implements (the rest are refused before the model is touched).
-BUILTIN_METHODS = ["awq_lite", "local_hessian", "max", "mse", "nvfp4_act_headroom", "smoothquant"]
 
 
 def test_registered_algorithms():

@@ -9,6 +9,7 @@ from typing import Literal
 import pytest
 import qruntime
 import torch
+from calibration_cases import BUILTIN_METHODS
 from calibration_cases import batch as _data
 from calibration_cases import two_batches as _loop
 from calibration_cases import weight_input_config as _config
@@ -122,14 +123,7 @@ def test_unregistered_toy_is_refused_with_the_implemented_methods():
     ):
         qruntime.quantize(model, config, _loop)
     assert type(model.fc1) is nn.Linear
-    assert qruntime.registered_methods() == [
-        "awq_lite",
-        "local_hessian",
-        "max",
-        "mse",
-        "nvfp4_act_headroom",
-        "smoothquant",
-    ]
+    assert qruntime.registered_methods() == BUILTIN_METHODS
 
 
 @pytest.mark.parametrize("method", ["max", "smoothquant", "mse"])
@@ -234,8 +228,16 @@ def test_a_subclass_with_its_own_method_never_runs_its_parents_algorithm():
     from qconfig.algorithms import AWQFullCalibConfig
 
     assert algorithm_for(AWQLiteCalibConfig()).config_class is AWQLiteCalibConfig
-    with pytest.raises(UnsupportedAlgorithmError, match="'awq_full' is not implemented"):
-        algorithm_for(AWQFullCalibConfig())
+    full = algorithm_for(AWQFullCalibConfig())
+    assert full.config_class is AWQFullCalibConfig
+    unregister_algorithm(AWQFullCalibConfig)
+    try:
+        with pytest.raises(UnsupportedAlgorithmError, match="'awq_full' is not implemented"):
+            algorithm_for(AWQFullCalibConfig())
+    finally:
+        register_algorithm(
+            AWQFullCalibConfig, full.run, capabilities=full.capabilities, check=full.check
+        )
     assert algorithm_for(SmoothQuantCalibConfig()).config_class is SmoothQuantCalibConfig
 
 

@@ -31,64 +31,45 @@ Model Optimizer 0.47.0's procedure, which this follows so that results are bit-i
 The scale: ``s = clamp(act^alpha / (w^(1-alpha) + tiny), 1e-4, 1e4)``, then divided by
 ``sqrt(max(s) * min(s))`` so that it is centred geometrically on 1.
 
-A sequential weight quantizer (W4A8: INT4 blocks, then FP8) is searched and scaled through its
-first element alone; after the search every element is max-calibrated on the scaled weight.
 After pass 1 the experts of a sparse MoE block share their input amaxes, as at the end of
-``max`` (Model Optimizer calibrates there too).
-
-Not covered yet, and refused before the model is touched: distributed runs (as every method);
-``debug`` (Model Optimizer then keeps its search helper on each module); the widened expert
-routing of ``moe_calib_experts_ratio`` during the two passes (not compared yet: Model Optimizer
-0.47.0 fails on the zoo's MoE block with a ratio).
+``max`` (Model Optimizer calibrates there too). The search runs inside
+:func:`qruntime.calibrate.awq.run_awq`, which reduces sequential weight quantizers to their
+first element and registers the method.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from qconfig.algorithm_methods import AWQLiteCalibConfig
-from qconfig.algorithms import QuantizeAlgorithmConfig
-from qconfig.plan import Plan
 from torch import nn
 
 from qruntime.calibrate import phases
 from qruntime.calibrate.context import CalibrationContext
 from qruntime.calibrate.moe import sync_moe_experts
-from qruntime.calibrate.registry import (
-    AlgorithmCapabilities,
-    UnsupportedAlgorithmError,
-    register_algorithm,
-)
+from qruntime.calibrate.registry import UnsupportedAlgorithmError
 from qruntime.calibrate.smoothquant import (
     SmoothedLinear,
     back_to_per_tensor,
     divide_columns,
     recalibrate_weight,
-    smoothable_linears,
 )
-from qruntime.quantizer import SequentialQuantizer, TensorQuantizer
+from qruntime.quantizer import TensorQuantizer
 
 __all__ = [
-    "AWQ_LITE_CAPABILITIES",
     "SCALE_RANGE",
     "alpha_grid",
-    "awq_lite_calibrate",
+    "awq_lite_search",
     "awq_scale",
-    "check_awq_lite",
+    "block_size_of",
     "weight_scale",
 ]
 
 #: The searched scale is clamped to this range before its normalisation.
 SCALE_RANGE = (1e-4, 1e4)
-
-#: Two passes of the forward loop; the weights are rescaled in place.
-AWQ_LITE_CAPABILITIES = AlgorithmCapabilities(
-    needs_forward_data=True, writes_weights=True, sync_points=("amax",)
-)
 
 
 # ------------------------------------------------------------------------------ the formulas
@@ -259,16 +240,7 @@ def _apply_disabled(ctx: CalibrationContext, state: _Search) -> None:
         _collapse_input_amax(linear.input_quantizer)
 
 
-# ------------------------------------------------------------------------------ the algorithm
-def _first_stage(linear: SmoothedLinear) -> SmoothedLinear:
-    """The linear as the search sees it: a sequential weight quantizer stands for its first
-    element (the others are switched off until the search is over)."""
-    wq = linear.weight_quantizer
-    if isinstance(wq, SequentialQuantizer):
-        return replace(linear, weight_quantizer=next(iter(wq)))
-    return linear
-
-
+# ------------------------------------------------------------------------------ the search
 def _setup(linear: SmoothedLinear, alphas: list[float]) -> _Search:
     wq, q = linear.weight_quantizer, linear.input_quantizer
     assert isinstance(wq, TensorQuantizer)
@@ -301,35 +273,14 @@ def _finish_cache(state: _Search) -> None:
 
 
 @torch.no_grad()
-def awq_lite_calibrate(ctx: CalibrationContext) -> None:
-    """AWQ-lite calibration of a converted model (module docstring)."""
-    config = ctx.config
-    assert isinstance(config, AWQLiteCalibConfig)
+def awq_lite_search(
+    ctx: CalibrationContext, linears: list[SmoothedLinear], alpha_step: float
+) -> None:
+    """Steps 1 to 4 of the module docstring on ``linears`` (quantized linears whose weight
+    quantizer is a single, enabled quantizer), two passes of ``ctx``'s forward loop."""
     if ctx.forward_loop is None:
         raise ValueError("awq_lite needs calibration data: pass a forward_loop(model)")
-    alphas = alpha_grid(float(config.alpha_step if config.alpha_step is not None else 0.1))
-    sequential = [
-        linear
-        for linear in smoothable_linears(ctx.model)
-        if isinstance(linear.weight_quantizer, SequentialQuantizer)
-    ]
-    later_stages = [stage for linear in sequential for stage in list(linear.weight_quantizer)[1:]]
-    switched_off = [stage for stage in later_stages if stage.is_enabled]
-    for stage in switched_off:
-        stage.disable()
-    try:
-        _search_and_apply(ctx, alphas)
-    finally:
-        for stage in switched_off:
-            stage.enable()
-    for linear in sequential:  # every stage calibrated on the scaled weight
-        recalibrate_weight(ctx, linear, reset=False)
-
-
-def _search_and_apply(ctx: CalibrationContext, alphas: list[float]) -> None:
-    """Steps 1 to 4 of the module docstring, sequential weights reduced to their first stage."""
-    linears = [_first_stage(linear) for linear in smoothable_linears(ctx.model)]
-    linears = [linear for linear in linears if linear.weight_quantizer.is_enabled]
+    alphas = alpha_grid(alpha_step)
     states = [_setup(linear, alphas) for linear in linears]
     mode = ["cache"]
     for state in states:
@@ -364,31 +315,3 @@ def _search_and_apply(ctx: CalibrationContext, alphas: list[float]) -> None:
             _apply(ctx, state)
         else:
             _apply_disabled(ctx, state)
-
-
-# ------------------------------------------------------------------------------ registration
-def check_awq_lite(plan: Plan, config: QuantizeAlgorithmConfig) -> None:
-    """Options this implementation does not honour yet are refused before the model is
-    touched, instead of being ignored: ``debug`` (Model Optimizer keeps its search helper on
-    every module) and ``moe_calib_experts_ratio`` (the widened expert routing during the two
-    passes has not been compared with Model Optimizer)."""
-    assert isinstance(config, AWQLiteCalibConfig)
-    if config.debug:
-        raise UnsupportedAlgorithmError(
-            "awq_lite with debug: true (keeping the search state on every module) is not "
-            "implemented in qruntime. The model was not changed."
-        )
-    if config.moe_calib_experts_ratio is not None:
-        raise UnsupportedAlgorithmError(
-            "awq_lite with moe_calib_experts_ratio is not implemented in qruntime yet (max, "
-            "mse, local_hessian, smoothquant and nvfp4_act_headroom take it). The model was "
-            "not changed."
-        )
-
-
-register_algorithm(
-    AWQLiteCalibConfig,
-    awq_lite_calibrate,
-    capabilities=AWQ_LITE_CAPABILITIES,
-    check=check_awq_lite,
-)

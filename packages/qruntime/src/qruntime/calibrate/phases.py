@@ -239,5 +239,4 @@ def finalize(ctx: CalibrationContext, pairs: Sequence[WeightPair], patterns: Seq
             quantizer.global_amax = shared.get(id(quantizer), amax_reduce(amax).to(torch.float32))
         elif not isinstance(quantizer.num_bits, int):
             continue
-        if amax.dtype != torch.float32:
-            quantizer.store_amax(amax.to(torch.float32))
+        quantizer.keep_amax_in_float32()

@@ -78,9 +78,10 @@ class CalibrationBuffers(nn.Module):
         if old is not None and old.shape != value.shape:
             raise RuntimeError("Changing shape when setting amax is not allowed.")
         if old is not None:  # Model Optimizer copies into the existing buffer: keep its dtype
-            value = value.to(device=old.device, dtype=old.dtype)
-        self._buffers.pop(name, None)
-        self.register_buffer(name, value)
+            # and its place in state_dict order
+            self._buffers[name] = value.to(device=old.device, dtype=old.dtype)
+        else:
+            self.register_buffer(name, value)
 
     @property
     def amax(self) -> torch.Tensor | None:
@@ -94,6 +95,19 @@ class CalibrationBuffers(nn.Module):
         if value is None:
             raise AssertionError("amax cannot be set to None.")
         self._set_buffer("_amax", torch.as_tensor(value))
+        if self.__dict__.get("_amax_in_float32"):
+            self.keep_amax_in_float32()
+
+    def keep_amax_in_float32(self) -> None:
+        """From now on ``_amax`` is stored in float32, whatever is assigned later (the weight dtype
+        of a new calibration included): what Model Optimizer's promotion of a calibrated
+        static-block weight quantizer does, for the rest of the quantizer's life (a second
+        search after a first, as in ``awq_full``, stores float32 where a first stores the
+        weight dtype)."""
+        self.__dict__["_amax_in_float32"] = True
+        amax = self._buffers.get("_amax")
+        if amax is not None and amax.dtype != torch.float32:
+            self.store_amax(amax.to(torch.float32))
 
     def reset_amax(self) -> None:
         self._buffers.pop("_amax", None)
