@@ -33,15 +33,11 @@ from qruntime.quantizer import SequentialQuantizer
 
 __all__ = [
     "AWQ_CAPABILITIES",
-    "DEFAULT_ALPHA_STEP",
     "check_awq",
     "first_stages_only",
     "run_awq",
     "searched_linears",
 ]
-
-#: ``alpha_step`` when the config gives null.
-DEFAULT_ALPHA_STEP = 0.1
 
 #: One to three passes of the forward loop; lite rescales the weights in place.
 AWQ_CAPABILITIES = AlgorithmCapabilities(
@@ -93,12 +89,8 @@ def run_awq(ctx: CalibrationContext) -> None:
     with first_stages_only(ctx.model) as sequential:
         if method in ("awq_lite", "awq_full"):
             assert isinstance(config, AWQLiteCalibConfig)
-            step = config.alpha_step
-            awq_lite_search(
-                ctx,
-                searched_linears(ctx.model),
-                DEFAULT_ALPHA_STEP if step is None else float(step),
-            )
+            assert config.alpha_step is not None  # refused by check_awq
+            awq_lite_search(ctx, searched_linears(ctx.model), float(config.alpha_step))
         if method in ("awq_clip", "awq_full"):
             assert isinstance(config, AWQClipCalibConfig)
             linears = [
@@ -128,8 +120,13 @@ def check_awq(plan: Plan, config: QuantizeAlgorithmConfig) -> None:
             "mse, local_hessian, smoothquant and nvfp4_act_headroom take it). The model was "
             "not changed."
         )
+    if isinstance(config, AWQLiteCalibConfig) and config.alpha_step is None:
+        raise UnsupportedAlgorithmError(
+            f"{method}: alpha_step is null; give a number in (0, 1] or leave it out for 0.1. "
+            "The model was not changed."
+        )
     if isinstance(config, AWQClipCalibConfig):
-        ClipOptions.from_config(config)  # null options are refused here, not mid-run
+        ClipOptions.from_config(config)  # refused here, not mid-run
 
 
 for _config_class in (AWQLiteCalibConfig, AWQClipCalibConfig, AWQFullCalibConfig):

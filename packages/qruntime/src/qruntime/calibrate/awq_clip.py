@@ -73,7 +73,7 @@ PRODUCT_ELEMENTS = 1 << 20
 
 @dataclass(frozen=True)
 class ClipOptions:
-    """The four numbers of an ``AWQClipCalibConfig``, defaults filled in for nulls."""
+    """The four numbers of an ``AWQClipCalibConfig``."""
 
     max_co_batch_size: int = 1024
     max_tokens_per_batch: int = 64
@@ -82,19 +82,20 @@ class ClipOptions:
 
     @classmethod
     def from_config(cls, config: AWQClipCalibConfig) -> ClipOptions:
-        values = {
-            name: getattr(config, name)
-            for name in ("max_co_batch_size", "max_tokens_per_batch", "min_clip_ratio")
-        }
-        values["shrink_step"] = config.shrink_step
-        options = cls(**{k: v for k, v in values.items() if v is not None})
+        """The config's options; :class:`UnsupportedAlgorithmError` for a null (Model Optimizer
+        fails on one mid-run) or a batch size below 1 (it divides by them)."""
+        values = {name: getattr(config, name) for name in cls.__dataclass_fields__}
+        nulls = [name for name, value in values.items() if value is None]
+        if nulls:
+            raise UnsupportedAlgorithmError(
+                f"{config.method}: {', '.join(nulls)} is null; give a number or leave it out "
+                "for the default. The model was not changed."
+            )
+        options = cls(**values)
         if options.max_co_batch_size < 1 or options.max_tokens_per_batch < 1:
             raise UnsupportedAlgorithmError(
-                f"{config.method}: max_co_batch_size and max_tokens_per_batch must be at least 1"
-            )
-        if not 0 < options.min_clip_ratio < 1 or not 0 < options.shrink_step <= 1:
-            raise UnsupportedAlgorithmError(
-                f"{config.method}: min_clip_ratio must lie in (0, 1) and shrink_step in (0, 1]"
+                f"{config.method}: max_co_batch_size and max_tokens_per_batch must be at least "
+                "1. The model was not changed."
             )
         return options
 
