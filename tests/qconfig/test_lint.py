@@ -376,3 +376,30 @@ def test_qc217_headroom_without_nvfp4_inputs_is_a_note(tmp_path):
     config = presets.get("NVFP4_DEFAULT_CFG")
     config["algorithm"] = "nvfp4_act_headroom"
     assert "QC217" not in codes(lint(config, LLAMA))
+
+
+def test_qc217_awq_skips_layers_that_are_not_linear_and_clip_skips_unblocked_weights(tmp_path):
+    """The CNN's convolutions are not searched by any AWQ method; a per-channel linear weight
+    is not clipped by awq_clip (and only by that part of awq_full)."""
+    text = (
+        HEADER + "  - quantizer_name: '*weight_quantizer'\n"
+        "    cfg: {num_bits: 4, axis: 0}\n"
+        "algorithm: {method: %s}\n"
+    )
+    convs = [
+        s.name + ".weight_quantizer" for s in CNN.modules if s.registry_key.startswith("nn.Conv")
+    ]
+    assert convs
+    for method in ("awq_lite", "awq_clip", "awq_full", "svdquant"):
+        found = only(run(tmp_path, text % method, CNN), "QC217")
+        assert any(
+            f"{method} searches only linear layers: {len(convs)} (" in f.message for f in found
+        )
+    (embedding,) = only(run(tmp_path, text % "awq_lite"), "QC217")  # llama's embedding
+    assert "awq_lite searches only linear layers: 1 (model.embed_tokens" in embedding.message
+    linears = [n for n in _weights("") if "embed_tokens" not in n]
+    for method in ("awq_clip", "awq_full"):
+        _, clip = only(run(tmp_path, text % method), "QC217")
+        assert f"{method} clips only block-quantized weights: {len(linears)} (" in clip.message
+    assert "QC217" not in codes(lint(presets.get("INT4_AWQ_CFG"), LLAMA))
+    assert "QC217" not in codes(lint(presets.get("NVFP4_AWQ_FULL_CFG"), LLAMA))

@@ -11,7 +11,11 @@ the skips are certain before any data is read:
 * ``smoothquant`` smooths only layers whose enabled input and weight quantizers are 8-bit
   integers; the others get max calibration;
 * ``nvfp4_act_headroom`` acts only on NVFP4 dynamic-block input quantizers; with none it is
-  ``max``.
+  ``max``;
+* the AWQ family (``awq_lite``, ``awq_clip``, ``awq_full``, ``svdquant``) searches only linear
+  layers (a 2-D weight beside an input quantizer, embeddings excluded); the weights of other
+  layers (convolutions, say) get max calibration. ``awq_clip`` (alone or in ``awq_full``) clips
+  only block-quantized weights; per-channel or per-tensor ones keep their max amax.
 """
 
 from collections.abc import Iterator
@@ -98,6 +102,37 @@ def _smoothquant_skips(ctx: LintContext, config) -> Iterator[str]:
         )
 
 
+_AWQ_METHODS = ("awq_lite", "awq_clip", "awq_full", "svdquant")
+
+
+def _awq_skips(ctx: LintContext, config) -> Iterator[str]:
+    if config.method not in _AWQ_METHODS:
+        return
+    linear, other = [], []
+    for name, module, spec in _enabled(ctx, "weight_quantizer"):
+        shape = module.weight_shape
+        if shape is None:
+            continue
+        is_linear = (
+            len(shape) == 2
+            and module.registry_key != "nn.Embedding"
+            and any(q.attribute == "input_quantizer" for q in module.quantizers)
+        )
+        (linear if is_linear else other).append((name, spec))
+    if other:
+        yield (
+            f"{config.method} searches only linear layers: {_listed([n for n, _ in other])} "
+            "weight quantizers of other layers get max calibration"
+        )
+    if config.method in ("awq_clip", "awq_full"):
+        unclipped = [name for name, spec in linear if spec.block_sizes is None]
+        if unclipped:
+            yield (
+                f"{config.method} clips only block-quantized weights: {_listed(unclipped)} "
+                "weight quantizers keep their max amax in the clip search"
+            )
+
+
 def _headroom_has_nothing(ctx: LintContext, config) -> Iterator[str]:
     if config.method != "nvfp4_act_headroom":
         return
@@ -124,7 +159,7 @@ def check(ctx: LintContext):
     several = isinstance(ctx.config.algorithm, list)
     for index, config in enumerate(algorithms):
         path = (*ctx.raw_path, "algorithm", index) if several else (*ctx.raw_path, "algorithm")
-        for finder in (_sweep_skips, _hessian_block_misfits, _smoothquant_skips):
+        for finder in (_sweep_skips, _hessian_block_misfits, _smoothquant_skips, _awq_skips):
             for message in finder(ctx, config):
                 yield Finding(message, path)
         nested = getattr(config, "weight_scale_algorithm", None)
