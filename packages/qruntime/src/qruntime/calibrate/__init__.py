@@ -16,6 +16,7 @@ from qruntime.calibrate import max as _max  # noqa: F401  (registers MaxCalibCon
 from qruntime.calibrate import mse as _mse  # noqa: F401  (registers MseCalibConfig)
 from qruntime.calibrate import nvfp4_act_headroom as _headroom  # noqa: F401  (registers)
 from qruntime.calibrate import smoothquant as _smoothquant  # noqa: F401  (registers)
+from qruntime.calibrate import svdquant as _svdquant  # noqa: F401  (registers)
 from qruntime.calibrate.context import CalibrationContext, ForwardLoop, LayerDriver, WeightPair
 from qruntime.calibrate.registry import (
     AlgorithmCapabilities,

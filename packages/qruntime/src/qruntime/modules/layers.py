@@ -20,6 +20,7 @@ from qruntime.modules.base import (
     QuantizerSlot,
     QuantModule,
 )
+from qruntime.modules.low_rank import add_low_rank_branch
 
 __all__ = ["QuantEmbedding", "QuantInput", "QuantLinearConv"]
 
@@ -80,9 +81,13 @@ class QuantLinearConv(_QuantizedWeight):
         ]
 
     def forward(self, input: Any, *args: Any, **kwargs: Any) -> Any:
+        """Input, weight and output quantizers around the original forward, plus SVDQuant's
+        low-rank branch when the weight quantizer holds one (:mod:`.low_rank`)."""
+        raw = input
         input = self._modules["input_quantizer"](input)  # type: ignore[misc]
         output = self._forward_quantized_weight(input, *args, **kwargs)
-        return _quantize_output(self._modules["output_quantizer"], output)
+        output = _quantize_output(self._modules["output_quantizer"], output)
+        return add_low_rank_branch(self, raw, output)
 
 
 class QuantEmbedding(_QuantizedWeight):
