@@ -83,3 +83,22 @@ kernels-triton36: setup
 
 clean:
 	rm -rf $(VENV) $(NODE_DIR)/node_modules
+
+# Peer libraries for benchmarks only (bench/peer_llmcompressor.py, `bench/bench_accuracy.py
+# --peers`): their own git-ignored venv, because llm-compressor 0.14 requires a transformers the
+# dev venv cannot take (requirements/peers.txt). Not part of `setup` or `test`; peers-test runs
+# the anchor's own check (bench/test_peer_llmcompressor.py) in that venv.
+PEERS_VENV := .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed
+.PHONY: peers peers-test
+peers: $(PEERS_STAMP)
+
+$(PEERS_STAMP): requirements/peers.txt requirements/constraints.txt packages/qconfig/pyproject.toml packages/qruntime/pyproject.toml
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q -c requirements/constraints.txt torch==2.13.0
+	$(PEERS_VENV)/bin/python -m pip install -q -c requirements/constraints.txt \
+		-r requirements/peers.txt -e packages/qconfig -e packages/qruntime
+	touch $@
+
+peers-test: peers
+	$(PEERS_VENV)/bin/python -m pytest -q bench/test_peer_llmcompressor.py
