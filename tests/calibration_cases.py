@@ -35,4 +35,5 @@ BUILTIN_METHODS = [
     "mse",
     "nvfp4_act_headroom",
     "smoothquant",
+    "svdquant",
 ]

@@ -14,6 +14,7 @@ from qconfig.plan import Plan, QuantizerPlan, describe_format
 from torch import nn
 
 from qruntime.apply import applied_plan
+from qruntime.modules.low_rank import low_rank_rank
 from qruntime.quantizer import SequentialQuantizer, TensorQuantizer
 
 __all__ = ["summary"]
@@ -54,7 +55,9 @@ def _calibration(q: nn.Module) -> str:
             status.append("calibrated")
         else:
             status.append("dynamic")
-    return "dynamic" if "dynamic" in status else status[0]
+    calibration = "dynamic" if "dynamic" in status else status[0]
+    rank = low_rank_rank(q)
+    return calibration if rank is None else f"{calibration}, rank-{rank} low-rank branch"
 
 
 def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> list[str]:

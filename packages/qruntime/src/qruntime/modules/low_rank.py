@@ -37,6 +37,7 @@ __all__ = [
     "LORA_B",
     "LOW_RANK_BUFFERS",
     "add_low_rank_branch",
+    "as_svd_layout",
     "attach_low_rank",
     "low_rank_factors",
     "low_rank_rank",
@@ -94,6 +95,18 @@ def attach_low_rank(
     for name, value in ((LORA_A, lora_a), (LORA_B, lora_b)):
         quantizer._buffers.pop(name, None)
         quantizer.register_buffer(name, value.detach().clone(), persistent=persistent)
+
+
+def as_svd_layout(lora_a: torch.Tensor, lora_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The factors in the memory layout SVDQuant's float64 SVD leaves them in: column-major
+    (``torch.linalg.svd`` returns column-major factors and the dtype cast keeps that order), or
+    row-major when they were zero-padded (the rank exceeds ``min(cout, cin)``). Why: the
+    matrix products of the branch round differently for the two layouts, so factors read back
+    from a file (row-major) must be put back in this layout for bit-identical outputs."""
+    rank, cin = lora_a.shape
+    if rank > min(lora_b.shape[0], cin):
+        return lora_a.contiguous(), lora_b.contiguous()
+    return lora_a.t().contiguous().t(), lora_b.t().contiguous().t()
 
 
 def add_low_rank_branch(module: nn.Module, input: Any, output: Any) -> Any:

@@ -38,6 +38,14 @@ from torch import nn
 
 from qruntime.apply import PLAN_ATTRIBUTE, applied_plan, check_plan, patch_model
 from qruntime.inventory import inventory
+from qruntime.modules.low_rank import (
+    LORA_A,
+    LORA_B,
+    LOW_RANK_BUFFERS,
+    as_svd_layout,
+    attach_low_rank,
+    promoted_weight_quantizer,
+)
 from qruntime.quantizer import SequentialQuantizer, TensorQuantizer, is_quantizer
 from qruntime.state.calibrator_refs import restore_calibrators, split_calibrators
 from qruntime.state.checks import (
@@ -137,7 +145,10 @@ def save_state(model: nn.Module, path: str | Path) -> None:
     for name, module in model.named_modules():
         if isinstance(module, TensorQuantizer):
             for key, value in module._buffers.items():
-                if value is not None and key not in module._non_persistent_buffers_set:
+                # SVDQuant's factors are kept out of state_dict on some quantizers, as Model
+                # Optimizer does; the state file still needs them to rebuild the branch
+                persistent = key not in module._non_persistent_buffers_set
+                if value is not None and (persistent or key in LOW_RANK_BUFFERS):
                     tensors[f"{name}.{key}"] = value.detach().cpu().contiguous().clone()
     plan, calibrators = split_calibrators(plan)
     metadata = {
@@ -221,5 +232,10 @@ def _load_buffers(
         for buffer in BUFFER_NAMES:
             quantizer._buffers.pop(buffer, None)
             value = tensors.get(f"{owner}.{buffer}")
-            if value is not None:
+            if value is not None and buffer not in LOW_RANK_BUFFERS:
                 quantizer.register_buffer(buffer, value.to(device))
+        lora_a, lora_b = tensors.get(f"{owner}.{LORA_A}"), tensors.get(f"{owner}.{LORA_B}")
+        if lora_a is not None and lora_b is not None:  # pairs: checked with the header
+            persistent = not promoted_weight_quantizer(quantizer)
+            lora_a, lora_b = as_svd_layout(lora_a.to(device), lora_b.to(device))
+            attach_low_rank(quantizer, lora_a, lora_b, persistent=persistent)

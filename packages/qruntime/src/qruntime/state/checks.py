@@ -23,6 +23,7 @@ from torch import nn
 
 from qruntime.inventory import inventory
 from qruntime.modules.base import quantized_weight
+from qruntime.modules.low_rank import LORA_A, LORA_B, LOW_RANK_BUFFERS
 from qruntime.quantizer import TensorQuantizer
 from qruntime.state.file import metadata_json
 
@@ -36,7 +37,8 @@ __all__ = [
 ]
 
 #: The buffers a quantizer holds (Model Optimizer's names); a state file holds nothing else.
-BUFFER_NAMES = ("_amax", "_pre_quant_scale", "_global_amax", "_bias_value")
+#: A weight quantizer of a linear may also hold SVDQuant's low-rank factors.
+BUFFER_NAMES = ("_amax", "_pre_quant_scale", "_global_amax", "_bias_value", *LOW_RANK_BUFFERS)
 
 #: safetensors dtype names a quantizer buffer may have.
 _FLOAT_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}
@@ -153,6 +155,8 @@ def _check_role(file: str, key: str, owner: Owner, buffer: str) -> None:
     bias = owner.spec.bias
     if buffer == "_bias_value" and (bias is None or bias.get("type", "static") != "static"):
         raise _fail(file, key, f"{owner.name} has no static bias attribute: it has no bias value")
+    if buffer in LOW_RANK_BUFFERS and (owner.weight is None or len(owner.weight) != 2):
+        raise _fail(file, key, f"{owner.name} quantizes no 2-D weight: it has no low-rank branch")
 
 
 def _expected_shape(owner: Owner, buffer: str, cache: dict) -> tuple[int, ...] | None:
@@ -179,6 +183,31 @@ def _check_pre_quant_scale(file: str, key: str, shape: tuple[int, ...], owner: O
         )
 
 
+def _check_low_rank(
+    file: str, shapes: dict[str, tuple[int, ...]], owners: dict[str, Owner]
+) -> None:
+    """SVDQuant's factors come in pairs, ``A`` (``r x cin``) and ``B`` (``cout x r``) for the
+    quantizer's weight (``cout x cin``): one without the other, or factors of another layer,
+    would add a wrong branch to the output."""
+    for owner_name in sorted(
+        {k.rpartition(".")[0] for k in shapes if k.rpartition(".")[2] in LOW_RANK_BUFFERS}
+    ):
+        key_a, key_b = f"{owner_name}.{LORA_A}", f"{owner_name}.{LORA_B}"
+        if key_a not in shapes or key_b not in shapes:
+            missing = key_a if key_a not in shapes else key_b
+            raise _fail(file, missing, "is missing: low-rank factors come in pairs")
+        weight = owners[owner_name].weight
+        assert weight is not None
+        a, b = shapes[key_a], shapes[key_b]
+        if len(a) != 2 or len(b) != 2 or a[1] != weight[1] or b[0] != weight[0] or a[0] != b[1]:
+            raise _fail(
+                file,
+                key_a,
+                f"and {LORA_B} have shapes {list(a)} and {list(b)}; the weight of shape "
+                f"{list(weight)} needs [r, {weight[1]}] and [{weight[0]}, r]",
+            )
+
+
 def check_listing(file: str, metadata: dict[str, str], keys: list[str]) -> None:
     """``tensors`` (written by save_state) and the file's tensors must agree: a tensor dropped
     or added afterwards would silently change what is restored."""
@@ -202,12 +231,15 @@ def check_header(
     loaded); the names in ``weights`` are the stored weights, checked elsewhere."""
     cache: dict = {}
     keys = sorted(set(handle.keys()) - set(weights))
+    shapes = {}
     for key in keys:
         part = handle.get_slice(key)
         shape, dtype = tuple(part.get_shape()), part.get_dtype()
         _check_entry(file, key, shape, dtype, owners, cache)
         if key.endswith("._pre_quant_scale"):
             _check_pre_quant_scale(file, key, shape, owners[key.rpartition(".")[0]])
+        shapes[key] = shape
+    _check_low_rank(file, shapes, owners)
     return keys
 
 
