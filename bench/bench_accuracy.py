@@ -36,8 +36,14 @@ inside their algorithm).
 All qruntime runs come first, then Model Optimizer is imported: its Hugging Face plugins
 register classes at import time and must not be in the process while ours run.
 
+``--peers`` adds a third group, "peer: llm-compressor 0.14": bench/peer_llmcompressor.py run in
+its own venv (``make peers``; llm-compressor needs an older transformers than the dev venv) with
+the algorithm rows' calibration size, the same held-out sentences and threads — INT4 group-128
+round to nearest, GPTQ and AWQ (three BERT mappings) — beside the qruntime and Model Optimizer
+INT4-b128 max / awq_* rows. Without that venv, or if it fails, the group says why.
+
     .venv/bin/python bench/bench_accuracy.py [--rows presets|algorithms|all] [--calib-size N]
-        [--eval-size N] [--presets ...] [--algorithms SUBSTRING ...] [--threads N]
+        [--eval-size N] [--presets ...] [--algorithms SUBSTRING ...] [--threads N] [--peers]
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ from _minilm import (  # bench/ is not a package: found through sys.path
     registered_methods,
     select_rows,
 )
+from _peers import PEERS_PYTHON, print_group, run_llmcompressor  # found through sys.path
 
 PRESETS = [
     "INT8_DEFAULT",
@@ -218,6 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--algorithms", nargs="+", default=None, help="algorithm rows whose name contains one"
     )
+    parser.add_argument(
+        "--peers", action="store_true", help="add llm-compressor's rows (needs `make peers`)"
+    )
+    parser.add_argument(
+        "--peers-python", type=Path, default=PEERS_PYTHON, help="the peers venv's python"
+    )
     add_run_options(parser)
     args = parser.parse_args(argv)
     apply_threads(args)
@@ -263,6 +276,12 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "* Model Optimizer's algorithm with its NVFP4 fake quantization by qruntime's numerics"
         )
+    if args.peers:
+        size = ALGORITHM_CALIB_SIZE if args.calib_size is None else args.calib_size
+        peer = run_llmcompressor(
+            args.peers_python, size, args.eval_size, args.batch_size, args.threads
+        )
+        print_group(peer, ours, theirs)
     failed = [o for o in ours.values() if o.cosine is None or math.isnan(o.cosine)]
     return 1 if failed else 0
 
