@@ -30,6 +30,7 @@ BUILTIN_METHODS = [
     "awq_clip",
     "awq_full",
     "awq_lite",
+    "gptq",
     "local_hessian",
     "max",
     "mse",

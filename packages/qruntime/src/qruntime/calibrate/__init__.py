@@ -11,6 +11,7 @@ methods that do exist; an empty ``algorithm`` tuple means no calibration.
 from __future__ import annotations
 
 from qruntime.calibrate import awq as _awq  # noqa: F401  (registers the AWQ configs)
+from qruntime.calibrate import gptq as _gptq  # noqa: F401  (registers GPTQCalibConfig)
 from qruntime.calibrate import local_hessian as _local_hessian  # noqa: F401  (registers)
 from qruntime.calibrate import max as _max  # noqa: F401  (registers MaxCalibConfig)
 from qruntime.calibrate import mse as _mse  # noqa: F401  (registers MseCalibConfig)

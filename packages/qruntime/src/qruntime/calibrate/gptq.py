@@ -1,0 +1,267 @@
+"""``gptq`` calibration (``GPTQCalibConfig``): round the weights one input column at a time, each
+rounding error compensated on the columns not yet rounded, weighted by the inverse Hessian of
+the layer's inputs.
+
+Why: rounding every weight to its nearest grid point ignores that errors in correlated input
+channels add up in the output. GPTQ minimises ``||(W - Q) X||²`` greedily: after rounding
+column ``j``, the error times ``H⁻¹`` (``H = 2 X Xᵀ / N``) is subtracted from the later columns,
+which then round to values that cancel part of it. The amaxes stay those of max calibration;
+the weights move, and end exactly on the quantization grid.
+
+Model Optimizer 0.47.0's whole-model procedure, reproduced bit for bit:
+
+1. ``max`` calibration with its defaults (pass 1 of the data: every amax, sibling global
+   amaxes, static-block promotion);
+2. the target layers: quantized linears (:func:`~qruntime.calibrate.smoothquant.smoothable_linears`)
+   whose weight quantizer is enabled;
+3. pass 2 with every ``*weight_quantizer`` switched off: per call of a target, its input — through
+   the input quantizer when that is enabled, else raw (a ``pre_quant_scale`` on a disabled input
+   quantizer is then ignored) — is folded into its Hessian (:func:`collect_hessians`);
+4. per layer, :func:`update_weights`: damped inverse Hessian, the blockwise column loop
+   (:mod:`qruntime.calibrate.gptq_update`), the weight written back in its dtype.
+
+The per-layer pieces are public so that a layer-by-layer driver can run them on one decoder
+layer at a time; ``layerwise.enable`` itself is refused by the registry until one exists.
+
+The column loop quantizes only the current column where the format allows (see
+:mod:`qruntime.calibrate.gptq_update`), instead of the whole weight once per column.
+
+``fused: true`` selects Model Optimizer's Triton kernel for NVFP4-static weights, whose float
+arithmetic (a scalar scale formula, in-register error updates) is not the unfused loop's; it
+is refused for plans with NVFP4-static weights instead of being run with different numbers.
+On every other format Model Optimizer ignores ``fused``, and so does this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fnmatch
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from qconfig.algorithm_methods import GPTQCalibConfig
+from qconfig.algorithms import MaxCalibConfig, QuantizeAlgorithmConfig
+from qconfig.plan import Plan
+from torch import nn
+
+from qruntime.calibrate.context import CalibrationContext, leaves
+from qruntime.calibrate.gptq_update import (
+    blockwise_update,
+    column_quantizer,
+    hessian_inverse,
+    update_hessian,
+)
+from qruntime.calibrate.max import check_calibrators, max_calibrate
+from qruntime.calibrate.registry import (
+    AlgorithmCapabilities,
+    UnsupportedAlgorithmError,
+    register_algorithm,
+)
+from qruntime.calibrate.smoothquant import SmoothedLinear, smoothable_linears
+from qruntime.quantizer import is_quantizer
+from qruntime.transaction import ModelSnapshot, current_transaction
+
+__all__ = [
+    "GPTQ_CAPABILITIES",
+    "GPTQOptions",
+    "LayerHessian",
+    "check_gptq",
+    "collect_hessians",
+    "gptq_calibrate",
+    "gptq_linears",
+    "update_weights",
+]
+
+#: Two passes of data (max, then the Hessians); the weights are rewritten in place.
+GPTQ_CAPABILITIES = AlgorithmCapabilities(
+    needs_forward_data=True, writes_weights=True, sync_points=("amax", "global_amax")
+)
+
+#: The quantizers switched off while the Hessians are collected (full match on module names).
+WEIGHT_QUANTIZERS = "*weight_quantizer"
+
+
+@dataclass(frozen=True)
+class GPTQOptions:
+    """The numbers of a ``GPTQCalibConfig`` the update uses."""
+
+    perc_damp: float = 0.01
+    block_size: int = 128
+
+    @classmethod
+    def from_config(cls, config: GPTQCalibConfig) -> GPTQOptions:
+        """The config's options; :class:`UnsupportedAlgorithmError` for a null (Model Optimizer
+        fails on one after the calibration passes) or a block size below 1 (its loop has no
+        step)."""
+        nulls = [n for n in ("perc_damp", "block_size") if getattr(config, n) is None]
+        if nulls:
+            raise UnsupportedAlgorithmError(
+                f"gptq: {', '.join(nulls)} is null; give a number or leave it out for the "
+                "default. The model was not changed."
+            )
+        assert config.perc_damp is not None and config.block_size is not None
+        if not 0.0 < config.perc_damp <= 1.0:
+            raise UnsupportedAlgorithmError(
+                f"gptq: perc_damp must be in (0, 1], got {config.perc_damp}. The model was not "
+                "changed."
+            )
+        if config.block_size < 1:
+            raise UnsupportedAlgorithmError(
+                f"gptq: block_size must be at least 1, got {config.block_size}. The model was "
+                "not changed."
+            )
+        return cls(perc_damp=float(config.perc_damp), block_size=int(config.block_size))
+
+
+@dataclass
+class LayerHessian:
+    """The running Hessian ``(cin, cin)`` float32 of one linear and the tokens folded in."""
+
+    linear: SmoothedLinear
+    hessian: torch.Tensor
+    n_samples: int = 0
+    handles: list = field(default_factory=list)
+
+    def add(self, x: torch.Tensor) -> None:
+        """Fold one batch of inputs in (:func:`~qruntime.calibrate.gptq_update.update_hessian`)."""
+        self.n_samples = update_hessian(x, self.hessian, self.n_samples)
+
+
+def gptq_linears(model: nn.Module) -> list[SmoothedLinear]:
+    """The layers GPTQ updates: quantized linears whose weight quantizer is enabled."""
+    return [x for x in smoothable_linears(model) if x.weight_quantizer.is_enabled]
+
+
+def _nvfp4_static_weights(plan: Plan) -> list[str]:
+    """Names of the enabled NVFP4-static weight quantizers of ``plan``."""
+    out = []
+    for name, q in plan.quantizers.items():
+        if not fnmatch.fnmatchcase(name, WEIGHT_QUANTIZERS):
+            continue
+        specs = q.spec if isinstance(q.spec, tuple) else (q.spec,)
+        if any(s.enable and s.family == "nvfp4" and s.is_static_block for s in specs):
+            out.append(name)
+    return out
+
+
+def check_gptq(plan: Plan, config: QuantizeAlgorithmConfig) -> None:
+    """Refuse, before the model is touched, what this module cannot honour: calibrators max
+    cannot use, null or out-of-range options, and ``fused: true`` on NVFP4-static weights
+    (module docstring)."""
+    assert isinstance(config, GPTQCalibConfig)
+    check_calibrators(plan, config)
+    GPTQOptions.from_config(config)
+    if config.fused:
+        names = _nvfp4_static_weights(plan)
+        if names:
+            more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+            raise UnsupportedAlgorithmError(
+                "gptq: fused: true runs Model Optimizer's Triton kernel on NVFP4-static weights "
+                f"({', '.join(names[:3])}{more}), whose arithmetic qruntime does not reproduce; "
+                "use fused: false (the same algorithm, unfused). The model was not changed."
+            )
+
+
+# ------------------------------------------------------------------------------ pass 2
+@contextlib.contextmanager
+def _weight_quantizers_off(model: nn.Module) -> Iterator[None]:
+    """Every ``*weight_quantizer`` switched off (rotation too, as an enable-only ``false``
+    does), restored afterwards, also on error."""
+    switched = [
+        q
+        for name, module in model.named_modules()
+        if is_quantizer(module) and fnmatch.fnmatchcase(name, WEIGHT_QUANTIZERS)
+        for q in leaves(module)
+    ]
+    snapshots = [ModelSnapshot(q) for q in switched]
+    try:
+        for q in switched:
+            q.disable()
+            q.disable_rotate()
+        yield
+    finally:
+        for snapshot in snapshots:
+            snapshot.restore()
+
+
+def _hook(state: LayerHessian):
+    def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        x = args[0] if args else next(iter(kwargs.values()))
+        q = state.linear.input_quantizer
+        with torch.no_grad():
+            state.add(q(x) if q.is_enabled else x)
+
+    return pre_hook
+
+
+def collect_hessians(ctx: CalibrationContext, linears: list[SmoothedLinear]) -> list[LayerHessian]:
+    """Step 3 of the module docstring: one pass of ``ctx``'s forward loop over ``ctx.model``
+    with its weight quantizers off, each of ``linears`` accumulating its Hessian (in the order
+    of ``linears``). A layer no data reached keeps ``H = 0``."""
+    if ctx.forward_loop is None:
+        raise ValueError("gptq needs calibration data: pass a forward_loop(model)")
+    states = [
+        LayerHessian(x, torch.zeros(x.weight.shape[-1], x.weight.shape[-1], device=x.weight.device))
+        for x in linears
+    ]
+    try:
+        for state in states:
+            handle = state.linear.module.register_forward_pre_hook(
+                _hook(state), with_kwargs=True, prepend=True
+            )
+            state.handles.append(handle)
+        with _weight_quantizers_off(ctx.model):
+            ctx.run_forward_loop()
+    finally:
+        for state in states:
+            for handle in state.handles:
+                handle.remove()
+            state.handles.clear()
+    return states
+
+
+# ------------------------------------------------------------------------------ step 4
+@torch.no_grad()
+def update_weights(linear: SmoothedLinear, hessian: torch.Tensor, options: GPTQOptions) -> None:
+    """Step 4 of the module docstring on one layer: its weight replaced in place by the GPTQ
+    result (saved first with the open transaction, so that a failure restores it)."""
+    weight = linear.weight
+    work = weight.detach().float().clone()
+    h_inv = hessian_inverse(hessian.to(weight.device), work, options.perc_damp, linear.name)
+    quantizer = linear.weight_quantizer
+    blockwise_update(
+        work,
+        h_inv,
+        options.block_size,
+        quantizer,
+        column_quantizer(quantizer, work.shape),
+    )
+    txn = current_transaction()
+    if txn is not None:
+        txn.save(weight)
+    weight.copy_(work.reshape(weight.shape).to(weight.dtype))
+
+
+def gptq_calibrate(ctx: CalibrationContext) -> None:
+    """``gptq`` calibration of a converted model (module docstring)."""
+    config = ctx.config
+    assert isinstance(config, GPTQCalibConfig)
+    options = GPTQOptions.from_config(config)
+    max_calibrate(dataclasses.replace(ctx, config=MaxCalibConfig()))
+    linears = gptq_linears(ctx.model)
+    if not linears:
+        return
+    states = collect_hessians(ctx, linears)
+    txn = current_transaction()
+    # The loop writes only tensors it created; the weights are saved before they are written.
+    with txn.paused_guard() if txn is not None else contextlib.nullcontext():
+        for state in states:
+            update_weights(state.linear, state.hessian, options)
+            state.hessian = torch.empty(0)
+
+
+register_algorithm(
+    GPTQCalibConfig, gptq_calibrate, capabilities=GPTQ_CAPABILITIES, check=check_gptq
+)
