@@ -1,0 +1,609 @@
+"""Checkpoints of a layer-by-layer calibration, so that a killed run resumes where it stopped.
+
+Why: layerwise calibration of a large model runs for hours, one decoder layer after another; a
+crash near the end should not cost the layers already done. The store keeps, in one directory
+(``layerwise.checkpoint_dir``), what a later run needs to continue as if it had never stopped:
+the calibrated state of every finished layer and the inputs of the next layer. Resuming gives a
+model bit-identical to an uninterrupted run because a run refuses a checkpoint written for a
+different model, algorithm config or calibration data (:func:`fingerprint`).
+
+Use (single process only; a torch.distributed group of several processes is refused)::
+
+    store = LayerCheckpoint(directory, num_layers=N, save_every=k, fingerprint=fp)
+    start = store.start_layer()          # 0, or where the previous run stopped
+    inputs = store.next_inputs() if start else <capture layer 0's inputs>
+    for i in range(start, N):
+        <calibrate layer i on inputs; capture layer i+1's inputs as next_inputs>
+        store.save(i, layers[i], next_inputs if i + 1 < N else None)
+        inputs = next_inputs
+    store.restore_completed(layers)      # layers [0, start) get their saved state
+
+On disk (all tensors in safetensors files, everything else JSON):
+
+* ``layer_NNNNN.safetensors`` — one per calibrated layer, written right after the layer is
+  calibrated. Tensors: every buffer of every quantizer of the layer under
+  ``<quantizer>.<buffer>`` (``_amax``, ``_pre_quant_scale``, ...), and — unless the store was
+  made with ``store_weights=False`` (calibrations that leave weights alone) — every other
+  parameter and buffer of the layer under its ``state_dict`` name. Metadata: ``format``
+  (:data:`LAYER_FORMAT`); ``quantizers``, a qconfig plan (``Plan.to_json``) of the layer's
+  quantizers keyed by name inside the layer, which carries what calibration changes besides
+  tensors (enable, axis, the configured attributes); ``axes``, each quantizer's runtime axis;
+  ``buffers``, each quantizer's buffer names with their ``state_dict`` persistence; ``weights``,
+  the list of weight tensors.
+* ``inputs_NNNNN.safetensors`` — the inputs of layer NNNNN: the cached calls of that layer (a
+  list, usually of ``(args, kwargs)`` pairs). Tensors are stored once each under ``"0"``, ``"1"``,
+  ...; the metadata ``structure`` is JSON describing the list with tagged nodes (``tensor``
+  with its key and original device, ``tuple``, ``list``, ``dict`` with string keys, ``none``,
+  ``bool``, ``int``, ``float`` as ``float.hex``, ``str``, ``dtype``, ``device``). Anything else
+  (a KV-cache object, ...) is refused with the place where it was found.
+* ``manifest.json`` — ``{format_version, num_layers, save_every, store_weights,
+  last_completed_layer, fingerprint, files}``; ``files`` lists the layer files of layers
+  ``0..last_completed_layer`` and the inputs file of the next layer, each with its size and
+  sha256.
+
+Crash safety: every file is written under ``<name>.tmp``, fsync'd, then renamed over its final
+name (``os.replace``) and the directory fsync'd. Layer files are written after each layer, the
+next layer's inputs and the manifest only at the end of a window (every ``save_every`` layers,
+and after the last layer); the manifest goes last. A kill at any instant therefore leaves the
+previous manifest, whose files are all complete; stray ``.tmp`` files are removed at the next
+start, and a file the manifest lists that is missing, of another size or another hash refuses
+the resume. A checkpoint of a run that completed all its layers is not resumed: the next run
+calibrates afresh (as Model Optimizer does) and says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from qconfig.algorithms import QuantizeAlgorithmConfig
+from qconfig.plan import Plan, QuantizerPlan
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from qruntime.quantizer import TensorQuantizer
+
+__all__ = [
+    "FORMAT_VERSION",
+    "LAYER_FORMAT",
+    "CheckpointMismatchError",
+    "LayerCheckpoint",
+    "fingerprint",
+]
+
+FORMAT_VERSION = 1
+LAYER_FORMAT = "qruntime.layer_checkpoint.layer/v1"
+INPUTS_FORMAT = "qruntime.layer_checkpoint.inputs/v1"
+MANIFEST = "manifest.json"
+_TMP = ".tmp"
+_CHUNK = 1 << 24
+#: What each fingerprint digest covers, as a mismatch message names it.
+_FINGERPRINT_PARTS = {
+    "model": "model (parameters, buffers, modules or quantizer settings)",
+    "config": "algorithm config",
+    "data": "calibration data (the first layer's inputs)",
+}
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint directory holds a run this run cannot continue: written for another
+    model, algorithm config, calibration data, layer count or ``save_every``, or with files
+    that do not match its manifest. Nothing was restored; use a fresh directory (or delete
+    this one) to calibrate from the start."""
+
+
+# ------------------------------------------------------------------------- value trees
+def _encode(value: Any, tensors: dict[str, torch.Tensor], seen: dict[int, str], where: str) -> Any:
+    """A JSON node for ``value``; its tensors go into ``tensors`` (each object once)."""
+    if isinstance(value, torch.Tensor):
+        key = seen.get(id(value))
+        if key is None:
+            key = seen[id(value)] = str(len(tensors))
+            tensors[key] = value
+        return {"type": "tensor", "key": key, "device": str(value.device)}
+    if value is None:
+        return {"type": "none"}
+    if isinstance(value, bool):
+        return {"type": "bool", "value": value}
+    if isinstance(value, int):
+        return {"type": "int", "value": value}
+    if isinstance(value, float):
+        return {"type": "float", "value": value.hex()}
+    if isinstance(value, str):
+        return {"type": "str", "value": value}
+    if isinstance(value, torch.dtype):
+        return {"type": "dtype", "value": str(value).removeprefix("torch.")}
+    if isinstance(value, torch.device):
+        return {"type": "device", "value": str(value)}
+    if type(value) in (tuple, list):
+        items = [_encode(v, tensors, seen, f"{where}[{i}]") for i, v in enumerate(value)]
+        return {"type": type(value).__name__, "items": items}
+    if type(value) is dict:
+        out = []
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ValueError(
+                    f"layer checkpoint: cannot store {where}: a dict key {k!r} is not a string"
+                )
+            out.append([k, _encode(v, tensors, seen, f"{where}[{k!r}]")])
+        return {"type": "dict", "items": out}
+    raise ValueError(
+        f"layer checkpoint: cannot store {where}, a {type(value).__module__}."
+        f"{type(value).__qualname__}: cached layer inputs may hold only tensors, None, bools, "
+        "numbers, strings, dtypes, devices, and tuples, lists and string-keyed dicts of them"
+    )
+
+
+def _decode(node: Any, tensors: dict[str, torch.Tensor], device: torch.device | None) -> Any:
+    kind = node["type"]
+    if kind == "tensor":
+        return tensors[node["key"]].to(device if device is not None else node["device"])
+    if kind == "none":
+        return None
+    if kind in ("bool", "int", "str"):
+        return node["value"]
+    if kind == "float":
+        return float.fromhex(node["value"])
+    if kind == "dtype":
+        return getattr(torch, node["value"])
+    if kind == "device":
+        return torch.device(node["value"])
+    if kind in ("tuple", "list"):
+        items = [_decode(n, tensors, device) for n in node["items"]]
+        return tuple(items) if kind == "tuple" else items
+    if kind == "dict":
+        return {k: _decode(n, tensors, device) for k, n in node["items"]}
+    raise ValueError(f"unknown node type {kind!r}")
+
+
+def _cpu_copies(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous CPU copies that share no memory (safetensors refuses shared storage)."""
+    return {k: t.detach().cpu().contiguous().clone() for k, t in tensors.items()}
+
+
+# ------------------------------------------------------------------------- fingerprint
+def _hash_tensor(h: Any, name: str, t: torch.Tensor) -> None:
+    if t.device.type == "meta":
+        raise ValueError(
+            f"layer checkpoint: {name} is on the meta device; its values cannot be "
+            "fingerprinted (load the model's weights before calibrating)"
+        )
+    h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+    data = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+    h.update(memoryview(data.numpy()))
+
+
+def _quantizer_plan(model: nn.Module) -> Plan:
+    """The configured attributes and enable state of every quantizer, as a qconfig plan (the
+    one serialisation of quantizer attributes the project has)."""
+    quantizers = {}
+    for name, q in model.named_modules():
+        if isinstance(q, TensorQuantizer):
+            config = q.config
+            if not isinstance(config.calibrator, str):
+                raise ValueError(
+                    f"layer checkpoint: quantizer {name!r} has a calibrator given as "
+                    f"{config.calibrator!r}; only calibrators named by a string can be "
+                    "checkpointed"
+                )
+            quantizers[name] = QuantizerPlan(config.enable, config, type(q).__name__)
+    return Plan(quantizers)
+
+
+def fingerprint(
+    model_before: nn.Module, config: QuantizeAlgorithmConfig, first_inputs: Sequence[Any]
+) -> dict[str, str]:
+    """sha256 digests of what a resumed run must share with the run that wrote the checkpoint.
+
+    ``model``: every parameter and buffer (name, dtype, shape, bytes), every module's class and
+    every quantizer's configured attributes, taken before calibration. ``config``: the
+    algorithm config as sorted JSON, without ``layerwise.checkpoint_dir`` (the same run may be
+    resumed from a moved directory) and ``layerwise.save_every`` (compared on its own).
+    ``data``: the first layer's captured inputs (structure, dtypes, shapes, bytes). Hashing
+    reads every weight once (about a second per GB).
+    """
+    h = hashlib.sha256()
+    for name, module in model_before.named_modules(remove_duplicate=False):
+        h.update(f"module|{name}|{type(module).__module__}.{type(module).__qualname__}\n".encode())
+    for name, t in model_before.named_parameters(remove_duplicate=False):
+        _hash_tensor(h, f"parameter {name}", t)
+    for name, t in model_before.named_buffers(remove_duplicate=False):
+        _hash_tensor(h, f"buffer {name}", t)
+    h.update(_quantizer_plan(model_before).to_json().encode())
+    model_digest = h.hexdigest()
+
+    dumped = config.model_dump(mode="json")
+    layerwise = dict(dumped.get("layerwise") or {})
+    layerwise.pop("checkpoint_dir", None)
+    layerwise.pop("save_every", None)
+    dumped["layerwise"] = layerwise
+    config_digest = hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()
+
+    tensors: dict[str, torch.Tensor] = {}
+    structure = _encode(list(first_inputs), tensors, {}, "inputs")
+    h = hashlib.sha256(json.dumps(structure, sort_keys=True).encode())
+    for key, t in tensors.items():
+        _hash_tensor(h, key, t)
+    return {"model": model_digest, "config": config_digest, "data": h.hexdigest()}
+
+
+# ------------------------------------------------------------------------- files
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_atomically(directory: Path, name: str, write: Callable[[Path], None]) -> dict[str, Any]:
+    """``write(tmp)``, fsync, rename over ``name``; the manifest entry of the file."""
+    tmp = directory / (name + _TMP)
+    write(tmp)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    entry = {"name": name, "bytes": tmp.stat().st_size, "sha256": _digest(tmp)}
+    os.replace(tmp, directory / name)
+    _fsync_directory(directory)
+    return entry
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file, read from its header."""
+    with open(path, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(size))
+    return header.get("__metadata__") or {}
+
+
+def _world_size() -> int:
+    distributed = torch.distributed
+    if not distributed.is_available() or not distributed.is_initialized():
+        return 1
+    return distributed.get_world_size()
+
+
+# ------------------------------------------------------------------------- layer state
+def _leaf_quantizers(layer: nn.Module) -> dict[str, TensorQuantizer]:
+    return {n: m for n, m in layer.named_modules() if isinstance(m, TensorQuantizer)}
+
+
+def _weights(layer: nn.Module, quantizers: dict[str, TensorQuantizer]) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer of the layer that no quantizer owns, by ``state_dict`` name."""
+    inside = tuple(f"{n}." for n in quantizers)
+    out = {}
+    for name, t in [
+        *layer.named_parameters(remove_duplicate=False),
+        *layer.named_buffers(remove_duplicate=False),
+    ]:
+        if not name.startswith(inside):
+            out[name] = t
+    return out
+
+
+def _layer_file(
+    layer: nn.Module, store_weights: bool
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata of a layer file (module docstring)."""
+    quantizers = _leaf_quantizers(layer)
+    tensors: dict[str, torch.Tensor] = {}
+    buffers: dict[str, dict[str, bool]] = {}
+    for name, q in quantizers.items():
+        persistent = set(q.state_dict(keep_vars=True))
+        buffers[name] = {}
+        for key, t in q.named_buffers(recurse=False):
+            buffers[name][key] = key in persistent
+            tensors[f"{name}.{key}"] = t
+    weights = _weights(layer, quantizers) if store_weights else {}
+    tensors.update(weights)
+    axes = {n: list(q.axis) if isinstance(q.axis, tuple) else q.axis for n, q in quantizers.items()}
+    metadata = {
+        "format": LAYER_FORMAT,
+        "quantizers": _quantizer_plan(layer).to_json(),
+        "axes": json.dumps(axes),
+        "buffers": json.dumps(buffers),
+        "weights": json.dumps(sorted(weights)),
+    }
+    return _cpu_copies(tensors), metadata
+
+
+class _StoredLayer:
+    """A layer file read and checked against the layer it will be restored into."""
+
+    def __init__(self, path: Path, layer: nn.Module, index: int) -> None:
+        self.path = path
+        problem = self._check(layer)
+        if problem:
+            raise CheckpointMismatchError(
+                f"layer checkpoint {path}: layer {index} does not fit this model: {problem}"
+            )
+
+    def _check(self, layer: nn.Module) -> str | None:
+        meta = _metadata(self.path)
+        if meta.get("format") != LAYER_FORMAT:
+            return f"not a {LAYER_FORMAT} file"
+        self.plan = Plan.from_json(meta["quantizers"], file=str(self.path))
+        self.axes = json.loads(meta["axes"])
+        self.buffers: dict[str, dict[str, bool]] = json.loads(meta["buffers"])
+        self.weights: list[str] = json.loads(meta["weights"])
+        quantizers = _leaf_quantizers(layer)
+        if set(quantizers) != set(self.plan.quantizers):
+            return "its quantizers differ from the stored ones"
+        present = _weights(layer, quantizers)
+        with safe_open(str(self.path), framework="pt") as f:
+            for key in self.weights:
+                if key not in present:
+                    return f"{key} is not a parameter or buffer of the layer"
+                part = f.get_slice(key)
+                if tuple(part.get_shape()) != tuple(present[key].shape):
+                    return f"{key} has shape {part.get_shape()}, the layer's {present[key].shape}"
+        return None
+
+    @torch.no_grad()
+    def restore(self, layer: nn.Module) -> None:
+        quantizers = _leaf_quantizers(layer)
+        present = _weights(layer, quantizers)
+        device = next((t.device for t in present.values()), torch.device("cpu"))
+        with safe_open(str(self.path), framework="pt") as f:
+            for name, q in quantizers.items():
+                stored = self.plan.quantizers[name]
+                if q.config != stored.attributes:
+                    q.set_from_attribute_config(stored.attributes)
+                axis = self.axes[name]
+                axis = tuple(axis) if isinstance(axis, list) else axis
+                if q.axis != axis:
+                    q.axis = axis
+                for key, _ in list(q.named_buffers(recurse=False)):
+                    delattr(q, key)
+                for key, persistent in self.buffers[name].items():
+                    value = f.get_tensor(f"{name}.{key}").to(device)
+                    q.register_buffer(key, value, persistent=persistent)
+            for key in self.weights:
+                target = present[key]
+                target.copy_(f.get_tensor(key).to(target.device))
+
+
+# ------------------------------------------------------------------------- the store
+class LayerCheckpoint:
+    """The checkpoint directory of one layerwise calibration (module docstring)."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        num_layers: int,
+        save_every: int,
+        fingerprint: dict[str, str],
+        store_weights: bool = True,
+    ) -> None:
+        world = _world_size()
+        if world > 1:
+            raise RuntimeError(
+                f"layerwise checkpoint_dir: checkpointing runs in a single process only, and "
+                f"this is a torch.distributed group of {world} processes; remove "
+                "layerwise.checkpoint_dir or calibrate in one process"
+            )
+        for label, value in (("num_layers", num_layers), ("save_every", save_every)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"layer checkpoint: {label} must be an int >= 1, got {value!r}")
+        if not isinstance(fingerprint, dict) or set(fingerprint) != {"model", "config", "data"}:
+            raise ValueError("layer checkpoint: fingerprint must be what fingerprint() returns")
+        self.directory = Path(directory)
+        self.num_layers = num_layers
+        self.save_every = save_every
+        self.fingerprint = dict(fingerprint)
+        self.store_weights = store_weights
+        self._start: int | None = None
+        self._next = 0
+        self._layer_files: list[dict[str, Any]] = []
+        self._inputs_file: dict[str, Any] | None = None
+
+    # -- resume
+    def start_layer(self) -> int:
+        """The first layer this run calibrates: 0 for a new directory or one whose run
+        completed, else the layer after the last one the manifest commits.
+
+        ``CheckpointMismatchError`` when the checkpoint was written for another model, config,
+        data, layer count or ``save_every``, or its files do not match the manifest.
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for stale in self.directory.glob("*" + _TMP):
+            stale.unlink()
+        manifest = self._read_manifest()
+        start = 0
+        if manifest is not None:
+            total, last = manifest["num_layers"], manifest["last_completed_layer"]
+            if last + 1 >= total:
+                _say(
+                    f"layerwise checkpoint in {self.directory} holds a completed run of {total} "
+                    "layers; calibrating afresh"
+                )
+            else:
+                self._check_same_run(manifest)
+                start = last + 1
+                self._layer_files = list(manifest["files"]["layers"])
+                self._inputs_file = manifest["files"]["inputs"]
+                self._check_files([*self._layer_files, self._inputs_file])
+                _say(
+                    f"resuming layerwise calibration at layer {start} of {self.num_layers} "
+                    f"from {self.directory}"
+                )
+        self._start = self._next = start
+        return start
+
+    def _read_manifest(self) -> dict[str, Any] | None:
+        path = self.directory / MANIFEST
+        if not path.exists():
+            return None
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+            version = manifest["format_version"]
+            if version != FORMAT_VERSION:
+                raise CheckpointMismatchError(
+                    f"layer checkpoint {path}: format_version {version!r}, this qruntime "
+                    f"reads {FORMAT_VERSION}; use a fresh directory"
+                )
+            for key in ("num_layers", "last_completed_layer", "save_every"):
+                if not isinstance(manifest[key], int):
+                    raise TypeError(key)
+            files = manifest["files"]
+            if len(files["layers"]) != manifest["last_completed_layer"] + 1:
+                raise ValueError("files")
+        except CheckpointMismatchError:
+            raise
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointMismatchError(
+                f"layer checkpoint {path}: not a layer checkpoint manifest ({exc!r}); delete "
+                "the directory to calibrate from the start"
+            ) from None
+        return manifest
+
+    def _check_same_run(self, manifest: dict[str, Any]) -> None:
+        stored = manifest.get("fingerprint") or {}
+        differ = [
+            f"the {label} differs"
+            for key, label in _FINGERPRINT_PARTS.items()
+            if stored.get(key) != self.fingerprint[key]
+        ]
+        for key in ("num_layers", "save_every", "store_weights"):
+            if manifest.get(key) != getattr(self, key):
+                differ.append(f"{key} was {manifest.get(key)!r}, now {getattr(self, key)!r}")
+        if differ:
+            raise CheckpointMismatchError(
+                f"layer checkpoint in {self.directory} was written by a different run: "
+                + "; ".join(differ)
+                + ". Use a fresh checkpoint_dir (or delete this one) to calibrate from the start"
+            )
+
+    def _check_files(self, entries: list[dict[str, Any]]) -> None:
+        for entry in entries:
+            path = self.directory / entry["name"]
+            if not path.is_file():
+                raise CheckpointMismatchError(
+                    f"layer checkpoint in {self.directory}: {entry['name']}, listed in the "
+                    "manifest, is missing; delete the directory to calibrate from the start"
+                )
+            if path.stat().st_size != entry["bytes"]:
+                raise CheckpointMismatchError(
+                    f"layer checkpoint in {self.directory}: {entry['name']} has "
+                    f"{path.stat().st_size} bytes, the manifest says {entry['bytes']}; delete "
+                    "the directory to calibrate from the start"
+                )
+
+    def _verified(self, entry: dict[str, Any]) -> Path:
+        path = self.directory / entry["name"]
+        self._check_files([entry])
+        if _digest(path) != entry["sha256"]:
+            raise CheckpointMismatchError(
+                f"layer checkpoint in {self.directory}: {entry['name']} does not have the "
+                "sha256 the manifest lists (changed after it was written); delete the "
+                "directory to calibrate from the start"
+            )
+        return path
+
+    def _started(self) -> int:
+        if self._start is None:
+            raise RuntimeError("layer checkpoint: call start_layer() first")
+        return self._start
+
+    def next_inputs(self, device: torch.device | str | None = None) -> list[Any]:
+        """The cached inputs of layer ``start_layer()`` as saved (each tensor on ``device``,
+        or on the device it was captured on)."""
+        if self._started() == 0 or self._inputs_file is None:
+            raise RuntimeError("layer checkpoint: a run from layer 0 captures its own inputs")
+        path = self._verified(self._inputs_file)
+        meta = _metadata(path)
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        where = torch.device(device) if device is not None else None
+        return _decode(json.loads(meta["structure"]), tensors, where)
+
+    def restore_completed(self, layers: Sequence[nn.Module]) -> None:
+        """Give layers ``0 .. start_layer()-1`` their saved calibrated state. Every file is
+        verified and checked against its layer before any layer is changed."""
+        start = self._started()
+        if len(layers) != self.num_layers:
+            raise ValueError(
+                f"layer checkpoint: got {len(layers)} layers, the store has {self.num_layers}"
+            )
+        stored = [
+            _StoredLayer(self._verified(self._layer_files[i]), layers[i], i) for i in range(start)
+        ]
+        for i, layer_file in enumerate(stored):
+            layer_file.restore(layers[i])
+
+    # -- save
+    def save(self, index: int, layer: nn.Module, next_inputs: list[Any] | None) -> None:
+        """Record layer ``index``, just calibrated; at a window end (every ``save_every`` layers
+        and the last layer) also the inputs of layer ``index + 1`` (None after the last layer)
+        and then the manifest, which commits the window."""
+        self._started()
+        if index != self._next:
+            raise ValueError(f"layer checkpoint: expected layer {self._next}, got {index}")
+        last = index + 1 == self.num_layers
+        if last != (next_inputs is None):
+            raise ValueError(
+                "layer checkpoint: next_inputs must be None exactly for the last layer "
+                f"(layer {index} of {self.num_layers})"
+            )
+        tensors, metadata = _layer_file(layer, self.store_weights)
+        name = f"layer_{index:05d}.safetensors"
+        entry = _write_atomically(
+            self.directory, name, lambda p: save_file(tensors, str(p), metadata=metadata)
+        )
+        del self._layer_files[index:]
+        self._layer_files.append(entry)
+        self._next = index + 1
+        if not last and (index + 1) % self.save_every != 0:
+            return
+        previous = self._inputs_file
+        self._inputs_file = None
+        if next_inputs is not None:
+            self._inputs_file = self._write_inputs(index + 1, next_inputs)
+        self._write_manifest(index)
+        if previous is not None and previous["name"] != (self._inputs_file or {}).get("name"):
+            (self.directory / previous["name"]).unlink(missing_ok=True)
+
+    def _write_inputs(self, index: int, inputs: list[Any]) -> dict[str, Any]:
+        tensors: dict[str, torch.Tensor] = {}
+        structure = _encode(list(inputs), tensors, {}, f"inputs of layer {index}")
+        data = _cpu_copies(tensors)
+        metadata = {"format": INPUTS_FORMAT, "structure": json.dumps(structure)}
+        name = f"inputs_{index:05d}.safetensors"
+        return _write_atomically(
+            self.directory, name, lambda p: save_file(data, str(p), metadata=metadata)
+        )
+
+    def _write_manifest(self, last_completed: int) -> None:
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "num_layers": self.num_layers,
+            "save_every": self.save_every,
+            "store_weights": self.store_weights,
+            "last_completed_layer": last_completed,
+            "fingerprint": self.fingerprint,
+            "files": {"layers": self._layer_files, "inputs": self._inputs_file},
+        }
+        text = json.dumps(manifest, indent=1, sort_keys=True)
+        _write_atomically(self.directory, MANIFEST, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def _say(line: str) -> None:
+    """Progress lines of the store go to stderr, as the project's other run-time notes."""
+    print(line, file=sys.stderr, flush=True)
