@@ -12,7 +12,7 @@ runs. Any exception restores the model exactly as it was and is re-raised.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -23,7 +23,7 @@ from torch import nn
 
 from qruntime import modules as _modules
 from qruntime.calibrate import algorithm_for, check_supported, run_algorithms
-from qruntime.calibrate.registry import ForwardLoop
+from qruntime.calibrate.registry import ForwardLoop, LayerwiseOptions
 from qruntime.inventory import inventory
 from qruntime.modules.base import quantized_weight
 from qruntime.numerics.checks import check_spec
@@ -220,18 +220,29 @@ def patch_model(model: nn.Module, plan: Plan) -> None:
         _set_quantizer(model, name, q)
 
 
-def apply_plan(model: nn.Module, plan: Plan, forward_loop: ForwardLoop | None = None) -> nn.Module:
+def apply_plan(
+    model: nn.Module,
+    plan: Plan,
+    forward_loop: ForwardLoop | None = None,
+    *,
+    layers: str | Callable[[nn.Module], Sequence[nn.Module]] | LayerwiseOptions | None = None,
+) -> nn.Module:
     """Quantize ``model`` in place per ``plan`` and run ``plan.algorithm``; returns ``model``.
 
     ``forward_loop(model)`` runs the calibration data through the model (max calibration calls
-    it once; it is not needed without calibration or for weight-only calibration). On any
+    it once; it is not needed without calibration or for weight-only calibration).
+    ``layers`` names the blocks an algorithm with ``layerwise.enable`` calibrates one at a time
+    — a submodule path (``"model.layers"``), a function of the model returning the blocks in
+    execution order, or :class:`~qruntime.calibrate.layerwise.LayerwiseOptions` (also CPU
+    offload of the recorded inputs, the progress bar); None finds them (Hugging Face layouts,
+    else the one ``ModuleList`` of identical blocks holding quantized modules). On any
     error the model — modules, classes, parameters, buffers, hooks, training flags — is left
     exactly as it was. A model that is already quantized is re-configured: its quantizers are
     set from the plan (calibrated ``_amax`` buffers are kept: docs/model-optimizer-rules.md,
     'How a quantizer applies attributes').
     """
     check_plan(model, plan)
-    check_supported(plan, forward_loop)
+    check_supported(plan, forward_loop, model=model, layers=layers)
     writes_weights = any(algorithm_for(c).capabilities.writes_weights for c in plan.algorithm)
     # The write guard catches in-place writes by code qruntime does not control: the model's
     # forward and the loop. Without a forward loop to run, only qruntime's own code runs.
@@ -239,7 +250,7 @@ def apply_plan(model: nn.Module, plan: Plan, forward_loop: ForwardLoop | None = 
     guard = "kernels" if foreign_code or writes_weights else None
     with Transaction(model, writes_weights=writes_weights, guard=guard):
         patch_model(model, plan)
-        run_algorithms(model, plan.algorithm, forward_loop, plan=plan)
+        run_algorithms(model, plan.algorithm, forward_loop, plan=plan, layers=layers)
         model.__dict__[PLAN_ATTRIBUTE] = plan
         if writes_weights:
             model.__dict__[WEIGHTS_REWRITTEN] = True

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from qconfig.compile import compile_plan
@@ -24,7 +24,7 @@ from qconfig.quantize import QuantizeConfig
 from torch import nn
 
 from qruntime.apply import apply_plan
-from qruntime.calibrate.registry import ForwardLoop
+from qruntime.calibrate.registry import ForwardLoop, LayerwiseOptions
 from qruntime.inventory import inventory
 
 __all__ = ["compile_for", "quantize", "weight_check_from_environment"]
@@ -62,9 +62,12 @@ def quantize(
     forward_loop: ForwardLoop | None = None,
     *,
     weight_check: bool | None = None,
+    layers: str | Callable[[nn.Module], Sequence[nn.Module]] | LayerwiseOptions | None = None,
 ) -> nn.Module:
     """Quantize ``model`` in place with ``config`` and calibrate it; returns ``model``.
 
-    ``weight_check`` as in :func:`compile_for`.
+    ``weight_check`` as in :func:`compile_for`; ``layers`` (the blocks of ``layerwise``
+    calibration, e.g. ``"model.layers"``) as in :func:`~qruntime.apply.apply_plan`.
     """
-    return apply_plan(model, compile_for(model, config, weight_check=weight_check), forward_loop)
+    plan = compile_for(model, config, weight_check=weight_check)
+    return apply_plan(model, plan, forward_loop, layers=layers)

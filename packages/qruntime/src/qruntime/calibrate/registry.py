@@ -14,8 +14,9 @@ distributed or layer-by-layer driver — can ask instead of knowing every method
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -24,6 +25,15 @@ from qconfig.plan import Plan
 from torch import nn
 
 from qruntime.calibrate.context import CalibrationContext, ForwardLoop, LayerDriver, as_forward_loop
+from qruntime.calibrate.layerwise import (
+    DecoderLayers,
+    LayerSpec,
+    LayerwiseDriver,
+    LayerwiseError,
+    LayerwiseOptions,
+    find_layers,
+    uncalibrated_outside,
+)
 from qruntime.calibrate.moe import force_experts
 from qruntime.calibrate.phases import SYNC_POINTS
 from qruntime.calibrators import constructor_parts
@@ -32,13 +42,16 @@ __all__ = [
     "AlgorithmCapabilities",
     "CalibrationAlgorithm",
     "ForwardLoop",
+    "LayerwiseOptions",
     "UnsupportedAlgorithmError",
     "algorithm_for",
     "check_supported",
+    "layerwise_options",
     "register_algorithm",
     "registered_algorithms",
     "registered_methods",
     "run_algorithms",
+    "run_layerwise",
     "unregister_algorithm",
 ]
 
@@ -55,6 +68,8 @@ class AlgorithmCapabilities:
       touched when none is given). ``max`` does not: without data it calibrates weights only.
     * ``writes_weights`` — it changes parameters in place (SmoothQuant, AWQ, GPTQ).
     * ``adds_modules`` — it adds modules or parameters to the model (SVDQuant's low-rank branch).
+      Such an algorithm is refused with ``layerwise.enable``, as Model Optimizer refuses
+      svdquant there (its branch set-up needs the whole model).
     * ``layer_by_layer`` — it runs one layer at a time through ``ctx.layer_driver`` (refused when
       no driver is given).
     * ``sync_points`` — the :func:`~qruntime.calibrate.phases.sync` points it reaches, from
@@ -210,29 +225,84 @@ def _nested_algorithms(config: QuantizeAlgorithmConfig) -> list[QuantizeAlgorith
     return [v for v in values if isinstance(v, QuantizeAlgorithmConfig)]
 
 
+def layerwise_options(layers: LayerSpec | LayerwiseOptions | None) -> LayerwiseOptions:
+    """``layers`` as given to ``apply_plan``/``quantize``: a block path or function, or full
+    :class:`LayerwiseOptions` (None: the defaults)."""
+    if layers is None:
+        return LayerwiseOptions()
+    if isinstance(layers, LayerwiseOptions):
+        return layers
+    if isinstance(layers, str) or callable(layers):
+        return LayerwiseOptions(layers=layers)
+    raise TypeError(
+        "layers must be a submodule path, a function of the model returning the blocks, or "
+        f"LayerwiseOptions; got {type(layers).__name__}"
+    )
+
+
+def _planned_quantizers(plan: Plan | None) -> list[str] | None:
+    """The enabled quantizers of ``plan`` (the blocks must hold some); None without a plan."""
+    if plan is None:
+        return None
+    return [name for name, q in plan.quantizers.items() if q.enable] or list(plan.quantizers)
+
+
+def _layers_of(model: nn.Module, plan: Plan | None, options: LayerwiseOptions) -> DecoderLayers:
+    try:
+        return find_layers(model, options.layers, _planned_quantizers(plan))
+    except LayerwiseError as exc:
+        raise UnsupportedAlgorithmError(f"{exc}. The model was not changed.") from None
+
+
+def _check_layerwise(
+    config: QuantizeAlgorithmConfig, algorithm: CalibrationAlgorithm, forward_loop: Any
+) -> None:
+    """What layer-by-layer calibration refuses, as Model Optimizer does (svdquant, no loop, no
+    blocks) or because it is not implemented here yet (checkpoints)."""
+    method = str(config.method)
+    if algorithm.capabilities.adds_modules:
+        raise UnsupportedAlgorithmError(
+            f"calibration method {method!r} does not support layerwise.enable (it adds modules "
+            "that need the whole model; Model Optimizer refuses it too). Set layerwise.enable: "
+            "false. The model was not changed."
+        )
+    if forward_loop is None:
+        raise UnsupportedAlgorithmError(
+            f"calibration method {method!r} with layerwise.enable needs calibration data: pass "
+            "a forward_loop(model). The model was not changed."
+        )
+    if config.layerwise.checkpoint_dir is not None:
+        raise UnsupportedAlgorithmError(
+            f"calibration method {method!r}: layerwise.checkpoint_dir is not implemented in "
+            "qruntime yet; remove it to calibrate without checkpoints. The model was not "
+            "changed."
+        )
+
+
 def check_supported(
     plan: Plan,
     forward_loop: Callable[..., Any] | None = _NOT_GIVEN,
     *,
     layer_driver: LayerDriver | None = None,
+    model: nn.Module | None = None,
+    layers: LayerSpec | LayerwiseOptions | None = None,
 ) -> None:
     """Refuse, before anything is touched, a plan whose algorithms cannot run here.
 
     With ``forward_loop`` given (None included), algorithms that need forward data are refused
     without one; algorithms that run layer by layer are refused without a ``layer_driver``.
+    With ``model`` given, a ``layerwise.enable`` config is refused when the model's blocks
+    cannot be found (``layers`` names them: :func:`layerwise_options`).
     """
     _check_calibrator_constructors(plan)
     _check_single_process(plan.algorithm)
+    options = layerwise_options(layers)
     for config in plan.algorithm:
         algorithm = algorithm_for(config)
         if config.layerwise.enable:
-            raise UnsupportedAlgorithmError(
-                f"calibration method {str(config.method)!r} with layerwise.enable: layer-by-layer "
-                "calibration is not implemented in qruntime yet, and running the whole model at "
-                "once instead would calibrate quantizers Model Optimizer leaves out (those "
-                "outside the decoder layers). Drop layerwise or set enable: false. The model was "
-                "not changed."
-            )
+            _check_layerwise(config, algorithm, forward_loop)
+            if model is not None:
+                _layers_of(model, plan, options)
         capabilities = algorithm.capabilities
         for needed in (config, *_nested_algorithms(config)):
             if forward_loop is None and algorithm_for(needed).capabilities.needs_forward_data:
@@ -258,17 +328,20 @@ def run_algorithms(
     plan: Plan | None = None,
     process_group: Any = None,
     layer_driver: LayerDriver | None = None,
+    layers: LayerSpec | LayerwiseOptions | None = None,
 ) -> None:
     """Run each algorithm in order, with the model in eval mode and autograd off, as
     ``mtq.calibrate`` does; training flags are restored per module.
 
     Each algorithm gets its own :class:`CalibrationContext`. A forward loop that takes no
     argument is accepted with a ``DeprecationWarning`` (:func:`as_forward_loop`), also when
-    there is nothing to calibrate, as in Model Optimizer 0.47.0.
+    there is nothing to calibrate, as in Model Optimizer 0.47.0. A config with
+    ``layerwise.enable`` runs once per block, on that block (:func:`run_layerwise`).
     """
     loop = as_forward_loop(forward_loop)
     if not algorithms:
         return
+    options = layerwise_options(layers)
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
@@ -284,7 +357,38 @@ def run_algorithms(
                     layer_driver=layer_driver,
                 )
                 with force_experts(model, config.moe_calib_experts_ratio):
-                    algorithm.run(context)
+                    if config.layerwise.enable:
+                        run_layerwise(context, algorithm, options)
+                    else:
+                        algorithm.run(context)
     finally:
         for module, training in flags:
             module.training = training
+
+
+def run_layerwise(
+    ctx: CalibrationContext, algorithm: CalibrationAlgorithm, options: LayerwiseOptions
+) -> None:
+    """Run ``algorithm`` block by block (:class:`LayerwiseDriver`): each block gets a context
+    whose model is the block and whose loop replays the block's recorded inputs. Quantizers
+    outside the blocks stay uncalibrated, as in Model Optimizer; a warning says how many."""
+    _check_layerwise(ctx.config, algorithm, ctx.forward_loop)
+    assert ctx.forward_loop is not None
+    found = _layers_of(ctx.model, ctx.plan, options)
+    driver = LayerwiseDriver(found, ctx.config.layerwise, options)
+
+    def calibrate_layer(layer: nn.Module, layer_loop: ForwardLoop) -> None:
+        algorithm.run(replace(ctx, model=layer, forward_loop=layer_loop))
+
+    driver.run(ctx.model, ctx.forward_loop, calibrate_layer)
+    missed = uncalibrated_outside(ctx.model, found)
+    if missed:
+        shown = ", ".join(missed[:3]) + (f" (+{len(missed) - 3} more)" if len(missed) > 3 else "")
+        warnings.warn(
+            f"layerwise calibration ({str(ctx.config.method)!r}) calibrates only the "
+            f"{len(found.modules)} blocks of {found.where}; {len(missed)} enabled quantizers "
+            f"outside them stayed uncalibrated and quantize dynamically ({shown}), as in Model "
+            "Optimizer. Disable them in the config, or calibrate without layerwise.",
+            UserWarning,
+            stacklevel=4,
+        )
