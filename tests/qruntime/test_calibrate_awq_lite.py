@@ -9,8 +9,15 @@ import pytest
 import qruntime
 import torch
 from qconfig.algorithm_methods import AWQLiteCalibConfig
-from qruntime.calibrate import UnsupportedAlgorithmError, algorithm_for
+from qruntime.calibrate import UnsupportedAlgorithmError, algorithm_for, awq_candidates
+from qruntime.calibrate.awq_candidates import (
+    WeightBudget,
+    is_plain_linear,
+    plain_linear_output,
+    quantize_scaled_weight,
+)
 from qruntime.calibrate.awq_lite import alpha_grid, awq_scale, weight_scale
+from qruntime.calibrate.smoothquant import smoothable_linears
 from torch import nn
 
 W = torch.tensor([[1.0, -2.0, 4.0, 8.0], [2.0, 2.0, -1.0, 1.0]])
@@ -163,3 +170,102 @@ def test_a_layer_the_data_never_reaches_gets_ones_and_a_warning():
     assert torch.equal(qmodel[1].input_quantizer.pre_quant_scale, torch.ones(4))
     assert qmodel[1].weight_quantizer.amax is not None
     assert not torch.equal(qmodel[0].input_quantizer.pre_quant_scale, torch.ones(4))
+
+
+# ------------------------------------------------------------------ the plain-linear search path
+def _max_quantized(input_cfg=None, output_enabled=False):
+    config = _config(input_cfg)
+    config["algorithm"] = "max"
+    if output_enabled:
+        config["quant_cfg"].append({"quantizer_name": "*output_quantizer", "cfg": {"num_bits": 8}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return qruntime.quantize(_model(), config, _loop)
+
+
+def test_plain_linear_output_is_the_modules_own_forward_bit_for_bit():
+    """The direct computation the search uses equals the module's forward with the candidate
+    scales on its quantizers (weight quantizer dynamic, as during the search)."""
+    qmodel = _max_quantized()
+    for linear in smoothable_linears(qmodel):
+        assert is_plain_linear(linear)
+        wq, q = linear.weight_quantizer, linear.input_quantizer
+        wq.reset_amax()
+        x = torch.randn(7, linear.weight.shape[1], generator=torch.Generator().manual_seed(3))
+        scale = torch.rand(linear.weight.shape[1], generator=torch.Generator().manual_seed(4)) + 0.5
+        quantized = quantize_scaled_weight(linear, scale)
+        assert not torch.equal(quantized, linear.weight)  # really quantized, and scaled
+        direct = plain_linear_output(linear, x, 1 / scale, quantized)
+        q.pre_quant_scale, wq.pre_quant_scale = 1 / scale, scale
+        try:
+            expected = linear.module(x)
+        finally:
+            q.pre_quant_scale = wq.pre_quant_scale = None
+        assert torch.equal(direct, expected)
+
+
+def test_a_linear_with_an_enabled_output_quantizer_is_not_plain():
+    qmodel = _max_quantized(output_enabled=True)
+    assert not any(is_plain_linear(linear) for linear in smoothable_linears(qmodel))
+
+
+class _Net(nn.Module):
+    """_model()'s layers, called with the input as keyword (the search then runs each module's
+    own forward) or positionally (the direct path)."""
+
+    def __init__(self, keyword: bool):
+        super().__init__()
+        self.net, self.keyword = _model(), keyword
+
+    def forward(self, x):
+        a, relu, b = self.net
+        if self.keyword:
+            return b(input=relu(a(input=x)))
+        return b(relu(a(x)))
+
+
+def _counting_loop(calls: list[int]):
+    """_loop, counting the weight quantizers' calls (hooks added at the first pass)."""
+
+    def loop(m):
+        if not calls:
+            calls.append(0)
+            for name, module in m.named_modules():
+                if name.endswith("weight_quantizer"):
+                    module.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+        _loop(m)
+
+    return loop
+
+
+@pytest.mark.parametrize("input_cfg", [None, {"num_bits": 8}])
+def test_direct_path_cached_or_not_gives_the_modules_result(monkeypatch, input_cfg):
+    """The same search through each module's own forward (keyword input), the direct path with
+    the candidate weights cached, and the direct path without a cache budget: identical state;
+    the cache quantizes each candidate weight once instead of once per batch."""
+    states, counts = {}, {}
+    for variant, keyword, budget in [
+        ("module", True, awq_candidates.CACHE_BUDGET_BYTES),
+        ("cached", False, awq_candidates.CACHE_BUDGET_BYTES),
+        ("no budget", False, 0),
+    ]:
+        monkeypatch.setattr(awq_candidates, "CACHE_BUDGET_BYTES", budget)
+        calls: list[int] = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            qmodel = qruntime.quantize(_Net(keyword), _config(input_cfg), _counting_loop(calls))
+        states[variant], counts[variant] = qmodel.state_dict(), calls[0]
+    for variant in ("cached", "no budget"):
+        assert list(states[variant]) == list(states["module"])
+        for key, value in states["module"].items():
+            assert torch.equal(states[variant][key], value), (variant, key)
+    alphas, batches, layers = 3, len(X), 2
+    assert counts["no budget"] == counts["module"]
+    assert counts["module"] - counts["cached"] == alphas * (batches - 1) * layers
+
+
+def test_weight_budget_reserves_only_what_fits():
+    budget = WeightBudget(100)
+    assert budget.take(60) and budget.bytes_left == 40
+    assert not budget.take(41) and budget.bytes_left == 40
+    assert budget.take(40) and budget.bytes_left == 0

@@ -48,6 +48,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from qruntime.calibrate import phases
+from qruntime.calibrate.awq_candidates import (
+    Candidates,
+    WeightBudget,
+    plain_linear_output,
+)
 from qruntime.calibrate.context import CalibrationContext
 from qruntime.calibrate.moe import sync_moe_experts
 from qruntime.calibrate.registry import UnsupportedAlgorithmError
@@ -130,6 +135,7 @@ class _Search:
     act_scale: torch.Tensor | None = None
     cache_steps: int = 0
     search_steps: int = 0
+    candidates: Candidates | None = None
     handles: list[Any] = field(default_factory=list)
 
 
@@ -148,7 +154,47 @@ def _calibrate_input(q: TensorQuantizer, x: torch.Tensor) -> None:
     q.disable()
 
 
-def _make_hook(state: _Search, mode: list[str]):
+def _loss(out: Any, reference: torch.Tensor) -> torch.Tensor:
+    """``(out - reference).float().pow(2).mean()``, Model Optimizer's loss of one batch."""
+    out = out[0] if isinstance(out, tuple) else out
+    return (out - reference).float().pow(2).mean()
+
+
+def _loss_in_place(out: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """:func:`_loss` for an ``out`` nobody else holds: the same elementwise operations, in its
+    memory (same values, fewer temporaries)."""
+    if out.dtype != reference.dtype or out.shape != reference.shape:
+        return _loss(out, reference)
+    return out.sub_(reference).float().pow_(2).mean()
+
+
+def _search_batch(
+    state: _Search, budget: WeightBudget, module: nn.Module, args: tuple, kwargs: dict, output: Any
+) -> None:
+    """Step 3 of the module docstring on one batch: the loss of every alpha, added up."""
+    reference = output[0] if isinstance(output, tuple) else output
+    linear, candidates = state.linear, state.candidates
+    assert candidates is not None
+    if candidates.plain and len(args) == 1 and not kwargs:
+        x = args[0]
+        weights = candidates.quantized_weights(linear, budget)
+        for i, weight in enumerate(weights):
+            out = plain_linear_output(linear, x, candidates.input_scales[i], weight)
+            state.losses[i] += _loss_in_place(out, reference)
+        return
+    q, wq = linear.input_quantizer, linear.weight_quantizer
+    wq.enable()
+    try:
+        for i in range(len(state.alphas)):
+            q.pre_quant_scale = candidates.input_scales[i]
+            wq.pre_quant_scale = candidates.weight_scales[i]
+            state.losses[i] += _loss(module.forward(*args, **kwargs), reference)
+    finally:
+        wq.disable()
+        _clear_scales(linear)
+
+
+def _make_hook(state: _Search, mode: list[str], budget: WeightBudget):
     """The forward hook: the module itself computes the float output (its weight quantizer is
     off during both passes); the hook gathers statistics or runs the alpha search on the same
     input, and leaves the float output as the module's result."""
@@ -157,30 +203,15 @@ def _make_hook(state: _Search, mode: list[str]):
         x = args[0] if args else next(iter(kwargs.values()))
         if x.numel() == 0 or not state.enabled:
             return
-        linear = state.linear
-        q, wq = linear.input_quantizer, linear.weight_quantizer
         if mode[0] == "cache":
+            q = state.linear.input_quantizer
             mean = q(x).abs().contiguous().view(-1, x.shape[-1]).mean(0).to(torch.float32)
             state.act_sum = mean if state.act_sum is None else state.act_sum + mean
             state.cache_steps += 1
             if state.input_quantized:
                 _calibrate_input(q, x)
             return
-        reference = output[0] if isinstance(output, tuple) else output
-        dtype = linear.weight.dtype
-        assert state.act_scale is not None
-        wq.enable()
-        try:
-            for i, alpha in enumerate(state.alphas):
-                scale = awq_scale(state.act_scale, state.weight_scale, alpha)
-                q.pre_quant_scale = (1 / scale).to(dtype)
-                wq.pre_quant_scale = scale.to(dtype)
-                out = module.forward(*args, **kwargs)
-                out = out[0] if isinstance(out, tuple) else out
-                state.losses[i] += (out - reference).float().pow(2).mean()
-        finally:
-            wq.disable()
-            _clear_scales(linear)
+        _search_batch(state, budget, module, args, kwargs, output)
         state.search_steps += 1
 
     return hook
@@ -203,8 +234,8 @@ def _apply(ctx: CalibrationContext, state: _Search) -> None:
     q, weight = linear.input_quantizer, linear.weight
     losses = [float(v) for v in state.losses]
     best = min(range(len(losses)), key=losses.__getitem__)
-    assert state.act_scale is not None
-    best_scale = awq_scale(state.act_scale, state.weight_scale, state.alphas[best])
+    assert state.candidates is not None
+    best_scale = state.candidates.scales[best]
     per_channel = _collapse_input_amax(q) if state.input_quantized else None
     pre_quant_scale = (1.0 / best_scale).to(torch.float32)
     if not bool(torch.all(pre_quant_scale > 0)):
@@ -270,6 +301,9 @@ def _finish_cache(state: _Search) -> None:
     state.act_scale = state.act_sum / state.cache_steps
     if bool(torch.isnan(state.act_scale).any()) or bool(torch.isnan(state.weight_scale).any()):
         state.enabled = False
+        return
+    scales = [awq_scale(state.act_scale, state.weight_scale, a) for a in state.alphas]
+    state.candidates = Candidates.prepare(state.linear, scales)
 
 
 @torch.no_grad()
@@ -283,9 +317,10 @@ def awq_lite_search(
     alphas = alpha_grid(alpha_step)
     states = [_setup(linear, alphas) for linear in linears]
     mode = ["cache"]
+    budget = WeightBudget()
     for state in states:
         state.linear.weight_quantizer.disable()
-        hook = _make_hook(state, mode)
+        hook = _make_hook(state, mode, budget)
         state.handles.append(
             state.linear.module.register_forward_hook(hook, with_kwargs=True, prepend=True)
         )
@@ -308,6 +343,8 @@ def awq_lite_search(
                 handle.remove()
             state.linear.weight_quantizer.enable()
             _clear_scales(state.linear)
+            if state.candidates is not None:
+                state.candidates.release()
     for state in states:
         if state.cache_steps > 0 and state.search_steps == 0:
             state.enabled = False
