@@ -96,3 +96,11 @@ def test_cosine_is_sane(data, name):
     result = peer.run_row(data, ROWS[name], data.calibration(2).batches)
     assert "error" not in result, result
     assert 0.8 < result["cosine"] < 0.9999, result
+
+
+def test_awq_is_deterministic(data):
+    """Two runs choose the same scales (llm-compressor's basic pipeline did not: its AWQ
+    reference outputs were computed with uninitialised weight scales)."""
+    first, second = quantized(data, "awq input-scales"), quantized(data, "awq input-scales")
+    for (name, a), (_, b) in zip(first.named_parameters(), second.named_parameters(), strict=True):
+        assert torch.equal(a, b), name
