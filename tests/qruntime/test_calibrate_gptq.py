@@ -1,0 +1,277 @@
+"""gptq: the Hessian, the update and the one-column quantization against hand-derived values
+and a textbook GPTQ in float64; the result lies on the quantization grid; registration,
+refusals and rollback. (Bit-exactness with Model Optimizer:
+tests/conformance/test_gptq_conformance.py.)"""
+
+import copy
+import warnings
+
+import pytest
+import qruntime
+import torch
+from qconfig.algorithm_methods import GPTQCalibConfig
+from qruntime.calibrate import UnsupportedAlgorithmError, algorithm_for
+from qruntime.calibrate import gptq as gptq_module
+from qruntime.calibrate.gptq_update import column_quantizer, hessian_inverse, update_hessian
+from torch import nn
+
+CIN, COUT = 16, 5
+
+
+def _config(weight=None, **options):
+    weight = weight or {"num_bits": 8, "axis": 0}
+    return {
+        "quant_cfg": [
+            {"quantizer_name": "*", "enable": False},
+            {"quantizer_name": "*weight_quantizer", "cfg": weight},
+        ],
+        "algorithm": {"method": "gptq", **options},
+    }
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(CIN, COUT), nn.ReLU(), nn.Linear(COUT, 3))
+
+
+def _inputs():
+    """Correlated inputs (a random mixing of fewer sources), so GPTQ has errors to cancel."""
+    g = torch.Generator().manual_seed(1)
+    mix = torch.randn(6, CIN, generator=g)
+    return [torch.randn(4, 7, 6, generator=g) @ mix for _ in range(2)]
+
+
+X = _inputs()
+
+
+def _loop(m):
+    for x in X:
+        m(x)
+
+
+def _quantize(model, cfg, loop=_loop):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return qruntime.quantize(copy.deepcopy(model), cfg, loop)
+
+
+# ------------------------------------------------------------------------------ the Hessian
+def test_update_hessian_is_twice_the_mean_outer_product():
+    """Over batches of different sizes (and an empty one): H = 2/N sum x x^T."""
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randn(3, 4, 6, generator=g), torch.randn(0, 6), torch.randn(5, 6, generator=g)]
+    h, n = torch.zeros(6, 6), 0
+    for x in batches:
+        n = update_hessian(x, h, n)
+    flat = torch.cat([x.reshape(-1, 6) for x in batches]).double()
+    assert n == 17
+    torch.testing.assert_close(h.double(), 2 * flat.T @ flat / 17, rtol=1e-5, atol=1e-6)
+
+
+def test_hessian_inverse_by_hand():
+    """H = diag(2, 4): damp 0.1 * mean(3) = 0.3; U = chol(inv(diag(2.3, 4.3)), upper)."""
+    u = hessian_inverse(torch.diag(torch.tensor([2.0, 4.0])), torch.ones(3, 2), 0.1)
+    expected = torch.diag(torch.tensor([2.3, 4.3]).rsqrt())
+    torch.testing.assert_close(u, expected)
+
+
+def test_dead_weight_columns_get_a_unit_diagonal_and_a_zero_hessian_an_identity():
+    h = torch.tensor([[2.0, 1.0], [1.0, 2.0]])
+    w = torch.tensor([[1.0, 0.0], [2.0, 0.0]])
+    u = hessian_inverse(h, w, 0.5)  # column 1 dead: H = diag(2, 1) + 0.75 I
+    torch.testing.assert_close(u, torch.diag(torch.tensor([2.75, 1.75]).rsqrt()))
+    with pytest.warns(UserWarning, match="lin is not positive definite"):
+        u = hessian_inverse(torch.zeros(3, 3), torch.ones(2, 3), 0.01, "lin")
+    assert torch.equal(u, torch.eye(3))
+
+
+# ------------------------------------------------------------------------------ one column
+WEIGHT_FORMATS = {
+    "int8 channel": {"num_bits": 8, "axis": 0},
+    "int8 tensor": {"num_bits": 8, "axis": None},
+    "int4 block 4": {"num_bits": 4, "block_sizes": {-1: 4, "type": "static"}},
+    "int4 block 5 padded": {"num_bits": 4, "block_sizes": {-1: 5, "type": "static"}},
+    "int4 block 4 untyped": {"num_bits": 4, "block_sizes": {-1: 4}},
+    "fp8": {"num_bits": (4, 3), "axis": None},
+    "fp8 channel": {"num_bits": (4, 3), "axis": 0},
+    "nvfp4 static": {
+        "num_bits": (2, 1),
+        "block_sizes": {-1: 4, "type": "static", "scale_bits": (4, 3)},
+    },
+}
+
+
+@pytest.mark.parametrize("fmt", list(WEIGHT_FORMATS))
+def test_one_column_is_the_column_of_the_whole_matrix(fmt):
+    """The column path against the quantizer on the whole (perturbed) weight."""
+    model = _quantize(_model(), {**_config(WEIGHT_FORMATS[fmt]), "algorithm": "max"})
+    q = model[0].weight_quantizer
+    w = model[0].weight.detach() * 1.3 + 0.01  # values off the grid, some beyond the amax
+    column = column_quantizer(q, w.shape)
+    assert column is not None
+    whole = q(w)
+    for j in range(CIN):
+        assert torch.equal(column(w[:, j : j + 1], j), whole[:, j : j + 1]), j
+
+
+@pytest.mark.parametrize(
+    "weight",
+    [
+        {"num_bits": (2, 1), "block_sizes": {-1: 8, "type": "dynamic", "scale_bits": (4, 3)}},
+        {"num_bits": (4, 3), "block_sizes": {-1: 8, "type": "dynamic", "scale_bits": (8, 0)}},
+    ],
+    ids=["nvfp4 dynamic", "mxfp8"],
+)
+def test_value_dependent_scales_take_the_whole_matrix(weight):
+    model = _quantize(_model(), {**_config(weight), "algorithm": "max"})
+    assert column_quantizer(model[0].weight_quantizer, model[0].weight.shape) is None
+
+
+def test_a_pre_quant_scale_or_no_amax_takes_the_whole_matrix():
+    model = _quantize(_model(), {**_config(), "algorithm": "max"})
+    q = model[0].weight_quantizer
+    assert column_quantizer(q, model[0].weight.shape) is not None
+    q.pre_quant_scale = torch.full((CIN,), 2.0)
+    assert column_quantizer(q, model[0].weight.shape) is None
+    q.pre_quant_scale = None
+    q.reset_amax()
+    assert column_quantizer(q, model[0].weight.shape) is None
+
+
+# ------------------------------------------------------------------------------ the result
+def _textbook(w, x, amax, perc_damp):
+    """Textbook GPTQ in float64 with an INT8 per-row quantizer of the given amax: one column at
+    a time, the error spread with the upper Cholesky factor of the damped inverse Hessian."""
+    w, x = w.double().clone(), x.double()
+    h = 2 * x.T @ x / x.shape[0]
+    h += perc_damp * torch.diag(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
+    u = torch.linalg.cholesky(torch.linalg.inv(h), upper=True)
+    scale = 127 / amax.double().reshape(-1)
+    for j in range(w.shape[1]):
+        q = torch.clamp(torch.round(w[:, j] * scale), -128, 127) / scale
+        err = (w[:, j] - q) / u[j, j]
+        w[:, j:] -= torch.outer(err, u[j, j:])
+        w[:, j] = q
+    return w
+
+
+def test_result_is_textbook_gptq_and_beats_rounding_to_nearest():
+    model = _model()
+    ours = _quantize(model, _config(block_size=5))
+    rtn = _quantize(model, {**_config(), "algorithm": "max"})
+    rtn_weight = rtn[0].weight_quantizer(rtn[0].weight)
+    x = torch.cat(X).reshape(-1, CIN)
+    amax = ours[0].weight_quantizer.amax
+    expected = _textbook(model[0].weight.detach(), x, amax, 0.01)
+    got = ours[0].weight.detach().double()
+    step = (amax.double() / 127).reshape(-1, 1)
+    # The same grid point almost everywhere; a rounding tie decided differently in float32
+    # moves a weight by one step at most.
+    assert ((got - expected).abs() <= step * 1.001).all()
+    assert (torch.isclose(got, expected, rtol=0, atol=1e-6)).float().mean() > 0.95
+    assert not torch.equal(ours[0].weight, rtn_weight)
+
+    def hessian_error(q):
+        d = q.detach().double() - model[0].weight.detach().double()
+        return (d @ x.double().T).pow(2).sum()
+
+    assert hessian_error(ours[0].weight) < 0.8 * hessian_error(rtn_weight)
+
+
+@pytest.mark.parametrize("fmt", list(WEIGHT_FORMATS))
+def test_weights_lie_on_the_grid(fmt):
+    """Re-quantizing a GPTQ weight returns it unchanged, the amax is max calibration's."""
+    model = _model()
+    ours = _quantize(model, _config(WEIGHT_FORMATS[fmt], block_size=3))
+    rtn = _quantize(model, {**_config(WEIGHT_FORMATS[fmt]), "algorithm": "max"})
+    for i in (0, 2):
+        q = ours[i].weight_quantizer
+        assert torch.equal(q(ours[i].weight), ours[i].weight)
+        assert torch.equal(q.amax, rtn[i].weight_quantizer.amax)
+    assert not torch.equal(ours[0].weight, rtn[0].weight_quantizer(rtn[0].weight))
+
+
+# ------------------------------------------------------------------------------ the run
+def test_registered():
+    assert algorithm_for(GPTQCalibConfig()).run is gptq_module.gptq_calibrate
+    caps = algorithm_for(GPTQCalibConfig()).capabilities
+    assert caps.needs_forward_data and caps.writes_weights
+
+
+NVFP4_STATIC = WEIGHT_FORMATS["nvfp4 static"]
+
+
+@pytest.mark.parametrize(
+    ("weight", "options", "message"),
+    [
+        (None, {"perc_damp": None}, "perc_damp is null"),
+        (None, {"block_size": None}, "block_size is null"),
+        (None, {"block_size": 0}, "at least 1"),
+        (NVFP4_STATIC, {"fused": True}, "fused: true"),
+        (None, {"layerwise": {"enable": True}}, "layerwise"),
+    ],
+)
+def test_refused_before_the_model_is_touched(weight, options, message):
+    model = _model()
+    with pytest.raises(UnsupportedAlgorithmError, match=message):
+        qruntime.quantize(model, _config(weight, **options), _loop)
+    assert type(model[0]) is nn.Linear
+
+
+def test_out_of_range_damping_is_refused_by_the_config():
+    with pytest.raises(ValueError, match="perc_damp"):
+        qruntime.quantize(_model(), _config(perc_damp=0.0), _loop)
+
+
+def test_no_forward_loop_is_refused():
+    model = _model()
+    with pytest.raises(UnsupportedAlgorithmError):
+        qruntime.quantize(model, _config(), None)
+    assert type(model[0]) is nn.Linear
+
+
+def test_fused_runs_the_unfused_update_on_other_formats():
+    model = _model()
+    fused = _quantize(model, _config(fused=True))
+    plain = _quantize(model, _config())
+    assert torch.equal(fused[0].weight, plain[0].weight)
+
+
+def test_a_failing_loop_leaves_the_model_unchanged():
+    model = _model()
+    original = copy.deepcopy(model.state_dict())
+    calls = []
+
+    def loop(m):
+        calls.append(1)
+        _loop(m)
+        if len(calls) == 2:  # the Hessian pass
+            raise RuntimeError("data source went away")
+
+    with pytest.raises(RuntimeError, match="went away"):
+        qruntime.quantize(model, _config(), loop)
+    assert type(model[0]) is nn.Linear
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, original[key]), key
+
+
+def test_a_failing_update_restores_the_weights_already_written(monkeypatch):
+    model = _model()
+    original = copy.deepcopy(model.state_dict())
+    real = gptq_module.update_weights
+    done = []
+
+    def update_then_fail(linear, hessian, options):
+        if done:
+            raise RuntimeError("second layer failed")
+        real(linear, hessian, options)
+        done.append(linear.name)
+        assert not torch.equal(linear.weight, original[f"{linear.name}.weight"])
+
+    monkeypatch.setattr(gptq_module, "update_weights", update_then_fail)
+    with pytest.raises(RuntimeError, match="second layer failed"):
+        qruntime.quantize(model, _config(), _loop)
+    assert done == ["0"]
+    assert type(model[0]) is nn.Linear
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, original[key]), key
