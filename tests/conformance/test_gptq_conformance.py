@@ -166,3 +166,37 @@ def test_hugging_face_minilm_is_bit_exact(fmt):
     with torch.no_grad():
         expected = ref(input_ids=other).last_hidden_state
         assert torch.equal(ours(input_ids=other).last_hidden_state, expected)
+
+
+@pytest.fixture
+def _modelopt_finds_the_zoo_blocks():
+    """Model Optimizer's block discovery covers Hugging Face models only: teach it the zoo
+    decoder for one test, then forget it again."""
+    from modelopt.torch.quantization.utils.layerwise_calib import LayerActivationCollector
+
+    entry = (lambda m: isinstance(m, zoo.LlamaLike), lambda m: m.model.layers)
+    LayerActivationCollector.register_decoder_layer_support(*entry)
+    yield
+    LayerActivationCollector._decoder_layer_support.remove(entry)
+
+
+@pytest.mark.parametrize(
+    "fmt,inputs,layerwise",
+    [
+        ("int8", {"num_bits": 8}, {}),
+        ("int4", {"num_bits": (4, 3)}, {}),
+        ("int4", None, {"get_qdq_activations_from_prev_layer": False}),
+    ],
+)
+def test_layerwise_is_bit_exact(fmt, inputs, layerwise, _modelopt_finds_the_zoo_blocks):
+    """``layerwise.enable``: the layer driver runs this module's gptq on one decoder block at a
+    time (max, Hessians and update on that block only), as Model Optimizer does."""
+    cfg = _cfg(fmt, 8, inputs)
+    cfg["quant_cfg"].append({"quantizer_name": "*lm_head*", "enable": False})
+    cfg["algorithm"]["layerwise"] = {"enable": True, **layerwise}
+    torch.manual_seed(0)
+    model = zoo.LlamaLike(n_layers=3).eval()
+    loop = zoo.forward_loop("llama", seeds=(0, 1, 3))
+    ref, ours = oracle.quantize_both(model, cfg, loop)
+    oracle.assert_same_model(ref, ours)
+    assert torch.equal(oracle.zoo_outputs(ours, "llama"), oracle.zoo_outputs(ref, "llama"))

@@ -20,8 +20,9 @@ Model Optimizer 0.47.0's whole-model procedure, reproduced bit for bit:
 4. per layer, :func:`update_weights`: damped inverse Hessian, the blockwise column loop
    (:mod:`qruntime.calibrate.gptq_update`), the weight written back in its dtype.
 
-The per-layer pieces are public so that a layer-by-layer driver can run them on one decoder
-layer at a time; ``layerwise.enable`` itself is refused by the registry until one exists.
+With ``layerwise.enable`` the registry's layer driver runs this whole procedure on one decoder
+block at a time (its own max pass, Hessians from that block's inputs), as Model Optimizer does;
+:func:`collect_hessians` and :func:`update_weights` are public for drivers that need the pieces.
 
 The column loop quantizes only the current column where the format allows (see
 :mod:`qruntime.calibrate.gptq_update`), instead of the whole weight once per column.
