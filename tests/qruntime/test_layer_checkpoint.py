@@ -317,9 +317,7 @@ def test_stale_temp_files_are_ignored_and_removed(tmp_path):
     assert torch.equal(store.next_inputs()[0][0][0], _inputs(1)[0][0][0])
 
 
-def test_a_commit_killed_before_the_manifest_resumes_at_the_previous_window(
-    tmp_path, monkeypatch
-):
+def test_a_commit_killed_before_the_manifest_resumes_at_the_previous_window(tmp_path, monkeypatch):
     calibrated, fresh = _models(INT8_BF16, n_layers=5)
     layers = calibrated.model.layers
     store = _store(tmp_path, n=5, save_every=2)
@@ -350,7 +348,7 @@ def test_a_missing_layer_file_refuses_the_resume(tmp_path):
     calibrated, _ = _models(INT8_BF16)
     _checkpoint(tmp_path, calibrated, upto=1)
     (tmp_path / "layer_00000.safetensors").unlink()
-    with pytest.raises(CheckpointMismatchError, match="layer_00000.safetensors, listed in the"):
+    with pytest.raises(CheckpointMismatchError, match=r"layer_00000\.safetensors, listed in the"):
         _store(tmp_path).start_layer()
 
 
@@ -364,7 +362,7 @@ def test_a_changed_layer_file_is_refused_before_any_layer_changes(tmp_path):
     store = _store(tmp_path)
     assert store.start_layer() == 2
     before = {k: v.clone() for k, v in fresh.model.layers[0].state_dict().items()}
-    with pytest.raises(CheckpointMismatchError, match="layer_00001.safetensors does not have"):
+    with pytest.raises(CheckpointMismatchError, match=r"layer_00001\.safetensors does not have"):
         store.restore_completed(fresh.model.layers)
     after = fresh.model.layers[0].state_dict()
     assert sorted(after) == sorted(before) and all(torch.equal(after[k], before[k]) for k in after)
