@@ -35,6 +35,12 @@ After pass 1 the experts of a sparse MoE block share their input amaxes, as at t
 ``max`` (Model Optimizer calibrates there too). The search runs inside
 :func:`qruntime.calibrate.awq.run_awq`, which reduces sequential weight quantizers to their
 first element and registers the method.
+
+Pass 2 takes its candidates from :mod:`qruntime.calibrate.awq_candidates`: the scales prepared
+once per layer, the quantized scaled weights kept across batches (within a memory budget), and a
+plain quantized ``nn.Linear`` computed by ``F.linear`` directly, with the very operations its
+forward would run, so the losses are the same bits either way. Most of what remains is the
+matrix products themselves: one per alpha per layer per batch, as in Model Optimizer.
 """
 
 from __future__ import annotations
