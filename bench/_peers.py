@@ -18,8 +18,15 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 PEERS_PYTHON = BENCH.parent / ".venv-peers" / "bin" / "python"
 TITLE = "peer: llm-compressor 0.14"
-#: The algorithm rows the peer's rows are compared with (round to nearest, then the AWQ family).
-ANCHORS = ("INT4-b128 max", "INT4-b128 awq_lite", "INT4-b128 awq_clip", "INT4-b128 awq_full")
+#: The algorithm rows the peer's rows are compared with (round to nearest, the AWQ family, GPTQ
+#: once bench/_minilm.py has its row); only those the run selected are printed.
+ANCHORS = (
+    "INT4-b128 max",
+    "INT4-b128 awq_lite",
+    "INT4-b128 awq_clip",
+    "INT4-b128 awq_full",
+    "INT4-b128 gptq",
+)
 
 
 @dataclasses.dataclass
@@ -93,6 +100,6 @@ def print_group(peer: PeerReport, ours: Mapping[str, Any], theirs: Mapping[str, 
                 f"{label:<32} {_cell(outcome.cosine, '.5f', 9)} {_cell(outcome.seconds, '.2f', 8)}"
             )
     print(
-        "llmc seconds: process time of llm-compressor's oneshot (calibration and quantization); "
-        "the qruntime / modelopt rows: wall seconds of one quantize call, as above"
+        "llmc seconds: process time of llm-compressor's oneshot (tracing, calibration and "
+        "quantization); the qruntime / modelopt rows: wall seconds of one quantize call, as above"
     )
