@@ -200,3 +200,64 @@ def test_layerwise_is_bit_exact(fmt, inputs, layerwise, _modelopt_finds_the_zoo_
     ref, ours = oracle.quantize_both(model, cfg, loop)
     oracle.assert_same_model(ref, ours)
     assert torch.equal(oracle.zoo_outputs(ours, "llama"), oracle.zoo_outputs(ref, "llama"))
+
+
+class _Router(nn.Module):
+    """A router carrying ``top_k`` and ``num_experts``, as transformers 5's routers do."""
+
+    def __init__(self, hidden, experts):
+        super().__init__()
+        self.top_k, self.num_experts = 1, experts
+        self.proj = nn.Linear(hidden, experts, bias=False)
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+class _SparseBlock(nn.Module):
+    """Top-1 routing; an expert sees only the tokens routed to it."""
+
+    def __init__(self, hidden=8, experts=6):
+        super().__init__()
+        self.hidden = hidden
+        self.gate = _Router(hidden, experts)
+        self.experts = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(experts))
+
+    def forward(self, x):
+        tokens = x.reshape(-1, self.hidden)
+        weights, chosen = torch.softmax(self.gate(tokens), -1).topk(self.gate.top_k, dim=-1)
+        out = torch.zeros_like(tokens)
+        for index, expert in enumerate(self.experts):
+            rows, slot = torch.nonzero(chosen == index, as_tuple=True)
+            if rows.numel():
+                out[rows] += weights[rows, slot, None] * expert(tokens[rows])
+        return out.reshape(x.shape)
+
+
+def _sparse_loop(model):
+    for seed in range(3):
+        model(torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(seed)))
+
+
+@pytest.mark.parametrize("ratio", [None, 0.34, 1.0])
+def test_moe_calib_experts_ratio_is_bit_exact(ratio):
+    """The widened expert routing during the calibration passes (max and Hessians): every
+    weight and amax equal."""
+    torch.manual_seed(0)
+    model = nn.Sequential(_SparseBlock(), nn.Linear(8, 4))
+    cfg = {
+        "quant_cfg": [
+            {"quantizer_name": "*", "enable": False},
+            {"quantizer_name": "*experts*input_quantizer", "cfg": {"num_bits": 8}},
+            {"quantizer_name": "*experts*weight_quantizer", "cfg": {"num_bits": 8, "axis": 0}},
+        ],
+        "algorithm": {"method": "gptq", "moe_calib_experts_ratio": ratio},
+    }
+    ref, ours = oracle.quantize_both(model, cfg, _sparse_loop)
+    theirs, got = ref.state_dict(), ours.state_dict()
+    assert list(got) == list(theirs)
+    for key, value in theirs.items():
+        assert torch.equal(got[key], value), key
+    rtn = _max_only(model, cfg, _sparse_loop)
+    expert = rtn[0].experts[0]
+    assert not torch.equal(ours[0].experts[0].weight, expert.weight_quantizer(expert.weight))
