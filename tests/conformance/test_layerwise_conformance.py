@@ -5,9 +5,9 @@ test: a three-block zoo decoder (Model Optimizer finds only Hugging Face layouts
 registers a discoverer for it, as the reference experiments did) and a tiny Hugging Face
 ``LlamaForCausalLM`` built offline from a config (its own discovery, the real layer kwargs:
 position embeddings, masks, a cache). max (both activation settings), awq_lite, mse and
-smoothquant: every state_dict entry bit for bit and the outputs equal. Independently of Model
-Optimizer: layerwise max with float activations equals whole-model max inside the blocks, and
-the head outside them stays uncalibrated, with a warning.
+smoothquant, gptq: every state_dict entry bit for bit and the outputs equal. Independently of
+Model Optimizer: layerwise max and gptq with float activations equal their whole-model runs
+inside the blocks, and the head outside them stays uncalibrated, with a warning.
 """
 
 import copy
@@ -228,3 +228,39 @@ def test_hugging_face_llama_is_bit_exact(cfg):
     with torch.no_grad():
         expected = ref(input_ids=_hf_ids(2)).logits
         assert torch.equal(ours(input_ids=_hf_ids(2)).logits, expected)
+
+
+@pytest.mark.parametrize("qdq", [False, True])
+def test_hugging_face_llama_gptq_is_bit_exact(qdq):
+    """gptq (quantized activations from the previous block by default) on the real layer
+    inputs, with both settings."""
+    cfg = _cfg(_layerwise("gptq", block_size=8, qdq=qdq), "int4_block8", "off")
+    ref, ours = oracle.quantize_both(_hf_llama(), cfg, _hf_loop)
+    theirs, got = ref.state_dict(), ours.state_dict()
+    assert list(got) == [k for k in theirs if "_bmm_quantizer" not in k]
+    for key, value in got.items():
+        assert value.dtype == theirs[key].dtype and torch.equal(value, theirs[key]), key
+    with torch.no_grad():
+        expected = ref(input_ids=_hf_ids(2)).logits
+        assert torch.equal(ours(input_ids=_hf_ids(2)).logits, expected)
+
+
+def test_gptq_with_float_activations_equals_whole_model_gptq_inside_the_blocks():
+    """With float inputs every block's Hessian is the whole-model one, so the updated weights
+    agree; with quantized inputs (the gptq default) the later blocks' weights differ."""
+    model = _llama()
+    whole_cfg = _cfg({"method": "gptq", "block_size": 8}, "int4_block8", "off", embedding=False)
+    whole = qruntime.quantize(copy.deepcopy(model), whole_cfg, LOOP)
+    algorithm = _layerwise("gptq", block_size=8, qdq=False)
+    float_cfg = _cfg(algorithm, "int4_block8", "off", embedding=False)
+    layerwise = qruntime.quantize(copy.deepcopy(model), float_cfg, LOOP)
+    qdq_cfg = copy.deepcopy(float_cfg)
+    qdq_cfg["algorithm"]["layerwise"] = {"enable": True}  # gptq's default: quantized inputs
+    qdq = qruntime.quantize(copy.deepcopy(model), qdq_cfg, LOOP)
+    expected = {k: v for k, v in whole.state_dict().items() if k.startswith("model.layers.")}
+    got, quantized = layerwise.state_dict(), qdq.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in expected.items())
+    weights = [k for k in expected if k.endswith("proj.weight")]
+    assert len(weights) == 21
+    assert all(torch.equal(quantized[k], expected[k]) for k in weights if ".layers.0." in k)
+    assert any(not torch.equal(quantized[k], expected[k]) for k in weights if ".layers.2." in k)
