@@ -261,3 +261,25 @@ def test_moe_calib_experts_ratio_is_bit_exact(ratio):
     rtn = _max_only(model, cfg, _sparse_loop)
     expert = rtn[0].experts[0]
     assert not torch.equal(ours[0].experts[0].weight, expert.weight_quantizer(expert.weight))
+
+
+@pytest.mark.parametrize("preset", ["W4A8_AWQ_BETA_CFG", "INT8_SMOOTHQUANT_CFG"])
+def test_presets_are_bit_exact(preset):
+    """A sequential weight quantizer (INT4 blocks then FP8: the whole-matrix path) and INT8
+    with quantized inputs."""
+    cfg = copy.deepcopy(getattr(mtq, preset))
+    cfg["algorithm"] = {"method": "gptq"}
+    _assert_bit_exact("llama", cfg)
+
+
+@pytest.mark.parametrize("preset", ["INT4_AWQ_CFG", "W4A8_AWQ_BETA_CFG"])
+def test_after_awq_lite_is_bit_exact(preset):
+    """``[awq_lite, gptq]``: the weights GPTQ starts from are the smoothed ones; a
+    pre_quant_scale on a disabled input quantizer is ignored by the Hessian, as in Model
+    Optimizer."""
+    cfg = copy.deepcopy(getattr(mtq, preset))
+    cfg["algorithm"] = [{"method": "awq_lite"}, {"method": "gptq"}]
+    model, loop = zoo.build("llama"), zoo.forward_loop("llama")
+    ref, ours = oracle.quantize_both(model, cfg, loop)
+    oracle.assert_same_model(ref, ours)
+    assert torch.equal(oracle.zoo_outputs(ours, "llama"), oracle.zoo_outputs(ref, "llama"))
