@@ -426,3 +426,48 @@ def test_a_resumed_run_extends_the_checkpoint(tmp_path):
     store.restore_completed(fresh.model.layers)
     for i in range(3):
         _same_layer(layers[i], fresh.model.layers[i])
+
+
+def test_output_meta_round_trips_and_refuses_tensors(tmp_path):
+    calibrated, _ = _models(INT8_BF16)
+    layers = calibrated.model.layers
+    metas = [
+        ("tensor", (2, 8, 16), torch.bfloat16),
+        ("tuple", (("tensor", (2, 8, 16), torch.float32), ("value", None))),
+    ]
+    store = _store(tmp_path)
+    store.start_layer()
+    with pytest.raises(ValueError, match="output_meta of layer 0 may not hold tensors"):
+        store.save(0, layers[0], _inputs(1), output_meta=("tensor", torch.ones(1)))
+    for i, meta in enumerate(metas):
+        store.save(i, layers[i], _inputs(i + 1), output_meta=meta)
+    store = _store(tmp_path)
+    assert store.start_layer() == 2
+    assert store.output_metas() == metas
+
+
+@pytest.mark.parametrize(
+    ("config", "dtype", "message"),
+    [
+        (
+            INT8_BF16,
+            torch.float32,
+            r"input_layernorm\.weight is torch\.bfloat16 \[16\], the layer.s torch\.float32",
+        ),
+        (W4A8_SEQUENTIAL, torch.bfloat16, "its quantizers differ from the stored ones"),
+    ],
+    ids=["dtype", "quantizers"],
+)
+def test_a_layer_file_that_does_not_fit_the_layer_changes_nothing(config, dtype, message, tmp_path):
+    calibrated, _ = _models(INT8_BF16, torch.bfloat16)
+    _checkpoint(tmp_path, calibrated, upto=1)
+    _, other = _models(config, dtype)
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    store = _store(tmp_path)
+    assert store.start_layer() == 2
+    with pytest.raises(
+        CheckpointMismatchError, match=f"layer 0 does not fit this model: .*{message}"
+    ):
+        store.restore_completed(other.model.layers)
+    after = other.state_dict()
+    assert sorted(after) == sorted(before) and all(torch.equal(after[k], before[k]) for k in after)

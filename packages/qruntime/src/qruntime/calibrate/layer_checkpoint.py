@@ -11,31 +11,25 @@ Use (single process only; a torch.distributed group of several processes is refu
 
     store = LayerCheckpoint(directory, num_layers=N, save_every=k, fingerprint=fp)
     start = store.start_layer()          # 0, or where the previous run stopped
-    inputs = store.next_inputs() if start else <capture layer 0's inputs>
+    if start:
+        inputs, metas = store.next_inputs(), store.output_metas()   # layers [0, start) skipped
     for i in range(start, N):
         <calibrate layer i on inputs; capture layer i+1's inputs as next_inputs>
-        store.save(i, layers[i], next_inputs if i + 1 < N else None)
+        store.save(i, layers[i], next_inputs if i + 1 < N else None, output_meta=...)
         inputs = next_inputs
     store.restore_completed(layers)      # layers [0, start) get their saved state
 
 On disk (all tensors in safetensors files, everything else JSON):
 
 * ``layer_NNNNN.safetensors`` — one per calibrated layer, written right after the layer is
-  calibrated. Tensors: every buffer of every quantizer of the layer under
-  ``<quantizer>.<buffer>`` (``_amax``, ``_pre_quant_scale``, ...), and — unless the store was
-  made with ``store_weights=False`` (calibrations that leave weights alone) — every other
-  parameter and buffer of the layer under its ``state_dict`` name. Metadata: ``format``
-  (:data:`LAYER_FORMAT`); ``quantizers``, a qconfig plan (``Plan.to_json``) of the layer's
-  quantizers keyed by name inside the layer, which carries what calibration changes besides
-  tensors (enable, axis, the configured attributes); ``axes``, each quantizer's runtime axis;
-  ``buffers``, each quantizer's buffer names with their ``state_dict`` persistence; ``weights``,
-  the list of weight tensors.
-* ``inputs_NNNNN.safetensors`` — the inputs of layer NNNNN: the cached calls of that layer (a
-  list, usually of ``(args, kwargs)`` pairs). Tensors are stored once each under ``"0"``, ``"1"``,
-  ...; the metadata ``structure`` is JSON describing the list with tagged nodes (``tensor``
-  with its key and original device, ``tuple``, ``list``, ``dict`` with string keys, ``none``,
-  ``bool``, ``int``, ``float`` as ``float.hex``, ``str``, ``dtype``, ``device``). Anything else
-  (a KV-cache object, ...) is refused with the place where it was found.
+  calibrated: its quantizers' buffers and attributes and, unless the store was made with
+  ``store_weights=False`` (calibrations that leave weights alone), its other parameters and
+  buffers (:mod:`qruntime.calibrate.layer_state`); plus the metadata ``output_meta``, the
+  caller's description of the layer's output (a resumed run's stand-in for a finished layer
+  returns placeholders of that shape).
+* ``inputs_NNNNN.safetensors`` — the inputs of layer NNNNN: its cached calls (a list, usually
+  of ``(args, kwargs)`` pairs), tensors stored once each, the structure as JSON in the metadata
+  ``structure`` (:mod:`qruntime.calibrate.checkpoint_values`).
 * ``manifest.json`` — ``{format_version, num_layers, save_every, store_weights,
   last_completed_layer, fingerprint, files}``; ``files`` lists the layer files of layers
   ``0..last_completed_layer`` and the inputs file of the next layer, each with its size and
@@ -56,7 +50,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -64,12 +57,18 @@ from typing import Any
 
 import torch
 from qconfig.algorithms import QuantizeAlgorithmConfig
-from qconfig.plan import Plan, QuantizerPlan
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from qruntime.quantizer import TensorQuantizer
+from qruntime.calibrate.checkpoint_values import (
+    cpu_copies,
+    decode_tree,
+    encode_tree,
+    plain_json,
+    safetensors_metadata,
+)
+from qruntime.calibrate.layer_state import LAYER_FORMAT, StoredLayer, layer_state, quantizer_plan
 
 __all__ = [
     "FORMAT_VERSION",
@@ -80,7 +79,6 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-LAYER_FORMAT = "qruntime.layer_checkpoint.layer/v1"
 INPUTS_FORMAT = "qruntime.layer_checkpoint.inputs/v1"
 MANIFEST = "manifest.json"
 _TMP = ".tmp"
@@ -100,75 +98,6 @@ class CheckpointMismatchError(ValueError):
     this one) to calibrate from the start."""
 
 
-# ------------------------------------------------------------------------- value trees
-def _encode(value: Any, tensors: dict[str, torch.Tensor], seen: dict[int, str], where: str) -> Any:
-    """A JSON node for ``value``; its tensors go into ``tensors`` (each object once)."""
-    if isinstance(value, torch.Tensor):
-        key = seen.get(id(value))
-        if key is None:
-            key = seen[id(value)] = str(len(tensors))
-            tensors[key] = value
-        return {"type": "tensor", "key": key, "device": str(value.device)}
-    if value is None:
-        return {"type": "none"}
-    if isinstance(value, bool):
-        return {"type": "bool", "value": value}
-    if isinstance(value, int):
-        return {"type": "int", "value": value}
-    if isinstance(value, float):
-        return {"type": "float", "value": value.hex()}
-    if isinstance(value, str):
-        return {"type": "str", "value": value}
-    if isinstance(value, torch.dtype):
-        return {"type": "dtype", "value": str(value).removeprefix("torch.")}
-    if isinstance(value, torch.device):
-        return {"type": "device", "value": str(value)}
-    if type(value) in (tuple, list):
-        items = [_encode(v, tensors, seen, f"{where}[{i}]") for i, v in enumerate(value)]
-        return {"type": type(value).__name__, "items": items}
-    if type(value) is dict:
-        out = []
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise ValueError(
-                    f"layer checkpoint: cannot store {where}: a dict key {k!r} is not a string"
-                )
-            out.append([k, _encode(v, tensors, seen, f"{where}[{k!r}]")])
-        return {"type": "dict", "items": out}
-    raise ValueError(
-        f"layer checkpoint: cannot store {where}, a {type(value).__module__}."
-        f"{type(value).__qualname__}: cached layer inputs may hold only tensors, None, bools, "
-        "numbers, strings, dtypes, devices, and tuples, lists and string-keyed dicts of them"
-    )
-
-
-def _decode(node: Any, tensors: dict[str, torch.Tensor], device: torch.device | None) -> Any:
-    kind = node["type"]
-    if kind == "tensor":
-        return tensors[node["key"]].to(device if device is not None else node["device"])
-    if kind == "none":
-        return None
-    if kind in ("bool", "int", "str"):
-        return node["value"]
-    if kind == "float":
-        return float.fromhex(node["value"])
-    if kind == "dtype":
-        return getattr(torch, node["value"])
-    if kind == "device":
-        return torch.device(node["value"])
-    if kind in ("tuple", "list"):
-        items = [_decode(n, tensors, device) for n in node["items"]]
-        return tuple(items) if kind == "tuple" else items
-    if kind == "dict":
-        return {k: _decode(n, tensors, device) for k, n in node["items"]}
-    raise ValueError(f"unknown node type {kind!r}")
-
-
-def _cpu_copies(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Contiguous CPU copies that share no memory (safetensors refuses shared storage)."""
-    return {k: t.detach().cpu().contiguous().clone() for k, t in tensors.items()}
-
-
 # ------------------------------------------------------------------------- fingerprint
 def _hash_tensor(h: Any, name: str, t: torch.Tensor) -> None:
     if t.device.type == "meta":
@@ -179,23 +108,6 @@ def _hash_tensor(h: Any, name: str, t: torch.Tensor) -> None:
     h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
     data = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
     h.update(memoryview(data.numpy()))
-
-
-def _quantizer_plan(model: nn.Module) -> Plan:
-    """The configured attributes and enable state of every quantizer, as a qconfig plan (the
-    one serialisation of quantizer attributes the project has)."""
-    quantizers = {}
-    for name, q in model.named_modules():
-        if isinstance(q, TensorQuantizer):
-            config = q.config
-            if not isinstance(config.calibrator, str):
-                raise ValueError(
-                    f"layer checkpoint: quantizer {name!r} has a calibrator given as "
-                    f"{config.calibrator!r}; only calibrators named by a string can be "
-                    "checkpointed"
-                )
-            quantizers[name] = QuantizerPlan(config.enable, config, type(q).__name__)
-    return Plan(quantizers)
 
 
 def fingerprint(
@@ -217,7 +129,7 @@ def fingerprint(
         _hash_tensor(h, f"parameter {name}", t)
     for name, t in model_before.named_buffers(remove_duplicate=False):
         _hash_tensor(h, f"buffer {name}", t)
-    h.update(_quantizer_plan(model_before).to_json().encode())
+    h.update(quantizer_plan(model_before).to_json().encode())
     model_digest = h.hexdigest()
 
     dumped = config.model_dump(mode="json")
@@ -228,7 +140,7 @@ def fingerprint(
     config_digest = hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()
 
     tensors: dict[str, torch.Tensor] = {}
-    structure = _encode(list(first_inputs), tensors, {}, "inputs")
+    structure = encode_tree(list(first_inputs), tensors, {}, "inputs")
     h = hashlib.sha256(json.dumps(structure, sort_keys=True).encode())
     for key, t in tensors.items():
         _hash_tensor(h, key, t)
@@ -264,119 +176,11 @@ def _write_atomically(directory: Path, name: str, write: Callable[[Path], None])
     return entry
 
 
-def _metadata(path: Path) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors file, read from its header."""
-    with open(path, "rb") as f:
-        (size,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(size))
-    return header.get("__metadata__") or {}
-
-
 def _world_size() -> int:
     distributed = torch.distributed
     if not distributed.is_available() or not distributed.is_initialized():
         return 1
     return distributed.get_world_size()
-
-
-# ------------------------------------------------------------------------- layer state
-def _leaf_quantizers(layer: nn.Module) -> dict[str, TensorQuantizer]:
-    return {n: m for n, m in layer.named_modules() if isinstance(m, TensorQuantizer)}
-
-
-def _weights(layer: nn.Module, quantizers: dict[str, TensorQuantizer]) -> dict[str, torch.Tensor]:
-    """Every parameter and buffer of the layer that no quantizer owns, by ``state_dict`` name."""
-    inside = tuple(f"{n}." for n in quantizers)
-    out = {}
-    for name, t in [
-        *layer.named_parameters(remove_duplicate=False),
-        *layer.named_buffers(remove_duplicate=False),
-    ]:
-        if not name.startswith(inside):
-            out[name] = t
-    return out
-
-
-def _layer_file(
-    layer: nn.Module, store_weights: bool
-) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """The tensors and metadata of a layer file (module docstring)."""
-    quantizers = _leaf_quantizers(layer)
-    tensors: dict[str, torch.Tensor] = {}
-    buffers: dict[str, dict[str, bool]] = {}
-    for name, q in quantizers.items():
-        persistent = set(q.state_dict(keep_vars=True))
-        buffers[name] = {}
-        for key, t in q.named_buffers(recurse=False):
-            buffers[name][key] = key in persistent
-            tensors[f"{name}.{key}"] = t
-    weights = _weights(layer, quantizers) if store_weights else {}
-    tensors.update(weights)
-    axes = {n: list(q.axis) if isinstance(q.axis, tuple) else q.axis for n, q in quantizers.items()}
-    metadata = {
-        "format": LAYER_FORMAT,
-        "quantizers": _quantizer_plan(layer).to_json(),
-        "axes": json.dumps(axes),
-        "buffers": json.dumps(buffers),
-        "weights": json.dumps(sorted(weights)),
-    }
-    return _cpu_copies(tensors), metadata
-
-
-class _StoredLayer:
-    """A layer file read and checked against the layer it will be restored into."""
-
-    def __init__(self, path: Path, layer: nn.Module, index: int) -> None:
-        self.path = path
-        problem = self._check(layer)
-        if problem:
-            raise CheckpointMismatchError(
-                f"layer checkpoint {path}: layer {index} does not fit this model: {problem}"
-            )
-
-    def _check(self, layer: nn.Module) -> str | None:
-        meta = _metadata(self.path)
-        if meta.get("format") != LAYER_FORMAT:
-            return f"not a {LAYER_FORMAT} file"
-        self.plan = Plan.from_json(meta["quantizers"], file=str(self.path))
-        self.axes = json.loads(meta["axes"])
-        self.buffers: dict[str, dict[str, bool]] = json.loads(meta["buffers"])
-        self.weights: list[str] = json.loads(meta["weights"])
-        quantizers = _leaf_quantizers(layer)
-        if set(quantizers) != set(self.plan.quantizers):
-            return "its quantizers differ from the stored ones"
-        present = _weights(layer, quantizers)
-        with safe_open(str(self.path), framework="pt") as f:
-            for key in self.weights:
-                if key not in present:
-                    return f"{key} is not a parameter or buffer of the layer"
-                part = f.get_slice(key)
-                if tuple(part.get_shape()) != tuple(present[key].shape):
-                    return f"{key} has shape {part.get_shape()}, the layer's {present[key].shape}"
-        return None
-
-    @torch.no_grad()
-    def restore(self, layer: nn.Module) -> None:
-        quantizers = _leaf_quantizers(layer)
-        present = _weights(layer, quantizers)
-        device = next((t.device for t in present.values()), torch.device("cpu"))
-        with safe_open(str(self.path), framework="pt") as f:
-            for name, q in quantizers.items():
-                stored = self.plan.quantizers[name]
-                if q.config != stored.attributes:
-                    q.set_from_attribute_config(stored.attributes)
-                axis = self.axes[name]
-                axis = tuple(axis) if isinstance(axis, list) else axis
-                if q.axis != axis:
-                    q.axis = axis
-                for key, _ in list(q.named_buffers(recurse=False)):
-                    delattr(q, key)
-                for key, persistent in self.buffers[name].items():
-                    value = f.get_tensor(f"{name}.{key}").to(device)
-                    q.register_buffer(key, value, persistent=persistent)
-            for key in self.weights:
-                target = present[key]
-                target.copy_(f.get_tensor(key).to(target.device))
 
 
 # ------------------------------------------------------------------------- the store
@@ -528,11 +332,20 @@ class LayerCheckpoint:
         if self._started() == 0 or self._inputs_file is None:
             raise RuntimeError("layer checkpoint: a run from layer 0 captures its own inputs")
         path = self._verified(self._inputs_file)
-        meta = _metadata(path)
+        meta = safetensors_metadata(path)
         with safe_open(str(path), framework="pt") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         where = torch.device(device) if device is not None else None
-        return _decode(json.loads(meta["structure"]), tensors, where)
+        return decode_tree(json.loads(meta["structure"]), tensors, where)
+
+    def output_metas(self) -> list[Any]:
+        """The ``output_meta`` saved with each layer ``0 .. start_layer()-1``."""
+        out = []
+        for entry in self._layer_files[: self._started()]:
+            self._check_files([entry])
+            meta = safetensors_metadata(self.directory / entry["name"])
+            out.append(decode_tree(json.loads(meta["output_meta"]), {}, None))
+        return out
 
     def restore_completed(self, layers: Sequence[nn.Module]) -> None:
         """Give layers ``0 .. start_layer()-1`` their saved calibrated state. Every file is
@@ -542,17 +355,35 @@ class LayerCheckpoint:
             raise ValueError(
                 f"layer checkpoint: got {len(layers)} layers, the store has {self.num_layers}"
             )
-        stored = [
-            _StoredLayer(self._verified(self._layer_files[i]), layers[i], i) for i in range(start)
-        ]
+        stored = []
+        for i in range(start):
+            path = self._verified(self._layer_files[i])
+            try:
+                stored.append(StoredLayer(path, layers[i]))
+            except ValueError as exc:
+                raise CheckpointMismatchError(
+                    f"layer checkpoint {path}: layer {i} does not fit this model: {exc}"
+                ) from None
         for i, layer_file in enumerate(stored):
             layer_file.restore(layers[i])
 
     # -- save
-    def save(self, index: int, layer: nn.Module, next_inputs: list[Any] | None) -> None:
+    def save(
+        self,
+        index: int,
+        layer: nn.Module,
+        next_inputs: list[Any] | None,
+        *,
+        output_meta: Any = None,
+    ) -> None:
         """Record layer ``index``, just calibrated; at a window end (every ``save_every`` layers
         and the last layer) also the inputs of layer ``index + 1`` (None after the last layer)
-        and then the manifest, which commits the window."""
+        and then the manifest, which commits the window.
+
+        ``output_meta``: a small tree without tensors (tuples, lists, dicts, numbers, strings,
+        dtypes, None) describing the layer's output, which a resumed run needs to stand in for
+        the finished layer (:meth:`output_metas`).
+        """
         self._started()
         if index != self._next:
             raise ValueError(f"layer checkpoint: expected layer {self._next}, got {index}")
@@ -562,7 +393,8 @@ class LayerCheckpoint:
                 "layer checkpoint: next_inputs must be None exactly for the last layer "
                 f"(layer {index} of {self.num_layers})"
             )
-        tensors, metadata = _layer_file(layer, self.store_weights)
+        tensors, metadata = layer_state(layer, self.store_weights)
+        metadata["output_meta"] = plain_json(output_meta, f"output_meta of layer {index}")
         name = f"layer_{index:05d}.safetensors"
         entry = _write_atomically(
             self.directory, name, lambda p: save_file(tensors, str(p), metadata=metadata)
@@ -582,8 +414,8 @@ class LayerCheckpoint:
 
     def _write_inputs(self, index: int, inputs: list[Any]) -> dict[str, Any]:
         tensors: dict[str, torch.Tensor] = {}
-        structure = _encode(list(inputs), tensors, {}, f"inputs of layer {index}")
-        data = _cpu_copies(tensors)
+        structure = encode_tree(list(inputs), tensors, {}, f"inputs of layer {index}")
+        data = cpu_copies(tensors)
         metadata = {"format": INPUTS_FORMAT, "structure": json.dumps(structure)}
         name = f"inputs_{index:05d}.safetensors"
         return _write_atomically(
