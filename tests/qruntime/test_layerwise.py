@@ -434,6 +434,14 @@ def test_a_loop_that_never_reaches_the_blocks_is_an_error():
         qruntime.quantize(model, _cfg(), lambda m: m.lm_head(torch.zeros(1, zoo.H)))
 
 
+def test_a_loop_that_calls_a_submodule_instead_of_the_model_is_an_error():
+    model = _llama(2)
+    batch = zoo.example_inputs("llama")
+    with pytest.raises(LayerwiseError, match=r"without calling the model itself"):
+        qruntime.quantize(model, _cfg(), lambda m: m.model(*batch))
+    assert not any("forward" in m.__dict__ for m in model.modules())
+
+
 class _ComputesBetweenBlocks(nn.Module):
     """Reads the hidden state's values between blocks: impossible on meta placeholders."""
 

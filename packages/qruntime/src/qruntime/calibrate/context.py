@@ -48,12 +48,16 @@ class WeightPair(NamedTuple):
 
 @runtime_checkable
 class LayerDriver(Protocol):
-    """Runs a per-layer calibration one layer at a time (for algorithms that declare
-    ``layer_by_layer``; none is implemented yet).
+    """Runs a calibration one layer at a time: :class:`~qruntime.calibrate.layerwise.
+    LayerwiseDriver` implements it for configs with ``layerwise.enable`` (and for algorithms
+    that declare ``layer_by_layer``, given one as ``ctx.layer_driver``).
 
     ``run(model, forward_loop, calibrate_layer)`` calls ``calibrate_layer(layer, layer_loop)``
     once per layer, in order, where ``layer_loop(layer)`` feeds that layer the inputs it receives
-    when ``forward_loop`` runs the whole model (the layers before it already calibrated).
+    when ``forward_loop`` runs the whole model (the layers before it already calibrated; their
+    outputs float or quantized as the driver's settings say). Why a protocol: the algorithms
+    only see a layer and a loop, so a driver for offloaded or sharded models can replace this
+    one without touching them.
     """
 
     def run(

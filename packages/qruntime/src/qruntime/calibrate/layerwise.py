@@ -27,6 +27,10 @@ How (the semantics of Model Optimizer 0.47.0's layerwise mode):
 * Quantizers outside the blocks (an ``lm_head``, embeddings) are not calibrated, as in Model
   Optimizer; :func:`uncalibrated_outside` lists them so the caller can warn.
 
+``calib_mutates_weights`` matters where Model Optimizer keeps weights elsewhere (offloaded or
+sharded models, written back after each block) and for checkpoints; neither exists here yet
+(``checkpoint_dir`` is refused), so the weights an algorithm writes are simply the model's.
+
 Limits (shared with Model Optimizer): the forward loop must feed the same batches in the same
 order on every call (checked: a different count is an error), must not use the model's output
 (it is None while a block captures), and the parent's code between blocks must run on ``meta``
@@ -459,6 +463,12 @@ class LayerwiseDriver:
         try:
             self.forward_loop_calls += 1
             forward_loop(model)
+        except _StopForward:
+            raise LayerwiseError(
+                f"forward_loop reached block {target.name!r} without calling the model itself "
+                "(a submodule or a method such as generate?): layerwise calibration stops the "
+                "model's forward at the block, so the loop must call model(...)"
+            ) from None
         finally:
             target.mode = "original"
             if previous is not None:

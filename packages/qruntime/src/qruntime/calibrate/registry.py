@@ -9,7 +9,9 @@ must be registered itself — ``awq_full``, whose config subclasses the ``awq_li
 
 Each registration declares what the algorithm does (:class:`AlgorithmCapabilities`), so that
 the code around it — the rollback, the checks before the model is touched, a future
-distributed or layer-by-layer driver — can ask instead of knowing every method.
+distributed driver — can ask instead of knowing every method. A config with
+``layerwise.enable`` runs block by block (:func:`run_layerwise`, :mod:`qruntime.calibrate.
+layerwise`).
 """
 
 from __future__ import annotations
