@@ -388,7 +388,8 @@ def run_layerwise(
         shown = ", ".join(missed[:3]) + (f" (+{len(missed) - 3} more)" if len(missed) > 3 else "")
         warnings.warn(
             f"layerwise calibration ({str(ctx.config.method)!r}) calibrates only the "
-            f"{len(found.modules)} blocks of {found.where}; {len(missed)} enabled quantizers "
+            f"{len(found.modules)} block{'s' if len(found.modules) != 1 else ''} of "
+            f"{found.where}; {len(missed)} enabled quantizer{'s' if len(missed) != 1 else ''} "
             f"outside them stayed uncalibrated and quantize dynamically ({shown}), as in Model "
             "Optimizer. Disable them in the config, or calibrate without layerwise.",
             UserWarning,
