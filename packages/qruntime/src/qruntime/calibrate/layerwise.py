@@ -27,9 +27,11 @@ How (the semantics of Model Optimizer 0.47.0's layerwise mode):
 * Quantizers outside the blocks (an ``lm_head``, embeddings) are not calibrated, as in Model
   Optimizer; :func:`uncalibrated_outside` lists them so the caller can warn.
 
-``calib_mutates_weights`` matters where Model Optimizer keeps weights elsewhere (offloaded or
-sharded models, written back after each block) and for checkpoints; neither exists here yet
-(``checkpoint_dir`` is refused), so the weights an algorithm writes are simply the model's.
+``checkpoint_dir`` checkpoints the run (:mod:`qruntime.calibrate.layer_checkpoint`): after each
+block its calibrated state, every ``save_every`` blocks the next block's inputs and a manifest.
+A run that finds a checkpoint of the same model, config and data (the first block's inputs are
+captured again to compare) restores the finished blocks, skips them and goes on from the next
+one; ``calib_mutates_weights: false`` keeps the blocks' weights out of the checkpoint.
 
 Limits (shared with Model Optimizer): the forward loop must feed the same batches in the same
 order on every call (checked: a different count is an error), must not use the model's output
@@ -48,10 +50,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from qconfig.algorithms import LayerwiseConfig
+from qconfig.algorithms import LayerwiseConfig, QuantizeAlgorithmConfig
 from torch import nn
 
 from qruntime.calibrate.context import ForwardLoop
+from qruntime.calibrate.layer_checkpoint import LayerCheckpoint, fingerprint
 from qruntime.quantizer import TensorQuantizer
 
 __all__ = [
@@ -267,6 +270,11 @@ def _restore(obj: Any) -> Any:
     return obj.tensor.to(obj.device) if isinstance(obj, _Offloaded) else obj
 
 
+def _on_cpu(obj: Any) -> Any:
+    """A recorded value as a checkpoint stores it: an offloaded tensor is its CPU copy."""
+    return obj.tensor if isinstance(obj, _Offloaded) else obj
+
+
 def _placeholder_of(output: Any) -> Any:
     """A description of a block's output from which :func:`_placeholder` rebuilds zeros."""
     if isinstance(output, torch.Tensor):
@@ -364,10 +372,18 @@ class LayerwiseDriver:
         layers: DecoderLayers,
         settings: LayerwiseConfig,
         options: LayerwiseOptions | None = None,
+        *,
+        config: QuantizeAlgorithmConfig | None = None,
     ) -> None:
+        if settings.checkpoint_dir is not None and config is None:
+            raise ValueError(
+                "layerwise.checkpoint_dir: the driver needs the algorithm config (config=...) "
+                "to tell a checkpoint of this run from one of another run"
+            )
         self.layers = layers
         self.settings = settings
         self.options = options or LayerwiseOptions()
+        self.config = config
         self.forward_loop_calls = 0
         self._blocks: list[_Block] = []
 
@@ -495,6 +511,39 @@ class LayerwiseDriver:
 
         return layer_loop
 
+    # ---- checkpoints (layer_checkpoint)
+
+    def _checkpoint(self, model: nn.Module, first: Inputs) -> LayerCheckpoint | None:
+        """The checkpoint store of ``checkpoint_dir`` (None without one), fingerprinted with
+        the model as it is before any block is calibrated and the first block's inputs."""
+        if self.settings.checkpoint_dir is None:
+            return None
+        assert self.config is not None
+        return LayerCheckpoint(
+            self.settings.checkpoint_dir,
+            num_layers=len(self._blocks),
+            save_every=self.settings.save_every,
+            fingerprint=fingerprint(model, self.config, _map(first, _on_cpu)),
+            store_weights=self.settings.calib_mutates_weights,
+        )
+
+    def _resume(self, store: LayerCheckpoint, start: int) -> Inputs:
+        """Blocks before ``start`` get their calibrated state and skip, standing in with the
+        saved output shapes; returns the inputs of block ``start``."""
+        store.restore_completed(self.layers.modules)
+        for block, meta in zip(self._blocks[:start], store.output_metas(), strict=True):
+            block.mode, block.output = "skip", meta
+        if not self.options.offload_inputs:
+            return store.next_inputs()  # each tensor back on the device it was recorded on
+        # stored from CPU copies: kept there, and moved to the block's device for each replay
+        target = self._blocks[start].module
+        device = next((p.device for p in target.parameters()), torch.device("cpu"))
+        if device.type == "cpu":
+            return store.next_inputs()
+        return _map(
+            store.next_inputs(), lambda t: _Offloaded(t, device) if torch.is_tensor(t) else t
+        )
+
     def run(
         self,
         model: nn.Module,
@@ -510,7 +559,15 @@ class LayerwiseDriver:
         bar = _progress(len(self._blocks), self.options.progress)
         try:
             inputs: Inputs | None = self._capture(model, forward_loop, 0)
-            for index, block in enumerate(self._blocks):
+            store = self._checkpoint(model, inputs)
+            start = 0 if store is None else store.start_layer()
+            if start:
+                assert store is not None
+                inputs = self._resume(store, start)
+                if bar is not None:
+                    bar.update(start)
+            for index in range(start, len(self._blocks)):
+                block = self._blocks[index]
                 assert inputs is not None
                 if bar is not None:
                     bar.set_postfix_str(block.name, refresh=False)
@@ -526,6 +583,9 @@ class LayerwiseDriver:
                     following = self._capture(model, forward_loop, index + 1)
                 block.mode = "skip" if not last else "original"
                 block.captured, inputs = [], following
+                if store is not None:
+                    plain = None if following is None else _map(following, _on_cpu)
+                    store.save(index, block.module, plain, output_meta=block.output)
                 if bar is not None:
                     bar.update(1)
         finally:
