@@ -56,7 +56,7 @@ schemas: setup
 GPU_WHEELS ?= .gpu-wheels
 GPU_PYTHON ?= 3.12
 GPU_DEPS := pydantic pydantic[-_]core annotated[-_]types typing[-_]inspection typing[-_]extensions \
-	jsonschema jsonschema[-_]specifications referencing rpds[-_]py attrs pyyaml ruamel[.]yaml
+	jsonschema jsonschema[-_]specifications referencing rpds[-_]py attrs pyyaml ruamel[.]yaml tqdm
 GPU_PLATFORMS := $(foreach n,28 27 17,--platform manylinux_2_$(n)_x86_64) \
 	--platform manylinux2014_x86_64 --platform manylinux1_x86_64
 

@@ -127,11 +127,12 @@ def test_unregistered_toy_is_refused_with_the_implemented_methods():
 
 
 @pytest.mark.parametrize("method", ["max", "smoothquant", "mse"])
-def test_layerwise_is_refused_before_the_model_is_touched(method):
-    """Running the whole model instead would calibrate what layerwise leaves out."""
+def test_layerwise_without_blocks_is_refused_before_the_model_is_touched(method):
+    """A model without repeated blocks cannot be calibrated layer by layer; running the whole
+    model instead would calibrate what layerwise leaves out."""
     model = Net()
     algorithm = {"method": method, "layerwise": {"enable": True}}
-    with pytest.raises(UnsupportedAlgorithmError, match="layer-by-layer calibration is not"):
+    with pytest.raises(UnsupportedAlgorithmError, match="no decoder layers"):
         qruntime.quantize(model, _config({"num_bits": 8}, {"num_bits": 8}, algorithm), _loop)
     assert type(model.fc1) is nn.Linear
 
