@@ -471,3 +471,25 @@ def test_a_layer_file_that_does_not_fit_the_layer_changes_nothing(config, dtype,
         store.restore_completed(other.model.layers)
     after = other.state_dict()
     assert sorted(after) == sorted(before) and all(torch.equal(after[k], before[k]) for k in after)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m["files"].update(inputs=None), "files.inputs is not listed exactly"),
+        (lambda m: m["files"]["layers"].pop(), "files.layers does not list every"),
+        (lambda m: m["files"]["layers"][0].update(name="../x"), "a bad files entry"),
+        (lambda m: m.pop("save_every"), "KeyError"),
+    ],
+    ids=["no-inputs", "layer-missing", "path", "key"],
+)
+def test_an_edited_manifest_is_refused(edit, message, tmp_path):
+    calibrated, _ = _models(INT8_BF16)
+    _checkpoint(tmp_path, calibrated, upto=1)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    edit(manifest)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(
+        CheckpointMismatchError, match=f"not a layer checkpoint manifest.*{message}"
+    ):
+        _store(tmp_path).start_layer()

@@ -266,9 +266,18 @@ class LayerCheckpoint:
             for key in ("num_layers", "last_completed_layer", "save_every"):
                 if not isinstance(manifest[key], int):
                     raise TypeError(key)
-            files = manifest["files"]
-            if len(files["layers"]) != manifest["last_completed_layer"] + 1:
-                raise ValueError("files")
+            last, files = manifest["last_completed_layer"], manifest["files"]
+            if len(files["layers"]) != last + 1:
+                raise ValueError("files.layers does not list every completed layer")
+            inputs = files["inputs"]
+            if (inputs is None) != (last + 1 >= manifest["num_layers"]):
+                raise ValueError("files.inputs is not listed exactly when a layer is left")
+            for entry in [*files["layers"], *([inputs] if inputs else [])]:
+                name, size, digest = entry["name"], entry["bytes"], entry["sha256"]
+                if not (isinstance(name, str) and "/" not in name and isinstance(size, int)):
+                    raise ValueError(f"a bad files entry {entry!r}")
+                if not isinstance(digest, str):
+                    raise ValueError(f"a bad files entry {entry!r}")
         except CheckpointMismatchError:
             raise
         except (ValueError, KeyError, TypeError) as exc:
