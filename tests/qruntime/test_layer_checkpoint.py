@@ -307,12 +307,14 @@ def test_stale_temp_files_are_ignored_and_removed(tmp_path):
     _checkpoint(tmp_path, calibrated, upto=0)
     (tmp_path / "manifest.json.tmp").write_text('{"last_completed_layer": 2')
     (tmp_path / "layer_00001.safetensors.tmp").write_bytes(b"\0" * 10)
+    (tmp_path / "notes.tmp").write_text("not the store's")
     store = _store(tmp_path)
     assert store.start_layer() == 1
     assert sorted(os.listdir(tmp_path)) == [
         "inputs_00001.safetensors",
         "layer_00000.safetensors",
         "manifest.json",
+        "notes.tmp",
     ]
     assert torch.equal(store.next_inputs()[0][0][0], _inputs(1)[0][0][0])
 

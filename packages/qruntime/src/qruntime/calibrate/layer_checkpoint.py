@@ -227,8 +227,9 @@ class LayerCheckpoint:
         data, layer count or ``save_every``, or its files do not match the manifest.
         """
         self.directory.mkdir(parents=True, exist_ok=True)
-        for stale in self.directory.glob("*" + _TMP):
-            stale.unlink()
+        for pattern in (MANIFEST, "layer_*.safetensors", "inputs_*.safetensors"):
+            for stale in self.directory.glob(pattern + _TMP):  # a write a kill cut short
+                stale.unlink()
         manifest = self._read_manifest()
         start = 0
         if manifest is not None:
