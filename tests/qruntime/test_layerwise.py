@@ -360,11 +360,10 @@ def _svdquant_cfg():
     [
         (_llama, _svdquant_cfg(), LOOP, "'svdquant' does not support layerwise"),
         (_llama, _cfg(), None, "layerwise.enable needs calibration data"),
-        (_llama, _cfg(checkpoint_dir="ckpt"), LOOP, "checkpoint_dir is not implemented"),
         (lambda: nn.Sequential(nn.Linear(4, 4), nn.ReLU()), _cfg(), LOOP, "layers="),
         (EncoderDecoder, _cfg(), LOOP, "several block lists"),
     ],
-    ids=["svdquant", "no-loop", "checkpoint", "no-blocks", "ambiguous"],
+    ids=["svdquant", "no-loop", "no-blocks", "ambiguous"],
 )
 def test_refused_before_the_model_is_touched(build, cfg, loop, words):
     model = build()

@@ -259,8 +259,8 @@ def _layers_of(model: nn.Module, plan: Plan | None, options: LayerwiseOptions) -
 def _check_layerwise(
     config: QuantizeAlgorithmConfig, algorithm: CalibrationAlgorithm, forward_loop: Any
 ) -> None:
-    """What layer-by-layer calibration refuses, as Model Optimizer does (svdquant, no loop, no
-    blocks) or because it is not implemented here yet (checkpoints)."""
+    """What layer-by-layer calibration refuses, as Model Optimizer does: svdquant, no loop, no
+    blocks (checked by the caller)."""
     method = str(config.method)
     if algorithm.capabilities.adds_modules:
         raise UnsupportedAlgorithmError(
@@ -272,12 +272,6 @@ def _check_layerwise(
         raise UnsupportedAlgorithmError(
             f"calibration method {method!r} with layerwise.enable needs calibration data: pass "
             "a forward_loop(model). The model was not changed."
-        )
-    if config.layerwise.checkpoint_dir is not None:
-        raise UnsupportedAlgorithmError(
-            f"calibration method {method!r}: layerwise.checkpoint_dir is not implemented in "
-            "qruntime yet; remove it to calibrate without checkpoints. The model was not "
-            "changed."
         )
 
 
@@ -377,7 +371,7 @@ def run_layerwise(
     _check_layerwise(ctx.config, algorithm, ctx.forward_loop)
     assert ctx.forward_loop is not None
     found = _layers_of(ctx.model, ctx.plan, options)
-    driver = LayerwiseDriver(found, ctx.config.layerwise, options)
+    driver = LayerwiseDriver(found, ctx.config.layerwise, options, config=ctx.config)
 
     def calibrate_layer(layer: nn.Module, layer_loop: ForwardLoop) -> None:
         algorithm.run(replace(ctx, model=layer, forward_loop=layer_loop))
