@@ -163,3 +163,28 @@ def test_hugging_face_minilm_awq_full_is_bit_exact(preset):
     with torch.no_grad():
         expected = ref(input_ids=other).last_hidden_state
         assert torch.equal(ours(input_ids=other).last_hidden_state, expected)
+
+
+def test_debug_keeps_the_search_records_modelopt_keeps():
+    """debug: true leaves the search state on every searched linear, as Model Optimizer's
+    helpers: the statistics, the loss per alpha / ratio, the chosen alpha, scale and amax."""
+    cfg = _int4_cfg("awq_full", 8, debug=True)
+    model, loop = zoo.build("llama"), zoo.forward_loop("llama")
+    ref, ours = oracle.quantize_both(model, cfg, loop)
+    oracle.assert_same_model(ref, ours)
+    theirs = dict(ref.named_modules())
+    searched = [(n, m) for n, m in ours.named_modules() if "awq_lite" in m.__dict__]
+    assert len(searched) == sum(hasattr(m, "awq_lite") for m in theirs.values()) > 0
+    for name, module in searched:
+        lite, ref_lite = module.awq_lite, theirs[name].awq_lite
+        assert lite.best_alpha == ref_lite.best_alpha
+        assert torch.equal(lite.best_scale, ref_lite.best_scale)
+        assert torch.equal(lite.act_scale, ref_lite.act_scale)
+        assert list(lite.loss) == list(ref_lite.loss)
+        assert lite.loss == ref_lite.loss  # floats, once the choice is made
+        clip, ref_clip = module.awq_clip, theirs[name].awq_clip
+        assert torch.equal(clip.w_amax, ref_clip.w_amax)
+        assert torch.equal(clip.best_clip_val, ref_clip.best_clip_val)
+        assert list(clip.loss) == list(ref_clip.loss)
+        for ratio, value in ref_clip.loss.items():
+            assert torch.equal(clip.loss[ratio], value), (name, ratio)

@@ -119,7 +119,6 @@ def _loop(m):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"debug": True}, "debug: true"),
         ({"moe_calib_experts_ratio": 0.5}, "moe_calib_experts_ratio"),
         ({"max_co_batch_size": None}, "max_co_batch_size is null"),
         ({"max_tokens_per_batch": 0}, "at least 1"),

@@ -30,7 +30,7 @@ def test_registered_with_its_capabilities():
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"debug": True}, "debug: true"), ({"moe_calib_experts_ratio": 0.5}, "moe_calib_experts")],
+    [({"moe_calib_experts_ratio": 0.5}, "moe_calib_experts")],
 )
 def test_options_not_honoured_yet_are_refused_before_the_model_is_touched(options, message):
     model = nn.Sequential(nn.Linear(8, 8))

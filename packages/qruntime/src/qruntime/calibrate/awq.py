@@ -90,7 +90,9 @@ def run_awq(ctx: CalibrationContext) -> None:
         if method in ("awq_lite", "awq_full"):
             assert isinstance(config, AWQLiteCalibConfig)
             assert config.alpha_step is not None  # refused by check_awq
-            awq_lite_search(ctx, searched_linears(ctx.model), float(config.alpha_step))
+            awq_lite_search(
+                ctx, searched_linears(ctx.model), float(config.alpha_step), debug=bool(config.debug)
+            )
         if method in ("awq_clip", "awq_full"):
             assert isinstance(config, AWQClipCalibConfig)
             linears = [
@@ -98,22 +100,18 @@ def run_awq(ctx: CalibrationContext) -> None:
                 for linear in searched_linears(ctx.model)
                 if linear.weight_quantizer.block_sizes is not None
             ]
-            awq_clip_search(ctx, linears, ClipOptions.from_config(config))
+            options = ClipOptions.from_config(config)
+            awq_clip_search(ctx, linears, options, debug=bool(config.debug))
     for linear in sequential:  # every element calibrated on the final weight
         recalibrate_weight(ctx, linear, reset=False)
 
 
 def check_awq(plan: Plan, config: QuantizeAlgorithmConfig) -> None:
     """Options this implementation does not honour are refused before the model is touched,
-    instead of being ignored: ``debug`` (Model Optimizer keeps its search helper on every
-    module) and ``moe_calib_experts_ratio`` (the widened expert routing during the passes has
-    not been compared with Model Optimizer, which fails on the zoo's MoE block with a ratio)."""
+    instead of being ignored: ``moe_calib_experts_ratio`` (the widened expert routing during
+    the passes has not been compared with Model Optimizer, which fails on the zoo's MoE block
+    with a ratio); null options and batch sizes below 1."""
     method = config.method
-    if getattr(config, "debug", False):
-        raise UnsupportedAlgorithmError(
-            f"{method} with debug: true (keeping the search state on every module) is not "
-            "implemented in qruntime. The model was not changed."
-        )
     if config.moe_calib_experts_ratio is not None:
         raise UnsupportedAlgorithmError(
             f"{method} with moe_calib_experts_ratio is not implemented in qruntime yet (max, "

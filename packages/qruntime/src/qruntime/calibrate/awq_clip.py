@@ -59,6 +59,7 @@ from qruntime.quantizer import TensorQuantizer
 
 __all__ = [
     "PRODUCT_ELEMENTS",
+    "AWQClipRecord",
     "ClipOptions",
     "awq_clip_search",
     "best_amax",
@@ -154,6 +155,19 @@ def best_amax(
         best_loss = torch.where(better, loss, best_loss)
         best = torch.where(better, w_amax * ratio, best)
     return best
+
+
+@dataclass(frozen=True)
+class AWQClipRecord:
+    """What the search found for one linear, kept as ``module.awq_clip`` with ``debug: true``
+    (Model Optimizer's debug keeps its search helper there, with these names): the max amax,
+    the summed loss per ratio, the chosen amax (None for a layer no data reached) and the
+    number of tokens searched."""
+
+    w_amax: torch.Tensor
+    loss: dict[float, torch.Tensor]
+    best_clip_val: torch.Tensor | None
+    num_tokens: int
 
 
 # ------------------------------------------------------------------------------ per layer
@@ -265,7 +279,7 @@ def _make_pre_hook(state: _Clip, ratios: list[float], options: ClipOptions):
     return pre_hook
 
 
-def _finish(state: _Clip, ratios: list[float]) -> None:
+def _finish(state: _Clip, ratios: list[float], debug: bool) -> None:
     """Step 4 on one layer (or the max-calibrated amax, with a warning, when no data came)."""
     linear = state.linear
     wq = linear.weight_quantizer
@@ -288,15 +302,27 @@ def _finish(state: _Clip, ratios: list[float]) -> None:
     wq.enable()
     if state.input_quantized:
         linear.input_quantizer.enable()
+    if debug:
+        linear.module.__dict__["awq_clip"] = AWQClipRecord(
+            w_amax=state.w_amax,
+            loss=dict(zip(ratios, state.losses, strict=True)),
+            best_clip_val=wq.amax.clone() if state.calls else None,
+            num_tokens=state.calls,
+        )
 
 
 # ------------------------------------------------------------------------------ the search
 @torch.no_grad()
 def awq_clip_search(
-    ctx: CalibrationContext, linears: list[SmoothedLinear], options: ClipOptions
+    ctx: CalibrationContext,
+    linears: list[SmoothedLinear],
+    options: ClipOptions,
+    *,
+    debug: bool = False,
 ) -> None:
     """Steps 1 to 4 of the module docstring on ``linears`` (quantized linears whose weight
-    quantizer is a single, enabled, block-quantized quantizer), one pass of the forward loop."""
+    quantizer is a single, enabled, block-quantized quantizer), one pass of the forward loop.
+    With ``debug`` each linear keeps an :class:`AWQClipRecord` as ``module.awq_clip``."""
     if ctx.forward_loop is None:
         raise ValueError("awq_clip needs calibration data: pass a forward_loop(model)")
     ratios = clip_ratios(options.min_clip_ratio, options.shrink_step)
@@ -319,4 +345,4 @@ def awq_clip_search(
             for handle in state.handles:
                 handle.remove()
     for state in states:
-        _finish(state, ratios)
+        _finish(state, ratios, debug)

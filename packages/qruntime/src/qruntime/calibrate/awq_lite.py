@@ -72,6 +72,7 @@ from qruntime.quantizer import TensorQuantizer
 
 __all__ = [
     "SCALE_RANGE",
+    "AWQLiteRecord",
     "alpha_grid",
     "awq_lite_search",
     "awq_scale",
@@ -143,6 +144,46 @@ class _Search:
     search_steps: int = 0
     candidates: Candidates | None = None
     handles: list[Any] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AWQLiteRecord:
+    """What the search found for one linear, kept as ``module.awq_lite`` with ``debug: true``
+    (Model Optimizer's debug keeps its search helper there, with these names): the statistics,
+    the summed loss per alpha, the chosen alpha and scale (None for a layer the search left at
+    max calibration, ``enabled`` False)."""
+
+    act_scale: torch.Tensor | None
+    weight_scale: torch.Tensor
+    loss: dict[float, float | torch.Tensor]
+    best_alpha: float | None
+    best_scale: torch.Tensor | None
+    enabled: bool
+    num_cache_steps: int
+    num_search_steps: int
+
+
+def _record(state: _Search, best: int | None) -> AWQLiteRecord:
+    scales = state.candidates.scales if state.candidates is not None else None
+    return AWQLiteRecord(
+        act_scale=state.act_scale,
+        weight_scale=state.weight_scale,
+        # summed to Python floats for the choice, as Model Optimizer's record has them
+        loss={
+            alpha: float(loss) if state.enabled else loss
+            for alpha, loss in zip(state.alphas, state.losses, strict=True)
+        },
+        best_alpha=None if best is None else state.alphas[best],
+        best_scale=None if best is None or scales is None else scales[best],
+        enabled=state.enabled,
+        num_cache_steps=state.cache_steps,
+        num_search_steps=state.search_steps,
+    )
+
+
+def _best(state: _Search) -> int:
+    losses = [float(v) for v in state.losses]
+    return min(range(len(losses)), key=losses.__getitem__)
 
 
 def _clear_scales(linear: SmoothedLinear) -> None:
@@ -238,8 +279,7 @@ def _apply(ctx: CalibrationContext, state: _Search) -> None:
     """Step 4 of the module docstring on one searched layer."""
     linear = state.linear
     q, weight = linear.input_quantizer, linear.weight
-    losses = [float(v) for v in state.losses]
-    best = min(range(len(losses)), key=losses.__getitem__)
+    best = _best(state)
     assert state.candidates is not None
     best_scale = state.candidates.scales[best]
     per_channel = _collapse_input_amax(q) if state.input_quantized else None
@@ -314,10 +354,15 @@ def _finish_cache(state: _Search) -> None:
 
 @torch.no_grad()
 def awq_lite_search(
-    ctx: CalibrationContext, linears: list[SmoothedLinear], alpha_step: float
+    ctx: CalibrationContext,
+    linears: list[SmoothedLinear],
+    alpha_step: float,
+    *,
+    debug: bool = False,
 ) -> None:
     """Steps 1 to 4 of the module docstring on ``linears`` (quantized linears whose weight
-    quantizer is a single, enabled quantizer), two passes of ``ctx``'s forward loop."""
+    quantizer is a single, enabled quantizer), two passes of ``ctx``'s forward loop. With
+    ``debug`` each linear keeps an :class:`AWQLiteRecord` as ``module.awq_lite``."""
     if ctx.forward_loop is None:
         raise ValueError("awq_lite needs calibration data: pass a forward_loop(model)")
     alphas = alpha_grid(alpha_step)
@@ -358,3 +403,6 @@ def awq_lite_search(
             _apply(ctx, state)
         else:
             _apply_disabled(ctx, state)
+        if debug:
+            record = _record(state, _best(state) if state.enabled else None)
+            state.linear.module.__dict__["awq_lite"] = record
