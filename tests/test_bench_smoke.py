@@ -68,3 +68,23 @@ def test_calibration_bench_prints_times_and_errors(bench, monkeypatch, capsys):
     assert float(rows["INT8 max"][2]) > 0
     assert rows["broken method"][2:5] == ["error", "n/a", "n/a"]
     assert "broken method: qruntime" in out
+
+
+def test_layerwise_memory_bench_prints_its_table(capsys):
+    """The layerwise memory bench runs a case in a fresh worker process and prints its row and
+    the reading; one case (layerwise GPTQ on the toy model) keeps this to one interpreter start.
+    """
+    sys.path.insert(0, str(BENCH))
+    try:
+        module = importlib.import_module("bench_layerwise_memory")
+    finally:
+        sys.path.remove(str(BENCH))
+    argv = ["--quick", "--no-modelopt", "--methods", "gptq", "--modes", "layerwise"]
+    status = module.main(argv)
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "Llama 2 layers, hidden 128" in out and "weights 1.3 MiB" in out
+    row = next(line.split() for line in out.splitlines() if line.startswith("qruntime  gptq"))
+    assert row[2:4] == ["layerwise", "4"]
+    assert float(row[4].rstrip("^")) >= 0 and float(row[5]) > 0  # peak growth, wall seconds
+    assert "qruntime gptq -> 4: layerwise +" in out
