@@ -8,6 +8,7 @@ and block sizes, dead columns and a layer no data reached.
 """
 
 import copy
+import types
 import warnings
 
 import modelopt.torch.quantization as mtq
@@ -15,7 +16,11 @@ import oracle
 import pytest
 import qruntime
 import torch
+import triton
+import triton.language as tl  # noqa: F401  (visible to the jit function below)
 import zoo
+from qruntime.calibrate import gptq_update
+from qruntime.calibrate.gptq_update import fused_nvfp4_qdq, fused_nvfp4_update, hessian_inverse
 from torch import nn
 
 
@@ -283,3 +288,101 @@ def test_after_awq_lite_is_bit_exact(preset):
     ref, ours = oracle.quantize_both(model, cfg, loop)
     oracle.assert_same_model(ref, ours)
     assert torch.equal(oracle.zoo_outputs(ours, "llama"), oracle.zoo_outputs(ref, "llama"))
+
+
+# ------------------------------------------------------------------------------ fused: true
+def _isnan(x):
+    return x != x
+
+
+@pytest.fixture
+def modelopt_fused_kernel():
+    """Model Optimizer's fused NVFP4 GPTQ update, runnable in Triton's CPU interpreter.
+
+    Its FP4 helper calls the CUDA ``libdevice.isnan``, which the interpreter cannot execute;
+    for the length of one test that one name is replaced by ``x != x`` (true exactly for NaN),
+    everything else is its own kernel. Triton decides interpretation when it is first imported
+    (by Model Optimizer, before this module), so ``TRITON_INTERPRET=1`` must come from the
+    environment, as ``make test`` sets it."""
+    assert triton.knobs.runtime.interpret, "run the conformance tests with TRITON_INTERPRET=1"
+    from modelopt.torch.kernels.quantization.common import nvfp4_quant
+    from modelopt.torch.quantization.utils.calib_utils import gptq_blockwise_update_fused_scalar
+
+    original = nvfp4_quant.libdevice
+    # Decorated here, after TRITON_INTERPRET is settled, so that it is an interpreted function.
+    nvfp4_quant.libdevice = types.SimpleNamespace(isnan=triton.jit(_isnan))
+    try:
+        yield gptq_blockwise_update_fused_scalar
+    finally:
+        nvfp4_quant.libdevice = original
+
+
+def _fused_case(rows, cin, seed):
+    """A weight with zeros, small negatives (they round to zero), an all-zero block and a dead
+    column, its block amaxes, and ``U`` from correlated inputs.
+
+    Every block scale stays a normal E4M3 number: the interpreter's float8 cast truncates E4M3
+    subnormals (0.003 -> 2^-9 where round-to-nearest, the GPU's and ours, gives 2^-8), so Model
+    Optimizer's kernel is a faithful oracle in the interpreter only above them; the subnormal
+    scales are tested against torch's cast in tests/qruntime/test_calibrate_gptq.py."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(rows, cin, generator=g) * 0.05
+    w[0, :16] = 0
+    w[-1, 19:25] = -1e-4
+    w[:, 20] = 0
+    amax = w.abs().reshape(rows, cin // 16, 16).amax(-1)
+    x = torch.randn(3 * cin, cin // 2, generator=g) @ torch.randn(cin // 2, cin, generator=g)
+    h = 2 * x.T @ x / x.shape[0]
+    return w, amax, hessian_inverse(h, w, 0.01)
+
+
+@pytest.mark.parametrize(
+    "rows,cin,block_size", [(5, 64, 16), (33, 64, 32), (3, 256, 128), (1, 48, 32), (7, 128, 64)]
+)
+def test_fused_update_is_model_optimizers_kernel(rows, cin, block_size, modelopt_fused_kernel):
+    """Our Triton kernel and its torch reference against Model Optimizer's fused kernel, in the
+    interpreter: every weight bit equal (rows from 1 to 33, a final block narrower than the
+    others, GPTQ blocks of 16/32/64/128 columns, NVFP4 blocks of 16)."""
+    w, amax, u = _fused_case(rows, cin, rows + cin)
+    global_amax = amax.max()
+    theirs = w.clone()
+    modelopt_fused_kernel(theirs, amax, global_amax.item() / (6.0 * 448.0), u, block_size, 16)
+    for backend in ("triton", "torch"):
+        ours = w.clone()
+        fused_nvfp4_update(ours, u, block_size, amax, global_amax, 16, backend=backend)
+        assert torch.equal(ours.view(torch.int32), theirs.view(torch.int32)), backend
+    # GPTQ moved the weights away from rounding to nearest (the comparison is not vacuous).
+    rtn = fused_nvfp4_qdq(w, amax.repeat_interleave(16, 1), global_amax.item() / 2688.0)
+    assert not torch.equal(rtn, theirs)
+
+
+@pytest.mark.parametrize("name", ["llama", "moe"])
+def test_fused_nvfp4_static_is_bit_exact(
+    name, reference_fake_quant, modelopt_fused_kernel, monkeypatch
+):
+    """``{"method": "gptq", "fused": true}`` on NVFP4-static weights: Model Optimizer's
+    ``mtq.quantize`` (its fused kernel, in the interpreter) and ``qruntime.quantize`` (the torch
+    reference on CPU, which is seen to run) give the same weights, amaxes and outputs."""
+    calls = []
+    reference = gptq_update.fused_nvfp4_block
+
+    def counted(*args):
+        calls.append(args[0].shape)
+        return reference(*args)
+
+    monkeypatch.setattr(gptq_update, "fused_nvfp4_block", counted)
+    _assert_bit_exact(name, _cfg("nvfp4_static", block_size=32, fused=True))
+    assert calls
+
+
+def test_fused_refuses_a_block_size_model_optimizer_refuses(reference_fake_quant):
+    """A GPTQ block of 24 columns over NVFP4 blocks of 16: Model Optimizer's ValueError after
+    its calibration passes; qruntime refuses before touching the model."""
+    cfg = _cfg("nvfp4_static", block_size=24, fused=True)
+    model, loop = zoo.build("llama"), zoo.forward_loop("llama")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match="divisible by the quantizer"):
+            mtq.quantize(copy.deepcopy(model), copy.deepcopy(cfg), loop)
+    with pytest.raises(qruntime.calibrate.UnsupportedAlgorithmError, match="multiple of"):
+        qruntime.quantize(model, copy.deepcopy(cfg), loop)

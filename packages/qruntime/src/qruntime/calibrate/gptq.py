@@ -27,10 +27,15 @@ block at a time (its own max pass, Hessians from that block's inputs), as Model 
 The column loop quantizes only the current column where the format allows (see
 :mod:`qruntime.calibrate.gptq_update`), instead of the whole weight once per column.
 
-``fused: true`` selects Model Optimizer's Triton kernel for NVFP4-static weights, whose float
-arithmetic (a scalar scale formula, in-register error updates) is not the unfused loop's; it
-is refused for plans with NVFP4-static weights instead of being run with different numbers.
-On every other format Model Optimizer ignores ``fused``, and so does this module.
+``fused: true`` on NVFP4-static weights runs Model Optimizer's fused variant: per GPTQ block
+one pass over each output row with the block's columns held together, the NVFP4 scale computed
+from the block amax per column (:func:`~qruntime.calibrate.gptq_update.fused_nvfp4_update`; a
+Triton kernel on CUDA, its torch reference elsewhere). Its float arithmetic (one fp32 global
+scale, the FP4 threshold chain, in-row error updates) is its own, so its weights differ from
+the unfused loop's in the last bits; they are Model Optimizer's fused weights. Refused as Model
+Optimizer refuses: a GPTQ block size that is not a multiple of the NVFP4 block size; and, where
+Model Optimizer's kernel would silently drop it, ``four_over_six``. On every other format Model
+Optimizer ignores ``fused``, and so does this module.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from qruntime.calibrate.context import CalibrationContext, leaves
 from qruntime.calibrate.gptq_update import (
     blockwise_update,
     column_quantizer,
+    fused_nvfp4_update,
     hessian_inverse,
     update_hessian,
 )
@@ -61,7 +67,7 @@ from qruntime.calibrate.registry import (
     register_algorithm,
 )
 from qruntime.calibrate.smoothquant import SmoothedLinear, smoothable_linears
-from qruntime.quantizer import is_quantizer
+from qruntime.quantizer import TensorQuantizer, is_quantizer
 from qruntime.transaction import ModelSnapshot, current_transaction
 
 __all__ = [
@@ -90,6 +96,7 @@ class GPTQOptions:
 
     perc_damp: float = 0.01
     block_size: int = 128
+    fused: bool = False
 
     @classmethod
     def from_config(cls, config: GPTQCalibConfig) -> GPTQOptions:
@@ -113,7 +120,11 @@ class GPTQOptions:
                 f"gptq: block_size must be at least 1, got {config.block_size}. The model was "
                 "not changed."
             )
-        return cls(perc_damp=float(config.perc_damp), block_size=int(config.block_size))
+        return cls(
+            perc_damp=float(config.perc_damp),
+            block_size=int(config.block_size),
+            fused=bool(config.fused),
+        )
 
 
 @dataclass
@@ -135,33 +146,49 @@ def gptq_linears(model: nn.Module) -> list[SmoothedLinear]:
     return [x for x in smoothable_linears(model) if x.weight_quantizer.is_enabled]
 
 
-def _nvfp4_static_weights(plan: Plan) -> list[str]:
-    """Names of the enabled NVFP4-static weight quantizers of ``plan``."""
+def _nvfp4_static_weights(plan: Plan) -> list[tuple[str, dict]]:
+    """``(name, block_sizes)`` of the enabled NVFP4-static weight quantizers of ``plan``."""
     out = []
     for name, q in plan.quantizers.items():
         if not fnmatch.fnmatchcase(name, WEIGHT_QUANTIZERS):
             continue
         specs = q.spec if isinstance(q.spec, tuple) else (q.spec,)
-        if any(s.enable and s.family == "nvfp4" and s.is_static_block for s in specs):
-            out.append(name)
+        out.extend(
+            (name, dict(s.block_sizes or {}))
+            for s in specs
+            if s.enable and s.family == "nvfp4" and s.is_static_block
+        )
     return out
+
+
+def _nvfp4_block(block_sizes: dict) -> int | None:
+    """The NVFP4 block size along the input dimension (Model Optimizer reads key -1, then 1)."""
+    return block_sizes.get(-1) or block_sizes.get(1)
 
 
 def check_gptq(plan: Plan, config: QuantizeAlgorithmConfig) -> None:
     """Refuse, before the model is touched, what this module cannot honour: calibrators max
-    cannot use, null or out-of-range options, and ``fused: true`` on NVFP4-static weights
+    cannot use, null or out-of-range options, and with ``fused: true`` NVFP4-static weights
+    whose block size does not divide ``block_size`` or that ask for ``four_over_six``
     (module docstring)."""
     assert isinstance(config, GPTQCalibConfig)
     check_calibrators(plan, config)
-    GPTQOptions.from_config(config)
-    if config.fused:
-        names = _nvfp4_static_weights(plan)
-        if names:
-            more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    options = GPTQOptions.from_config(config)
+    if not options.fused:
+        return
+    for name, block_sizes in _nvfp4_static_weights(plan):
+        block = _nvfp4_block(block_sizes)
+        if block is not None and options.block_size % block:
             raise UnsupportedAlgorithmError(
-                "gptq: fused: true runs Model Optimizer's Triton kernel on NVFP4-static weights "
-                f"({', '.join(names[:3])}{more}), whose arithmetic qruntime does not reproduce; "
-                "use fused: false (the same algorithm, unfused). The model was not changed."
+                f"gptq: fused: true needs block_size ({options.block_size}) to be a multiple of "
+                f"the NVFP4 block size of {name} ({block}), as Model Optimizer does. The model "
+                "was not changed."
+            )
+        if block_sizes.get("four_over_six"):
+            raise UnsupportedAlgorithmError(
+                f"gptq: fused: true on {name}: the fused NVFP4 update has no four_over_six "
+                "scale (Model Optimizer's kernel would quantize with the plain 6/448 scale); "
+                "use fused: false. The model was not changed."
             )
 
 
@@ -232,17 +259,39 @@ def update_weights(linear: SmoothedLinear, hessian: torch.Tensor, options: GPTQO
     work = weight.detach().float().clone()
     h_inv = hessian_inverse(hessian.to(weight.device), work, options.perc_damp, linear.name)
     quantizer = linear.weight_quantizer
-    blockwise_update(
-        work,
-        h_inv,
-        options.block_size,
-        quantizer,
-        column_quantizer(quantizer, work.shape),
-    )
+    if options.fused and _is_nvfp4_static(quantizer):
+        _fused_update(work, h_inv, options.block_size, quantizer)
+    else:
+        blockwise_update(
+            work,
+            h_inv,
+            options.block_size,
+            quantizer,
+            column_quantizer(quantizer, work.shape),
+        )
     txn = current_transaction()
     if txn is not None:
         txn.save(weight)
     weight.copy_(work.reshape(weight.shape).to(weight.dtype))
+
+
+def _is_nvfp4_static(quantizer: nn.Module) -> bool:
+    return isinstance(quantizer, TensorQuantizer) and quantizer.is_nvfp4_static
+
+
+def _fused_update(
+    work: torch.Tensor, h_inv: torch.Tensor, block_size: int, quantizer: TensorQuantizer
+) -> None:
+    """``fused: true`` on one NVFP4-static weight; the global amax defaults, as in the unfused
+    column path, to the largest block amax."""
+    block = _nvfp4_block(dict(quantizer.spec.block_sizes or {}))
+    amax = quantizer.amax
+    if block is None or amax is None:
+        raise ValueError("gptq fused: the NVFP4-static weight quantizer has no block size or amax")
+    g = quantizer.global_amax
+    if g is None:
+        g = torch.maximum(amax.max().abs(), amax.min().abs())
+    fused_nvfp4_update(work, h_inv, block_size, amax, g, block)
 
 
 def gptq_calibrate(ctx: CalibrationContext) -> None:

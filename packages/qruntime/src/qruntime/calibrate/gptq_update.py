@@ -36,6 +36,9 @@ __all__ = [
     "ColumnQuantizer",
     "blockwise_update",
     "column_quantizer",
+    "fused_nvfp4_block",
+    "fused_nvfp4_qdq",
+    "fused_nvfp4_update",
     "hessian_inverse",
     "update_hessian",
 ]
@@ -206,3 +209,123 @@ def blockwise_update(
                 work[:, j:b1].addr_(err, u_blk[i, i:], alpha=-1)
                 errors[:, i] = err
         weight[:, b1:].addmm_(errors, h_inv[b0:b1, b1:], alpha=-1)
+
+
+# ------------------------------------------------------------------------------ fused: true
+def _e2m1_magnitude(a: torch.Tensor) -> torch.Tensor:
+    """The FP4 threshold chain of the fused kernel (``<=`` and ``<`` alternate: ties to even;
+    NaN fails every test and becomes 6)."""
+    out = torch.full_like(a, 6.0)
+    for bound, value, inclusive in (
+        (5.0, 4.0, True),
+        (3.5, 3.0, False),
+        (2.5, 2.0, True),
+        (1.75, 1.5, False),
+        (1.25, 1.0, True),
+        (0.75, 0.5, False),
+        (0.25, 0.0, True),
+    ):
+        hit = a <= bound if inclusive else a < bound
+        out = torch.where(hit, torch.full_like(a, value), out)
+    return out
+
+
+def fused_nvfp4_qdq(x: torch.Tensor, block_amax: torch.Tensor, global_scale: float) -> torch.Tensor:
+    """The fused kernel's NVFP4 fake quantization, elementwise on fp32 ``x`` and its block
+    amaxes: scale ``e4m3(min(amax / (6 g), 448)) * g``; a zero scale gives 0, a non-finite one
+    is replaced by 1; the magnitude rounded on the FP4 grid; the sign chosen by ``x >= 0``
+    (so ``-0`` and NaN inputs take the negative branch as in the kernel)."""
+    g = _f32(global_scale, x)
+    unit = torch.minimum(block_amax / (_f32(6.0, x) * g), _f32(448.0, x))
+    scale = unit.to(torch.float8_e4m3fn).float() * g
+    zero = scale == 0.0
+    safe = torch.where(zero | ~torch.isfinite(scale), torch.ones_like(scale), scale)
+    mag = _e2m1_magnitude(x.abs() / safe) * safe
+    out = torch.where(x >= 0, mag, -mag)
+    return torch.where(zero, torch.zeros_like(out), out)
+
+
+def _f32(value: float, like: torch.Tensor) -> torch.Tensor:
+    """``value`` as an fp32 scalar tensor: the kernel's constants and arguments are fp32."""
+    return torch.tensor(value, dtype=torch.float32, device=like.device)
+
+
+def fused_nvfp4_block(
+    w_block: torch.Tensor,
+    block_amax: torch.Tensor,
+    global_scale: float,
+    u_block: torch.Tensor,
+    quant_block: int,
+    block_start: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Torch reference of :func:`qruntime.kernels.gptq_fused.gptq_nvfp4_block`, same arguments
+    and results: the kernel's float operations column by column, vectorized over the rows, with
+    the interpreter's arithmetic (IEEE division, no FMA). The column value and its quantized
+    value are read as ``v + 0`` because the kernel takes both out of a vector with a sum, which
+    turns ``-0`` into ``+0`` (a small negative weight rounds to ``+0``, not ``-0``)."""
+    global_scale = float(torch.tensor(global_scale, dtype=torch.float32))
+    work = w_block.float().clone()
+    q = torch.empty_like(work)
+    err = torch.empty_like(work)
+    amax = block_amax.float()
+    u = u_block.float()
+    for i in range(work.shape[1]):
+        x = work[:, i] + 0.0
+        q_i = fused_nvfp4_qdq(x, amax[:, (block_start + i) // quant_block], global_scale) + 0.0
+        e_i = (x - q_i) / u[i, i]
+        q[:, i] = q_i
+        err[:, i] = e_i
+        work[:, i + 1 :] = work[:, i + 1 :] - e_i[:, None] * u[i, i + 1 :]
+    return q, err
+
+
+def fused_nvfp4_update(
+    weight: torch.Tensor,
+    h_inv: torch.Tensor,
+    block_size: int,
+    block_amax: torch.Tensor,
+    global_amax: torch.Tensor,
+    quant_block: int,
+    backend: str = "auto",
+) -> None:
+    """GPTQ with ``fused: true`` on the float32 ``weight`` ``(cout, cin)`` quantized as NVFP4
+    static (``block_amax`` ``(cout, cin / quant_block)``), in place.
+
+    Per block ``[b0, b1)``: the in-block column loop of the fused kernel, then the later columns
+    ``W[:, b1:] -= E U[b0:b1, b1:]``. ``global_scale = global_amax / (6 * 448)`` is computed in
+    double and handed over as fp32, as a Python float reaches a Triton kernel.
+
+    Which block loop runs: ``backend="auto"`` runs the Triton kernel
+    (:mod:`qruntime.kernels.gptq_fused`) for a CUDA weight when Triton imports, and the torch
+    reference :func:`fused_nvfp4_block` otherwise (CPU, or no Triton) — the two agree bit for
+    bit in Triton's interpreter; on a GPU the kernel follows the GPU's float operations.
+    ``"triton"`` forces the kernel (a CPU weight needs ``TRITON_INTERPRET=1``), ``"torch"`` the
+    reference.
+    """
+    from qruntime.kernels.dispatch import choose_backend
+
+    cout, cin = weight.shape
+    if quant_block < 1 or block_size % quant_block:
+        raise ValueError(
+            f"gptq fused: block_size ({block_size}) must be a multiple of the weight's NVFP4 "
+            f"block size ({quant_block})"
+        )
+    if cin % quant_block or block_amax.numel() != cout * (cin // quant_block):
+        raise ValueError(
+            f"gptq fused: a ({cout}, {cin}) weight needs {cin // quant_block} whole NVFP4 blocks "
+            f"of {quant_block} per row (got {block_amax.numel()} block amaxes)"
+        )
+    table = block_amax.reshape(cout, cin // quant_block).float()
+    global_scale = float(global_amax.float().item()) / (6.0 * 448.0)
+    if choose_backend(weight, backend) == "triton":
+        from qruntime.kernels.gptq_fused import gptq_nvfp4_block as block_fn
+    else:
+        block_fn = fused_nvfp4_block
+    for b0 in range(0, cin, block_size):
+        b1 = min(b0 + block_size, cin)
+        q, err = block_fn(
+            weight[:, b0:b1].clone(), table, global_scale, h_inv[b0:b1, b0:b1], quant_block, b0
+        )
+        weight[:, b0:b1] = q
+        if b1 < cin:
+            weight[:, b1:].addmm_(err, h_inv[b0:b1, b1:], alpha=-1)
