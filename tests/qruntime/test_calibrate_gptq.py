@@ -10,9 +10,15 @@ import pytest
 import qruntime
 import torch
 from qconfig.algorithm_methods import GPTQCalibConfig
-from qruntime.calibrate import UnsupportedAlgorithmError, algorithm_for
+from qruntime.calibrate import UnsupportedAlgorithmError, algorithm_for, gptq_update
 from qruntime.calibrate import gptq as gptq_module
-from qruntime.calibrate.gptq_update import column_quantizer, hessian_inverse, update_hessian
+from qruntime.calibrate.gptq_update import (
+    column_quantizer,
+    fused_nvfp4_qdq,
+    fused_nvfp4_update,
+    hessian_inverse,
+    update_hessian,
+)
 from torch import nn
 
 CIN, COUT = 16, 5
@@ -207,7 +213,12 @@ NVFP4_STATIC = WEIGHT_FORMATS["nvfp4 static"]
         (None, {"perc_damp": None}, "perc_damp is null"),
         (None, {"block_size": None}, "block_size is null"),
         (None, {"block_size": 0}, "at least 1"),
-        (NVFP4_STATIC, {"fused": True}, "fused: true"),
+        (NVFP4_STATIC, {"fused": True, "block_size": 6}, "multiple of the NVFP4 block"),
+        (
+            {**NVFP4_STATIC, "block_sizes": {**NVFP4_STATIC["block_sizes"], "four_over_six": True}},
+            {"fused": True},
+            "four_over_six",
+        ),
         (None, {"layerwise": {"enable": True}}, "layerwise"),
     ],
 )
@@ -272,6 +283,145 @@ def test_a_failing_update_restores_the_weights_already_written(monkeypatch):
     with pytest.raises(RuntimeError, match="second layer failed"):
         qruntime.quantize(model, _config(), _loop)
     assert done == ["0"]
+    assert type(model[0]) is nn.Linear
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, original[key]), key
+
+
+# ------------------------------------------------------------------------------ fused: true
+def _textbook_fused(w, amax, global_amax, u, block_size, quant_block):
+    """The fused update written out element by element in numpy fp32 scalars (IEEE, no FMA):
+    per row and column the two-level scale, the FP4 magnitude, the error, the in-block update;
+    after each block the trailing update with torch's ``addmm`` (the host step)."""
+    import numpy as np
+
+    f = np.float32
+    gs = f(float(global_amax) / (6.0 * 448.0))
+    grid = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0]
+    w = w.clone()
+    rows, cols = w.shape
+    for b0 in range(0, cols, block_size):
+        b1 = min(b0 + block_size, cols)
+        work = w[:, b0:b1].numpy().astype(np.float32).copy()
+        q = np.zeros_like(work)
+        err = np.zeros_like(work)
+        for r in range(rows):
+            for i in range(b1 - b0):
+                x = f(work[r, i] + f(0.0))
+                unit = min(f(amax[r, (b0 + i) // quant_block]) / (f(6.0) * gs), f(448.0))
+                scale = f(torch.tensor(unit).to(torch.float8_e4m3fn).float().item()) * gs
+                a = abs(x) / scale
+                # nearest grid magnitude; a tie goes to the even code (index)
+                k = min(range(8), key=lambda n: (abs(a - grid[n]), n % 2))
+                mag = f(grid[k]) * scale
+                q[r, i] = f((mag if x >= 0 else -mag) + f(0.0))
+                err[r, i] = (x - q[r, i]) / f(u[b0 + i, b0 + i])
+                for j in range(i + 1, b1 - b0):
+                    work[r, j] = work[r, j] - err[r, i] * f(u[b0 + i, b0 + j])
+        w[:, b0:b1] = torch.from_numpy(q)
+        if b1 < cols:
+            w[:, b1:].addmm_(torch.from_numpy(err), u[b0:b1, b1:], alpha=-1)
+    return w
+
+
+def _fused_weight(rows, cols, seed, tiny=False):
+    """With ``tiny`` and a global amax of 2688 (global scale 1), the block scales ``amax / 6``
+    (about 0.005) are E4M3 subnormals (below 2^-6)."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(rows, cols, generator=g) * (0.01 if tiny else 0.1)
+    w[0, :4] = 0
+    x = torch.randn(40, cols, generator=g) @ torch.randn(cols, cols, generator=g)
+    u = hessian_inverse(2 * x.T @ x / 40, w, 0.01)
+    return w, u
+
+
+@pytest.mark.parametrize("tiny", [False, True], ids=["normal scales", "subnormal scales"])
+def test_fused_update_is_the_textbook_in_fp32(tiny):
+    """The torch reference against the scalar textbook, bit for bit, with normal and E4M3
+    subnormal block scales."""
+    w, u = _fused_weight(6, 24, 0, tiny)
+    amax = w.abs().reshape(6, 6, 4).amax(-1)
+    global_amax = torch.tensor(2688.0) if tiny else amax.max()
+    assert (amax / 6 < 2**-6).all() if tiny else (amax / 6 >= 2**-6).float().mean() > 0.5
+    ours = w.clone()
+    fused_nvfp4_update(ours, u, 8, amax, global_amax, 4, backend="torch")
+    expected = _textbook_fused(w, amax, global_amax, u, 8, 4)
+    assert torch.equal(ours.view(torch.int32), expected.view(torch.int32))
+
+
+def test_fused_qdq_by_hand():
+    """Global amax 2688: global scale 1. Block amax 6.375: 1.0625 is an E4M3 tie -> 1.0, so
+    2.6 -> 3.0, 0.25 -> 0 (tie to the even code), -0.3 -> -0.5. Block amax 0.018: 0.003 is E4M3
+    subnormal, nearest 2^-8; 0.01 / 2^-8 = 2.56 -> 3 * 2^-8. Block amax 0: everything 0."""
+    x = torch.tensor([2.6, 0.25, -0.3, 0.01, 5.0])
+    amax = torch.tensor([6.375, 6.375, 6.375, 0.018, 0.0])
+    out = fused_nvfp4_qdq(x, amax, 2688.0 / (6.0 * 448.0))
+    assert out.tolist() == [3.0, 0.0, -0.5, 3 * 2.0**-8, 0.0]
+
+
+def _interpreted() -> None:
+    import triton
+
+    assert triton.knobs.runtime.interpret, "run the kernel tests with TRITON_INTERPRET=1"
+
+
+@pytest.mark.parametrize(
+    "rows,cols,block_size,tiny",
+    [(5, 64, 16, False), (3, 96, 48, False), (9, 40, 32, True), (1, 24, 8, False)],
+)
+def test_fused_kernel_is_the_torch_reference(rows, cols, block_size, tiny):
+    """The Triton kernel in the interpreter against the torch reference, bit for bit: GPTQ
+    blocks of 48 columns (not a power of two), a narrower final block, E4M3-subnormal scales
+    and ties (the kernel rounds the scale to nearest-even itself), one row."""
+    _interpreted()
+    w, u = _fused_weight(rows, cols, rows * cols, tiny)
+    amax = w.abs().reshape(rows, cols // 4, 4).amax(-1)
+    amax[0, 0] = 6.375  # with global scale 1: 1.0625, exactly between two E4M3 values
+    global_amax = torch.tensor(2688.0)
+    rest = amax[:, 1:]
+    assert (rest / 6 < 2**-6).all() if tiny else (rest / 6 >= 2**-6).float().mean() > 0.5
+    results = []
+    for backend in ("triton", "torch"):
+        out = w.clone()
+        fused_nvfp4_update(out, u, block_size, amax, global_amax, 4, backend=backend)
+        results.append(out.view(torch.int32))
+    assert torch.equal(*results)
+
+
+def test_fused_nvfp4_static_weights_run_the_fused_update(monkeypatch):
+    """``fused: true`` on NVFP4-static weights runs the fused update (on CPU: the torch
+    reference) on the quantized linear, whose weights end on the quantizer's grid; without
+    ``fused``, the unfused loop runs."""
+    calls = []
+    real = gptq_update.fused_nvfp4_update
+
+    def counted(weight, *args, **kwargs):
+        calls.append(tuple(weight.shape))
+        real(weight, *args, **kwargs)
+
+    monkeypatch.setattr(gptq_module, "fused_nvfp4_update", counted)
+    model = _quantize(_model(), _first_layer_only(_config(NVFP4_STATIC, fused=True, block_size=8)))
+    assert calls == [(COUT, CIN)]
+    w = model[0].weight.detach()
+    assert torch.equal(model[0].weight_quantizer(w), w)
+    _quantize(_model(), _first_layer_only(_config(NVFP4_STATIC, block_size=8)))
+    assert calls == [(COUT, CIN)]
+
+
+def _first_layer_only(cfg):
+    cfg["quant_cfg"].append({"quantizer_name": "2.weight_quantizer", "enable": False})
+    return cfg
+
+
+def test_fused_refuses_a_width_without_whole_blocks():
+    """The second layer has 5 input columns: no whole NVFP4 blocks of 4 (Model Optimizer's
+    fused path fails on the reshape of its amaxes); the error names it and the model is
+    restored."""
+    model = _model()
+    original = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match="whole NVFP4 blocks"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qruntime.quantize(model, _config(NVFP4_STATIC, fused=True, block_size=8), _loop)
     assert type(model[0]) is nn.Linear
     for key, value in model.state_dict().items():
         assert torch.equal(value, original[key]), key
