@@ -87,4 +87,6 @@ def test_layerwise_memory_bench_prints_its_table(capsys):
     row = next(line.split() for line in out.splitlines() if line.startswith("qruntime  gptq"))
     assert row[2:4] == ["layerwise", "4"]
     assert float(row[4].rstrip("^")) >= 0 and float(row[5]) > 0  # peak growth, wall seconds
-    assert "qruntime gptq -> 4: layerwise +" in out
+    assert "glibc mmap threshold fixed at 128 KiB" in out
+    reading = out.split("reading (")[1]
+    assert "qruntime  gptq      4: layerwise +" in reading and "2 blocks' activations" in reading
