@@ -195,6 +195,39 @@ def test_keyboard_interrupt_and_a_host_stash_restore_too():
     assert same(before, state(model))
 
 
+@pytest.mark.parametrize("guard", ["kernels", "dispatch"])
+def test_a_disk_stash_keeps_no_copy_in_memory_and_restores_the_bits(guard):
+    """Writes caught by the guard and declared ones, tied storages: the copies go to a
+    temporary file (nothing in memory), rollback reads them back into the same tensors."""
+    model = toy()
+    model[3].weight = model[0].weight.__class__(model[0].weight.data[:4])  # shares storage
+    before = state(model)
+    weight = model[0].weight
+    with (
+        pytest.raises(KeyError),
+        Transaction(model, writes_weights=True, guard=guard, stash_device="disk") as txn,
+    ):
+        with torch.no_grad():
+            model.train()(torch.randn(5, 8))
+            weight.mul_(3)
+            model[3].weight.add_(1)
+        txn.save(model[1].weight)
+        model[1].weight.data.fill_(7)
+        assert txn.saved_bytes == 0
+        assert txn._journal.stashed_bytes >= (8 * 8) * 4
+        raise KeyError
+    assert same(before, state(model))
+    assert model[0].weight is weight
+
+
+def test_a_disk_stash_keeps_the_writes_on_success():
+    model = toy()
+    with Transaction(model, writes_weights=True, stash_device="disk") as txn, torch.no_grad():
+        txn.save(model[0].weight)
+        model[0].weight.fill_(2)
+    assert bool((model[0].weight == 2).all())
+
+
 def test_nested_transactions_roll_back_their_own_writes():
     model = toy()
     outer_state = state(model)

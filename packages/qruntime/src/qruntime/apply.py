@@ -248,7 +248,11 @@ def apply_plan(
     # forward and the loop. Without a forward loop to run, only qruntime's own code runs.
     foreign_code = forward_loop is not None and bool(plan.algorithm)
     guard = "kernels" if foreign_code or writes_weights else None
-    with Transaction(model, writes_weights=writes_weights, guard=guard):
+    # Layer by layer, memory should stay near the weights: the rollback copies of the weights
+    # a calibration rewrites go to a temporary file instead of doubling them.
+    layerwise = any(c.layerwise.enable for c in plan.algorithm)
+    stash = "disk" if layerwise and writes_weights else None
+    with Transaction(model, writes_weights=writes_weights, guard=guard, stash_device=stash):
         patch_model(model, plan)
         run_algorithms(model, plan.algorithm, forward_loop, plan=plan, layers=layers)
         model.__dict__[PLAN_ATTRIBUTE] = plan

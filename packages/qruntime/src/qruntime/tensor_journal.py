@@ -24,13 +24,14 @@ raw pointer, other threads, since dispatch modes are thread-local) must be decla
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-__all__ = ["TensorJournal", "WriteGuard", "written_arguments"]
+__all__ = ["DiskStash", "TensorJournal", "WriteGuard", "written_arguments"]
 
 # Batch-norm kernels whose schemas do not mark the running statistics as written although they
 # update them in training mode (``_native_batch_norm_legit`` and ``_batch_norm_with_update``
@@ -116,13 +117,53 @@ class _Record:
                 t.requires_grad_(self.requires_grad)
 
 
+def _bytes_of(storage: torch.UntypedStorage, nbytes: int) -> torch.Tensor:
+    """The first ``nbytes`` of ``storage`` as a uint8 tensor sharing its memory."""
+    view = torch.empty(0, dtype=torch.uint8, device=storage.device)
+    return view.set_(storage, 0, (min(nbytes, storage.nbytes()),), (1,))
+
+
+class DiskStash:
+    """Saved storages written to one anonymous temporary file instead of kept in memory.
+
+    Why: layer-by-layer calibration exists so that memory stays near the model's weights, and a
+    rollback copy of every weight a calibration rewrites (GPTQ, AWQ) would double them. The
+    file is unlinked from the start (``tempfile.TemporaryFile``): nothing is left behind, even
+    when the process is killed. Each copy is appended once and read back only on rollback.
+    """
+
+    def __init__(self, directory: str | None = None) -> None:
+        self._file = tempfile.TemporaryFile(dir=directory)  # closed by close()
+        self._places: dict[int, tuple[int, int]] = {}
+        self.nbytes = 0
+
+    def put(self, key: int, storage: torch.UntypedStorage, nbytes: int) -> None:
+        data = _bytes_of(storage, nbytes).cpu()
+        offset = self._file.seek(0, 2)
+        self._file.write(memoryview(data.numpy()))
+        self._places[key] = (offset, data.numel())
+        self.nbytes += data.numel()
+
+    def restore_into(self, key: int, storage: torch.UntypedStorage) -> None:
+        offset, nbytes = self._places[key]
+        buffer = bytearray(nbytes)
+        self._file.seek(offset)
+        self._file.readinto(buffer)
+        _bytes_of(storage, nbytes).copy_(torch.frombuffer(buffer, dtype=torch.uint8))
+
+    def close(self) -> None:
+        self._file.close()
+        self._places.clear()
+
+
 class TensorJournal:
     """Restorable state of a set of tensors: metadata now, data on first write.
 
     ``save(t)`` copies the whole untyped storage behind ``t`` once (later saves of the same
     storage cost a dict lookup); storages shared by several tensors (tied weights, views) are
     copied once. Tensors passed to ``save`` that were not watched are watched from then on.
-    Copies live on the tensor's device, or on ``stash_device`` (host memory, say) when given.
+    Copies live on the tensor's device, or on ``stash_device`` (host memory, say) when given,
+    or in a temporary file (:class:`DiskStash`) when ``stash_device`` is ``"disk"``.
     """
 
     def __init__(
@@ -131,12 +172,13 @@ class TensorJournal:
         *,
         stash_device: torch.device | str | None = None,
     ) -> None:
-        self._stash = None if stash_device is None else torch.device(stash_device)
+        self._disk = DiskStash() if stash_device == "disk" else None
+        self._stash = None if stash_device in (None, "disk") else torch.device(stash_device)
         self._records: dict[int, _Record] = {}
         #: Some watched tensor is an inference tensor (made under ``torch.inference_mode``).
         self.has_inference_tensors = False
         self._storages: dict[int, tuple[torch.UntypedStorage, int]] = {}
-        self._saved: dict[int, tuple[torch.UntypedStorage, torch.UntypedStorage]] = {}
+        self._saved: dict[int, tuple[torch.UntypedStorage, torch.UntypedStorage | None]] = {}
         for t in tensors:
             self.watch(t)
 
@@ -169,6 +211,10 @@ class TensorJournal:
 
     def _save_key(self, key: int) -> None:
         storage, nbytes = self._storages[key]
+        if self._disk is not None:
+            self._disk.put(key, storage, nbytes)
+            self._saved[key] = (storage, None)
+            return
         # on the stash device, e.g. GPU weights saved in host memory where two would not fit
         copy = torch.UntypedStorage(storage.nbytes(), device=self._stash or storage.device)
         copy.copy_(storage)
@@ -189,8 +235,14 @@ class TensorJournal:
 
     @property
     def saved_bytes(self) -> int:
-        """Bytes held by the copies (what rollback costs in memory so far)."""
-        return sum(copy.nbytes() for _, copy in self._saved.values())
+        """Bytes held by the copies in memory (what rollback costs in memory so far; copies in
+        a :class:`DiskStash` are :attr:`stashed_bytes`)."""
+        return sum(copy.nbytes() for _, copy in self._saved.values() if copy is not None)
+
+    @property
+    def stashed_bytes(self) -> int:
+        """Bytes of the copies written to disk (0 without a disk stash)."""
+        return 0 if self._disk is None else self._disk.nbytes
 
     def restore(self) -> None:
         """Put every watched tensor back: metadata and autograd fields, storage sizes (a
@@ -201,14 +253,20 @@ class TensorJournal:
             for storage, nbytes in self._storages.values():
                 if storage.nbytes() != nbytes:
                     storage.resize_(nbytes)
-            for storage, copy in self._saved.values():
-                storage.copy_(copy)
+            for key, (storage, copy) in self._saved.items():
+                if copy is None:
+                    assert self._disk is not None
+                    self._disk.restore_into(key, storage)
+                else:
+                    storage.copy_(copy)
 
     def discard(self) -> None:
         """Drop the copies and records (the changes are kept)."""
         self._records.clear()
         self._storages.clear()
         self._saved.clear()
+        if self._disk is not None:
+            self._disk.close()
 
 
 class WriteGuard(TorchDispatchMode):

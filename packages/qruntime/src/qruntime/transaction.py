@@ -133,7 +133,8 @@ class Transaction:
     (:mod:`qruntime.tensor_journal`), a ``TorchDispatchMode`` that sees every aten op of this
     thread; None, no interception (for callers that know nothing writes in place; declared
     saves still work). ``stash_device`` keeps the copies off the tensors' device (``"cpu"``
-    for a GPU model whose written weights would not fit twice).
+    for a GPU model whose written weights would not fit twice, ``"disk"`` for a temporary file:
+    layer-by-layer calibration, whose point is memory near the weights).
     """
 
     def __init__(
