@@ -52,7 +52,6 @@ from torch import nn
 from qruntime.calibrate import phases
 from qruntime.calibrate.awq_lite import block_size_of
 from qruntime.calibrate.context import CalibrationContext
-from qruntime.calibrate.moe import sync_moe_experts
 from qruntime.calibrate.registry import UnsupportedAlgorithmError
 from qruntime.calibrate.smoothquant import SmoothedLinear
 from qruntime.quantizer import TensorQuantizer
@@ -334,12 +333,7 @@ def awq_clip_search(
                 hook, with_kwargs=True, prepend=True
             )
             state.handles.append(handle)
-        quantizers = ctx.quantizers()
-        phases.enable_stats_collection(quantizers)
-        phases.run_forward_loop(ctx)
-        phases.finish_stats_collection(quantizers)
-        sync_moe_experts(ctx.model)
-        phases.sync(ctx, "amax")
+        phases.statistics_pass(ctx)
     finally:
         for state in states:
             for handle in state.handles:

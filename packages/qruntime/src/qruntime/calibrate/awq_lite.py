@@ -60,7 +60,6 @@ from qruntime.calibrate.awq_candidates import (
     plain_linear_output,
 )
 from qruntime.calibrate.context import CalibrationContext
-from qruntime.calibrate.moe import sync_moe_experts
 from qruntime.calibrate.registry import UnsupportedAlgorithmError
 from qruntime.calibrate.smoothquant import (
     SmoothedLinear,
@@ -376,14 +375,9 @@ def awq_lite_search(
             state.linear.module.register_forward_hook(hook, with_kwargs=True, prepend=True)
         )
     try:
-        quantizers = ctx.quantizers()
-        phases.enable_stats_collection(quantizers)
-        phases.run_forward_loop(ctx)
-        phases.finish_stats_collection(quantizers)
         # as max calibration ends: the experts of a sparse MoE block share their input amaxes
         # (here also the per-channel ones gathered beside the search)
-        sync_moe_experts(ctx.model)
-        phases.sync(ctx, "amax")
+        phases.statistics_pass(ctx)
         for state in states:
             _finish_cache(state)
         mode[0] = "search"

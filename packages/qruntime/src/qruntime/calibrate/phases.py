@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from qruntime.calibrate.context import CalibrationContext, WeightPair, leaves
+from qruntime.calibrate.moe import sync_moe_experts
 from qruntime.calibrators import MaxCalibrator
 from qruntime.modules.base import QuantModule
 from qruntime.numerics.amax import amax_reduce
@@ -151,6 +152,19 @@ def finish_stats_collection(quantizers: Iterable[TensorQuantizer]) -> None:
             q.load_calib_bias()
         q.enable_quant()
         q.disable_calib()
+
+
+def statistics_pass(ctx: CalibrationContext) -> None:
+    """One pass of the forward loop in which every enabled quantizer collects, then loads what
+    it collected, as a ``max`` calibration ends: the experts of a sparse MoE block share their
+    input amaxes, then the ``"amax"`` sync point. Searches that patch layers (AWQ) run their own
+    work in hooks during this pass; the quantizers they switched off take no part."""
+    quantizers = ctx.quantizers()
+    enable_stats_collection(quantizers)
+    run_forward_loop(ctx)
+    finish_stats_collection(quantizers)
+    sync_moe_experts(ctx.model)
+    sync(ctx, "amax")
 
 
 def sync(ctx: CalibrationContext, point: str, tensors: Sequence[torch.Tensor] = ()) -> None:
