@@ -1,6 +1,7 @@
 """Small configs and data shared by the calibration unit tests (test_calibrate_*.py)."""
 
 import torch
+from torch import nn
 
 W = "*weight_quantizer"
 INPUTS = "*input_quantizer"
@@ -23,6 +24,19 @@ def two_batches(model):
     """The forward loop of the calibration tests: two seeded batches."""
     for seed in (0, 1):
         model(batch(seed))
+
+
+class WithDeadLayer(nn.Module):
+    """Two 16 -> 16 linears; ``dead`` is never called (no statistics, no search)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.live = nn.Linear(16, 16)
+        self.dead = nn.Linear(16, 16)
+
+    def forward(self, x):
+        return self.live(x)
 
 
 #: The calibration methods qruntime registers on import, sorted.

@@ -17,6 +17,7 @@ import pytest
 import qruntime
 import torch
 import zoo
+from calibration_cases import WithDeadLayer
 
 
 def _int4_cfg(method, block, **options):
@@ -93,17 +94,6 @@ def test_w4a8_is_bit_exact(method):
     assert torch.equal(oracle.zoo_outputs(ours, "llama"), oracle.zoo_outputs(ref, "llama"))
 
 
-class _WithDeadLayer(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.live = torch.nn.Linear(16, 16)
-        self.dead = torch.nn.Linear(16, 16)
-
-    def forward(self, x):
-        return self.live(x)
-
-
 def test_dead_layer_keeps_max_calibration():
     """Model Optimizer leaves the weight quantizer of a layer no data reached switched off;
     qruntime keeps it on with its max amax (docs/differences.md), and warns."""
@@ -117,9 +107,9 @@ def test_dead_layer_keeps_max_calibration():
     cfg = _int4_cfg("awq_clip", 8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ref = mtq.quantize(_WithDeadLayer(), copy.deepcopy(cfg), loop)
+        ref = mtq.quantize(WithDeadLayer(), copy.deepcopy(cfg), loop)
     with pytest.warns(UserWarning, match="dead saw no calibration data"):
-        ours = qruntime.quantize(_WithDeadLayer(), copy.deepcopy(cfg), loop)
+        ours = qruntime.quantize(WithDeadLayer(), copy.deepcopy(cfg), loop)
     assert not ref.dead.weight_quantizer.is_enabled
     assert ours.dead.weight_quantizer.is_enabled
     w = ours.dead.weight.detach().reshape(-1, 8)

@@ -17,6 +17,7 @@ import pytest
 import qruntime
 import torch
 import zoo
+from calibration_cases import WithDeadLayer
 
 
 def _quiet(fn, *args):
@@ -106,19 +107,6 @@ def test_quantized_inputs_are_bit_exact(name, weights, inputs):
     assert torch.equal(oracle.zoo_outputs(ours, name), oracle.zoo_outputs(ref, name))
 
 
-class _WithDeadLayer(torch.nn.Module):
-    """``dead`` is never called: no statistics, no search."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.live = torch.nn.Linear(16, 16)
-        self.dead = torch.nn.Linear(16, 16)
-
-    def forward(self, x):
-        return self.live(x)
-
-
 def _batches():
     g = torch.Generator().manual_seed(3)
     return [torch.randn(2, 5, 16, generator=g) for _ in range(2)]
@@ -135,7 +123,7 @@ def test_dead_layer_gets_ones_and_max_calibration(inputs):
         for x in batches:
             m(x)
 
-    ref, ours = oracle.quantize_both(_WithDeadLayer(), cfg, loop)
+    ref, ours = oracle.quantize_both(WithDeadLayer(), cfg, loop)
     oracle.assert_same_model(ref, ours)
     assert torch.equal(ours.dead.input_quantizer.pre_quant_scale, torch.ones(16))
 
@@ -159,8 +147,8 @@ def test_loop_that_runs_once_gets_ones(inputs):
 
         return loop
 
-    ref = _quiet(mtq.quantize, _WithDeadLayer(), copy.deepcopy(cfg), once())
-    ours = _quiet(qruntime.quantize, _WithDeadLayer(), copy.deepcopy(cfg), once())
+    ref = _quiet(mtq.quantize, WithDeadLayer(), copy.deepcopy(cfg), once())
+    ours = _quiet(qruntime.quantize, WithDeadLayer(), copy.deepcopy(cfg), once())
     oracle.assert_same_model(ref, ours)
     assert torch.equal(ours.live.input_quantizer.pre_quant_scale, torch.ones(16))
 
