@@ -8,10 +8,10 @@ which makes layerwise ``max`` identical to whole-model ``max`` inside the layers
 
 How (the semantics of Model Optimizer 0.47.0's layerwise mode):
 
-* :func:`~qruntime.calibrate.layer_discovery.find_layers` names the blocks: a path or callable the caller gives, else a known Hugging
-  Face location (``model.layers``, ``model.language_model.layers``, ``transformer.h``,
-  ``encoder.layer``, ...), else the one outermost ``ModuleList`` of identical blocks that holds
-  quantized modules.
+* :func:`~qruntime.calibrate.layer_discovery.find_layers` names the blocks: a path or callable
+  the caller gives, else a known Hugging Face location (``model.layers``,
+  ``model.language_model.layers``, ``transformer.h``, ``encoder.layer``, ...), else the one
+  outermost ``ModuleList`` of identical blocks that holds quantized modules.
 * :class:`LayerwiseDriver` patches each block's ``forward`` with a small state machine and runs
   the user's ``forward_loop`` once per block (N calls for N blocks):
 
