@@ -115,8 +115,8 @@ def check_awq(plan: Plan, config: QuantizeAlgorithmConfig) -> None:
     if config.moe_calib_experts_ratio is not None:
         raise UnsupportedAlgorithmError(
             f"{method} with moe_calib_experts_ratio is not implemented in qruntime yet (max, "
-            "mse, local_hessian, smoothquant and nvfp4_act_headroom take it). The model was "
-            "not changed."
+            "mse, local_hessian, smoothquant, gptq and nvfp4_act_headroom take it). The model "
+            "was not changed."
         )
     if isinstance(config, AWQLiteCalibConfig) and config.alpha_step is None:
         raise UnsupportedAlgorithmError(
