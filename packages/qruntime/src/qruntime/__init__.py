@@ -18,6 +18,7 @@ from qruntime.calibrate import (
     unregister_algorithm,
 )
 from qruntime.calibrators import Calibrator
+from qruntime.config_lint import QConfigLintError, QConfigLintWarning
 from qruntime.inventory import inventory
 from qruntime.modules import QuantizerSlot, QuantModule
 from qruntime.numerics import fake_quant
@@ -35,6 +36,8 @@ __all__ = [
     "Calibrator",
     "HardDisabledTensorQuantizer",
     "PlanMismatchError",
+    "QConfigLintError",
+    "QConfigLintWarning",
     "QuantModule",
     "QuantizerSlot",
     "SequentialQuantizer",
