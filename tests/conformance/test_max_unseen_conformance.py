@@ -1,0 +1,196 @@
+"""Max calibration of recurrent and batch-norm modules against Model Optimizer 0.47.0, on
+hypothesis-drawn shapes, dtypes, presets and calibration data.
+
+For every draw both libraries quantize their own copy of the same model with the same config and
+forward loop; then every quantizer's state, every ``state_dict`` entry (weights and calibration
+buffers, bit for bit) and the outputs on *unseen* inputs must agree. The draws reach what the
+zoo models do not: more than two stacked layers (the input quantizers of layers >= 1 only see
+the previous layer's output), GRU and plain RNN cells, LSTM projections under a sequential
+(W4A8) weight quantizer, more time steps than the max calibrator keeps before folding, packed
+sequences, and per-channel batch-norm inputs in reduced precision. Formats Model Optimizer can
+only run on CUDA (NVFP4, MX) are computed by the reference numerics on its side
+(``reference_fake_quant``), so there the comparison covers structure and calibration.
+
+Both models are put in eval mode before the unseen forward: Model Optimizer ends calibration
+with ``model.train(was_training)`` (docs/differences.md, row 19), which would otherwise switch
+batch norms to batch statistics on its side only.
+"""
+
+import copy
+import warnings
+
+import modelopt.torch.quantization as mtq
+import oracle
+import pytest
+import qruntime
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+SETTINGS = settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+PRESETS = [
+    "INT8_DEFAULT_CFG",
+    "FP8_DEFAULT_CFG",
+    "W4A8_AWQ_BETA_CFG",
+    "INT4_BLOCKWISE_WEIGHT_ONLY_CFG",
+    "FP8_PER_CHANNEL_PER_TOKEN_CFG",
+    "NVFP4_DEFAULT_CFG",
+    "MXFP8_DEFAULT_CFG",
+    "NVFP4_FOUR_OVER_SIX_CFG",
+]
+DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
+#: The reference NVFP4/MX numerics take fp32/fp16/bf16 only (as Model Optimizer's kernels).
+CUDA_ONLY = {"NVFP4_DEFAULT_CFG", "MXFP8_DEFAULT_CFG", "NVFP4_FOUR_OVER_SIX_CFG"}
+BATCH_NORM_PARENTS = {"nn.BatchNorm1d", "nn.BatchNorm2d", "nn.BatchNorm3d"}
+
+
+def _config(preset: str, input_axis: object = "keep", batch_norm: bool = False) -> dict:
+    """``preset`` with max calibration; optionally per-channel inputs and batch norms enabled."""
+    cfg = copy.deepcopy(getattr(mtq, preset))
+    cfg["algorithm"] = "max"
+    if batch_norm:
+        cfg["quant_cfg"] = [
+            e for e in cfg["quant_cfg"] if e.get("parent_class") not in BATCH_NORM_PARENTS
+        ]
+    if input_axis != "keep":
+        cfg["quant_cfg"].append(
+            {"quantizer_name": "*input_quantizer", "cfg": {"num_bits": 8, "axis": input_axis}}
+        )
+    return cfg
+
+
+def _modelopt(model: nn.Module, cfg: dict, forward_loop) -> nn.Module:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return mtq.quantize(copy.deepcopy(model), copy.deepcopy(cfg), forward_loop)
+
+
+def _first(out):
+    while isinstance(out, tuple):
+        out = out[0]
+    return out.data if hasattr(out, "batch_sizes") else out
+
+
+def _compare(model: nn.Module, cfg: dict, batches: list, unseen) -> None:
+    """Both quantize ``model``; same states, same state dicts, same outputs on ``unseen``."""
+
+    def forward_loop(m):
+        for batch in batches:
+            m(batch)
+
+    try:
+        ref = _modelopt(model, cfg, forward_loop)
+    except RuntimeError as error:
+        # Model Optimizer refuses (e.g. a per-channel amax whose shape changes between the input
+        # and the hidden state): qruntime must refuse too, not calibrate something else.
+        with pytest.raises(RuntimeError, match=str(error)):
+            qruntime.quantize(copy.deepcopy(model), copy.deepcopy(cfg), forward_loop)
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = qruntime.quantize(copy.deepcopy(model), copy.deepcopy(cfg), forward_loop)
+    oracle.assert_same_model(ref, ours)
+    assert oracle.quantizer_buffers(ref), "nothing was calibrated"
+    ref.eval()
+    ours.eval()
+    with torch.no_grad():
+        expected, got = _first(ref(unseen)), _first(ours(unseen))
+    assert got.dtype == expected.dtype
+    assert torch.equal(got, expected)
+
+
+@st.composite
+def recurrent_cases(draw):
+    cls = draw(st.sampled_from([nn.LSTM, nn.GRU, nn.RNN]))
+    layers = draw(st.integers(1, 3))
+    bidirectional = draw(st.booleans())
+    features = draw(st.sampled_from([4, 8]))
+    hidden = draw(st.sampled_from([4, 8]))
+    proj = draw(st.sampled_from([0, 0, 2])) if cls is nn.LSTM and hidden > 2 else 0
+    kwargs = {"proj_size": proj} if proj else {}
+    bias = draw(st.booleans())
+    batch_first = draw(st.booleans())
+    dtype = draw(st.sampled_from(DTYPES))
+    steps = draw(st.sampled_from([2, 5, 19]))
+    packed = draw(st.booleans())
+    seed = draw(st.integers(0, 2**16))
+    torch.manual_seed(seed)
+    module = cls(
+        features,
+        hidden,
+        num_layers=layers,
+        bidirectional=bidirectional,
+        bias=bias,
+        batch_first=batch_first,
+        **kwargs,
+    ).to(dtype)
+    return module, features, steps, batch_first, packed, dtype
+
+
+def _sequences(features, steps, batch_first, packed, dtype, scale, seed):
+    g = torch.Generator().manual_seed(seed)
+    shape = (3, steps, features) if batch_first else (steps, 3, features)
+    x = (torch.randn(shape, generator=g) * scale).to(dtype)
+    if not packed:
+        return x
+    lengths = [steps, max(1, steps - 1), max(1, steps // 2)]
+    return pack_padded_sequence(x, lengths, batch_first=batch_first)
+
+
+@SETTINGS
+@given(
+    case=recurrent_cases(),
+    preset=st.sampled_from(PRESETS),
+    scale=st.sampled_from([0.5, 3.0]),
+    batches=st.integers(1, 2),
+    input_axis=st.sampled_from(["keep", "keep", -1]),
+)
+def test_recurrent_max_calibration_matches_modelopt(
+    reference_fake_quant, case, preset, scale, batches, input_axis
+):
+    module, features, steps, batch_first, packed, dtype = case
+    if preset in CUDA_ONLY and dtype == torch.float64:
+        dtype = torch.float32
+        module = module.to(dtype)
+    data = [
+        _sequences(features, steps, batch_first, packed, dtype, scale, seed)
+        for seed in range(batches)
+    ]
+    unseen = _sequences(features, steps, batch_first, packed, dtype, 2 * scale, 99)
+    _compare(module, _config(preset, input_axis), data, unseen)
+
+
+@SETTINGS
+@given(
+    dims=st.integers(1, 3),
+    channels=st.sampled_from([1, 3, 4]),
+    dtype=st.sampled_from(DTYPES),
+    input_axis=st.sampled_from(["keep", None, 1, -1]),
+    preset=st.sampled_from(PRESETS),
+    seed=st.integers(0, 2**16),
+)
+def test_batch_norm_max_calibration_matches_modelopt(
+    reference_fake_quant, dims, channels, dtype, input_axis, preset, seed
+):
+    if preset in CUDA_ONLY and dtype == torch.float64:
+        dtype = torch.float32
+    torch.manual_seed(seed)
+    norm = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[dims](channels)
+    norm.running_mean.normal_()
+    norm.running_var.uniform_(0.25, 4.0)
+    nn.init.normal_(norm.weight)
+    nn.init.normal_(norm.bias)
+    # a Linear over the last (spatial) dim gives the norm a computed input and the config a
+    # weight to quantize (Model Optimizer's NVFP4 Conv3d needs CUDA)
+    model = nn.Sequential(nn.Linear(3, 3), norm).to(dtype).eval()
+    shape = (2, channels, *([3] * dims))
+    g = torch.Generator().manual_seed(seed)
+    data = [(torch.randn(shape, generator=g) * 3).to(dtype) for _ in range(2)]
+    unseen = (torch.randn(shape, generator=g) * 5).to(dtype)
+    _compare(model, _config(preset, input_axis, batch_norm=True), data, unseen)
