@@ -239,7 +239,8 @@ def apply_plan(
     error the model — modules, classes, parameters, buffers, hooks, training flags — is left
     exactly as it was. A model that is already quantized is re-configured: its quantizers are
     set from the plan (calibrated ``_amax`` buffers are kept: docs/model-optimizer-rules.md,
-    'How a quantizer applies attributes').
+    'How a quantizer applies attributes'). The plan's config is not linted here: a plan has no
+    config source, so ``qconfig lint``'s findings are reported by ``compile_for``/``quantize``.
     """
     check_plan(model, plan)
     check_supported(plan, forward_loop, model=model, layers=layers)
