@@ -26,11 +26,12 @@ import qruntime
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from qruntime.numerics.nvfp4 import fake_quant_nvfp4_static
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 SETTINGS = settings(
-    max_examples=20,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -194,3 +195,112 @@ def test_batch_norm_max_calibration_matches_modelopt(
     data = [(torch.randn(shape, generator=g) * 3).to(dtype) for _ in range(2)]
     unseen = (torch.randn(shape, generator=g) * 5).to(dtype)
     _compare(model, _config(preset, input_axis, batch_norm=True), data, unseen)
+
+
+# ------------------------------------------------------------------ static NVFP4, four-over-six
+#
+# Model Optimizer's static NVFP4 runs only as a CUDA/Triton kernel, so the oracle here is its
+# formula (``compute_fp4_scales`` + ``nvfp4_scalar_quant``), re-derived in float64 with every
+# float32 rounding of its torch/Triton code made explicit (one float64 operation rounded to
+# float32 is the correctly rounded float32 operation for + - * /).
+
+
+def _f32(v: torch.Tensor) -> torch.Tensor:
+    return v.to(torch.float32).to(torch.float64)
+
+
+def _e4m3(v: torch.Tensor) -> torch.Tensor:
+    """Round-to-nearest-even onto E4M3FN (3 mantissa bits, exponents >= -6), |v| <= 448."""
+    mag = v.abs()
+    exponent = torch.floor(torch.log2(torch.where(mag > 0, mag, torch.ones_like(mag))))
+    step = torch.exp2(torch.clamp(exponent, min=-6) - 3)
+    return torch.sign(v) * torch.round(mag / step) * step
+
+
+def _modelopt_static_nvfp4(x, block_amax, global_amax, m8: float) -> torch.Tensor:
+    a = _f32(block_amax.double()).reshape(-1, 1)
+    s = _f32(a / 6.0)  # scale = amax / 6.0
+    big_g = _f32(_f32(_f32(global_amax.double()) * (448.0 / m8)) / 6.0)
+    safe = torch.where(big_g <= 2.0**-24, torch.ones_like(big_g), big_g)
+    scale = _f32(_f32(1.0 / safe) * 448.0)  # 448.0 / t is reciprocal(t) * 448 in torch
+    inv = _f32(1.0 / scale)
+    sq = _f32(_e4m3(torch.clamp(_f32(s * scale), -448.0, 448.0)) * inv)
+    xf = _f32(x.double()).reshape(a.numel(), -1)
+    zero = sq == 0
+    safe_sq = torch.where(zero | ~torch.isfinite(sq), torch.ones_like(sq), sq)
+    r = _f32(xf.abs() / safe_sq)
+    grid = [(0.25, True, 0.0), (0.75, False, 0.5), (1.25, True, 1.0), (1.75, False, 1.5)]
+    grid += [(2.5, True, 2.0), (3.5, False, 3.0), (5.0, True, 4.0)]
+    q = torch.full_like(r, 6.0)
+    for bound, inclusive, value in reversed(grid):
+        q = torch.where(r <= bound if inclusive else r < bound, value, q)
+    y = _f32(q * safe_sq)
+    y = torch.where(xf >= 0, y, -y)
+    y = torch.where(zero, torch.zeros_like(y), y)
+    return y.reshape(x.shape).to(x.dtype)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    blocks=st.integers(1, 6),
+    block=st.sampled_from([8, 16]),
+    four_over_six=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]),
+    spread=st.sampled_from([1e-3, 1.0, 300.0]),
+    enlarge=st.sampled_from([1.0, 1.5, 0.5]),
+    shared=st.sampled_from([1.0, 1.75, 40.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_static_nvfp4_numerics_follow_modelopt_formula(
+    blocks, block, four_over_six, dtype, spread, enlarge, shared, seed
+):
+    """Block amaxes as max or MSE calibration leaves them (x1, x1.5, x0.5) under a global amax
+    of their maximum or a larger sibling-shared one; some blocks all zero."""
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(blocks, block, generator=g) * spread).to(dtype)
+    x[torch.rand(blocks, generator=g) < 0.2] = 0
+    block_amax = x.float().abs().amax(-1, keepdim=True) * enlarge
+    global_amax = block_amax.max() * shared
+    got = fake_quant_nvfp4_static(x, block_amax, global_amax, four_over_six=four_over_six)
+    expected = _modelopt_static_nvfp4(x, block_amax, global_amax, 256.0 if four_over_six else 448.0)
+    assert got.dtype == expected.dtype
+    assert torch.equal(got, expected)
+
+
+@SETTINGS
+@given(
+    rows=st.integers(1, 4),
+    blocks=st.integers(1, 3),
+    four_over_six=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16]),
+    seed=st.integers(0, 2**16),
+)
+def test_static_nvfp4_weights_after_max_follow_modelopt(
+    reference_fake_quant, rows, blocks, four_over_six, dtype, seed
+):
+    """End to end: ``NVFP4_FOUR_OVER_SIX_CFG`` (and without four-over-six) under max
+    calibration; the calibrated buffers equal Model Optimizer's, and qruntime's quantized weight
+    is Model Optimizer's formula applied to Model Optimizer's buffers."""
+    torch.manual_seed(seed)
+    linear = nn.Linear(16 * blocks, 8 * rows).to(dtype)
+    cfg = _config("NVFP4_FOUR_OVER_SIX_CFG")
+    if not four_over_six:
+        del cfg["quant_cfg"][1]["cfg"]["block_sizes"]["four_over_six"]
+    data = [torch.randn(3, 16 * blocks).to(dtype)]
+    ref = _modelopt(linear, cfg, lambda m: m(data[0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = qruntime.quantize(copy.deepcopy(linear), copy.deepcopy(cfg), lambda m: m(data[0]))
+    oracle.assert_same_model(ref, ours)
+    buffers = oracle.quantizer_buffers(ref)
+    m8 = 256.0 if four_over_six else 448.0
+    expected = _modelopt_static_nvfp4(
+        linear.weight.detach(),
+        buffers["weight_quantizer._amax"],
+        buffers["weight_quantizer._global_amax"],
+        m8,
+    )
+    with torch.no_grad():
+        got = ours.weight_quantizer(ours.weight)
+    assert got.dtype == expected.dtype
+    assert torch.equal(got, expected)
