@@ -140,7 +140,7 @@ def run(
     model, tokenizer = load_embedding_model(model_dir)
     seconds["load"] = time.perf_counter() - start
     config = load_for_quantize(source, options.algorithm)
-    plan = compile_for(model, config)
+    plan = compile_for(model, config, lint="off")  # linted above, with file positions
     say()
     say("plan: " + plan_report(plan, config_entries(config), entry_locator(source)))
     if options.algorithm is not None:
@@ -172,7 +172,7 @@ def run(
         f"{len(calib_batches)} batches of up to {options.batch_size}"
     )
     start = time.perf_counter()
-    quantize(model, config, forward_loop)
+    quantize(model, config, forward_loop, lint="off")
     seconds["calibrate"] = time.perf_counter() - start
     if not calls:
         say("  no forward pass was needed (nothing to calibrate from activations)")
