@@ -78,12 +78,16 @@ def _first(out):
     return out.data if hasattr(out, "batch_sizes") else out
 
 
-def _compare(model: nn.Module, cfg: dict, batches: list, unseen) -> None:
-    """Both quantize ``model``; same states, same state dicts, same outputs on ``unseen``."""
+def _compare(model: nn.Module, cfg: dict, batches: list, unseen, autocast: bool = False) -> None:
+    """Both quantize ``model``; same states, same state dicts, same outputs on ``unseen``.
+
+    A batch is one input or a list of arguments (a PackedSequence is a tuple); with ``autocast`` the loop runs under CPU
+    bfloat16 autocast (mixed dtypes reach the calibrators)."""
 
     def forward_loop(m):
-        for batch in batches:
-            m(batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            for batch in batches:
+                m(*batch) if isinstance(batch, list) else m(batch)
 
     try:
         ref = _modelopt(model, cfg, forward_loop)
@@ -134,6 +138,17 @@ def recurrent_cases(draw):
     return module, features, steps, batch_first, packed, dtype
 
 
+def _initial_state(module: nn.RNNBase, dtype, seed: int):
+    """A random ``h0`` (and ``c0``) for a batch of 3."""
+    g = torch.Generator().manual_seed(seed)
+    stacks = module.num_layers * (2 if module.bidirectional else 1)
+    h_size = module.proj_size or module.hidden_size
+    h0 = torch.randn(stacks, 3, h_size, generator=g).to(dtype)
+    if isinstance(module, nn.LSTM):
+        return h0, torch.randn(stacks, 3, module.hidden_size, generator=g).to(dtype)
+    return h0
+
+
 def _sequences(features, steps, batch_first, packed, dtype, scale, seed):
     g = torch.Generator().manual_seed(seed)
     shape = (3, steps, features) if batch_first else (steps, 3, features)
@@ -151,9 +166,11 @@ def _sequences(features, steps, batch_first, packed, dtype, scale, seed):
     scale=st.sampled_from([0.5, 3.0]),
     batches=st.integers(1, 2),
     input_axis=st.sampled_from(["keep", "keep", -1]),
+    initial=st.booleans(),
+    autocast=st.booleans(),
 )
 def test_recurrent_max_calibration_matches_modelopt(
-    reference_fake_quant, case, preset, scale, batches, input_axis
+    reference_fake_quant, case, preset, scale, batches, input_axis, initial, autocast
 ):
     module, features, steps, batch_first, packed, dtype = case
     if preset in CUDA_ONLY and dtype == torch.float64:
@@ -163,8 +180,11 @@ def test_recurrent_max_calibration_matches_modelopt(
         _sequences(features, steps, batch_first, packed, dtype, scale, seed)
         for seed in range(batches)
     ]
+    if initial:
+        data = [[x, _initial_state(module, dtype, 7 + i)] for i, x in enumerate(data)]
     unseen = _sequences(features, steps, batch_first, packed, dtype, 2 * scale, 99)
-    _compare(module, _config(preset, input_axis), data, unseen)
+    autocast = autocast and dtype == torch.float32
+    _compare(module, _config(preset, input_axis), data, unseen, autocast)
 
 
 @SETTINGS
