@@ -324,3 +324,37 @@ def test_static_nvfp4_weights_after_max_follow_modelopt(
         got = ours.weight_quantizer(ours.weight)
     assert got.dtype == expected.dtype
     assert torch.equal(got, expected)
+
+
+def test_sequential_rnn_input_quantizer_is_used_unlike_modelopt():
+    """A list config on an RNN input quantizer (kept difference). Model Optimizer's forward
+    reads the input quantizers it created at conversion (a list kept beside the module), so the
+    ``SequentialQuantizer`` that the config puts in their place is never called and stays
+    uncalibrated, while the orphaned quantizer quantizes dynamically; qruntime calls and
+    calibrates the quantizer the config installed. Everything else agrees."""
+    torch.manual_seed(0)
+    model = nn.LSTM(8, 8)
+    cfg = _config("INT8_DEFAULT_CFG")
+    sequential = [
+        {"num_bits": 4, "block_sizes": {-1: 4, "type": "static"}, "enable": True},
+        {"num_bits": 8, "axis": None, "enable": True},
+    ]
+    cfg["quant_cfg"].append({"quantizer_name": "*input_quantizer", "cfg": sequential})
+    data = [torch.randn(5, 2, 8) for _ in range(2)]
+
+    def forward_loop(m):
+        for x in data:
+            m(x)
+
+    ref = _modelopt(model, cfg, forward_loop)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = qruntime.quantize(copy.deepcopy(model), copy.deepcopy(cfg), forward_loop)
+    theirs, mine = oracle.quantizer_buffers(ref), oracle.quantizer_buffers(ours)
+    sq = "layer_0_input_quantizer."
+    assert not [k for k in theirs if k.startswith(sq)]
+    assert sorted(k for k in mine if k.startswith(sq)) == [f"{sq}0._amax", f"{sq}1._amax"]
+    assert all(bool((mine[k] > 0).all()) for k in mine if k.startswith(sq))
+    assert {k: v for k, v in mine.items() if not k.startswith(sq)}.keys() == theirs.keys()
+    for key, value in theirs.items():
+        assert torch.equal(mine[key], value), key
