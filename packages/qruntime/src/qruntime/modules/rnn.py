@@ -60,13 +60,19 @@ def _lstm_cell_with_projection(
 
 
 def _step(cell, x, hidden, weights, quantizer, proj):
-    """One cell call with the input and the hidden state quantized by the layer's quantizer."""
+    """One cell call with the input and the hidden state quantized by the layer's quantizer.
+
+    The input is quantized before the hidden state, as Model Optimizer does: the order is seen
+    by whatever depends on it — a static-block quantizer fixes its layout on the first shape, a
+    running-mean bias rounds differently, ``track_amax`` lists batches in call order.
+    """
+    quant_x = quantizer(x)
     if isinstance(hidden, tuple):
         hidden = (quantizer(hidden[0]), quantizer(hidden[1]))
     else:
         hidden = quantizer(hidden)
     kwargs = {} if proj is None else {"proj_input_quantizer": proj}
-    return cell(quantizer(x), hidden, *weights, **kwargs)
+    return cell(quant_x, hidden, *weights, **kwargs)
 
 
 def _first(hidden: Any) -> torch.Tensor:
