@@ -26,6 +26,29 @@ def two_batches(model):
         model(batch(seed))
 
 
+def loop_failing_on_pass(n, loop, before_failing=None):
+    """``loop`` as a forward loop that raises ``RuntimeError("data source went away")`` at the
+    end of its ``n``-th call, after ``before_failing(model)`` (a look at the model then);
+    ``.calls`` counts the calls, for rollback tests."""
+
+    def failing(model):
+        failing.calls += 1
+        loop(model)
+        if failing.calls == n:
+            if before_failing is not None:
+                before_failing(model)
+            raise RuntimeError("data source went away")
+
+    failing.calls = 0
+    return failing
+
+
+def assert_same_state(model, original):
+    """Every ``state_dict`` entry of ``model`` equal to ``original``'s, bit for bit."""
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, original[key]), key
+
+
 class WithDeadLayer(nn.Module):
     """Two 16 -> 16 linears; ``dead`` is never called (no statistics, no search)."""
 

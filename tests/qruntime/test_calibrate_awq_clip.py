@@ -9,6 +9,7 @@ import warnings
 import pytest
 import qruntime
 import torch
+from calibration_cases import assert_same_state, loop_failing_on_pass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from qconfig.algorithm_methods import AWQClipCalibConfig, AWQFullCalibConfig
@@ -165,20 +166,12 @@ def test_clipped_amax_is_a_ratio_of_the_max_and_never_worse_on_the_calibration_d
 def test_a_failing_loop_leaves_the_model_unchanged(method):
     model = _model()
     original = copy.deepcopy(model.state_dict())
-    calls = []
-
-    def loop(m):
-        calls.append(1)
-        _loop(m)
-        if len(calls) == (1 if method == "awq_clip" else 3):
-            raise RuntimeError("data source went away")
-
+    loop = loop_failing_on_pass(1 if method == "awq_clip" else 3, _loop)
     with pytest.raises(RuntimeError, match="went away"):
         qruntime.quantize(model, _config(method), loop)
     assert type(model[0]) is nn.Linear
     assert list(model.state_dict()) == list(original)
-    for key, value in model.state_dict().items():
-        assert torch.equal(value, original[key]), key
+    assert_same_state(model, original)
 
 
 @pytest.mark.parametrize("method", ["awq_clip", "awq_full"])

@@ -8,6 +8,7 @@ import warnings
 import pytest
 import qruntime
 import torch
+from calibration_cases import assert_same_state, loop_failing_on_pass
 from qconfig.algorithm_methods import AWQLiteCalibConfig
 from qruntime.calibrate import UnsupportedAlgorithmError, algorithm_for, awq_candidates
 from qruntime.calibrate.awq_candidates import (
@@ -136,18 +137,9 @@ def test_quantized_input_amax_is_that_of_the_scaled_input():
 def test_a_failing_loop_leaves_the_model_unchanged():
     model = _model()
     original = copy.deepcopy(model.state_dict())
-    calls = []
-
-    def loop(m):
-        calls.append(1)
-        _loop(m)
-        if len(calls) == 2:
-            raise RuntimeError("data source went away")
-
     with pytest.raises(RuntimeError, match="went away"):
-        qruntime.quantize(model, _config(), loop)
-    for key, value in model.state_dict().items():
-        assert torch.equal(value, original[key]), key
+        qruntime.quantize(model, _config(), loop_failing_on_pass(2, _loop))
+    assert_same_state(model, original)
 
 
 def test_no_forward_loop_is_refused_before_the_model_is_touched():

@@ -9,6 +9,7 @@ import warnings
 import pytest
 import qruntime
 import torch
+from calibration_cases import assert_same_state, loop_failing_on_pass
 from qconfig.algorithm_methods import GPTQCalibConfig
 from qruntime.calibrate import UnsupportedAlgorithmError, algorithm_for, gptq_update
 from qruntime.calibrate import gptq as gptq_module
@@ -251,19 +252,11 @@ def test_fused_runs_the_unfused_update_on_other_formats():
 def test_a_failing_loop_leaves_the_model_unchanged():
     model = _model()
     original = copy.deepcopy(model.state_dict())
-    calls = []
-
-    def loop(m):
-        calls.append(1)
-        _loop(m)
-        if len(calls) == 2:  # the Hessian pass
-            raise RuntimeError("data source went away")
-
+    loop = loop_failing_on_pass(2, _loop)  # the Hessian pass
     with pytest.raises(RuntimeError, match="went away"):
         qruntime.quantize(model, _config(), loop)
     assert type(model[0]) is nn.Linear
-    for key, value in model.state_dict().items():
-        assert torch.equal(value, original[key]), key
+    assert_same_state(model, original)
 
 
 def test_a_failing_update_restores_the_weights_already_written(monkeypatch):

@@ -10,6 +10,7 @@ import pytest
 import qruntime
 import torch
 import torch.nn.functional as F
+from calibration_cases import loop_failing_on_pass
 from qconfig.errors import DocumentError
 from qruntime.calibrate import UnsupportedAlgorithmError
 from qruntime.calibrate.svdquant import svd_factors
@@ -160,18 +161,14 @@ def test_a_failure_in_the_third_pass_leaves_the_model_unchanged():
     """The third pass runs after the SVD step rewrote the weights and added the factors."""
     model = _model()
     original = copy.deepcopy(model.state_dict())
-    calls = []
 
-    def loop(m):
-        calls.append(1)
-        _loop(m)
-        if len(calls) == 3:
-            assert any("svdquant" in name for name, _ in m.named_buffers())
-            raise RuntimeError("data source went away")
+    def has_factors(m):
+        assert any("svdquant" in name for name, _ in m.named_buffers())
 
+    loop = loop_failing_on_pass(3, _loop, before_failing=has_factors)
     with pytest.raises(RuntimeError, match="went away"):
         qruntime.quantize(model, _config(), loop)
-    assert len(calls) == 3
+    assert loop.calls == 3
     _assert_unchanged(model, original)
 
 
