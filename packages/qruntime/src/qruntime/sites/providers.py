@@ -15,6 +15,9 @@ from torch import nn
 
 from qruntime.quantizer import is_quantizer
 from qruntime.sites.base import Site, SiteProvider
+from qruntime.sites.conv1d import Conv1DProvider
+from qruntime.sites.fused_experts import FusedExpertsProvider
+from qruntime.sites.hf_attention import HFAttentionProvider
 from qruntime.sites.moe import SparseMoeProvider
 from qruntime.sites.registry import ModuleTypeProvider
 
@@ -104,4 +107,7 @@ def find_sites(model: nn.Module) -> list[Site]:
 
 
 register_provider(ModuleTypeProvider())
+register_provider(Conv1DProvider())
+register_provider(FusedExpertsProvider())
 register_provider(SparseMoeProvider())
+register_provider(HFAttentionProvider())

@@ -1,0 +1,19 @@
+"""Placeholder of the fused-experts site provider (being written: issue 15)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from qruntime.sites.base import NamedModules, Site
+
+__all__ = ["FusedExpertsProvider"]
+
+
+class FusedExpertsProvider:
+    name = "fused-experts"
+
+    def sites(self, model: nn.Module, modules: NamedModules) -> list[Site]:
+        return []
+
+    def registry_keys(self, model: nn.Module, modules: NamedModules) -> list[str]:
+        return []
