@@ -26,6 +26,7 @@ __all__ = [
     "INT8_PER_TENSOR",
     "QuantModule",
     "QuantizerSlot",
+    "register_transposed_weight",
     "weight_info",
 ]
 
@@ -68,6 +69,18 @@ def weight_info(module: nn.Module) -> tuple[tuple[int, ...] | None, str | None]:
     return tuple(weight.shape), str(weight.dtype).removeprefix("torch.")
 
 
+#: Classes whose modules, before conversion, store ``weight`` transposed to the ``[out, in]``
+#: layout their weight quantizer sees after conversion (GPT-2's ``Conv1D``: a provider adds it).
+_TRANSPOSED_UNTIL_CONVERTED: set[type[nn.Module]] = set()
+
+
+def register_transposed_weight(cls: type[nn.Module]) -> None:
+    """Say that unconverted ``cls`` modules store ``weight`` as ``[in, out]`` and that
+    conversion transposes it: :func:`quantized_weight` then answers with the transposed view,
+    so that plan and state-file checks see the shape the quantizer will see."""
+    _TRANSPOSED_UNTIL_CONVERTED.add(cls)
+
+
 def quantized_weight(module: nn.Module, attribute: str) -> torch.Tensor | None:
     """The tensor a weight quantizer slot quantizes, by Model Optimizer's naming rule (the one
     rule for calibration, ``check_plan`` and state files): ``weight_quantizer`` → ``weight``,
@@ -76,7 +89,10 @@ def quantized_weight(module: nn.Module, attribute: str) -> torch.Tensor | None:
     forward."""
     params = module._parameters
     if attribute == "weight_quantizer":
-        return params.get("weight")
+        weight = params.get("weight")
+        if weight is not None and type(module) in _TRANSPOSED_UNTIL_CONVERTED:
+            return weight.t()  # only the exact class: a converted module's class is Quant<C>
+        return weight
     if attribute.endswith("_weight_quantizer"):
         return params.get(attribute[: -len("_weight_quantizer")])
     head, _, index = attribute.rpartition(".")

@@ -23,6 +23,7 @@ import sys
 
 from torch import nn
 
+from qruntime.modules.base import register_transposed_weight
 from qruntime.modules.conv1d import QuantConv1D
 from qruntime.modules.convert import original_class
 from qruntime.sites.base import NamedModules, Site
@@ -59,6 +60,8 @@ class Conv1DProvider:
             cls = original_class(module)
             if not issubclass(cls, base) or cls.forward is not base.forward:
                 continue
+            # plan and state-file checks must see the [out, in] weight before conversion
+            register_transposed_weight(cls)
             shape, dtype = QuantConv1D.reported_weight(module)
             exact = cls is base
             out.append(
