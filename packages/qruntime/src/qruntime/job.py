@@ -15,8 +15,11 @@ a job is any callable ``job(options, out, err)`` returning an object with ``ok``
 * ``module:function`` (or ``module``, function ``run``): an importable module, e.g. a job
   installed with your own package.
 
-Without ``--job`` the command runs the repository's sentence-embedding job,
-``examples/embedding_job``, found in the current directory or the nearest parent that has it.
+Without ``--job`` the command runs a job of the repository, found in the current directory or
+the nearest parent that has it: with ``--model DIR`` the one for the kind of Hugging Face model
+the folder holds (``qruntime.hf_folder``: a causal LM goes to ``examples/causal_lm_job``, a text
+encoder to ``examples/embedding_job``), without ``--model`` the sentence-embedding job and its
+bundled model.
 The library never derives a path from its own location: installed from a wheel it has no
 repository, and without ``--job`` outside a checkout the command says so in one line.
 """
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
     from qruntime.bits import EffectiveBits
 
 __all__ = [
+    "CAUSAL_LM_JOB",
     "DEFAULT_JOB",
     "JobError",
     "JobResult",
@@ -52,8 +56,10 @@ __all__ = [
     "load_job",
 ]
 
-#: The repository's reference job, relative to a checkout's root.
+#: The repository's reference job (sentence embeddings), relative to a checkout's root.
 DEFAULT_JOB = "examples/embedding_job"
+#: The repository's job for Hugging Face causal LMs (next-token fidelity).
+CAUSAL_LM_JOB = "examples/causal_lm_job"
 _DEFAULT_FUNCTION = "run"
 
 
@@ -78,6 +84,7 @@ class QuantizeOptions:
     save_state: str | Path | None = None
     show_info: bool = False
     progress: bool | None = None  # None: progress bars only when stderr is a terminal
+    kv_cache: str | None = None  # a KV-cache preset run a second time on top of the config
 
 
 @dataclass
@@ -113,18 +120,20 @@ class QuantizeJob(Protocol):
     def __call__(self, options: QuantizeOptions, out: TextIO, err: TextIO) -> JobResult: ...
 
 
-def find_default_job(start: str | Path | None = None) -> Path:
-    """The folder ``examples/embedding_job`` under ``start`` (default: the current directory) or
-    its nearest parent that has one, like git finds its repository."""
+def find_default_job(start: str | Path | None = None, job: str = DEFAULT_JOB) -> Path:
+    """The folder ``job`` (a repository job such as ``examples/embedding_job``) under ``start``
+    (default: the current directory) or its nearest parent that has one, like git finds its
+    repository."""
     here = Path.cwd() if start is None else Path(start)
     for folder in (here, *here.resolve().parents):
-        candidate = folder / DEFAULT_JOB
+        candidate = folder / job
         if (candidate / "__init__.py").is_file():
             return candidate
+    what = "sentence-embedding" if job == DEFAULT_JOB else "causal-LM"
     raise JobError(
-        f"no --job given and no {DEFAULT_JOB} in {here} or a parent directory (the sentence-"
-        "embedding job of the qconfig/qruntime repository): run from a checkout, or pass "
-        "--job PATH[:function] or --job module:function"
+        f"no --job given and no {job} in {here} or a parent directory (the {what} job of the "
+        "qconfig/qruntime repository): run from a checkout, or pass --job PATH[:function] or "
+        "--job module:function"
     )
 
 

@@ -1,23 +1,78 @@
-"""Text reports of a lint run and of a compiled plan, as ``qruntime quantize`` jobs print them.
+"""Reports of a lint run, a compiled plan and a job's measurements, as ``qruntime quantize``
+jobs print them.
 
 Why here and not in a job: every job that quantizes with a config wants the same two answers
 before it spends time calibrating — does the config fit the model (the lint findings), and what
 will it do (quantizers per format and kind, and for each disabled group the config entry that
-turned it off, with its file position). ``qruntime.summary`` answers a different question (what
-a model or plan holds, without the config's entries); the plan format is in
-docs/manifest-and-plan.md.
+turned it off, with its file position) — and prints its measurements as a table. Tables are
+rich renderables (no hand-built padding): printed on a :func:`job_console` they are coloured on
+a terminal and plain text anywhere else; :func:`render_text` gives the plain text.
+``qruntime.summary`` answers a different question (what a model or plan holds, without the
+config's entries); the plan format is in docs/manifest-and-plan.md.
 """
 
 from __future__ import annotations
 
+import io
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 from qconfig.errors import Diagnostic
 from qconfig.plan import Plan, QuantizerPlan, describe_format
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
 
-__all__ = ["lint_report", "plan_report"]
+__all__ = [
+    "job_console",
+    "lint_renderable",
+    "lint_report",
+    "plan_renderable",
+    "plan_report",
+    "render_text",
+    "results_table",
+]
+
+#: Wide enough that no report line is wrapped when the output is a file or a pipe.
+_PLAIN_WIDTH = 10_000
+
+
+def job_console(out: TextIO) -> Console:
+    """A console printing to ``out``: colours and the terminal's width on a terminal; on
+    anything else (a file, a pipe, ``io.StringIO``) plain text, never wrapped, no ANSI codes.
+    Markup and highlighting are off: reports print config entries such as ``quant_cfg[0]``
+    as written."""
+    terminal = bool(getattr(out, "isatty", lambda: False)())
+    return Console(
+        file=out,
+        width=None if terminal else _PLAIN_WIDTH,
+        force_terminal=terminal,
+        color_system="auto" if terminal else None,
+        markup=False,
+        highlight=False,
+        emoji=False,
+    )
+
+
+def render_text(renderable: RenderableType) -> str:
+    """``renderable`` as plain text (no ANSI codes, no trailing spaces, lines not wrapped)."""
+    buffer = io.StringIO()
+    job_console(buffer).print(renderable)
+    return "\n".join(line.rstrip() for line in buffer.getvalue().rstrip("\n").split("\n"))
+
+
+def results_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> Table:
+    """A measurements table: the first column left-aligned (what was run), the others (numbers)
+    right-aligned, a rule under the header."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    for index, name in enumerate(columns):
+        table.add_column(name, justify="left" if index == 0 else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 def _kind(name: str) -> str:
@@ -58,17 +113,19 @@ def _no_position(index: int) -> str | None:
     return None
 
 
-def plan_report(
+def plan_renderable(
     plan: Plan,
     entries: Sequence[Any] = (),
     locate: Callable[[int], str | None] = _no_position,
-) -> str:
-    """Enabled quantizers per format and kind; disabled ones grouped by the entry that turned
-    them off, shown as written, with the position ``locate(index)`` gives for it."""
+) -> Group:
+    """Enabled quantizers per format and kind (a table); disabled ones grouped by the entry
+    that turned them off, shown as written, with the position ``locate(index)`` gives for it."""
     total = len(plan.quantizers)
     enabled = [(n, q) for n, q in plan.quantizers.items() if q.enable]
     methods = ", ".join(str(a.method) for a in plan.algorithm) or "none"
-    lines = [f"{len(enabled)} of {total} quantizers enabled; calibration: {methods}"]
+    parts: list[RenderableType] = [
+        Text(f"  {len(enabled)} of {total} quantizers enabled; calibration: {methods}")
+    ]
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     for name, q in enabled:
         counts[describe_format(q.attributes)][_kind(name)] += 1
@@ -76,10 +133,8 @@ def plan_report(
         k for k in ("weight", "input", "output", "other") if any(c[k] for c in counts.values())
     ]
     if counts:
-        width = max(len("format"), *(len(f) for f in counts))
-        lines.append("  " + f"{'format':<{width}}" + "".join(f"  {k:>6}" for k in kinds))
-        for fmt, c in sorted(counts.items()):
-            lines.append("  " + f"{fmt:<{width}}" + "".join(f"  {c[k]:>6}" for k in kinds))
+        rows = [[fmt, *(str(c[k]) for k in kinds)] for fmt, c in sorted(counts.items())]
+        parts.append(Padding(results_table(["format", *kinds], rows), (0, 0, 0, 2), expand=False))
     groups: dict[tuple[int, int | None], list[str]] = defaultdict(list)
     for name, q in plan.quantizers.items():
         if q.enable:
@@ -89,7 +144,7 @@ def plan_report(
         else:
             index = _disabling_entry(q, entries)
             groups[(1, index) if index is not None else (2, None)].append(name)
-    lines.append(f"  disabled: {total - len(enabled)}")
+    lines = [f"  disabled: {total - len(enabled)}"]
     for (group, index), names in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
         if group == 0:
             why = "hard-disabled: an Embedding's input is token indices, never quantized"
@@ -103,19 +158,41 @@ def plan_report(
         example = ", ".join(names[:2]) + (f", ... (+{len(names) - 2})" if len(names) > 2 else "")
         lines.append(f"    {len(names):>5}  {why}")
         lines.append(f"           e.g. {example}")
-    return "\n".join(lines)
+    parts.append(Text("\n".join(lines)))
+    return Group(*parts)
 
 
-def lint_report(diagnostics: Sequence[Diagnostic], show_info: bool = False) -> str:
-    """Errors and warnings in full; info notes counted by code unless ``show_info``."""
+def plan_report(
+    plan: Plan,
+    entries: Sequence[Any] = (),
+    locate: Callable[[int], str | None] = _no_position,
+) -> str:
+    """:func:`plan_renderable` as plain text."""
+    return render_text(plan_renderable(plan, entries, locate))
+
+
+def lint_renderable(diagnostics: Sequence[Diagnostic], show_info: bool = False) -> Text:
+    """Errors and warnings in full; info notes counted by code unless ``show_info``. The
+    verdict is green or red on a terminal."""
     by_severity = Counter(d.severity for d in diagnostics)
     shown = [d for d in diagnostics if show_info or d.severity != "info"]
-    lines = [f"  {d.severity}: {d}" for d in shown]
     errors, warnings, infos = by_severity["error"], by_severity["warning"], by_severity["info"]
     verdict = "ok" if not errors else "FAILED"
-    head = f"  {verdict}: {errors} error(s), {warnings} warning(s), {infos} info note(s)"
+    text = Text("  ")
+    text.append(verdict, style="bold green" if not errors else "bold red")
+    head = f": {errors} error(s), {warnings} warning(s), {infos} info note(s)"
     if infos and not show_info:
         codes = Counter(d.code for d in diagnostics if d.severity == "info")
         listed = ", ".join(f"{c} x{n}" for c, n in sorted(codes.items()))
         head += f" ({listed}; --show-info lists them)"
-    return "\n".join([head, *lines])
+    text.append(head)
+    for d in shown:
+        text.append("\n  ")
+        text.append(f"{d.severity}:", style="red" if d.severity == "error" else "yellow")
+        text.append(f" {d}")
+    return text
+
+
+def lint_report(diagnostics: Sequence[Diagnostic], show_info: bool = False) -> str:
+    """:func:`lint_renderable` as plain text."""
+    return render_text(lint_renderable(diagnostics, show_info))
