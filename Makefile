@@ -42,10 +42,11 @@ fuzz-long: setup
 	TRITON_INTERPRET=1 $(PY) -m pytest -n 2 -q -m fuzz_long tests/fuzz
 
 # The job is examples/embedding_job (docs/getting-started.md); --progress: bars on stderr even
-# when it is not a terminal.
+# when it is not a terminal; --kv-cache: a second accuracy row with FP8_KV_CFG appended (the
+# k/v bmm quantizers of BERT's attention).
 demo: setup
 	$(VENV)/bin/qruntime quantize --job examples/embedding_job --progress \
-		--config examples/configs/int8_default.yaml
+		--config examples/configs/int8_default.yaml --kv-cache FP8_KV_CFG
 
 schemas: setup
 	$(VENV)/bin/qconfig schema --all -o schemas
@@ -56,7 +57,8 @@ schemas: setup
 GPU_WHEELS ?= .gpu-wheels
 GPU_PYTHON ?= 3.12
 GPU_DEPS := pydantic pydantic[-_]core annotated[-_]types typing[-_]inspection typing[-_]extensions \
-	jsonschema jsonschema[-_]specifications referencing rpds[-_]py attrs pyyaml ruamel[.]yaml tqdm
+	jsonschema jsonschema[-_]specifications referencing rpds[-_]py attrs pyyaml ruamel[.]yaml tqdm \
+	rich markdown[-_]it[-_]py mdurl pygments
 GPU_PLATFORMS := $(foreach n,28 27 17,--platform manylinux_2_$(n)_x86_64) \
 	--platform manylinux2014_x86_64 --platform manylinux1_x86_64
 
