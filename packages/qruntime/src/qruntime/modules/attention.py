@@ -97,7 +97,9 @@ def rebind_globals(fn: Callable[..., Any], overrides: dict[str, Any]) -> types.F
                 "function it wraps"
             )
         closure = tuple(types.CellType(inner) if _cell_value(c) is wrapped else c for c in cells)
-        copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, closure)
+        copy = types.FunctionType(
+            fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, closure
+        )
     copy.__kwdefaults__ = fn.__kwdefaults__
     copy.__qualname__ = fn.__qualname__
     copy.__dict__.update(fn.__dict__)
