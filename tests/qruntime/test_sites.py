@@ -111,7 +111,13 @@ def toy_attention():
 
 
 def test_builtin_providers_and_protocol():
-    assert [p.name for p in providers()][:2] == ["module-types", "sparse-moe"]
+    assert [p.name for p in providers()][:5] == [
+        "module-types",
+        "hf-conv1d",
+        "fused-experts",
+        "sparse-moe",
+        "hf-attention",
+    ]
     assert all(isinstance(p, SiteProvider) for p in providers())
     assert isinstance(ToyAttentionProvider(), SiteProvider)
 
