@@ -250,3 +250,16 @@ def test_names_normalize_per_expert_and_parent_class_reaches_shared_inputs_only(
         plan = qruntime.compile_for(module, by_parent, weight_check=False)
     enabled = {n for n, q in plan.quantizers.items() if q.enable}
     assert enabled == {"gate_up_proj_input_quantizer", "down_proj_input_quantizer"}
+
+
+def test_moe_calib_experts_ratio_on_fused_experts_warns_and_changes_nothing():
+    """Model Optimizer ignores the ratio on fused experts without a word (the block holding them
+    is not a sequential MoE block); qruntime says so and calibrates as without it."""
+    ids = torch.randint(0, 64, (2, 6), generator=torch.Generator().manual_seed(2))
+    plain = qruntime.quantize(tiny_mixtral(), INT8, lambda m: m(ids))
+    cfg = {**INT8, "algorithm": {"method": "max", "moe_calib_experts_ratio": 1.0}}
+    with pytest.warns(UserWarning, match="moe_calib_experts_ratio=1.0 has no effect"):
+        ratio = qruntime.quantize(tiny_mixtral(), cfg, lambda m: m(ids))
+    assert list(ratio.state_dict()) == list(plain.state_dict())
+    for key, value in plain.state_dict().items():
+        assert torch.equal(ratio.state_dict()[key], value), key
