@@ -80,7 +80,10 @@ def test_conversion_transposes_into_a_new_parameter_and_keeps_the_tie():
     c_attn = model.transformer.h[0].attn.c_attn
     original = c_attn.weight
     values = original.detach().clone()
+    model.transformer.h[1].attn.c_attn.weight.requires_grad_(False)
     qruntime.quantize(model, ALL_OFF)
+    assert c_attn.weight.requires_grad
+    assert not model.transformer.h[1].attn.c_attn.weight.requires_grad  # kept (MO: True)
     assert isinstance(c_attn, Conv1D) and is_converted(c_attn)
     assert c_attn.weight is not original
     assert torch.equal(c_attn.weight, values.T)
