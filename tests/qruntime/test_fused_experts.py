@@ -124,6 +124,9 @@ def test_sites_slots_and_keys_as_model_optimizer_creates_them():
             MixtralConfig(hidden_size=H, intermediate_size=INTER, num_local_experts=E)
         )
     assert qruntime.inventory(meta).model_dump() == manifest.model_dump()
+    module = experts()
+    qruntime.quantize(module, INT8, lambda m: m(*routing(4, chosen=(0, 1))))
+    assert qruntime.inventory(module).model_dump() == manifest.model_dump()
 
 
 def test_structural_detection_gated_non_gated_and_not_experts():
