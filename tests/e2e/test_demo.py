@@ -247,6 +247,10 @@ def test_quantize_help(capsys: pytest.CaptureFixture) -> None:
         "qruntime.save_state",
         "mean pooling",
         "effective bits",
+        "--kv-cache CONFIG",
+        "examples/causal_lm_job",
+        "KL divergence (mean per token, float || quantized)",
+        "top-1 agreement",
     ):
         assert words in text, words
 

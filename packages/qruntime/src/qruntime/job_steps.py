@@ -98,8 +98,15 @@ def _as_mapping(config: Any) -> dict[str, Any]:
 def _entry_list(quant_cfg: Any) -> list[Any]:
     if quant_cfg is None:
         return []
-    if isinstance(quant_cfg, Mapping):  # the legacy {pattern: cfg} form
-        return [{"quantizer_name": k, "cfg": v} for k, v in quant_cfg.items()]
+    if isinstance(quant_cfg, Mapping):  # the legacy {pattern: cfg} form, as qconfig reads it
+        import warnings
+
+        from qconfig.normalize import normalize_quant_cfg_list
+
+        with warnings.catch_warnings():  # compiling the config says it is deprecated
+            warnings.simplefilter("ignore", DeprecationWarning)
+            entries = normalize_quant_cfg_list(quant_cfg)
+        return [e.model_dump(exclude_unset=True) for e in entries]
     return list(quant_cfg)
 
 
@@ -144,6 +151,14 @@ class JobRun:
         self.err = err if err is not None else sys.stderr
         self.console = job_console(self.out)
         self.seconds: dict[str, float] = {}
+        self._kv_entries: dict[str, Any] = {}
+        self._kv_label = ""
+        if options.kv_cache is not None:  # a bad name or file fails now, not after a run
+            from qruntime.config_source import load_for_quantize, resolve_config
+
+            source, label = resolve_config(options.kv_cache)
+            self._kv_entries = _as_mapping(load_for_quantize(source))
+            self._kv_label = label.removeprefix("preset ")
 
     # -- printing -------------------------------------------------------------------------
 
@@ -277,14 +292,9 @@ class JobRun:
 
     def kv_cache_config(self, config: Any) -> tuple[dict[str, Any], str]:
         """``(config + the --kv-cache entries, label)`` for the KV-cache run."""
-        from qruntime.config_source import load_for_quantize, resolve_config
-
-        spec = self.options.kv_cache
-        if spec is None:
+        if self.options.kv_cache is None:
             raise JobError("no --kv-cache config given")
-        source, label = resolve_config(spec)
-        extra = load_for_quantize(source)
-        return with_entries(config, _as_mapping(extra)), label.removeprefix("preset ")
+        return with_entries(config, self._kv_entries), self._kv_label
 
     def check_kv_quantizers(self, model: nn.Module, label: str) -> int:
         """The number of KV quantizers the KV-cache run enabled and calibrated; a
