@@ -329,7 +329,7 @@ def test_p_is_calibrated_on_the_causal_softmax_and_quantized(impl):
     assert not torch.equal(got, plain)
     twin = quantize(llama("eager" if impl == "sdpa" else "sdpa"), P_FP8)
     with torch.no_grad():  # the same P quantization whichever kernel the model is set to
-        torch.testing.assert_close(twin(input_ids=ids(7)).logits, got, rtol=1e-5, atol=1e-6)
+        assert torch.equal(twin(input_ids=ids(7)).logits, got)
 
 
 def _module_from_source(monkeypatch, name: str, source: str) -> types.ModuleType:
@@ -406,3 +406,55 @@ def test_a_registered_custom_attention_quantizes_its_kernel_operands(monkeypatch
         assert quantized.v_bmm_quantizer._amax == v.abs().max()
     finally:
         qruntime.unregister(toy.ToyAttention)
+
+
+def test_the_docs_example_runs_and_calibrates_k_and_p(monkeypatch):
+    """docs/huggingface.md, 'Registering a custom attention module', as written."""
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "docs" / "huggingface.md").read_text()
+    section = text.split("## Registering a custom attention module", 1)[1]
+    source = section.split("```python\n", 1)[1].split("```", 1)[0]
+    module = types.ModuleType("huggingface_doc_example")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    try:
+        exec(compile(source, "docs/huggingface.md", "exec"), module.__dict__)
+        attention = module.quantized[0]
+        keys, probabilities = [], []
+        for x in module.batches:
+            with torch.no_grad():
+                q, k, _ = module.model[0].qkv(x).view(2, 6, 3, 4, 8).permute(2, 0, 3, 1, 4)
+            keys.append(k.abs().max())
+            probabilities.append((q @ k.transpose(-1, -2) * 8**-0.5).softmax(-1).max())
+        assert attention.k_bmm_quantizer._amax == max(keys)
+        assert attention.p_bmm_quantizer._amax == max(probabilities)
+    finally:
+        if "MyAttention" in module.__dict__:
+            qruntime.unregister(module.MyAttention)
+
+
+def test_p_under_sdpa_with_a_padding_mask_equals_eager():
+    """Non-causal BERT with padding: the sdpa model runs the eager kernel for P, its boolean
+    mask turned into eager's additive one; amax and outputs equal the eager model's."""
+    mask = torch.ones(2, 8, dtype=torch.long)
+    mask[1, -3:] = 0
+
+    def loop(m):
+        with torch.no_grad():
+            for seed in (0, 1):
+                m(input_ids=ids(seed), attention_mask=mask)
+
+    got = {}
+    for impl in ("sdpa", "eager"):
+        model = qruntime.quantize(bert(impl), copy.deepcopy(P_FP8), loop, lint="off")
+        with torch.no_grad():
+            out = model(input_ids=ids(9), attention_mask=mask).last_hidden_state
+        amax = [layer.attention.self.p_bmm_quantizer._amax for layer in model.encoder.layer]
+        got[impl] = (out, amax)
+    assert torch.equal(got["sdpa"][0], got["eager"][0])
+    assert got["sdpa"][1] == got["eager"][1]
+    plain = bert("sdpa")
+    with torch.no_grad():
+        assert not torch.equal(
+            plain(input_ids=ids(9), attention_mask=mask).last_hidden_state, got["sdpa"][0]
+        )
