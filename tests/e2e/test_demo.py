@@ -97,7 +97,8 @@ def test_demo_encoder_config_is_near_lossless() -> None:
 def test_demo_kv_cache_row() -> None:
     """`make demo`'s second row: the same config with FP8_KV_CFG appended, on a fresh copy of the
     model. MiniLM has 6 BertSelfAttention layers, each with a k and a v bmm quantizer: 12 more
-    quantizers than the first row, all calibrated, and a different cosine."""
+    quantizers than the first row, all calibrated, a different cosine, and the cosine Model
+    Optimizer gets with the same config on the same batches."""
     config = str(ROOT / "examples/configs/int8_default.yaml")
     report, out, _ = _run(config=config, kv_cache="FP8_KV_CFG")
     assert report.ok and report.kv_quantizers == 12
@@ -110,6 +111,30 @@ def test_demo_kv_cache_row() -> None:
     assert kv_cosine == pytest.approx(report.mean(report.kv_cosine), abs=1e-4)
     assert kv_cosine != _cosine(out, r"\S*int8_default.yaml")
     assert 0.5 < kv_cosine < 0.95
+    # Model Optimizer, given the same config + FP8_KV_CFG and the same batches, agrees
+    import modelopt.torch.quantization as mtq
+    from qconfig import presets
+    from qconfig.loader import load_config
+    from qruntime.job_steps import with_entries
+
+    model, tokenizer = embedding_job.load_embedding_model(MODEL)
+    calib = embedding_job.load_sentences(embedding_job.DEFAULT_CALIBRATION, SMALL["calib_size"])
+    evals = embedding_job.load_sentences(embedding_job.DEFAULT_EVALUATION, SMALL["eval_size"])
+    calib_batches = embedding_job.make_batches(tokenizer, calib, 16)
+    eval_batches = embedding_job.make_batches(tokenizer, evals, 16)
+    reference = embedding_job.sentence_embeddings(model, eval_batches)
+
+    def forward_loop(m: torch.nn.Module) -> None:
+        with torch.no_grad():
+            for batch in calib_batches:
+                m(**batch)
+
+    kv_config = with_entries(load_config(config), presets.get("FP8_KV_CFG"))
+    mtq.quantize(model, kv_config, forward_loop)
+    theirs = embedding_job.cosine_similarities(
+        embedding_job.sentence_embeddings(model, eval_batches), reference
+    )
+    assert report.kv_cosine == pytest.approx(theirs.tolist(), abs=1e-6)
 
 
 def test_demo_kv_cache_row_fails_when_no_kv_quantizer_is_enabled(tmp_path: Path) -> None:
