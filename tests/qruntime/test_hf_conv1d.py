@@ -158,8 +158,24 @@ def test_failing_calibration_restores_the_original_parameters_and_classes():
         assert torch.equal(value, before[key]), key
 
 
-def test_state_file_round_trip_onto_a_fresh_model(tmp_path):
-    model = qruntime.quantize(gpt2(), INT8_W_AXIS0, loop)
+SMOOTHED = {**INT8_W_AXIS0, "algorithm": {"method": "smoothquant", "alpha": 0.5}}
+AWQ = {
+    "quant_cfg": [
+        {"quantizer_name": "*", "enable": False},
+        {"quantizer_name": "*weight_quantizer", "cfg": {"num_bits": 4, "block_sizes": {-1: 16}}},
+    ],
+    "algorithm": "awq_lite",
+}
+
+
+@pytest.mark.parametrize(
+    "config", [INT8_W_AXIS0, SMOOTHED, AWQ], ids=["max", "smoothquant", "awq_lite"]
+)
+def test_state_file_round_trip_onto_a_fresh_model(tmp_path, config):
+    """Weight-writing algorithms store the rewritten [out, in] weights; restoring them onto a
+    fresh GPT-2 (whose Conv1D weights are still [in, out]) writes into the transposed
+    parameter conversion creates."""
+    model = qruntime.quantize(gpt2(), config, loop)
     path = tmp_path / "gpt2.qstate"
     qruntime.save_state(model, path)
     fresh = qruntime.restore_state(gpt2(), path)

@@ -212,6 +212,8 @@ def restore_state(model: nn.Module, path: str | Path) -> nn.Module:
     try:
         patch_model(model, plan)
         _load_buffers(model, owners, tensors)
+        # resolved again: conversion may replace a parameter (Conv1D's transposed weight)
+        parameters = quantized_parameters(model) if weights else {}
         model.__dict__[PLAN_ATTRIBUTE] = plan
     except BaseException:
         snapshot.restore()

@@ -50,8 +50,12 @@ def quantized_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     out: dict[str, nn.Parameter] = {}
     for _, module, site in inventory(model).iter_sites():
         weight = quantized_weight(modules[module.name], site.attribute)
-        if isinstance(weight, nn.Parameter) and id(weight) in names:
-            out[names[id(weight)]] = weight
+        # an unconverted module may answer with a view of the whole parameter in the
+        # quantizer's layout (Conv1D: W.T); a per-expert slice is not the parameter
+        base = weight if isinstance(weight, nn.Parameter) else getattr(weight, "_base", None)
+        whole = isinstance(base, nn.Parameter) and base.numel() == weight.numel()
+        if whole and id(base) in names:
+            out[names[id(base)]] = weight
     return out
 
 
