@@ -28,7 +28,7 @@ import torch
 import torch._VF as _VF
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from qruntime.numerics.nvfp4 import fake_quant_nvfp4_static
+from qruntime.numerics.nvfp4 import fake_quant_nvfp4_static, nvfp4_static_block_scales
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
@@ -268,7 +268,13 @@ def test_batch_norm_max_calibration_matches_modelopt(
 # Model Optimizer's static NVFP4 runs only as a CUDA/Triton kernel, so the oracle here is its
 # formula (``compute_fp4_scales`` + ``nvfp4_scalar_quant``), re-derived in float64 with every
 # float32 rounding of its torch/Triton code made explicit (one float64 operation rounded to
-# float32 is the correctly rounded float32 operation for + - * /).
+# float32 is the correctly rounded float32 operation for + - * /). Its block amaxes are CUDA
+# tensors there, and torch's CUDA kernel divides a tensor by a Python number as a
+# multiplication by the float32 reciprocal: ``amax / 6.0`` is ``f32(amax * f32(1/6))``. The
+# FP8 step is its torch fallback (``fp8_eager``), as for per-tensor FP8.
+
+#: ``f32(1/6)``, the reciprocal torch's CUDA division by ``6.0`` multiplies with.
+INV6 = float(torch.tensor(1.0) / torch.tensor(6.0))
 
 
 def _f32(v: torch.Tensor) -> torch.Tensor:
@@ -285,8 +291,8 @@ def _e4m3(v: torch.Tensor) -> torch.Tensor:
 
 def _modelopt_static_nvfp4(x, block_amax, global_amax, m8: float) -> torch.Tensor:
     a = _f32(block_amax.double()).reshape(-1, 1)
-    s = _f32(a / 6.0)  # scale = amax / 6.0
-    big_g = _f32(_f32(_f32(global_amax.double()) * (448.0 / m8)) / 6.0)
+    s = _f32(a * INV6)  # scale = amax / 6.0 on CUDA
+    big_g = _f32(_f32(_f32(global_amax.double()) * (448.0 / m8)) * INV6)
     safe = torch.where(big_g <= 2.0**-24, torch.ones_like(big_g), big_g)
     scale = _f32(_f32(1.0 / safe) * 448.0)  # 448.0 / t is reciprocal(t) * 448 in torch
     inv = _f32(1.0 / scale)
@@ -420,3 +426,27 @@ def test_rnn_cell_quantizes_input_before_hidden_state(cls):
     )
     data = [torch.randn(6, 3, 8) * 3 for _ in range(2)]
     _compare(model, cfg, data, torch.randn(6, 3, 8) * 4)
+
+
+@pytest.mark.parametrize(("four_over_six", "global_amax"), [(True, 2.84375), (False, 3.265625)])
+def test_static_nvfp4_block_scales_divide_by_six_as_on_cuda(four_over_six, global_amax):
+    """A bf16 weight whose global amax gives another ``G = global * 448/M8 / 6`` under a
+    correctly rounded division than under CUDA's reciprocal multiplication: the block scales
+    and outputs are Model Optimizer's (CUDA) ones. Before, qruntime divided exactly and every
+    block scale of such a weight was one ulp off, and so was every non-zero output."""
+    g64 = torch.tensor(global_amax, dtype=torch.float64)
+    m8 = 256.0 if four_over_six else 448.0
+    cuda_g = _f32(_f32(g64 * (448.0 / m8)) * INV6)
+    assert cuda_g != _f32(_f32(g64 * (448.0 / m8)) / 6.0)  # the case separates the readings
+    block_amax = (torch.tensor([[1.0], [0.8], [0.3], [0.55], [0.0]]) * global_amax).bfloat16()
+    block_amax = block_amax.float()
+    x = torch.linspace(-1.0, 1.0, 5 * 16).reshape(5, 16) * block_amax
+    x = x.bfloat16()
+    g = torch.tensor(global_amax)
+    got = fake_quant_nvfp4_static(x, block_amax, g, four_over_six=four_over_six)
+    assert torch.equal(got, _modelopt_static_nvfp4(x, block_amax, g, m8))
+    scales = nvfp4_static_block_scales(block_amax, g, four_over_six=four_over_six)
+    g_scale = _f32(_f32(1.0 / cuda_g) * 448.0)
+    s = _f32(block_amax.double() * INV6)
+    want = _f32(_e4m3(_f32(s * g_scale)) * _f32(1.0 / g_scale))
+    assert torch.equal(scales.double(), want)

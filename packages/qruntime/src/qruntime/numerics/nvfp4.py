@@ -138,17 +138,30 @@ def nvfp4_static_block_scales(
     ``s = amax_b / 6`` FP8-fake-quantized (the FP8 E4M3 formula) with amax
     ``G = global * (448/M8) / 6``; ``M8 = 256`` with four-over-six, else 448. ``global_amax``
     defaults to ``max |amax_b|``. docs/numerics.md, 'Static NVFP4 and four-over-six'.
+
+    Both ``/ 6`` are Model Optimizer's ``tensor / 6.0`` as it runs: its static kernel needs
+    CUDA, so the amaxes are CUDA tensors, and torch's CUDA division by a Python number is a
+    multiplication by the float32 reciprocal, ``f32(x * f32(1/6))``. A correctly rounded
+    quotient differs from it in the last bit for many amaxes, and a global amax affected so
+    shifts every block scale of the weight (the FP8 inverse scale changes).
     """
     a = block_amax.to(torch.float32)
-    s = torch.div(a, const(E2M1_MAX, a))
+    s = _div_as_cuda(a, E2M1_MAX)
     if global_amax is None:
         g = torch.maximum(a.max().abs(), a.min().abs())
     else:
         g = global_amax.to(torch.float32)
     ratio = E4M3_MAX / (256.0 if four_over_six else E4M3_MAX)
-    big_g = torch.div(g * ratio, const(E2M1_MAX, g))
+    big_g = _div_as_cuda(g * ratio, E2M1_MAX)
     scale, inv = e4m3_scales(big_g)
     return cast_e4m3(s * scale) * inv
+
+
+def _div_as_cuda(x: torch.Tensor, divisor: float) -> torch.Tensor:
+    """``x / divisor`` as torch computes it for a float32 CUDA tensor and a Python number:
+    ``f32(x * f32(1 / divisor))``, on any device."""
+    inverse = torch.div(const(1.0, x), const(divisor, x))
+    return x * inverse
 
 
 def fake_quant_nvfp4_static(
