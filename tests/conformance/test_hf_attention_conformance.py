@@ -253,3 +253,30 @@ def test_output_attentions_under_sdpa_calibrates_kv_where_model_optimizer_does_n
     k = "model.layers.0.self_attn.k_bmm_quantizer._amax"
     assert k not in oracle.quantizer_buffers(ref)
     assert torch.equal(oracle.quantizer_buffers(got)[k], oracle.quantizer_buffers(plain_ref)[k])
+
+
+class SubclassedLlamaAttention(transformers.models.llama.modeling_llama.LlamaAttention):
+    """Inherits ``forward``: converted by ``LlamaAttention``'s entry when that class comes
+    first (the registry's subclass rule), so ``parent_class: LlamaAttention`` does not select it."""
+
+
+# discovery probes the defining module for the interface global
+ALL_ATTENTION_FUNCTIONS = transformers.modeling_utils.ALL_ATTENTION_FUNCTIONS
+
+
+def test_a_subclass_sharing_forward_is_converted_by_the_base_entry():
+    model = hf_models.build("llama")
+    model.model.layers[1].self_attn.__class__ = SubclassedLlamaAttention
+    expected = oracle.manifest_of(model, "llama").model_dump()
+    expected_keys = set(expected.pop("registry_keys"))
+    got = qruntime.inventory(model, "llama").model_dump()
+    keys = set(got.pop("registry_keys"))
+    assert "LlamaAttention" in keys <= expected_keys
+    assert "SubclassedLlamaAttention" not in keys
+    assert got == expected
+    site = next(m for m in got["modules"] if m["name"] == "model.layers.1.self_attn")
+    assert (site["registry_key"], site["parent_class_keys"]) == ("LlamaAttention", [])
+    ref, ours = quantize_both(
+        model, config("FP8_DEFAULT_CFG", "FP8_KV_CFG"), hf_models.forward_loop("llama")
+    )
+    assert_same(ref, ours, lambda m: hf_models.outputs(m, "llama"))
