@@ -8,6 +8,7 @@ hand-built padding. The plan and lint reports are checked on a real plan compile
 import io
 
 import pytest
+import torch
 from qconfig.errors import Diagnostic
 from qruntime.job import JobError, QuantizeOptions
 from qruntime.job_steps import JobRun, with_entries
@@ -83,3 +84,33 @@ def test_kv_cache_config_is_checked_before_any_run_and_appended_last() -> None:
     legacy = with_entries({"quant_cfg": {"*": {"enable": False}}, "algorithm": "max"}, INT8)
     assert legacy["quant_cfg"][0] == {"quantizer_name": "*", "cfg": None, "enable": False}
     assert legacy["quant_cfg"][1:] == INT8["quant_cfg"]
+
+
+def test_kv_quantizers_counted_and_uncalibrated_ones_refused() -> None:
+    """A tiny Llama has 2 attention layers, a k and a v bmm quantizer each: FP8_KV_CFG without
+    calibration enables 4 and calibrates none (the row would be made of unset scales); with a
+    forward loop all 4 hold an amax."""
+    import transformers
+    from qconfig import presets
+    from qruntime import quantize
+    from qruntime.job_steps import kv_quantizer_counts
+
+    config = transformers.LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    job = JobRun(QuantizeOptions(), io.StringIO(), io.StringIO())
+    uncalibrated = transformers.LlamaForCausalLM(config).eval()
+    kv = presets.get("FP8_KV_CFG")
+    quantize(uncalibrated, {**kv, "algorithm": None}, lint="off")
+    assert kv_quantizer_counts(uncalibrated) == (4, 0)
+    with pytest.raises(JobError, match="4 of 4 KV-cache quantizers were never calibrated"):
+        job.check_kv_quantizers(uncalibrated, "FP8_KV_CFG")
+    calibrated = transformers.LlamaForCausalLM(config).eval()
+    quantize(calibrated, {**kv, "algorithm": "max"}, lambda m: m(torch.arange(8)[None]), lint="off")
+    assert kv_quantizer_counts(calibrated) == (4, 4)
+    assert job.check_kv_quantizers(calibrated, "FP8_KV_CFG") == 4

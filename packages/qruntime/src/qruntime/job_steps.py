@@ -112,7 +112,8 @@ def _entry_list(quant_cfg: Any) -> list[Any]:
 
 def kv_quantizer_counts(model: nn.Module) -> tuple[int, int]:
     """``(enabled, calibrated)``: the model's enabled KV quantizers (:data:`KV_QUANTIZERS`),
-    and how many of them hold an amax (static ones that calibration really reached)."""
+    and how many of them calibration reached: those holding an amax, and the fully dynamic ones
+    (which never store one, so nothing tells them apart)."""
     from qruntime.state import quantizer_states
 
     enabled = calibrated = 0
@@ -120,8 +121,14 @@ def kv_quantizer_counts(model: nn.Module) -> tuple[int, int]:
         if name.rsplit(".", 1)[-1] not in KV_QUANTIZERS or not state["enable"]:
             continue
         enabled += 1
-        amax = state["amax"]
-        calibrated += amax is not None and not (isinstance(amax, list) and None in amax)
+        amaxes = state["amax"] if isinstance(state["amax"], list) else [state["amax"]]
+        attributes = state["attributes"]
+        if not isinstance(attributes, list):
+            attributes = [attributes]
+        calibrated += all(
+            amax is not None or (attrs.get("type") == "dynamic" and not attrs.get("block_sizes"))
+            for amax, attrs in zip(amaxes, attributes, strict=True)
+        )
     return enabled, calibrated
 
 
