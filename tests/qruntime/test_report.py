@@ -2,7 +2,9 @@
 
 Why: a report piped into a file or a CI log must be plain text (no ANSI codes, no wrapped
 lines), and the same report on a terminal may use colour; the tables are rich renderables, not
-hand-built padding. The plan and lint reports are checked on a real plan compiled here.
+hand-built padding. The plan and lint reports are checked on a real plan compiled here, and
+the job steps behind the ``--kv-cache`` row (its config checked before any run and appended
+last; KV quantizers counted, uncalibrated ones refused) on small models.
 """
 
 import io
