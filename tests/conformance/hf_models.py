@@ -8,8 +8,8 @@ show all their sites: grouped-query attention (4 query heads, 2 KV heads, head d
 experts (4 experts, top 2), GPT-2's ``Conv1D``, LayerNorm inputs, an encoder-decoder with
 cross-attention (T5).
 
-Names: ``llama``, ``gpt2``, ``bert``, ``mixtral``, ``qwen3_moe``, ``t5`` (attention
-implementation "sdpa"); ``llama_eager`` and ``bert_eager`` are the same models under "eager"
+Names: ``llama``, ``gpt2``, ``bert``, ``mixtral``, ``qwen3_moe``, ``qwen2_moe`` (a shared
+expert and its gate beside the fused experts), ``opt``, ``t5`` (attention implementation "sdpa"); ``llama_eager`` and ``bert_eager`` are the same models under "eager"
 (where BERT's softmax probabilities reach ``p_bmm_quantizer``).
 """
 
@@ -88,6 +88,25 @@ _QWEN3_MOE = {
     "num_experts": 4,
     "num_experts_per_tok": 2,
 }
+_QWEN2_MOE = {
+    **_LLAMA,
+    "moe_intermediate_size": 16,
+    "shared_expert_intermediate_size": 32,
+    "num_experts": 4,
+    "num_experts_per_tok": 2,
+}
+_OPT = {
+    "vocab_size": VOCAB,
+    "hidden_size": 32,
+    "ffn_dim": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 64,
+    "word_embed_proj_dim": 32,
+    "pad_token_id": 1,
+    "bos_token_id": 0,
+    "eos_token_id": 0,
+}
 _T5 = {
     "vocab_size": VOCAB,
     "d_model": 32,
@@ -105,6 +124,8 @@ HF_MODELS: dict[str, HFModel] = {
     "bert": HFModel("BertForMaskedLM", "BertConfig", _BERT, padded=True),
     "mixtral": HFModel("MixtralForCausalLM", "MixtralConfig", _MIXTRAL),
     "qwen3_moe": HFModel("Qwen3MoeForCausalLM", "Qwen3MoeConfig", _QWEN3_MOE),
+    "qwen2_moe": HFModel("Qwen2MoeForCausalLM", "Qwen2MoeConfig", _QWEN2_MOE),
+    "opt": HFModel("OPTForCausalLM", "OPTConfig", _OPT),
     "t5": HFModel("T5ForConditionalGeneration", "T5Config", _T5, encoder_decoder=True),
     "llama_eager": HFModel("LlamaForCausalLM", "LlamaConfig", _LLAMA, "eager"),
     "bert_eager": HFModel("BertForMaskedLM", "BertConfig", _BERT, "eager", padded=True),
