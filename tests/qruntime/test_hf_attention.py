@@ -458,3 +458,48 @@ def test_p_under_sdpa_with_a_padding_mask_equals_eager():
         assert not torch.equal(
             plain(input_ids=ids(9), attention_mask=mask).last_hidden_state, got["sdpa"][0]
         )
+
+
+OPAQUE_DECORATOR_SOURCE = """
+import functools
+import torch
+from torch import nn
+
+def eager_attention_forward(module, query, key, value, attention_mask, **kwargs):
+    probabilities = torch.softmax(query @ key.transpose(-1, -2), dim=-1)
+    return probabilities @ value, probabilities
+
+def opaque(func, table={}):
+    table["f"] = func  # the wrapped function is not in a closure cell
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        return table["f"](*args, **kwargs)
+
+    return wrapper
+
+class OpaqueAttention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 24)
+
+    @opaque
+    def forward(self, x):
+        q, k, v = self.proj(x).unsqueeze(1).chunk(3, dim=-1)
+        return eager_attention_forward(self, q, k, v, None)[0]
+"""
+
+
+def test_a_forward_behind_an_opaque_decorator_runs_only_with_the_quantizers_off(monkeypatch):
+    toy = _module_from_source(monkeypatch, "toy_attention_opaque", OPAQUE_DECORATOR_SOURCE)
+    qruntime.register(toy.OpaqueAttention, QuantAttention)
+    try:
+        torch.manual_seed(0)
+        model = toy.OpaqueAttention()
+        x = torch.randn(2, 5, 8)
+        off = qruntime.quantize(copy.deepcopy(model), cfg(), lambda m: m(x), lint="off")
+        assert torch.equal(off(x), model(x))
+        with pytest.raises(RuntimeError, match="cannot intercept the attention kernel"):
+            qruntime.quantize(copy.deepcopy(model), KV_FP8, lambda m: m(x), lint="off")
+    finally:
+        qruntime.unregister(toy.OpaqueAttention)

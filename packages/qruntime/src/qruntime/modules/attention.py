@@ -16,6 +16,10 @@ chooses is the one quantized (also sdpa with ``output_attentions``), an inherite
 defined in another module is handled (its own globals are copied), other models and threads
 never see a change, and nothing can be left patched by an exception.
 
+A ``forward`` behind a decorator that keeps the function it wraps somewhere other than a
+closure cell cannot be copied that way: it then runs as it is while every bmm quantizer is off,
+and raises once one is enabled.
+
 ``p_bmm_quantizer`` (the softmax probabilities) is applied by running the eager kernel of the
 forward's module with ``softmax`` bound to "softmax, then quantize" (again through copied
 globals). Under a fused kernel (sdpa, flash) the eager kernel runs instead, with the fused
@@ -281,10 +285,20 @@ class QuantAttention(QuantModule):
         interface = namespace.get("ALL_ATTENTION_FUNCTIONS")
         if interface is not None:
             overrides["ALL_ATTENTION_FUNCTIONS"] = _KernelInterface(interface, call.wrap)
-        output = rebind_globals(forward, overrides)(self, *args, **kwargs)
-        if call.kernel_calls == 0 and any(
-            _enabled(self._modules[name]) for name in ATTENTION_QUANTIZERS
-        ):
+        enabled = [name for name in ATTENTION_QUANTIZERS if _enabled(self._modules[name])]
+        try:
+            patched = rebind_globals(forward, overrides)
+        except TypeError as exc:
+            if enabled:
+                raise RuntimeError(
+                    f"{type(self).__name__}: cannot intercept the attention kernel for the "
+                    f"enabled {', '.join(enabled)} ({exc}); register a quant mixin for this "
+                    "class (docs/huggingface.md)"
+                ) from exc
+            # every bmm quantizer is off: nothing to intercept, the model must still run
+            return forward(self, *args, **kwargs)
+        output = patched(self, *args, **kwargs)
+        if call.kernel_calls == 0 and enabled:
             raise RuntimeError(
                 f"{type(self).__name__}.forward never called an attention kernel through "
                 f"{' or '.join(KERNEL_GLOBALS)}, so its enabled *_bmm_quantizers were not "
