@@ -503,3 +503,26 @@ def test_a_forward_behind_an_opaque_decorator_runs_only_with_the_quantizers_off(
             qruntime.quantize(copy.deepcopy(model), KV_FP8, lambda m: m(x), lint="off")
     finally:
         qruntime.unregister(toy.OpaqueAttention)
+
+
+def test_save_and_restore_round_trips_the_kv_bias_and_amax(tmp_path):
+    config = cfg(
+        {
+            "quantizer_name": "*[kv]_bmm_quantizer",
+            "cfg": {
+                "num_bits": (4, 3),
+                "axis": None,
+                "bias": {-2: None, -4: None, "type": "static"},
+            },
+        }
+    )
+    quantized = quantize(llama(), config)
+    k = quantized.model.layers[0].self_attn.k_bmm_quantizer
+    assert k._bias_value.shape == (1, 2, 1, 8)  # per KV head and channel
+    qruntime.save_state(quantized, tmp_path / "state.safetensors")
+    restored = qruntime.restore_state(llama(), tmp_path / "state.safetensors")
+    with torch.no_grad():
+        assert torch.equal(restored(input_ids=ids(6)).logits, quantized(input_ids=ids(6)).logits)
+    assert torch.equal(
+        restored.model.layers[0].self_attn.k_bmm_quantizer._bias_value, k._bias_value
+    )
