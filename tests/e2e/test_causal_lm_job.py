@@ -184,8 +184,9 @@ def test_progress_bars_only_when_asked_off_a_terminal(llama_dir: Path, tmp_path:
 
 
 def test_a_folder_without_a_tokenizer_is_one_clear_error(
-    llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+    llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(ROOT)
     folder = tmp_path / "no_tokenizer"
     folder.mkdir()
     for name in ("config.json", "model.safetensors"):
@@ -238,3 +239,34 @@ def test_a_folder_that_is_neither_is_one_clear_error_line(
 def test_the_causal_lm_job_needs_a_model() -> None:
     with pytest.raises(JobError, match="needs --model DIR"):
         causal_lm_job.run(QuantizeOptions(), io.StringIO(), io.StringIO())
+
+
+def test_saved_state_restores_onto_a_fresh_model(llama_dir: Path, tmp_path: Path) -> None:
+    from qruntime import quantizer_states, restore_state
+
+    state = tmp_path / "int8.safetensors"
+    report, out, _ = _run(llama_dir, save_state=state)
+    assert report.ok and f"quantizer state: {state}" in out
+    fresh = transformers.AutoModelForCausalLM.from_pretrained(llama_dir).eval()
+    restore_state(fresh, state)
+    saved, restored = quantizer_states(report.quantized), quantizer_states(fresh)
+    calibrated = [name for name, q in saved.items() if q["amax"] is not None]
+    assert len(calibrated) == 28
+    for name in calibrated:
+        assert torch.equal(saved[name]["amax"], restored[name]["amax"]), name
+
+
+def test_lint_errors_stop_before_the_weights_are_read(
+    llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        "quant_cfg:\n"
+        "  - {quantizer_name: '*', enable: false}\n"
+        "  - {quantizer_name: '*weight_quantizer', parent_class: nn.Linaer, cfg: {num_bits: 8}}\n"
+    )
+    assert main(["quantize", "--model", str(llama_dir), "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED: 1 error(s)" in out and "bad.yaml:3:" in out
+    assert "nothing was quantized" in out and "plan:" not in out
