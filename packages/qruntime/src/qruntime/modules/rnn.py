@@ -59,6 +59,25 @@ def _lstm_cell_with_projection(
     return F.linear(h, w_hr), c
 
 
+def _quantize(quantizer: nn.Module, t: torch.Tensor, what: str) -> torch.Tensor:
+    """``quantizer(t)``, refused when the result does not have ``t``'s shape.
+
+    A calibrated amax or static bias with one value per row of the calibration batch broadcasts
+    a step with fewer rows (a packed sequence whose shorter sequences ended) up to the
+    calibrated row count; the cell would then silently carry invented rows (Model Optimizer
+    stops on an internal assertion at the end of the packed layer instead).
+    """
+    q = quantizer(t)
+    if q.shape != t.shape:
+        raise RuntimeError(
+            f"an RNN input quantizer turned the {what} of shape {tuple(t.shape)} into "
+            f"{tuple(q.shape)}: its calibrated amax or static bias has one value per row of "
+            "the calibration batch, which does not fit a step with another number of rows; "
+            "calibrate it per feature (reduce the batch dimension) instead"
+        )
+    return q
+
+
 def _step(cell, x, hidden, weights, quantizer, proj):
     """One cell call with the input and the hidden state quantized by the layer's quantizer.
 
@@ -66,11 +85,14 @@ def _step(cell, x, hidden, weights, quantizer, proj):
     by whatever depends on it — a static-block quantizer fixes its layout on the first shape, a
     running-mean bias rounds differently, ``track_amax`` lists batches in call order.
     """
-    quant_x = quantizer(x)
+    quant_x = _quantize(quantizer, x, "step input")
     if isinstance(hidden, tuple):
-        hidden = (quantizer(hidden[0]), quantizer(hidden[1]))
+        hidden = (
+            _quantize(quantizer, hidden[0], "hidden state"),
+            _quantize(quantizer, hidden[1], "cell state"),
+        )
     else:
-        hidden = quantizer(hidden)
+        hidden = _quantize(quantizer, hidden, "hidden state")
     kwargs = {} if proj is None else {"proj_input_quantizer": proj}
     return cell(quant_x, hidden, *weights, **kwargs)
 
