@@ -526,3 +526,48 @@ def test_save_and_restore_round_trips_the_kv_bias_and_amax(tmp_path):
     assert torch.equal(
         restored.model.layers[0].self_attn.k_bmm_quantizer._bias_value, k._bias_value
     )
+
+
+FUSED_SOURCE = """
+import torch
+from torch import nn
+
+def eager_attention_forward(module, query, key, value, attention_mask, **kwargs):
+    probabilities = torch.softmax(query @ key.transpose(-1, -2), dim=-1)
+    return probabilities @ value, probabilities
+
+def fused_attention_forward(module, query, key, value, attention_mask, **kwargs):
+    return torch.nn.functional.scaled_dot_product_attention(query, key, value), None
+
+class Interface(dict):
+    def get_interface(self, name, default):
+        return self.get(name, default)
+
+ALL_ATTENTION_FUNCTIONS = Interface(fused=fused_attention_forward)
+
+class FusedAttention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 24)
+
+    def forward(self, x, padding):
+        q, k, v = self.proj(x).unsqueeze(1).chunk(3, dim=-1)
+        kernel = ALL_ATTENTION_FUNCTIONS.get_interface("fused", eager_attention_forward)
+        return kernel(self, q, k, v, padding)[0]
+"""
+
+
+def test_p_under_a_fused_kernel_with_a_2d_padding_mask_is_refused(monkeypatch):
+    """Flash-attention-style kernels get a [B, S] padding mask, which the eager kernel cannot
+    add to its scores: refused with the quantizer's name, not computed wrongly."""
+    toy = _module_from_source(monkeypatch, "toy_attention_fused", FUSED_SOURCE)
+    qruntime.register(toy.FusedAttention, QuantAttention)
+    try:
+        torch.manual_seed(0)
+        x, padding = torch.randn(2, 5, 8), torch.ones(2, 5, dtype=torch.long)
+        kv = qruntime.quantize(toy.FusedAttention(), KV_FP8, lambda m: m(x, padding), lint="off")
+        assert kv.k_bmm_quantizer._amax > 0  # the fused kernel's operands are quantized
+        with pytest.raises(RuntimeError, match=r"p_bmm_quantizer is enabled.*\(2, 5\)"):
+            qruntime.quantize(toy.FusedAttention(), P_FP8, lambda m: m(x, padding), lint="off")
+    finally:
+        qruntime.unregister(toy.FusedAttention)

@@ -260,6 +260,12 @@ def _eager_arguments(
         if causal and q_len > 1:
             rows = torch.arange(q_len, device=query.device)[:, None] + (kv_len - q_len)
             mask = (rows >= torch.arange(kv_len, device=query.device)[None, :])[None, None]
+    if mask is not None and mask.dim() != 4:  # e.g. flash attention's [B, S] padding mask
+        raise RuntimeError(
+            f"{type(module).__name__}.p_bmm_quantizer is enabled and needs the eager kernel, but "
+            f"this kernel's attention mask has shape {tuple(mask.shape)}, not [B, H, S_q, S_kv]; "
+            "use attn_implementation 'sdpa' or 'eager', or disable *p_bmm_quantizer"
+        )
     if mask is not None and mask.dtype == torch.bool:
         additive = torch.zeros(mask.shape, dtype=query.dtype, device=query.device)
         mask = additive.masked_fill(~mask, torch.finfo(query.dtype).min)
