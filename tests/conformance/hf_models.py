@@ -6,10 +6,11 @@ seeded token batches), and the same models must be buildable on the meta device 
 ``qruntime.inventory``. The sizes follow the smallest configs on which Model Optimizer's plugins
 show all their sites: grouped-query attention (4 query heads, 2 KV heads, head dim 8), fused MoE
 experts (4 experts, top 2), GPT-2's ``Conv1D``, LayerNorm inputs, an encoder-decoder with
-cross-attention (T5).
+cross-attention (T5), a vision-language model whose vision tower the presets exclude (Llava).
 
 Names: ``llama``, ``gpt2``, ``bert``, ``mixtral``, ``qwen3_moe``, ``qwen2_moe`` (a shared
-expert and its gate beside the fused experts), ``opt``, ``t5`` (attention implementation "sdpa"); ``llama_eager`` and ``bert_eager`` are the same models under "eager"
+expert and its gate beside the fused experts), ``opt``, ``llava`` (a CLIP vision tower and a Llama), ``t5`` (attention implementation
+"sdpa"); ``llama_eager`` and ``bert_eager`` are the same models under "eager"
 (where BERT's softmax probabilities reach ``p_bmm_quantizer``).
 """
 
@@ -52,6 +53,7 @@ class HFModel:
     attn_implementation: str = "sdpa"
     encoder_decoder: bool = False
     padded: bool = False  # an attention mask with padding in the second row (encoders)
+    image: bool = False  # a vision-language model: pixel values and image tokens
 
 
 _LLAMA = {
@@ -107,6 +109,23 @@ _OPT = {
     "bos_token_id": 0,
     "eos_token_id": 0,
 }
+IMAGE_TOKEN = 3
+IMAGE_TOKENS = 4  # a 16x16 image in 8x8 patches, the CLS feature dropped
+_LLAVA = {
+    "vision_config": {
+        "model_type": "clip_vision_model",
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "image_size": 16,
+        "patch_size": 8,
+        "projection_dim": 32,
+    },
+    "text_config": {"model_type": "llama", **_LLAMA},
+    "image_token_index": IMAGE_TOKEN,
+    "projector_hidden_act": "gelu",
+}
 _T5 = {
     "vocab_size": VOCAB,
     "d_model": 32,
@@ -126,6 +145,7 @@ HF_MODELS: dict[str, HFModel] = {
     "qwen3_moe": HFModel("Qwen3MoeForCausalLM", "Qwen3MoeConfig", _QWEN3_MOE),
     "qwen2_moe": HFModel("Qwen2MoeForCausalLM", "Qwen2MoeConfig", _QWEN2_MOE),
     "opt": HFModel("OPTForCausalLM", "OPTConfig", _OPT),
+    "llava": HFModel("LlavaForConditionalGeneration", "LlavaConfig", _LLAVA, image=True),
     "t5": HFModel("T5ForConditionalGeneration", "T5Config", _T5, encoder_decoder=True),
     "llama_eager": HFModel("LlamaForCausalLM", "LlamaConfig", _LLAMA, "eager"),
     "bert_eager": HFModel("BertForMaskedLM", "BertConfig", _BERT, "eager", padded=True),
@@ -156,6 +176,10 @@ def example_inputs(name: str, seed: int) -> dict[str, torch.Tensor]:
     spec = HF_MODELS[name]
     gen = torch.Generator().manual_seed(seed)
     inputs = {"input_ids": torch.randint(0, VOCAB, BATCH, generator=gen)}
+    if spec.image:
+        ids = torch.randint(IMAGE_TOKEN + 1, VOCAB, BATCH, generator=gen)
+        ids[:, 1 : 1 + IMAGE_TOKENS] = IMAGE_TOKEN
+        inputs = {"input_ids": ids, "pixel_values": torch.randn(BATCH[0], 3, 16, 16, generator=gen)}
     if spec.padded:
         mask = torch.ones(BATCH, dtype=torch.long)
         mask[1, -3:] = 0

@@ -1,7 +1,7 @@
 """Hugging Face architectures as Model Optimizer 0.47.0 sees them, against qruntime.
 
-On tiny Llama, GPT-2, BERT (masked LM), Mixtral, Qwen3-MoE, Qwen2-MoE, OPT and T5
-(tests/conformance/hf_models.py),
+On tiny Llama, GPT-2, BERT (masked LM), Mixtral, Qwen3-MoE, Qwen2-MoE, OPT, Llava (CLIP vision
+tower + Llama) and T5 (tests/conformance/hf_models.py),
 with Model Optimizer and ``transformers`` run in the same test as the oracle:
 
 (a) ``qruntime.inventory`` (of the model and of its meta-device twin) equals the manifest read
@@ -303,6 +303,19 @@ def test_kv_presets_reach_the_attention_quantizers():
     enabled = {k for k, s in states.items() if s["enable"] and "bmm" in k}
     assert enabled == {
         f"model.layers.{i}.self_attn.{q}_bmm_quantizer" for i in (0, 1) for q in "kv"
+    }
+
+
+def test_kv_preset_after_the_exclusions_reaches_the_vision_tower():
+    """Independent of qruntime: FP8_KV_CFG appended to FP8_DEFAULT_CFG re-enables the k/v bmm
+    quantizers inside Llava's vision tower, which the weight preset's exclusions turned off
+    (the later entry wins) — so the plan comparison on Llava checks that order."""
+    _, states = theirs("llava", config("FP8_DEFAULT_CFG+FP8_KV_CFG")["quant_cfg"])
+    tower = {k for k, s in states.items() if k.startswith("model.vision_tower.") and s["enable"]}
+    assert tower == {
+        f"model.vision_tower.encoder.layers.{i}.self_attn.{q}_bmm_quantizer"
+        for i in (0, 1)
+        for q in "kv"
     }
 
 
