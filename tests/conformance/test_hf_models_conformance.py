@@ -456,14 +456,21 @@ def _patterns(name: str) -> list[str]:
 
 
 PATTERNS = {name: _patterns(name) for name in hf_models.SDPA_MODELS}
-PARENT_KEYS = {
-    name: sorted(
+
+
+def _parent_keys(name: str) -> list[str]:
+    """``parent_class`` values worth drawing for model ``name``: its own registry keys (after
+    Model Optimizer converted it once, which registers its attention classes) and three
+    plain-torch ones."""
+    converted(name)
+    return sorted(
         k
         for k in model_keys(hf_models.build(name))
         if not k.startswith("nn.") or k in ("nn.Linear", "nn.LayerNorm", "nn.Embedding")
     )
-    for name in hf_models.SDPA_MODELS
-}
+
+
+PARENT_KEYS = {name: _parent_keys(name) for name in hf_models.SDPA_MODELS}
 
 
 @st.composite
