@@ -103,7 +103,7 @@ def test_toy_algorithm_runs_through_quantize(toy):
     assert ctx.model is model and isinstance(ctx.config, ScaledWeightsConfig)
     assert ctx.config.factor == 3.0
     assert ctx.plan is qruntime.applied_plan(model)
-    assert ctx.process_group is None and ctx.layer_driver is None
+    assert ctx.parallel is None and ctx.layer_driver is None
 
 
 def test_toy_algorithm_runs_through_apply_plan_after_max(toy):
@@ -266,12 +266,11 @@ def test_context_lists_quantizers_and_weight_pairs():
     assert ctx.run_forward_loop() is False  # no loop
 
 
-def test_sync_has_nothing_to_do_in_one_process_and_refuses_a_process_group():
+def test_sync_has_nothing_to_do_in_one_process():
     model = Net()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     phases.sync(CalibrationContext(model=model, config=MaxCalibConfig()), "amax")
-    ctx = CalibrationContext(model=model, config=MaxCalibConfig(), process_group=object())
-    with pytest.raises(NotImplementedError, match="distributed"):
-        phases.sync(ctx, "amax")
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     with pytest.raises(ValueError, match="unknown sync point"):
         phases.sync(CalibrationContext(model=model, config=MaxCalibConfig()), "weights")
 

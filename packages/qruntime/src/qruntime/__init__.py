@@ -22,6 +22,7 @@ from qruntime.config_lint import QConfigLintError, QConfigLintWarning
 from qruntime.inventory import inventory
 from qruntime.modules import QuantizerSlot, QuantModule
 from qruntime.numerics import fake_quant
+from qruntime.parallel import DistributedCalibrationError, ParallelState
 from qruntime.quantize import compile_for, quantize
 from qruntime.quantizer import HardDisabledTensorQuantizer, SequentialQuantizer, TensorQuantizer
 from qruntime.sites import register, unregister
@@ -34,7 +35,9 @@ __all__ = [
     "AlgorithmCapabilities",
     "CalibrationContext",
     "Calibrator",
+    "DistributedCalibrationError",
     "HardDisabledTensorQuantizer",
+    "ParallelState",
     "PlanMismatchError",
     "QConfigLintError",
     "QConfigLintWarning",

@@ -23,10 +23,12 @@ from torch import nn
 
 from qruntime import modules as _modules
 from qruntime.calibrate import algorithm_for, check_supported, run_algorithms
-from qruntime.calibrate.registry import ForwardLoop, LayerwiseOptions
+from qruntime.calibrate.registry import ForwardLoop, LayerwiseOptions, synced_parallel
+from qruntime.calibrate.sync import announce_failure
 from qruntime.inventory import inventory
 from qruntime.modules.base import quantized_weight
 from qruntime.numerics.checks import check_spec
+from qruntime.parallel import ParallelState, resolve_parallel
 from qruntime.quantizer import SequentialQuantizer, TensorQuantizer
 from qruntime.sites import find_sites
 from qruntime.transaction import Transaction
@@ -226,6 +228,7 @@ def apply_plan(
     forward_loop: ForwardLoop | None = None,
     *,
     layers: str | Callable[[nn.Module], Sequence[nn.Module]] | LayerwiseOptions | None = None,
+    parallel: ParallelState | None = None,
 ) -> nn.Module:
     """Quantize ``model`` in place per ``plan`` and run ``plan.algorithm``; returns ``model``.
 
@@ -239,11 +242,21 @@ def apply_plan(
     error the model — modules, classes, parameters, buffers, hooks, training flags — is left
     exactly as it was. A model that is already quantized is re-configured: its quantizers are
     set from the plan (calibrated ``_amax`` buffers are kept: docs/model-optimizer-rules.md,
-    'How a quantizer applies attributes'). The plan's config is not linted here: a plan has no
+    'How a quantizer applies attributes'). ``parallel`` gives the process groups of
+    distributed calibration (:class:`~qruntime.parallel.ParallelState`; None: data parallel over
+    the default group when torch.distributed is initialised with several processes): statistics
+    are synchronised at each algorithm's sync points, and a failure on any process fails every
+    process with its model unchanged (docs/distributed.md). The plan's config is not linted here: a plan has no
     config source, so ``qconfig lint``'s findings are reported by ``compile_for``/``quantize``.
     """
-    check_plan(model, plan)
-    check_supported(plan, forward_loop, model=model, layers=layers)
+    resolved = synced_parallel(plan.algorithm, resolve_parallel(parallel))
+    try:
+        check_plan(model, plan)
+        check_supported(plan, forward_loop, model=model, layers=layers)
+    except Exception as exc:
+        if resolved is not None:  # the peers would wait for this process at their first sync
+            announce_failure(resolved, exc)
+        raise
     writes_weights = any(algorithm_for(c).capabilities.writes_weights for c in plan.algorithm)
     # The write guard catches in-place writes by code qruntime does not control: the model's
     # forward and the loop. Without a forward loop to run, only qruntime's own code runs.
@@ -255,7 +268,9 @@ def apply_plan(
     stash = "disk" if layerwise and writes_weights else None
     with Transaction(model, writes_weights=writes_weights, guard=guard, stash_device=stash):
         patch_model(model, plan)
-        run_algorithms(model, plan.algorithm, forward_loop, plan=plan, layers=layers)
+        run_algorithms(
+            model, plan.algorithm, forward_loop, plan=plan, layers=layers, parallel=resolved
+        )
         model.__dict__[PLAN_ATTRIBUTE] = plan
         if writes_weights:
             model.__dict__[WEIGHTS_REWRITTEN] = True

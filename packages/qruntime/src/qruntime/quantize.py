@@ -32,6 +32,7 @@ from qruntime.apply import apply_plan
 from qruntime.calibrate.registry import ForwardLoop, LayerwiseOptions
 from qruntime.config_lint import LintMode, check_config, report_unraised
 from qruntime.inventory import inventory
+from qruntime.parallel import ParallelState
 
 __all__ = ["compile_for", "quantize", "weight_check_from_environment"]
 
@@ -90,12 +91,15 @@ def quantize(
     weight_check: bool | None = None,
     layers: str | Callable[[nn.Module], Sequence[nn.Module]] | LayerwiseOptions | None = None,
     lint: LintMode = "warn",
+    parallel: ParallelState | None = None,
 ) -> nn.Module:
     """Quantize ``model`` in place with ``config`` and calibrate it; returns ``model``.
 
     ``weight_check`` and ``lint`` as in :func:`compile_for` (with ``lint="error"`` a finding
     raises before the model is touched); ``layers`` (the blocks of ``layerwise`` calibration,
-    e.g. ``"model.layers"``) as in :func:`~qruntime.apply.apply_plan`.
+    e.g. ``"model.layers"``) and ``parallel`` (the process groups of distributed calibration;
+    None: data parallel over the default group when torch.distributed is initialised) as in
+    :func:`~qruntime.apply.apply_plan`.
     """
     plan = _compile(model, config, weight_check, lint, stacklevel=2)
-    return apply_plan(model, plan, forward_loop, layers=layers)
+    return apply_plan(model, plan, forward_loop, layers=layers, parallel=parallel)

@@ -41,7 +41,7 @@ __all__ = [
 
 #: One to three passes of the forward loop; lite rescales the weights in place.
 AWQ_CAPABILITIES = AlgorithmCapabilities(
-    needs_forward_data=True, writes_weights=True, sync_points=("amax",)
+    needs_forward_data=True, writes_weights=True, sync_points=("amax", "statistics")
 )
 
 

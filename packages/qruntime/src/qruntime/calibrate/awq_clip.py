@@ -338,5 +338,23 @@ def awq_clip_search(
         for state in states:
             for handle in state.handles:
                 handle.remove()
+    _sync_losses(ctx, states)
     for state in states:
         _finish(state, ratios, debug)
+
+
+def _sync_losses(ctx: CalibrationContext, states: list[_Clip]) -> None:
+    """Distributed runs: the loss tables and token counts added over the data-parallel group
+    once, after the pass, so every process picks the same ratios — those one process picks
+    over the union of the data. Model Optimizer reduces inside the forward, per batch, row
+    chunk and ratio (block mode only; processes then must run equally many batches), and
+    divides by the group size; the per-tensor mode is not reduced there."""
+    if ctx.parallel is None:
+        return
+    tables = [loss.clone() for state in states for loss in state.losses]
+    counts = torch.tensor([float(s.calls) for s in states], dtype=torch.float64)
+    phases.sync(ctx, "statistics", [*tables, counts])
+    it = iter(tables)
+    for state, calls in zip(states, counts.tolist(), strict=True):
+        state.losses = [next(it) for _ in state.losses]
+        state.calls = int(calls)

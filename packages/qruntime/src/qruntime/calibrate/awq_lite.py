@@ -339,6 +339,41 @@ def _setup(linear: SmoothedLinear, alphas: list[float]) -> _Search:
     return state
 
 
+def _sync_cache(ctx: CalibrationContext, states: list[_Search]) -> None:
+    """Distributed runs: the activation sums and batch counts added over the data-parallel
+    group, so that every process divides the sum over all batches by their number — the mean
+    one process computes over the union of the data (Model Optimizer averages the per-process
+    means, the same value when every process ran as many batches). A NaN anywhere reaches
+    every process, which then all disable the layer."""
+    if ctx.parallel is None:
+        return
+    sums = []
+    for state in states:
+        cin = state.weight_scale.shape[0]
+        zeros = torch.zeros(cin, dtype=torch.float32, device=state.weight_scale.device)
+        sums.append(zeros if state.act_sum is None else state.act_sum.clone())
+    counts = torch.tensor([float(s.cache_steps) for s in states], dtype=torch.float64)
+    phases.sync(ctx, "statistics", [*sums, counts])
+    for state, total, steps in zip(states, sums, counts.tolist(), strict=True):
+        state.cache_steps = int(steps)
+        state.act_sum = total if steps > 0 else None
+
+
+def _sync_search(ctx: CalibrationContext, states: list[_Search]) -> None:
+    """Distributed runs: each alpha's loss and the search batch counts added over the
+    data-parallel group, so every process picks the same alpha — the one a single process
+    picks over the union of the data. Model Optimizer does not sync the losses: its processes
+    may choose different scales and end with different weights."""
+    if ctx.parallel is None:
+        return
+    losses = [torch.stack(state.losses) for state in states]
+    counts = torch.tensor([float(s.search_steps) for s in states], dtype=torch.float64)
+    phases.sync(ctx, "statistics", [*losses, counts])
+    for state, total, steps in zip(states, losses, counts.tolist(), strict=True):
+        state.losses = list(total.unbind())
+        state.search_steps = int(steps)
+
+
 def _finish_cache(state: _Search) -> None:
     if state.cache_steps == 0 or state.act_sum is None:
         state.enabled = False
@@ -378,10 +413,12 @@ def awq_lite_search(
         # as max calibration ends: the experts of a sparse MoE block share their input amaxes
         # (here also the per-channel ones gathered beside the search)
         phases.statistics_pass(ctx)
+        _sync_cache(ctx, states)
         for state in states:
             _finish_cache(state)
         mode[0] = "search"
         phases.run_forward_loop(ctx)
+        _sync_search(ctx, states)
     finally:
         for state in states:
             for handle in state.handles:

@@ -1,7 +1,7 @@
 """What a calibration algorithm is handed: one :class:`CalibrationContext`.
 
 An algorithm is a function ``run(ctx)``. Everything it may need is on the context — the model,
-the plan being applied, its own config, the forward loop, the process group and the layer
+the plan being applied, its own config, the forward loop, the parallel state and the layer
 driver — so that a new need (distributed runs, layer-by-layer drivers) is a new field here, not
 a new parameter on every algorithm. The helpers list what most algorithms walk: the quantizers
 and the ``(weight, weight quantizer)`` pairs.
@@ -21,6 +21,7 @@ from qconfig.plan import Plan
 from torch import nn
 
 from qruntime.modules.base import QuantModule
+from qruntime.parallel import ParallelState
 from qruntime.quantizer import SequentialQuantizer, TensorQuantizer
 
 __all__ = [
@@ -112,7 +113,8 @@ class CalibrationContext:
 
     ``plan`` is the plan being applied (None when an algorithm is run on a model directly);
     ``forward_loop`` is already a function of the model (see :func:`as_forward_loop`);
-    ``process_group`` None means a single process (the sync phase then has nothing to do);
+    ``parallel`` is the :class:`~qruntime.parallel.ParallelState` the sync points reduce over
+    (None: one process, or an algorithm with ``distributed_sync: false`` — nothing to sync);
     ``layer_driver`` is given to algorithms that run layer by layer.
     """
 
@@ -120,7 +122,7 @@ class CalibrationContext:
     config: QuantizeAlgorithmConfig
     plan: Plan | None = None
     forward_loop: ForwardLoop | None = None
-    process_group: Any = None
+    parallel: ParallelState | None = None
     layer_driver: LayerDriver | None = None
 
     def quantizers(self) -> list[TensorQuantizer]:

@@ -54,6 +54,7 @@ from qconfig.algorithms import MaxCalibConfig, QuantizeAlgorithmConfig
 from qconfig.plan import Plan
 from torch import nn
 
+from qruntime.calibrate import phases
 from qruntime.calibrate.context import CalibrationContext, leaves
 from qruntime.calibrate.gptq_update import (
     blockwise_update,
@@ -80,12 +81,13 @@ __all__ = [
     "collect_hessians",
     "gptq_calibrate",
     "gptq_linears",
+    "sync_hessians",
     "update_weights",
 ]
 
 #: Two passes of data (max, then the Hessians); the weights are rewritten in place.
 GPTQ_CAPABILITIES = AlgorithmCapabilities(
-    needs_forward_data=True, writes_weights=True, sync_points=("amax", "global_amax")
+    needs_forward_data=True, writes_weights=True, sync_points=("amax", "global_amax", "statistics")
 )
 
 #: The quantizers switched off while the Hessians are collected (full match on module names).
@@ -296,6 +298,21 @@ def _fused_update(
     fused_nvfp4_update(work, h_inv, block_size, amax, g, block)
 
 
+def sync_hessians(ctx: CalibrationContext, states: list[LayerHessian]) -> None:
+    """Distributed runs: every process's ``n · H`` and token count ``n`` added over the
+    data-parallel group, then divided — the Hessian ``2 X Xᵀ / N`` of the union of the data,
+    so that every process rounds its weights the same way. Model Optimizer does not sync the
+    Hessians: its processes end with different weights."""
+    if ctx.parallel is None or not states:
+        return
+    weighted = [state.hessian * float(state.n_samples) for state in states]
+    counts = torch.tensor([float(state.n_samples) for state in states], dtype=torch.float64)
+    phases.sync(ctx, "statistics", [*weighted, counts])
+    for state, total, n in zip(states, weighted, counts.tolist(), strict=True):
+        state.n_samples = int(n)
+        state.hessian = total / n if n > 0 else total
+
+
 def gptq_calibrate(ctx: CalibrationContext) -> None:
     """``gptq`` calibration of a converted model (module docstring)."""
     config = ctx.config
@@ -306,6 +323,7 @@ def gptq_calibrate(ctx: CalibrationContext) -> None:
     if not linears:
         return
     states = collect_hessians(ctx, linears)
+    sync_hessians(ctx, states)
     txn = current_transaction()
     # The loop writes only tensors it created; the weights are saved before they are written.
     with txn.paused_guard() if txn is not None else contextlib.nullcontext():

@@ -19,8 +19,10 @@ Only the layers whose weight the search will change are hooked, and when there i
 the same, one pass of data cheaper (Model Optimizer runs it anyway; docs/differences.md).
 
 A forward loop is required: the registry refuses a run without one before the model is touched
-(Model Optimizer warns and does nothing). Nothing is synchronised across processes beyond max
-(Model Optimizer does not sync the Hessians either). ``debug: true`` keeps the accumulators on
+(Model Optimizer warns and does nothing). In a distributed run the Hessian sums and token
+counts are added over the data-parallel group before the search, so every process searches with
+the Hessian of all the data and ends with the same amaxes (Model Optimizer does not sync them:
+its processes may end with different weight amaxes). ``debug: true`` keeps the accumulators on
 the model as ``_local_hessian_accumulators`` (by layer name).
 """
 
@@ -29,8 +31,10 @@ from __future__ import annotations
 import fnmatch
 import warnings
 
+import torch
 from qconfig.algorithm_methods import LocalHessianCalibConfig
 
+from qruntime.calibrate import phases
 from qruntime.calibrate.context import CalibrationContext, leaves
 from qruntime.calibrate.hessian import (
     HessianAccumulator,
@@ -57,7 +61,7 @@ __all__ = ["LOCAL_HESSIAN_CAPABILITIES", "local_hessian_calibrate"]
 
 #: Two passes of data; amaxes only.
 LOCAL_HESSIAN_CAPABILITIES = AlgorithmCapabilities(
-    needs_forward_data=True, sync_points=("amax", "global_amax")
+    needs_forward_data=True, sync_points=("amax", "global_amax", "statistics")
 )
 
 #: The quantizers switched off while the Hessians are collected (full-match on module names).
@@ -119,6 +123,27 @@ def _collect_hessians(
     return accumulators
 
 
+def _sync_hessians(
+    ctx: CalibrationContext, accumulators: list[tuple[HessianAccumulator, torch.device]]
+) -> None:
+    """Distributed runs: ``Σ XᵀX`` and the token counts added over the data-parallel group
+    (a process that saw no tokens for a layer adds zeros), so that ``H / tokens`` is the
+    Hessian of the union of the data on every process."""
+    if ctx.parallel is None:
+        return
+    live = [(acc, device) for acc, device in accumulators if acc.enabled]
+    sums = []
+    for acc, device in live:
+        shape = (acc.cin // acc.block_size, acc.block_size, acc.block_size)
+        present = acc.hessian is not None
+        sums.append(acc.hessian.clone() if present else torch.zeros(shape, device=device))
+    tokens = torch.tensor([float(acc.tokens) for acc, _ in live], dtype=torch.float64)
+    phases.sync(ctx, "statistics", [*sums, tokens])
+    for (acc, _), total, count in zip(live, sums, tokens.tolist(), strict=True):
+        acc.tokens = int(count)
+        acc.hessian = total if count > 0 else None
+
+
 def local_hessian_calibrate(ctx: CalibrationContext) -> None:
     """``local_hessian`` calibration of a converted model (module docstring)."""
     config = ctx.config
@@ -136,6 +161,11 @@ def local_hessian_calibrate(ctx: CalibrationContext) -> None:
     layers = [x for x in quantized_linears(ctx.model) if will_search(x.quantizer, options)]
     _warn_layers(layers, block_size)
     accumulators = _collect_hessians(ctx, layers, block_size) if layers else {}
+    if ctx.parallel is not None:  # a layer no data reached here may have data elsewhere
+        for x in layers:
+            cout, cin = x.weight.shape
+            accumulators.setdefault(id(x.quantizer), HessianAccumulator(cout, cin, block_size))
+        _sync_hessians(ctx, [(accumulators[id(x.quantizer)], x.weight.device) for x in layers])
 
     def error_for(q: TensorQuantizer, view: WeightView) -> ErrorFn | None:
         acc = accumulators.get(id(q))

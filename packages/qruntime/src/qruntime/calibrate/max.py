@@ -11,8 +11,9 @@ The phases of :mod:`qruntime.calibrate.phases`, in Model Optimizer 0.47.0's orde
 4. amax written where something was collected (no data → the quantizer stays dynamic), static
    biases loaded, quantization back on; the experts of sparse MoE blocks share their input amax
    (:mod:`qruntime.calibrate.moe`);
-5. the ``"amax"`` sync point (one process: nothing to do; ``distributed_sync`` has nothing to
-   sync);
+5. the ``"amax"`` sync point: in a distributed run every amax is reduced with MAX over the
+   data, expert and tensor groups (:mod:`qruntime.calibrate.sync`; one process, or
+   ``distributed_sync: false``: nothing to do);
 6. static-block weight quantizers finalized: amax in float32, NVFP4-static ones get a global
    amax shared within q/k/v, gate/up and w1/w3 sibling groups (``shared_states`` patterns).
 

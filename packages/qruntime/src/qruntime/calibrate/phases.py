@@ -8,7 +8,7 @@ Every algorithm that collects statistics goes through the same life cycle, in th
    same weight again cannot change the result;
 3. :func:`run_forward_loop` — the calibration data runs through the model;
 4. :func:`finish_stats_collection` — amax (and static bias) loaded, quantization back on;
-5. :func:`sync` — where distributed synchronisation plugs in;
+5. :func:`sync` — statistics made equal across processes (:mod:`qruntime.calibrate.sync`);
 6. :func:`finalize` — static-block weight amaxes kept in float32, NVFP4-static weights get a
    global amax shared within sibling groups (:func:`shared_global_amax`).
 
@@ -27,6 +27,7 @@ from torch import nn
 
 from qruntime.calibrate.context import CalibrationContext, WeightPair, leaves
 from qruntime.calibrate.moe import sync_moe_experts
+from qruntime.calibrate.sync import reduce_tensors, sync_amaxes
 from qruntime.calibrators import MaxCalibrator
 from qruntime.modules.base import QuantModule
 from qruntime.numerics.amax import amax_reduce
@@ -58,8 +59,9 @@ SHARED_PATTERNS = (
 #: The sync points an algorithm can declare (``AlgorithmCapabilities.sync_points``):
 #: ``"amax"`` — after statistics are loaded (and MoE experts synced), every quantizer's amax is
 #: reduced with MAX across the processes that hold copies of it; ``"global_amax"`` — the shared
-#: NVFP4 global amaxes, before they are stored.
-SYNC_POINTS = ("amax", "global_amax")
+#: NVFP4 global amaxes, before they are stored; ``"statistics"`` — an algorithm's own
+#: accumulators, summed over the data-parallel group.
+SYNC_POINTS = ("amax", "global_amax", "statistics")
 
 
 def enable_stats_collection(quantizers: Iterable[TensorQuantizer]) -> None:
@@ -170,19 +172,27 @@ def statistics_pass(ctx: CalibrationContext) -> None:
 def sync(ctx: CalibrationContext, point: str, tensors: Sequence[torch.Tensor] = ()) -> None:
     """The point where values computed per process are made equal across processes.
 
-    ``point`` is one of :data:`SYNC_POINTS`; ``tensors`` are the values a point reduces besides
-    the model's own amaxes (the shared global amaxes for ``"global_amax"``). With no process
-    group (``ctx.process_group`` None: one process) every value is already final and there is
-    nothing to do. A process group is not supported yet: distributed calibration raises here
-    rather than return values that differ between processes.
+    ``point`` is one of :data:`SYNC_POINTS`: ``"amax"`` reduces every quantizer's amax with MAX
+    over the data, expert and tensor groups (:func:`qruntime.calibrate.sync.sync_amaxes`;
+    ``sync_expert_weight_amax`` of the config opts routed-expert weights into the expert
+    group); ``"global_amax"`` reduces ``tensors`` (the shared NVFP4 global amaxes) with MAX over
+    the expert and tensor groups; ``"statistics"`` adds ``tensors`` (an algorithm's own
+    accumulators: AWQ's activation sums and losses, GPTQ's Hessians) over the data group. With
+    no parallel state (``ctx.parallel`` None: one process, or ``distributed_sync: false``)
+    every value is already final and there is nothing to do.
     """
     if point not in SYNC_POINTS:
         raise ValueError(f"unknown sync point {point!r}; known: {', '.join(SYNC_POINTS)}")
-    if ctx.process_group is None:
+    parallel = ctx.parallel
+    if parallel is None:
         return
-    raise NotImplementedError(
-        "distributed calibration (a process group) is not implemented in qruntime yet"
-    )
+    if point == "amax":
+        expert_weights = bool(getattr(ctx.config, "sync_expert_weight_amax", False))
+        sync_amaxes(parallel, ctx.model, sync_expert_weight_amax=expert_weights)
+    elif point == "global_amax":
+        reduce_tensors(parallel, point, tensors, kinds=("expert", "tensor"), op="max")
+    else:
+        reduce_tensors(parallel, point, tensors, kinds=("data",), op="sum")
 
 
 def _stored_amax(q: TensorQuantizer) -> torch.Tensor | None:

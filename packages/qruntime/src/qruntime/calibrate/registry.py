@@ -8,8 +8,8 @@ must be registered itself — ``awq_full``, whose config subclasses the ``awq_li
 ``awq_clip`` configs, never silently runs one of them.
 
 Each registration declares what the algorithm does (:class:`AlgorithmCapabilities`), so that
-the code around it — the rollback, the checks before the model is touched, a future
-distributed driver — can ask instead of knowing every method. A config with
+the code around it — the rollback, the checks before the model is touched, the
+distributed sync — can ask instead of knowing every method. A config with
 ``layerwise.enable`` runs block by block (:func:`run_layerwise`, :mod:`qruntime.calibrate.
 layerwise`).
 """
@@ -38,7 +38,9 @@ from qruntime.calibrate.layerwise import (
 )
 from qruntime.calibrate.moe import force_experts
 from qruntime.calibrate.phases import SYNC_POINTS
+from qruntime.calibrate.sync import announce_failure, finish
 from qruntime.calibrators import constructor_parts
+from qruntime.parallel import DistributedCalibrationError, ParallelState
 
 __all__ = [
     "AlgorithmCapabilities",
@@ -54,6 +56,7 @@ __all__ = [
     "registered_methods",
     "run_algorithms",
     "run_layerwise",
+    "synced_parallel",
     "unregister_algorithm",
 ]
 
@@ -187,39 +190,6 @@ def _check_calibrator_constructors(plan: Plan) -> None:
                 ) from None
 
 
-def _world_size() -> int:
-    """The size of the default process group (1 when torch.distributed is not initialised)."""
-    distributed = torch.distributed
-    if not distributed.is_available() or not distributed.is_initialized():
-        return 1
-    return distributed.get_world_size()
-
-
-def _check_single_process(algorithms: Sequence[QuantizeAlgorithmConfig]) -> None:
-    """Calibration in a process group of several processes is refused until it is synced.
-
-    Each process would calibrate on its own shard of the data and keep amaxes, scales and
-    weights that differ from its peers' (Model Optimizer all-reduces them). Only a run whose
-    every algorithm opts out of syncing (``distributed_sync: false``) may go ahead: that asks
-    for per-process results.
-    """
-    if not algorithms:
-        return
-    world = _world_size()
-    if world <= 1:
-        return
-    if all(getattr(c, "distributed_sync", True) is False for c in algorithms):
-        return
-    methods = ", ".join(repr(str(c.method)) for c in algorithms)
-    raise UnsupportedAlgorithmError(
-        f"calibration ({methods}) was started in a torch.distributed process group of {world} "
-        "processes; qruntime does not synchronise calibration statistics across processes yet, "
-        "so every process would end with different amaxes. Calibrate in one process (or set "
-        "distributed_sync: false on every algorithm to keep per-process results). The model "
-        "was not changed."
-    )
-
-
 def _nested_algorithms(config: QuantizeAlgorithmConfig) -> list[QuantizeAlgorithmConfig]:
     """Algorithm configs a config runs as part of itself (``nvfp4_act_headroom``'s
     ``weight_scale_algorithm``, ``lsq``'s ``scale_algorithm``)."""
@@ -291,7 +261,6 @@ def check_supported(
     cannot be found (``layers`` names them: :func:`layerwise_options`).
     """
     _check_calibrator_constructors(plan)
-    _check_single_process(plan.algorithm)
     options = layerwise_options(layers)
     for config in plan.algorithm:
         algorithm = algorithm_for(config)
@@ -316,13 +285,25 @@ def check_supported(
             algorithm.check(plan, config)
 
 
+def _syncs(config: QuantizeAlgorithmConfig) -> bool:
+    return getattr(config, "distributed_sync", True) is not False
+
+
+def synced_parallel(
+    algorithms: Sequence[QuantizeAlgorithmConfig], parallel: ParallelState | None
+) -> ParallelState | None:
+    """``parallel`` when some algorithm synchronises (``distributed_sync`` not false), else
+    None: a run in which no algorithm syncs issues no collective at all."""
+    return parallel if any(_syncs(c) for c in algorithms) else None
+
+
 def run_algorithms(
     model: nn.Module,
     algorithms: Sequence[QuantizeAlgorithmConfig],
     forward_loop: Callable[..., Any] | None,
     *,
     plan: Plan | None = None,
-    process_group: Any = None,
+    parallel: ParallelState | None = None,
     layer_driver: LayerDriver | None = None,
     layers: LayerSpec | LayerwiseOptions | None = None,
 ) -> None:
@@ -333,23 +314,31 @@ def run_algorithms(
     argument is accepted with a ``DeprecationWarning`` (:func:`as_forward_loop`), also when
     there is nothing to calibrate, as in Model Optimizer 0.47.0. A config with
     ``layerwise.enable`` runs once per block, on that block (:func:`run_layerwise`).
+
+    ``parallel`` (already resolved: :func:`qruntime.parallel.resolve_parallel`) is handed to
+    every algorithm whose ``distributed_sync`` is not false. When any algorithm syncs, a
+    process whose calibration raises tells its peers before re-raising, and a closing exchange
+    makes sure every process finished (:mod:`qruntime.calibrate.sync`): either all processes
+    return or all raise.
     """
     loop = as_forward_loop(forward_loop)
     if not algorithms:
         return
+    syncs = [_syncs(c) for c in algorithms]
+    parallel = synced_parallel(algorithms, parallel)
     options = layerwise_options(layers)
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         with torch.no_grad():
-            for config in algorithms:
+            for config, synced in zip(algorithms, syncs, strict=True):
                 algorithm = algorithm_for(config)
                 context = CalibrationContext(
                     model=model,
                     config=config,
                     plan=plan,
                     forward_loop=loop,
-                    process_group=process_group,
+                    parallel=parallel if synced else None,
                     layer_driver=layer_driver,
                 )
                 with force_experts(model, config.moe_calib_experts_ratio):
@@ -357,6 +346,12 @@ def run_algorithms(
                         run_layerwise(context, algorithm, options)
                     else:
                         algorithm.run(context)
+        if parallel is not None:
+            finish(parallel)
+    except Exception as exc:
+        if parallel is not None and not isinstance(exc, DistributedCalibrationError):
+            announce_failure(parallel, exc)
+        raise
     finally:
         for module, training in flags:
             module.training = training

@@ -57,7 +57,10 @@ __all__ = ["SVDQUANT_CAPABILITIES", "check_svdquant", "svd_factors", "svdquant_c
 
 #: Three passes of the forward loop; weights rewritten in place; factors added to quantizers.
 SVDQUANT_CAPABILITIES = AlgorithmCapabilities(
-    needs_forward_data=True, writes_weights=True, adds_modules=True, sync_points=("amax",)
+    needs_forward_data=True,
+    writes_weights=True,
+    adds_modules=True,
+    sync_points=("amax", "statistics"),
 )
 
 
