@@ -12,6 +12,11 @@ without an OpenMP fork/join; parallelism comes from splitting the chunk list ove
 pool (``torch.get_num_threads()`` workers, at most ``MAX_WORKERS``; torch releases the GIL
 inside ops). One join per call instead of one barrier per op per chunk keeps this fast on a busy
 machine too.
+
+Under ``torch.compile`` the formula runs in one pass over the whole tensor instead: the chunk
+loop, its thread pool and ``torch.get_num_threads()`` are Python the compiler cannot trace (each
+was a graph break), and the compiler fuses the elementwise ops itself, which is what the chunks
+were for.
 """
 
 from __future__ import annotations
@@ -118,14 +123,28 @@ def _run(
     return out
 
 
+def _whole(
+    fn: ChunkFn, x: torch.Tensor, params: Sequence[torch.Tensor], out_dtype: torch.dtype
+) -> torch.Tensor:
+    """``fn`` on all of ``x`` at once, params broadcast as given (the traced path)."""
+    x = x.contiguous()
+    buf = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    with torch.no_grad():
+        fn(x, buf, *params)
+    return buf if out_dtype == torch.float32 else buf.to(out_dtype)
+
+
 def map_chunks(
     fn: ChunkFn, x: torch.Tensor, params: Sequence[torch.Tensor], out_dtype: torch.dtype
 ) -> torch.Tensor | None:
     """Evaluate an elementwise formula with broadcast params chunk by chunk (shape of ``x``).
 
     Returns None when the params' broadcast pattern has no row/column view (the caller then
-    evaluates the formula unchunked).
+    evaluates the formula unchunked). Under ``torch.compile`` one pass over the whole tensor
+    (module docstring); params must then broadcast to ``x``'s shape without enlarging it.
     """
+    if torch.compiler.is_compiling():
+        return _whole(fn, x, params, out_dtype)
     layout = _layout(x.shape, params)
     if layout is None or x.numel() == 0:
         return None
@@ -155,6 +174,10 @@ def map_blocks(
     """
     n = x.shape[-1] if x.dim() else 1
     pad = (-n) % block
+    if torch.compiler.is_compiling():
+        rows = F.pad(x.reshape(-1, n), (0, pad)) if pad else x.reshape(-1, n)
+        out = _whole(fn, rows.reshape(-1, block), params, out_dtype)
+        return out.view(rows.shape)[:, :n].reshape(x.shape)
     if pad == 0:
         return _run(fn, x.contiguous().view(-1, block), params, False, out_dtype).view(x.shape)
     rows = F.pad(x.reshape(-1, n), (0, pad))

@@ -15,6 +15,7 @@ from qconfig.spec import QuantizerSpec
 from .chunking import as_f32, map_chunks
 from .dispatch import register_format
 from .floats import EPS, const
+from .guards import require
 
 __all__ = ["MAX_INT_BITS", "fake_quant_int", "int_cast", "int_range"]
 
@@ -64,15 +65,18 @@ def fake_quant_int(
     zeros (NaN for inf/NaN inputs). Raises like Model Optimizer's CPU path: ``ValueError``
     for a negative amax, ``TypeError`` for negative inputs to an unsigned quantizer.
     """
-    if unsigned and x.numel() and bool(x.min() < 0):
-        raise TypeError("Negative values encountered in unsigned quantization.")
+    if unsigned and x.numel():
+        # ``~(min < 0)``, not ``min >= 0``: a NaN minimum passes, as it always did.
+        not_negative = ~(x.min() < 0)
+        require(not_negative, TypeError, "Negative values encountered in unsigned quantization.")
     a = amax.to(torch.float32)
-    if a.numel() and bool(a.min() < 0):
-        raise ValueError("Negative values in amax")
+    if a.numel():
+        require(~(a.min() < 0), ValueError, "Negative values in amax")
     qmin, qmax = int_range(num_bits, unsigned, narrow_range)
     scale = torch.div(const(float(qmax), a), a)
     zero = a <= EPS
-    if bool(zero.any()):
+    # Traced: always mask (a mask of all False changes nothing; no data-dependent branch).
+    if torch.compiler.is_compiling() or bool(zero.any()):
         round_scale = scale.masked_fill(zero, 0.0)
         div_scale = scale.masked_fill(zero, 1.0)
     else:

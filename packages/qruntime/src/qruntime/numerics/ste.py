@@ -21,11 +21,17 @@ __all__ = ["fp4_cast_ste", "int_cast_ste", "straight_through"]
 
 
 class _StraightThrough(torch.autograd.Function):
+    """Returns the already computed ``y`` for ``x``; the gradient goes to ``x`` (masked or not).
+
+    ``y`` is computed before, not inside (a format function passed in would be a closure over
+    tensors, which ``torch.compile`` cannot lift into the traced forward).
+    """
+
     @staticmethod
     def forward(
         ctx: Any,
         x: torch.Tensor,
-        fn: Callable[[torch.Tensor], torch.Tensor],
+        y: torch.Tensor,
         clip_amax: torch.Tensor | None,
         bias: torch.Tensor | None,
     ) -> torch.Tensor:
@@ -33,7 +39,7 @@ class _StraightThrough(torch.autograd.Function):
             centered = x if bias is None else x - bias
             ctx.save_for_backward(centered, clip_amax)
         ctx.clip = clip_amax is not None
-        return fn(x)
+        return y
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -59,7 +65,9 @@ def straight_through(
     """
     if not (torch.is_grad_enabled() and x.requires_grad):
         return fn(x)
-    return _StraightThrough.apply(x, fn, clip_amax, bias)
+    with torch.no_grad():
+        y = fn(x)
+    return _StraightThrough.apply(x, y, clip_amax, bias)
 
 
 class _MaskedCast(torch.autograd.Function):

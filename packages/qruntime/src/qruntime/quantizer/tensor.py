@@ -119,7 +119,7 @@ class TensorQuantizer(CalibrationBuffers):
             self.disable_rotate()
         if config.constant_amax is not None and "constant_amax" in values:
             self._set_buffer("_amax", torch.tensor(float(config.constant_amax)))
-        d["_work"] = None
+        self._renew_work()
 
     @property
     def spec(self) -> QuantizerSpec:
@@ -185,7 +185,7 @@ class TensorQuantizer(CalibrationBuffers):
         """Switch rotation off (the reported ``rotate`` keeps its type)."""
         spec = self._spec
         self.__dict__["_spec"] = spec.replace(rotate=replace(spec.rotate, enable=False))
-        self.__dict__["_work"] = None
+        self._renew_work()
 
     @property
     def num_bits(self) -> Any:
@@ -205,7 +205,7 @@ class TensorQuantizer(CalibrationBuffers):
         spec = d["_spec"] = d["_spec"].replace(**changes)
         if d["_calibrator"] is not None:
             d["_calibrator"].axis = spec.axis
-        d["_work"] = None
+        self._renew_work()
 
     @property
     def block_sizes(self) -> Mapping[Any, Any] | None:
@@ -236,12 +236,22 @@ class TensorQuantizer(CalibrationBuffers):
         return self._config.use_constant_amax or self._config.constant_amax is not None
 
     # ------------------------------------------------------------------ forward
+    def _renew_work(self) -> None:
+        """Rebuild the record of :meth:`_work_attributes` after ``_spec`` changed.
+
+        Built when the spec changes, not lazily in the forward: a forward that fills a cache is a
+        side effect ``torch.compile`` guards on, so the first compiled call (cache empty) and
+        every later one (cache full) would be two different graphs.
+        """
+        self.__dict__["_work"] = self._spec.replace(enable=True, rotate=NO_ROTATION)
+
     def _work_attributes(self) -> QuantizerSpec:
         """The attribute record handed to ``fake_quant``: runtime axis/block sizes, enabled,
-        rotation already applied by this module (cached until the state changes)."""
+        rotation already applied by this module (rebuilt whenever the spec changes)."""
         work = self._work
-        if work is None:
-            work = self.__dict__["_work"] = self._spec.replace(enable=True, rotate=NO_ROTATION)
+        if work is None:  # a quantizer pickled before the record was kept up to date
+            self._renew_work()
+            work = self._work
         return work
 
     def _check_input_layout(self, x: torch.Tensor) -> None:
