@@ -29,6 +29,7 @@ import torch._VF as _VF
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from qruntime.numerics.nvfp4 import fake_quant_nvfp4_static, nvfp4_static_block_scales
+from qruntime.quantizer import SequentialQuantizer
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
@@ -414,6 +415,86 @@ def test_sequential_rnn_input_quantizer_is_used_unlike_modelopt():
     assert {k: v for k, v in mine.items() if not k.startswith(sq)}.keys() == theirs.keys()
     for key, value in theirs.items():
         assert torch.equal(mine[key], value), key
+
+
+def _used_input_quantizers(module: nn.RNNBase, prefix: str) -> list[str]:
+    """The ``prefix`` (``layer``/``proj``) input quantizers the forward calls: the first
+    ``num_layers * directions`` of the ones created, in creation order."""
+    directions = 2 if module.bidirectional else 1
+    created = [
+        f"{prefix}_{k}{'_reverse' if d else ''}_input_quantizer"
+        for k in range(module.num_layers * directions)
+        for d in range(directions)
+    ]
+    return created[: module.num_layers * directions]
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "pattern", "downstream"),
+    [
+        (nn.LSTM, {"num_layers": 3}, "*input_quantizer", []),
+        (nn.LSTM, {"num_layers": 3}, "*layer_[12]_input_quantizer", []),
+        (nn.LSTM, {"num_layers": 2, "proj_size": 4}, "*input_quantizer", []),
+        (
+            nn.LSTM,
+            {"num_layers": 2, "proj_size": 4, "bidirectional": True},
+            "*proj_*",
+            ["layer_1_input_quantizer._amax", "layer_1_reverse_input_quantizer._amax"],
+        ),
+        (nn.GRU, {"num_layers": 2, "bidirectional": True}, "*input_quantizer", []),
+    ],
+    ids=["lstm3", "lstm3-layers-1-2", "lstm-proj", "lstm-proj-bi-proj-only", "gru-bi"],
+)
+def test_sequential_rnn_input_quantizers_of_every_layer_unlike_modelopt(
+    cls, kwargs, pattern, downstream
+):
+    """The kept difference above on stacked, projected and bidirectional RNNs (issue 15's
+    "input quantizers of layers >= 1 left uncalibrated" and "an LSTM with proj_size whose
+    sequential quantizer gets a different calibration"): every sequential quantizer the config
+    installs on a quantizer the forward uses is calibrated by qruntime (both stages) and left
+    without amax by Model Optimizer; the unused ones stay uncalibrated in both. Model
+    Optimizer's orphaned quantizers are outside its calibration, so they quantize the
+    calibration data: the layers after a sequential projection (``downstream``) see other
+    inputs there and get other amaxes. Everything else is equal bit for bit."""
+    torch.manual_seed(0)
+    model = cls(8, 8, **kwargs)
+    cfg = _config("INT8_DEFAULT_CFG")
+    sequential = [{"num_bits": 4, "axis": None}, {"num_bits": 8, "axis": None}]
+    cfg["quant_cfg"].append({"quantizer_name": pattern, "cfg": sequential})
+    data = [torch.randn(5, 2, 8) for _ in range(2)]
+
+    def forward_loop(m):
+        for x in data:
+            m(x)
+
+    ref = _modelopt(model, cfg, forward_loop)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = qruntime.quantize(copy.deepcopy(model), copy.deepcopy(cfg), forward_loop)
+    sequential_names = {
+        name for name, child in ours.named_children() if isinstance(child, SequentialQuantizer)
+    }
+    assert sequential_names  # the pattern installed some
+    used = _used_input_quantizers(model, "layer") + (
+        _used_input_quantizers(model, "proj") if model.proj_size else []
+    )
+    theirs, mine = oracle.quantizer_buffers(ref), oracle.quantizer_buffers(ours)
+    for name in sequential_names:
+        stages = sorted(k for k in mine if k.startswith(f"{name}."))
+        assert not [k for k in theirs if k.startswith(f"{name}.")], name
+        if name in used:
+            assert stages == [f"{name}.0._amax", f"{name}.1._amax"], name
+            assert all(bool((mine[k] > 0).all()) for k in stages), name
+        else:
+            assert stages == [], name
+    rest = {k: v for k, v in mine.items() if k.split(".")[0] not in sequential_names}
+    assert rest.keys() == theirs.keys()
+    for key, value in theirs.items():
+        if key in downstream:
+            assert not torch.equal(rest[key], value), key
+            torch.testing.assert_close(rest[key], value, rtol=0.05, atol=0)
+        else:
+            assert torch.equal(rest[key], value), key
 
 
 @pytest.mark.parametrize("cls", [nn.GRU, nn.LSTM])
