@@ -10,6 +10,9 @@ value, and the fused ``_VF.<mode>`` call is replaced by a Python loop over time 
 every cell input *and hidden state* through the input quantizer of that layer — what Model
 Optimizer 0.47.0 computes (its ``VFRNNForward``), so outputs agree bit for bit. Layer ``i``,
 direction ``j`` uses the ``(i * num_directions + j)``-th input quantizer in creation order.
+A step whose input quantizer would change its shape (an amax or static bias with one value per
+row of the calibration batch, on a shorter step of a packed sequence) is refused with a
+``RuntimeError``; Model Optimizer's packed layer stops on a bare assertion there.
 """
 
 from __future__ import annotations
