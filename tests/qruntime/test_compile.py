@@ -9,6 +9,9 @@ What is asserted, per format (one tiny quantized Linear per case, calibrated by 
   ``aot_eager`` runs the same aten ops as eager, so equality is exact; inductor (the CPU code
   generator) is checked on a few formats, where it is exact too (it keeps every float32 op).
 
+With ``backend="triton"`` the kernels are the custom op ``qruntime::format_kernel`` in the
+graph (its fake implementation checked by ``torch.library.opcheck``), with the same bits.
+
 Eager behaviour the compile path must not change (errors for a negative amax, an unsigned
 quantizer's negative input) is asserted in eager and, traced, as a run-time ``RuntimeError``.
 """
@@ -16,13 +19,21 @@ quantizer's negative input) is asserted in eager and, traced, as a run-time ``Ru
 from __future__ import annotations
 
 import copy
+import os
+
+# The Triton kernels run in Triton's CPU interpreter (set before triton is imported), as in
+# test_kernels.py: the custom-op path is exercised on CPU; a GPU run checks the real launches.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
 import qruntime
 import torch
 import torch._dynamo
 import zoo
+from qconfig.spec import resolve_spec
+from qruntime.kernels.dispatch import KERNEL_STATS, format_kernel, format_kernel_key
 from torch import nn
+from torch._dynamo.testing import CompileCounterWithBackend
 
 NVFP4 = {"num_bits": (2, 1), "block_sizes": {-1: 16, "type": "dynamic", "scale_bits": (4, 3)}}
 NVFP4_STATIC = {"num_bits": (2, 1), "block_sizes": {-1: 16, "type": "static", "scale_bits": (4, 3)}}
@@ -228,3 +239,41 @@ def test_value_errors_stay_eager_errors_and_fail_the_compiled_call():
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
     with pytest.raises(RuntimeError, match="Negative values in amax"):
         compiled(_inputs(2, 3, 5))
+
+
+@pytest.mark.parametrize(
+    "case", ["int8_per_channel_per_token", "int8_clipped_ste", "fp8", "nvfp4_dynamic", "mxfp4"]
+)
+def test_triton_kernels_are_one_custom_op_node_in_the_graph(case):
+    model = _quantized_linear(case)
+    fmt = {"fp8": "fp8_e4m3", "nvfp4_dynamic": "nvfp4_dynamic", "mxfp4": "mx"}.get(case, "int")
+    for quantizer in (model[0].weight_quantizer, model[0].input_quantizer):
+        quantizer.backend = "triton"
+    torch._dynamo.reset()
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(model, backend=counter, fullgraph=True, dynamic=True)
+    for i, (batch, seq) in enumerate(SHAPES[:2]):
+        x = _inputs(batch, seq, 30 + i)
+        KERNEL_STATS.clear()
+        expected = _step(model, x)
+        assert KERNEL_STATS == {(fmt, "triton"): 2}  # eager ran the kernels, no fallback
+        KERNEL_STATS.clear()
+        with torch.compiler.set_stance("fail_on_recompile" if i else "default"):
+            _assert_same(_step(compiled, x), expected)
+        assert KERNEL_STATS == {(fmt, "triton"): 2}  # and so did the compiled graph
+    targets = [node.target for gm in counter.graphs for node in gm.graph.nodes]
+    assert targets.count(torch.ops.qruntime.format_kernel.default) == 2
+
+
+def test_format_kernel_op_passes_opcheck():
+    """Schema, fake implementation (shapes under dynamic shapes) and no autograd leaks."""
+    x = torch.randn(6, 32, generator=torch.Generator().manual_seed(0))
+    examples = [
+        ({"num_bits": 8, "axis": 0}, "int", None),
+        ({"num_bits": 8}, "int", torch.tensor(2.0)),
+        (NVFP4, "nvfp4_dynamic", torch.tensor(3.0)),
+    ]
+    for attrs, fmt, amax in examples:
+        key = format_kernel_key(resolve_spec(attrs))
+        for need_amax in (False, True):
+            torch.library.opcheck(format_kernel, (x, amax, None, fmt, key, "triton", need_amax))
