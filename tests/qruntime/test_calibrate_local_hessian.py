@@ -40,7 +40,7 @@ def _net():
 def test_capabilities():
     caps = algorithm_for(LocalHessianCalibConfig()).capabilities
     assert caps.needs_forward_data and not caps.writes_weights
-    assert caps.sync_points == ("amax", "global_amax")
+    assert caps.sync_points == ("amax", "global_amax", "statistics")
 
 
 def test_accumulated_hessian_is_the_block_diagonal_of_xtx_over_tokens():

@@ -54,18 +54,32 @@ ALGORITHMS = {
     "gptq": (INT4, {"method": "gptq", "block_size": 8}),
     "local_hessian": (INT4, {"method": "local_hessian", "block_size": 8, "fp8_scale_sweep": False}),
 }
+#: Tensor parallel: fc2's weight is per tensor (reduced over the tensor group), fc1's per channel.
+TP_CONFIG = {
+    "quant_cfg": [
+        *INT8["quant_cfg"],
+        {"quantizer_name": "fc2.weight_quantizer", "cfg": {"num_bits": 8}},
+    ],
+    "algorithm": "max",
+}
+LAYERWISE = {"method": "gptq", "block_size": 8, "layerwise": {"enable": True}}
 #: Bit-exact: the only statistics are amaxes, reduced with MAX (exact in any order).
 EXACT = {"max", "mse", "smoothquant"}
 
 
 # ------------------------------------------------------------------------------ models, data
 class Net(nn.Module):
-    def __init__(self):
+    def __init__(self, shard: int | None = None):
         super().__init__()
         torch.manual_seed(0)
         self.fc1 = nn.Linear(H, 2 * H)
         self.fc2 = nn.Linear(2 * H, H)
         self.branch = nn.Linear(H, H)
+        if shard is not None:  # tensor parallel: each process holds another slice of weights
+            with torch.no_grad():
+                g = torch.Generator().manual_seed(200 + shard)
+                for p in (self.fc1.weight, self.fc2.weight):
+                    p.add_(torch.randn(p.shape, generator=g))
 
     def forward(self, batch):
         x, rare = batch
@@ -173,6 +187,10 @@ def _groups(rank, world):
     return data[rank // 2], expert[rank % 2]
 
 
+def _blocks(model):
+    return [model.fc1, model.fc2]
+
+
 def _scenario(name, rank, world):
     import qruntime
     from qruntime import ParallelState
@@ -200,6 +218,19 @@ def _scenario(name, rank, world):
         model = MoeNet(expert_set=rank // 2)
         parallel = ParallelState(data=data, expert=expert)
         calibrate(model, "max", shard(rank, world), parallel=parallel)
+        return {"state": amax_state(model)}
+    if name == "tp":
+        parallel = ParallelState(tensor=dist.group.WORLD)
+        model = Net(shard=rank)
+        qruntime.quantize(
+            model, TP_CONFIG, loop_over(shard(rank, world)), lint="off", parallel=parallel
+        )
+        return {"state": amax_state(model)}
+    if name == "gptq_layerwise":
+        config = {**INT4, "algorithm": LAYERWISE}
+        model = qruntime.quantize(
+            Net(), config, loop_over(shard(rank, world)), lint="off", layers=_blocks
+        )
         return {"state": amax_state(model)}
     if name in ("failure", "refused", "killed"):
         model = Net()
@@ -278,7 +309,17 @@ def _load(out: Path, name: str, rank: int) -> dict:
     return result
 
 
-TWO = [*ALGORITHMS, "unsynced", "moe_ep", "moe_ep_weights", "failure", "refused", "killed"]
+TWO = [
+    *ALGORITHMS,
+    "unsynced",
+    "tp",
+    "gptq_layerwise",
+    "moe_ep",
+    "moe_ep_weights",
+    "failure",
+    "refused",
+    "killed",
+]
 FOUR = ["max", "awq_lite", "grid"]
 
 
@@ -343,6 +384,43 @@ def test_distributed_sync_false_keeps_per_process_results(two):
         _assert_same(state, alone, True, f"rank {rank}")
     s0, s1 = (_load(two, "unsynced", r)["state"] for r in range(2))
     assert not torch.equal(s0["fc1.input_quantizer._amax"], s1["fc1.input_quantizer._amax"])
+
+
+def test_tensor_parallel_reduces_per_tensor_amaxes_only(two):
+    """Hand-derived from one process per slice: per-tensor amaxes (inputs, fc2's weight) are
+    the MAX over the slices; fc1's per-channel weight amax describes the local rows."""
+    import qruntime
+
+    local = [
+        amax_state(qruntime.quantize(Net(shard=r), TP_CONFIG, loop_over(shard(r, 2)), lint="off"))
+        for r in range(2)
+    ]
+    for rank in range(2):
+        got = _load(two, "tp", rank)["state"]
+        for key, value in got.items():
+            if key == "fc1.weight_quantizer._amax" or not key.endswith("_amax"):
+                assert torch.equal(value, local[rank][key]), (rank, key)
+            else:
+                present = [s[key] for s in local if key in s]
+                assert torch.equal(value, torch.stack(present).amax(0)), (rank, key)
+    assert not torch.equal(
+        *(_load(two, "tp", r)["state"]["fc1.weight_quantizer._amax"] for r in range(2))
+    )
+
+
+def test_layerwise_gptq_in_two_processes(two):
+    """Each block's own max pass and Hessian are synced: as one process on the union."""
+    import qruntime
+
+    config = {**INT4, "algorithm": LAYERWISE}
+    with pytest.warns(UserWarning, match="uncalibrated"):
+        model = qruntime.quantize(
+            Net(), config, loop_over(range(N_BATCHES)), lint="off", layers=_blocks
+        )
+    union = amax_state(model)
+    states = [_load(two, "gptq_layerwise", r)["state"] for r in range(2)]
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    _assert_same(states[0], union, False, "layerwise gptq")
 
 
 def _routed_weight(key: str) -> bool:

@@ -25,6 +25,7 @@ the transaction's snapshot of the old buffers stays valid for rollback.
 from __future__ import annotations
 
 import re
+import warnings
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -156,6 +157,16 @@ def sync_amaxes(
     """Reduce every quantizer's amax with MAX over the data, expert and tensor groups of
     ``parallel`` (in that order; module docstring for quantizers absent on some processes)."""
     quantizers = _leaf_quantizers(model)
+    biased = [n for n, q in quantizers if q.is_enabled and q.has_static_bias]
+    if biased:
+        warnings.warn(
+            f"distributed calibration: {len(biased)} quantizer(s) with a static bias "
+            f"({', '.join(biased[:3])}{', ...' if len(biased) > 3 else ''}) keep the bias of "
+            "their own process's data: biases are not synchronised (Model Optimizer does not "
+            "sync them either), so these quantizers differ between processes",
+            UserWarning,
+            stacklevel=4,
+        )
     names = [n for n, _ in quantizers]
     fingerprint = (len(names), _fingerprint(names))
     for kind, group in parallel.groups().items():
