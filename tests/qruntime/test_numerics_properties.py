@@ -506,15 +506,16 @@ def ref_nvfp4_triton(x: torch.Tensor, ga: float) -> torch.Tensor:
 
 def ref_nvfp4_static(x: torch.Tensor, block_amax: list[float], g: float, m8: float) -> torch.Tensor:
     """docs/numerics.md, 'Static NVFP4 and four-over-six' (with Model Optimizer's reciprocal FP8
-    scale), element by element."""
-    big_g = f32(f32(g * (448.0 / m8)) / 6.0)
+    scale, and its ``/ 6.0`` as CUDA computes it: times ``f32(1/6)``), element by element."""
+    inv6 = f32(1.0 / 6.0)
+    big_g = f32(f32(g * (448.0 / m8)) * inv6)
     safe = 1.0 if big_g <= 2.0**-24 else big_g
     sc = f32(f32(1.0 / safe) * 448.0)
     inv = f32(1.0 / sc)
     rows = x.float().reshape(len(block_amax), -1).tolist()
     out = []
     for a, blk in zip(block_amax, rows, strict=True):
-        s = f32(a / 6.0)
+        s = f32(a * inv6)
         sq = f32(ref_e4m3(max(-448.0, min(448.0, f32(s * sc)))) * inv)
         vals = []
         for v in blk:

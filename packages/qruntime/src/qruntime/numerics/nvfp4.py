@@ -23,6 +23,7 @@ from .fp8 import e4m3_scales
 
 __all__ = [
     "NVFP4_BLOCK_SIZES",
+    "divide_as_cuda",
     "fake_quant_nvfp4_dynamic",
     "fake_quant_nvfp4_static",
     "fp4_cast",
@@ -146,18 +147,18 @@ def nvfp4_static_block_scales(
     shifts every block scale of the weight (the FP8 inverse scale changes).
     """
     a = block_amax.to(torch.float32)
-    s = _div_as_cuda(a, E2M1_MAX)
+    s = divide_as_cuda(a, E2M1_MAX)
     if global_amax is None:
         g = torch.maximum(a.max().abs(), a.min().abs())
     else:
         g = global_amax.to(torch.float32)
     ratio = E4M3_MAX / (256.0 if four_over_six else E4M3_MAX)
-    big_g = _div_as_cuda(g * ratio, E2M1_MAX)
+    big_g = divide_as_cuda(g * ratio, E2M1_MAX)
     scale, inv = e4m3_scales(big_g)
     return cast_e4m3(s * scale) * inv
 
 
-def _div_as_cuda(x: torch.Tensor, divisor: float) -> torch.Tensor:
+def divide_as_cuda(x: torch.Tensor, divisor: float) -> torch.Tensor:
     """``x / divisor`` as torch computes it for a float32 CUDA tensor and a Python number:
     ``f32(x * f32(1 / divisor))``, on any device."""
     inverse = torch.div(const(1.0, x), const(divisor, x))
