@@ -232,6 +232,23 @@ def _scenario(name, rank, world):
             Net(), config, loop_over(shard(rank, world)), lint="off", layers=_blocks
         )
         return {"state": amax_state(model)}
+    if name == "hung":  # rank 1 stalls in its loop; the control group times out after 2 s
+        control = dist.new_group([0, 1], timeout=timedelta(seconds=2))
+        parallel = ParallelState(data=dist.group.WORLD, control=control)
+        model = Net()
+        before = amax_state(model)
+        loop = loop_over(shard(rank, world), (lambda: time.sleep(4)) if rank == 1 else None)
+        start = time.monotonic()
+        try:
+            config = {**INT8, "algorithm": "max"}
+            qruntime.quantize(model, config, loop, lint="off", parallel=parallel)
+            error = None
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        seconds = time.monotonic() - start
+        after = amax_state(model)
+        unchanged = all(torch.equal(after[k], before[k]) for k in before)
+        return {"error": error, "unchanged": unchanged, "seconds": seconds}
     if name in ("failure", "refused", "killed"):
         model = Net()
         before = amax_state(model)
@@ -318,6 +335,7 @@ TWO = [
     "moe_ep_weights",
     "failure",
     "refused",
+    "hung",
     "killed",
 ]
 FOUR = ["max", "awq_lite", "grid"]
@@ -498,6 +516,14 @@ def test_a_process_refused_before_calibration_fails_its_peers(two):
     assert r1["error"].startswith("UnsupportedAlgorithmError") and "forward_loop" in r1["error"]
     assert r0["error"].startswith("DistributedCalibrationError") and "rank 1" in r0["error"]
     assert r0["unchanged"] and r1["unchanged"]
+
+
+def test_a_stalled_process_fails_the_others_after_the_group_timeout(two):
+    r0 = _load(two, "hung", 0)
+    assert r0["error"].startswith("DistributedCalibrationError")
+    assert "stopped answering" in r0["error"]
+    assert 1.5 < r0["seconds"] < 4
+    assert r0["unchanged"]
 
 
 def test_a_killed_process_fails_the_others_within_the_timeout(two):
