@@ -1,0 +1,230 @@
+"""What a quantized model holds, read once for every exporter: quantized linears, their
+activation quantizers, KV-cache scales, and the plain tensors around them.
+
+Why one reader for both formats: the rules for what is exportable at all (a quantizer that no
+format stores, an output quantizer, a SequentialQuantizer) do not depend on the format, and the
+error must name the quantizer the same way. Format-specific limits live in the writers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from qruntime.export.errors import ExportError
+from qruntime.export.weights import QuantizedWeight, quantize_weight
+from qruntime.modules.convert import is_converted, original_class
+from qruntime.quantizer import SequentialQuantizer, TensorQuantizer
+
+__all__ = ["ActivationQuant", "KVScales", "LinearExport", "ModelExport", "read_model"]
+
+_LINEAR_QUANTIZERS = ("weight_quantizer", "input_quantizer", "output_quantizer")
+_KV_QUANTIZERS = ("k_bmm_quantizer", "v_bmm_quantizer")
+
+
+@dataclass(frozen=True)
+class ActivationQuant:
+    """An input quantizer: ``kind`` and its calibrated float32 ``amax`` (None when dynamic)."""
+
+    kind: Literal["int8", "fp8", "fp8_token", "nvfp4"]
+    amax: torch.Tensor | None
+
+
+@dataclass
+class LinearExport:
+    """One linear (``nn.Linear`` or GPT-2's ``Conv1D``, weight ``[out, in]``) with a quantized
+    weight."""
+
+    name: str
+    module: nn.Module
+    weight: QuantizedWeight
+    inputs: ActivationQuant | None
+    pre_quant_scale: torch.Tensor | None
+    conv1d: bool
+
+
+@dataclass(frozen=True)
+class KVScales:
+    """FP8 KV-cache amaxes of one attention module (float32 scalars)."""
+
+    k_amax: torch.Tensor
+    v_amax: torch.Tensor
+
+
+@dataclass
+class ModelExport:
+    """Everything an exporter writes: quantized linears, KV scales, the unquantized linears
+    (ignore lists) and the model's other tensors (``plain``, keyed by state_dict name)."""
+
+    linears: dict[str, LinearExport] = field(default_factory=dict)
+    kv: dict[str, KVScales] = field(default_factory=dict)
+    unquantized: list[str] = field(default_factory=list)
+    plain: dict[str, torch.Tensor] = field(default_factory=dict)
+    dtype: torch.dtype = torch.float32
+
+
+def _enabled(q: object) -> bool:
+    return isinstance(q, TensorQuantizer) and q.is_enabled
+
+
+def _is_conv1d(module: nn.Module) -> bool:
+    return original_class(module).__name__ == "Conv1D"
+
+
+def _activation(name: str, q: TensorQuantizer) -> ActivationQuant:
+    spec = q.spec
+    amax = q.amax.detach().float() if q.amax is not None else None
+    if spec.rotate.enable or spec.bias is not None or spec.unsigned:
+        raise ExportError(
+            f"{name}: a rotated, affine or unsigned activation quantizer; checkpoint formats "
+            "store symmetric per-tensor (or dynamic per-token FP8) input scales only"
+        )
+    family = spec.family
+    if family == "nvfp4" and spec.is_dynamic_block and spec.dynamic_block_size(2) == 16:
+        if amax is None:
+            raise ExportError(f"{name}: NVFP4 inputs without a calibrated global amax; calibrate")
+        return ActivationQuant("nvfp4", amax.amax().reshape(()))
+    if family == "fp" and spec.num_bits == (4, 3) and spec.strategy == "token" and spec.is_dynamic:
+        return ActivationQuant("fp8_token", None)
+    if spec.strategy == "tensor" and not spec.is_dynamic and amax is not None and amax.numel() == 1:
+        if family == "int" and spec.num_bits == 8:
+            return ActivationQuant("int8", amax.reshape(()))
+        if family == "fp" and spec.num_bits == (4, 3):
+            return ActivationQuant("fp8", amax.reshape(()))
+    raise ExportError(
+        f"{name}: input quantizer {spec.describe()} is not expressible; checkpoints store static "
+        "per-tensor INT8/FP8 input scales, dynamic per-token FP8, or NVFP4 with a global amax"
+    )
+
+
+def _kv(name: str, module: nn.Module) -> KVScales | None:
+    qs = {a: getattr(module, a, None) for a in ("q_bmm_quantizer", "p_bmm_quantizer")}
+    for attr, q in qs.items():
+        if _enabled(q):
+            raise ExportError(
+                f"{name}.{attr}: attention {attr[0]} quantization has no checkpoint field; "
+                "disable it (only K/V cache scales are written)"
+            )
+    k, v = (getattr(module, a, None) for a in _KV_QUANTIZERS)
+    if not (_enabled(k) or _enabled(v)):
+        return None
+    amaxes = []
+    for attr, q in zip(_KV_QUANTIZERS, (k, v), strict=True):
+        spec = q.spec if isinstance(q, TensorQuantizer) else None
+        ok = (
+            _enabled(q)
+            and spec is not None
+            and spec.family == "fp"
+            and spec.num_bits == (4, 3)
+            and spec.strategy == "tensor"
+            and q.amax is not None
+            and q.amax.numel() == 1
+        )
+        if not ok:
+            raise ExportError(
+                f"{name}.{attr}: KV-cache quantization other than calibrated per-tensor FP8 "
+                "(with both K and V enabled) is not expressible; use FP8_KV_CFG"
+            )
+        amaxes.append(q.amax.detach().float().reshape(()))
+    return KVScales(*amaxes)
+
+
+def _check_linear_only(name: str, module: nn.Module) -> None:
+    for attr, child in module.named_children():
+        if isinstance(child, SequentialQuantizer):
+            raise ExportError(
+                f"{name}.{attr}: a SequentialQuantizer (e.g. W4A8's two-level weight "
+                "quantizer) is not written by this exporter; use a single weight format"
+            )
+        if isinstance(child, nn.ModuleList):
+            for i, q in enumerate(child):
+                if _enabled(q):
+                    raise ExportError(
+                        f"{name}.{attr}.{i}: fused-expert quantizers are not written by this "
+                        "exporter yet; exclude the experts (e.g. '*experts*': enable false)"
+                    )
+        elif _enabled(child) and attr not in _LINEAR_QUANTIZERS + _KV_QUANTIZERS:
+            if attr not in ("q_bmm_quantizer", "p_bmm_quantizer"):
+                raise ExportError(
+                    f"{name}.{attr}: a quantizer on a {original_class(module).__name__} has "
+                    "no place in a checkpoint; only Linear/Conv1D weights, their inputs and "
+                    "K/V caches are written"
+                )
+
+
+def read_model(model: nn.Module) -> ModelExport:
+    """Read ``model`` (a qruntime-quantized model) into a :class:`ModelExport`."""
+    out = ModelExport()
+    params = [p for p in model.parameters() if p.is_floating_point()]
+    out.dtype = params[0].dtype if params else torch.float32
+    quantizer_prefixes: list[str] = []
+    for name, module in model.named_modules():
+        if isinstance(module, (TensorQuantizer, SequentialQuantizer)):
+            quantizer_prefixes.append(name + ".")
+            continue
+        _check_linear_only(name, module)
+        kv = _kv(name, module)
+        if kv is not None:
+            out.kv[name] = kv
+        wq = getattr(module, "weight_quantizer", None)
+        if not isinstance(wq, TensorQuantizer):
+            if isinstance(module, nn.Linear):
+                out.unquantized.append(name)
+            continue
+        weight = getattr(module, "weight", None)
+        linear = isinstance(module, nn.Linear) or _is_conv1d(module)
+        iq = getattr(module, "input_quantizer", None)
+        oq = getattr(module, "output_quantizer", None)
+        if _enabled(oq):
+            raise ExportError(
+                f"{name}.output_quantizer: output quantization has no checkpoint field"
+            )
+        if not wq.is_enabled:
+            if _enabled(iq) and linear:
+                raise ExportError(
+                    f"{name}.input_quantizer: input quantization without weight quantization "
+                    "is not expressible; enable the weight quantizer or disable this one"
+                )
+            if linear:
+                out.unquantized.append(name)
+            continue
+        if not linear or not isinstance(weight, torch.Tensor):
+            raise ExportError(
+                f"{name}.weight_quantizer: a quantized {original_class(module).__name__} weight "
+                "is not written; only Linear and Conv1D weights are"
+            )
+        qw = quantize_weight(f"{name}.weight_quantizer", weight, wq)
+        inputs = _activation(f"{name}.input_quantizer", iq) if _enabled(iq) else None
+        pqs = iq.pre_quant_scale if isinstance(iq, TensorQuantizer) else None
+        out.linears[name] = LinearExport(
+            name, module, qw, inputs, None if pqs is None else pqs.detach(), _is_conv1d(module)
+        )
+    out.plain = _plain_tensors(model, quantizer_prefixes, out)
+    return out
+
+
+def _plain_tensors(
+    model: nn.Module, quantizer_prefixes: list[str], out: ModelExport
+) -> dict[str, torch.Tensor]:
+    """The state_dict without quantizer buffers, quantized weights, or a second copy of a tied
+    tensor; unquantized Conv1D weights back in Hugging Face's ``[in, out]`` layout."""
+    quantized = {f"{n}.weight" for n in out.linears}
+    conv1d_plain = {
+        f"{n}.weight"
+        for n, m in model.named_modules()
+        if _is_conv1d(m) and n not in out.linears and is_converted(m)
+    }
+    seen: set[tuple[int, int, tuple[int, ...]]] = set()
+    plain = {}
+    for key, tensor in model.state_dict().items():
+        if key in quantized or any(key.startswith(p) for p in quantizer_prefixes):
+            continue
+        ident = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if tensor.numel() and ident in seen:
+            continue  # a tied weight: Hugging Face re-ties it on load
+        seen.add(ident)
+        plain[key] = tensor.t().contiguous() if key in conv1d_plain else tensor
+    return plain
