@@ -56,6 +56,14 @@ from qruntime.state.checks import (
     load_tensors,
     tensor_owners,
 )
+from qruntime.state.compressed import (
+    apply_packed,
+    check_packed,
+    listed_packed,
+    metadata_entry,
+    packed_keys,
+    packed_tensors,
+)
 from qruntime.state.file import STATE_FORMAT, StateFile, state_metadata
 from qruntime.state.weights import (
     check_weight_entries,
@@ -161,7 +169,10 @@ def save_state(model: nn.Module, path: str | Path) -> None:
     weights = rewritten_weights(model)
     if weights:
         metadata["weights"] = json.dumps(sorted(weights), separators=(",", ":"))
-    save_file({**tensors, **weights}, str(path), metadata=metadata)
+    packed, layouts = packed_tensors(model)  # compressed layers (qruntime.compress)
+    if layouts:
+        metadata["compressed"] = metadata_entry(layouts)
+    save_file({**tensors, **weights, **packed}, str(path), metadata=metadata)
 
 
 # ------------------------------------------------------------------------------------ read
@@ -202,16 +213,20 @@ def restore_state(model: nn.Module, path: str | Path) -> nn.Module:
         check_plan(model, plan)
         owners = tensor_owners(model, plan)
         stored_weights = listed_weights(metadata, file)
-        keys = check_header(handle, file, owners, stored_weights)
+        layouts = listed_packed(metadata, file)
+        not_quantizer = [*stored_weights, *packed_keys(handle, layouts)]
+        keys = check_header(handle, file, owners, not_quantizer)
         check_listing(file, metadata, keys)
         parameters = quantized_parameters(model) if stored_weights else {}
         check_weight_entries(handle, file, stored_weights, parameters)
         tensors = dict(load_tensors(handle, file, keys))
         weights = load_weights(handle, file, stored_weights, parameters)
+        packed = check_packed(handle, file, layouts, model)
     snapshot = ModelSnapshot(model)
     try:
         patch_model(model, plan)
         _load_buffers(model, owners, tensors)
+        apply_packed(model, layouts, packed)
         # resolved again: conversion may replace a parameter (Conv1D's transposed weight)
         parameters = quantized_parameters(model) if weights else {}
         model.__dict__[PLAN_ATTRIBUTE] = plan
