@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -221,6 +222,22 @@ def _scenario(name, rank, world):
         parallel = ParallelState(data=data, expert=expert)
         calibrate(model, "max", shard(rank, world), parallel=parallel)
         return {"state": amax_state(model)}
+    if name == "bias":  # a static (affine) bias stays per process, with a warning
+        config = {
+            "quant_cfg": [
+                *INT8["quant_cfg"],
+                {
+                    "quantizer_name": "fc1.input_quantizer",
+                    "cfg": {"num_bits": 8, "bias": {-1: None, "type": "static"}},
+                },
+            ],
+            "algorithm": "max",
+        }
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = qruntime.quantize(Net(), config, loop_over(shard(rank, world)), lint="off")
+        messages = [str(w.message) for w in caught if "static bias" in str(w.message)]
+        return {"state": amax_state(model), "warnings": messages}
     if name == "tp":
         parallel = ParallelState(tensor=dist.group.WORLD)
         model = Net(shard=rank)
@@ -335,6 +352,7 @@ def _load(out: Path, name: str, rank: int) -> dict:
 TWO = [
     *ALGORITHMS,
     "unsynced",
+    "bias",
     "tp",
     "gptq_layerwise",
     "moe_ep",
@@ -417,6 +435,16 @@ def test_distributed_sync_false_keeps_per_process_results(two):
         _assert_same(state, alone, True, f"rank {rank}")
     s0, s1 = (_load(two, "unsynced", r)["state"] for r in range(2))
     assert not torch.equal(s0["fc1.input_quantizer._amax"], s1["fc1.input_quantizer._amax"])
+
+
+def test_static_biases_stay_per_process_with_a_warning(two):
+    r0, r1 = (_load(two, "bias", r) for r in range(2))
+    assert len(r0["warnings"]) == 1 and "fc1.input_quantizer" in r0["warnings"][0]
+    bias = [key for key in r0["state"] if key.startswith("fc1.input_quantizer") and "bias" in key]
+    assert bias and not torch.equal(r0["state"][bias[0]], r1["state"][bias[0]])
+    assert torch.equal(
+        r0["state"]["fc1.input_quantizer._amax"], r1["state"]["fc1.input_quantizer._amax"]
+    )
 
 
 def test_tensor_parallel_reduces_per_tensor_amaxes_only(two):

@@ -38,7 +38,7 @@ from qruntime.calibrate.layerwise import (
 )
 from qruntime.calibrate.moe import force_experts
 from qruntime.calibrate.phases import SYNC_POINTS
-from qruntime.calibrate.sync import announce_failure, finish
+from qruntime.calibrate.sync import announce_failure, finish, warn_unsynced_biases
 from qruntime.calibrators import constructor_parts
 from qruntime.parallel import DistributedCalibrationError, ParallelState
 
@@ -347,6 +347,7 @@ def run_algorithms(
                     else:
                         algorithm.run(context)
         if parallel is not None:
+            warn_unsynced_biases(model)
             finish(parallel)
     except Exception as exc:
         if parallel is not None and not isinstance(exc, DistributedCalibrationError):

@@ -49,6 +49,7 @@ __all__ = [
     "finish",
     "reduce_tensors",
     "sync_amaxes",
+    "warn_unsynced_biases",
 ]
 
 _ROUTED_EXPERT = re.compile(r"(^|\.)experts\.")
@@ -98,6 +99,21 @@ def announce_failure(parallel: ParallelState, error: BaseException) -> None:
         _gather(parallel, message, "failure")
     except DistributedCalibrationError:
         pass
+
+
+def warn_unsynced_biases(model: nn.Module) -> None:
+    """Warn about quantizers with a static bias: their bias is each process's own (Model
+    Optimizer does not synchronise biases either), so the processes' models differ there."""
+    biased = [n for n, q in _leaf_quantizers(model) if q.is_enabled and q.has_static_bias]
+    if biased:
+        warnings.warn(
+            f"distributed calibration: {len(biased)} quantizer(s) with a static bias "
+            f"({', '.join(biased[:3])}{', ...' if len(biased) > 3 else ''}) keep the bias of "
+            "their own process's data: biases are not synchronised (Model Optimizer does not "
+            "sync them either), so these quantizers differ between processes",
+            UserWarning,
+            stacklevel=5,
+        )
 
 
 def finish(parallel: ParallelState) -> None:
@@ -157,16 +173,6 @@ def sync_amaxes(
     """Reduce every quantizer's amax with MAX over the data, expert and tensor groups of
     ``parallel`` (in that order; module docstring for quantizers absent on some processes)."""
     quantizers = _leaf_quantizers(model)
-    biased = [n for n, q in quantizers if q.is_enabled and q.has_static_bias]
-    if biased:
-        warnings.warn(
-            f"distributed calibration: {len(biased)} quantizer(s) with a static bias "
-            f"({', '.join(biased[:3])}{', ...' if len(biased) > 3 else ''}) keep the bias of "
-            "their own process's data: biases are not synchronised (Model Optimizer does not "
-            "sync them either), so these quantizers differ between processes",
-            UserWarning,
-            stacklevel=4,
-        )
     names = [n for n, _ in quantizers]
     fingerprint = (len(names), _fingerprint(names))
     for kind, group in parallel.groups().items():
