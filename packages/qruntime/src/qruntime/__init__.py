@@ -19,6 +19,7 @@ from qruntime.calibrate import (
 )
 from qruntime.calibrators import Calibrator
 from qruntime.config_lint import QConfigLintError, QConfigLintWarning
+from qruntime.export import ExportError, ExportResult, export
 from qruntime.inventory import inventory
 from qruntime.modules import QuantizerSlot, QuantModule
 from qruntime.numerics import fake_quant
@@ -36,6 +37,8 @@ __all__ = [
     "CalibrationContext",
     "Calibrator",
     "DistributedCalibrationError",
+    "ExportError",
+    "ExportResult",
     "HardDisabledTensorQuantizer",
     "ParallelState",
     "PlanMismatchError",
@@ -50,6 +53,7 @@ __all__ = [
     "apply_plan",
     "compile_for",
     "current_plan",
+    "export",
     "fake_quant",
     "inventory",
     "quantize",
