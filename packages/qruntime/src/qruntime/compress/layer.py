@@ -42,6 +42,16 @@ class PackedWeight(nn.Module):
         self.block_sizes = dict(enc.block_sizes)
         self.block = enc.block
 
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        """Device moves only: ``model.to(dtype)``/``.half()`` would round the scales and turn
+        E4M3 codes into wider floats, so a dtype change is undone (the tensor is moved to the
+        device ``fn`` chose, in its own dtype); the decoded weight keeps the layer's dtype."""
+        for key, value in self._buffers.items():
+            if value is not None:
+                moved = fn(value)
+                self._buffers[key] = moved if moved.dtype == value.dtype else value.to(moved.device)
+        return self
+
     def encoded(self) -> Encoded:
         """The packed weight with the buffers as they are now (after ``.to(device)``)."""
         return Encoded(
