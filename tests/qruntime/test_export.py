@@ -19,7 +19,7 @@ from qruntime.packing import unpack_fp4, unpack_int4_row_pairs
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "conformance"))
-from hf_models import build, forward_loop  # noqa: E402
+from hf_models import build, forward_loop
 
 
 def quantized(cfg: dict, name: str = "llama") -> torch.nn.Module:
