@@ -246,8 +246,9 @@ def apply_plan(
     distributed calibration (:class:`~qruntime.parallel.ParallelState`; None: data parallel over
     the default group when torch.distributed is initialised with several processes): statistics
     are synchronised at each algorithm's sync points, and a failure on any process fails every
-    process with its model unchanged (docs/distributed.md). The plan's config is not linted here: a plan has no
-    config source, so ``qconfig lint``'s findings are reported by ``compile_for``/``quantize``.
+    process with its model unchanged (docs/distributed.md). The plan's config is not linted
+    here: a plan has no config source, so ``qconfig lint``'s findings are reported by
+    ``compile_for``/``quantize``.
     """
     resolved = synced_parallel(plan.algorithm, resolve_parallel(parallel))
     try:
