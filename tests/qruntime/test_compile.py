@@ -277,3 +277,24 @@ def test_format_kernel_op_passes_opcheck():
         key = format_kernel_key(resolve_spec(attrs))
         for need_amax in (False, True):
             torch.library.opcheck(format_kernel, (x, amax, None, fmt, key, "triton", need_amax))
+
+
+def test_in_place_ops_on_a_quantizer_output_train_in_eager_and_compiled():
+    """Residual code like ``h += x`` on a fake-quantized tensor: the straight-through output is
+    a tensor of its own, not a view of an input (which autograd forbids to modify)."""
+    model = _quantized_linear("int8_clipped_ste")
+    quantizer = model[0].input_quantizer
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        y = quantizer(x)
+        y += 1.0
+        return y
+
+    x = 3 * _inputs(2, 3, 6)  # beyond the calibrated amax in places: clipped gradients
+    results = []
+    for fn in (forward, torch.compile(forward, backend="aot_eager", fullgraph=True)):
+        leaf = x.clone().requires_grad_(True)
+        fn(leaf).pow(2).sum().backward()
+        results.append(leaf.grad)
+    assert torch.equal(results[0], results[1])
+    assert (results[0] == 0).any() and (results[0] != 0).any()  # clipped and passed elements

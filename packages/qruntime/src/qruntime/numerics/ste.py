@@ -21,17 +21,13 @@ __all__ = ["fp4_cast_ste", "int_cast_ste", "straight_through"]
 
 
 class _StraightThrough(torch.autograd.Function):
-    """Returns the already computed ``y`` for ``x``; the gradient goes to ``x`` (masked or not).
-
-    ``y`` is computed before, not inside (a format function passed in would be a closure over
-    tensors, which ``torch.compile`` cannot lift into the traced forward).
-    """
+    """``fn(x)`` forward (or a clone of ``y`` computed before), the STE gradient to ``x``."""
 
     @staticmethod
     def forward(
         ctx: Any,
         x: torch.Tensor,
-        y: torch.Tensor,
+        fn: Callable[[torch.Tensor], torch.Tensor] | torch.Tensor,
         clip_amax: torch.Tensor | None,
         bias: torch.Tensor | None,
     ) -> torch.Tensor:
@@ -39,7 +35,13 @@ class _StraightThrough(torch.autograd.Function):
             centered = x if bias is None else x - bias
             ctx.save_for_backward(centered, clip_amax)
         ctx.clip = clip_amax is not None
-        return y
+        # Autograd forbids in-place ops (``h += r``) on an output that is a view, of an input or
+        # of a tensor made here (format functions often end in ``.view(shape)``): hand out a
+        # clone of a given tensor, and a detached alias (same storage, no copy) of a view.
+        if isinstance(fn, torch.Tensor):
+            return fn.clone()
+        y = fn(x)
+        return y.detach() if y._is_view() else y
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -62,12 +64,19 @@ def straight_through(
     ``clip_amax=None`` passes the gradient through unchanged (``pass_through_bwd=True`` or a
     format without amax); otherwise the gradient is zeroed where ``|x - bias| > clip_amax``.
     Without autograd recording this is just ``fn(x)``.
+
+    Under ``torch.compile`` ``fn(x)`` is computed before the autograd function and handed in as
+    a tensor: ``fn`` is a closure over tensors (amax, bias), which the compiler cannot lift into
+    the traced forward of an autograd function. The clone that the function then returns costs
+    nothing in a compiled graph; eager keeps computing inside, without it.
     """
     if not (torch.is_grad_enabled() and x.requires_grad):
         return fn(x)
-    with torch.no_grad():
-        y = fn(x)
-    return _StraightThrough.apply(x, y, clip_amax, bias)
+    if torch.compiler.is_compiling():
+        with torch.no_grad():
+            y = fn(x)
+        return _StraightThrough.apply(x, y, clip_amax, bias)
+    return _StraightThrough.apply(x, fn, clip_amax, bias)
 
 
 class _MaskedCast(torch.autograd.Function):
