@@ -65,6 +65,7 @@ TP_CONFIG = {
     ],
     "algorithm": "max",
 }
+RATIO_CONFIG = {**INT8, "algorithm": {"method": "max", "moe_calib_experts_ratio": 0.25}}
 LAYERWISE = {"method": "gptq", "block_size": 8, "layerwise": {"enable": True}}
 #: Bit-exact: the only statistics are amaxes, reduced with MAX (exact in any order).
 EXACT = {"max", "mse", "smoothquant"}
@@ -238,6 +239,9 @@ def _scenario(name, rank, world):
             model = qruntime.quantize(Net(), config, loop_over(shard(rank, world)), lint="off")
         messages = [str(w.message) for w in caught if "static bias" in str(w.message)]
         return {"state": amax_state(model), "warnings": messages}
+    if name == "moe_ratio":  # experts not shared locally: some have no amax on some processes
+        model = qruntime.quantize(MoeNet(), RATIO_CONFIG, loop_over(shard(rank, world)), lint="off")
+        return {"state": amax_state(model)}
     if name == "tp":
         parallel = ParallelState(tensor=dist.group.WORLD)
         model = Net(shard=rank)
@@ -357,6 +361,7 @@ TWO = [
     "gptq_layerwise",
     "moe_ep",
     "moe_ep_weights",
+    "moe_ratio",
     "failure",
     "refused",
     "hung",
@@ -524,6 +529,19 @@ def test_expert_parallel_moe(two, name):
         for r in range(2)
     )
     assert torch.equal(w0, w1) == weights
+
+
+def test_moe_calib_experts_ratio_over_data_parallel_is_the_union(two):
+    """With the ratio, each expert keeps its own tokens' amax (no local sharing): an expert the
+    router never chose on one process has no amax there before the sync."""
+    import qruntime
+
+    alone = qruntime.quantize(MoeNet(), RATIO_CONFIG, loop_over(shard(0, 2)), lint="off")
+    assert alone.moe.experts[3].up_proj.input_quantizer.amax is None
+    union = qruntime.quantize(MoeNet(), RATIO_CONFIG, loop_over(range(N_BATCHES)), lint="off")
+    assert union.moe.experts[3].up_proj.input_quantizer.amax is not None
+    for rank in range(2):
+        _assert_same(_load(two, "moe_ratio", rank)["state"], amax_state(union), True, "ratio")
 
 
 def test_data_and_expert_groups_on_a_2x2_grid(four):
