@@ -66,6 +66,19 @@ TP_CONFIG = {
     "algorithm": "max",
 }
 RATIO_CONFIG = {**INT8, "algorithm": {"method": "max", "moe_calib_experts_ratio": 0.25}}
+NVFP4_STATIC = {
+    "quant_cfg": [
+        {"quantizer_name": "*", "enable": False},
+        {
+            "quantizer_name": "*weight_quantizer",
+            "cfg": {
+                "num_bits": (2, 1),
+                "block_sizes": {-1: 16, "type": "static", "scale_bits": (4, 3)},
+            },
+        },
+    ],
+    "algorithm": "max",
+}
 LAYERWISE = {"method": "gptq", "block_size": 8, "layerwise": {"enable": True}}
 #: Bit-exact: the only statistics are amaxes, reduced with MAX (exact in any order).
 EXACT = {"max", "mse", "smoothquant"}
@@ -89,6 +102,23 @@ class Net(nn.Module):
         x, rare = batch
         y = self.fc2(torch.relu(self.fc1(x)))
         return y + self.branch(x) if rare else y
+
+
+class Attention(nn.Module):
+    """q/k/v siblings: their NVFP4-static weights share one global amax."""
+
+    def __init__(self, shard: int = 0):
+        super().__init__()
+        torch.manual_seed(2)
+        self.q_proj = nn.Linear(2 * H, 2 * H, bias=False)
+        self.k_proj = nn.Linear(2 * H, 2 * H, bias=False)
+        self.v_proj = nn.Linear(2 * H, 2 * H, bias=False)
+        with torch.no_grad():  # tensor parallel: the slices differ, k's most on shard 1
+            self.k_proj.weight.mul_(1.0 + shard)
+
+    def forward(self, batch):
+        x = batch[0].reshape(-1, H).repeat(1, 2)
+        return self.q_proj(x) + self.k_proj(x) + self.v_proj(x)
 
 
 class Expert(nn.Module):
@@ -242,6 +272,12 @@ def _scenario(name, rank, world):
     if name == "moe_ratio":  # experts not shared locally: some have no amax on some processes
         model = qruntime.quantize(MoeNet(), RATIO_CONFIG, loop_over(shard(rank, world)), lint="off")
         return {"state": amax_state(model)}
+    if name == "nvfp4_tp":
+        parallel = ParallelState(tensor=dist.group.WORLD)
+        model = Attention(shard=rank)
+        loop = loop_over(shard(rank, world))
+        qruntime.quantize(model, NVFP4_STATIC, loop, lint="off", parallel=parallel)
+        return {"state": amax_state(model)}
     if name == "tp":
         parallel = ParallelState(tensor=dist.group.WORLD)
         model = Net(shard=rank)
@@ -357,6 +393,7 @@ TWO = [
     *ALGORITHMS,
     "unsynced",
     "bias",
+    "nvfp4_tp",
     "tp",
     "gptq_layerwise",
     "moe_ep",
@@ -450,6 +487,26 @@ def test_static_biases_stay_per_process_with_a_warning(two):
     assert torch.equal(
         r0["state"]["fc1.input_quantizer._amax"], r1["state"]["fc1.input_quantizer._amax"]
     )
+
+
+def test_tensor_parallel_shares_nvfp4_global_amax_of_sibling_groups(two):
+    """The q/k/v group's global amax is the MAX over the slices of each process's shared value;
+    the per-block amaxes stay the slice's own."""
+    import qruntime
+
+    local = []
+    for rank in range(2):
+        model = Attention(shard=rank)
+        qruntime.quantize(model, NVFP4_STATIC, loop_over(shard(rank, 2)), lint="off")
+        local.append(amax_state(model))
+    keys = [f"{p}_proj.weight_quantizer._global_amax" for p in "qkv"]
+    assert not torch.equal(local[0][keys[0]], local[1][keys[0]])
+    for rank in range(2):
+        got = _load(two, "nvfp4_tp", rank)["state"]
+        for key in keys:
+            assert torch.equal(got[key], torch.maximum(local[0][key], local[1][key])), key
+            amax = key.replace("_global_amax", "_amax")
+            assert torch.equal(got[amax], local[rank][amax]), amax
 
 
 def test_tensor_parallel_reduces_per_tensor_amaxes_only(two):
