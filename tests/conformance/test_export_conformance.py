@@ -2,7 +2,7 @@
 
 - compressed-tensors' own compressors decompress our checkpoint: the codes they read are the ones
   our fake quantization rounded to, and the weights they rebuild equal our fake-quantized weights
-  bit for bit for FP8 and NVFP4 (NVFP4 after the decompressor's bf16 output cast). For INT4/INT8
+  bit for bit for FP8, NVFP4, MXFP4 and MXFP8 (FP4 after the decompressor's bf16 output cast). For INT4/INT8
   they are within one float32 ulp: the library multiplies the code by the stored scale
   ``amax / qmax`` while fake quantization divides by ``qmax / amax`` (no stored float32 scale
   makes a product equal that quotient for every code; docs/export.md).
@@ -46,6 +46,12 @@ def _with_kv(cfg: dict) -> dict:
     return cfg
 
 
+def _weights_only(cfg: dict) -> dict:
+    cfg = copy.deepcopy(cfg)
+    cfg["quant_cfg"].append({"quantizer_name": "*input_quantizer", "enable": False})
+    return cfg
+
+
 PRESETS = {
     "int8": mc.INT8_DEFAULT_CFG,
     "int8_wo": mc.INT8_WEIGHT_ONLY_CFG,
@@ -54,6 +60,9 @@ PRESETS = {
     "fp8_kv": _with_kv(mc.FP8_DEFAULT_CFG),
     "nvfp4": mc.NVFP4_DEFAULT_CFG,
     "w4a16_nvfp4": mc.W4A16_NVFP4_CFG,
+    "mxfp4": mc.MXFP4_DEFAULT_CFG,
+    "mxfp8": mc.MXFP8_DEFAULT_CFG,
+    "mxfp4_weights": _weights_only(mc.MXFP4_DEFAULT_CFG),
 }
 FORMATS = {
     "int8": "int-quantized",
@@ -63,6 +72,9 @@ FORMATS = {
     "fp8_kv": "float-quantized",
     "nvfp4": "nvfp4-pack-quantized",
     "w4a16_nvfp4": "nvfp4-pack-quantized",
+    "mxfp4": "mxfp4-pack-quantized",
+    "mxfp8": "mxfp8-quantized",
+    "mxfp4_weights": "mxfp4-pack-quantized",
 }
 
 
@@ -117,7 +129,7 @@ def test_compressed_tensors_decompresses_our_fake_quantized_weights(preset, tmp_
             ulp = torch.finfo(torch.float32).eps * fake.abs()
             assert bool(((got - fake).abs() <= ulp).all())
             assert not torch.equal(got, fake)  # the difference is real (see the docstring)
-        elif scheme.format == "nvfp4-pack-quantized":
+        elif scheme.format in ("nvfp4-pack-quantized", "mxfp4-pack-quantized"):
             assert got.dtype == torch.bfloat16  # the decompressor's output dtype
             assert torch.equal(got, fake.to(torch.bfloat16))
         else:
@@ -161,14 +173,15 @@ def _without_kv(model):
     return model
 
 
-def test_transformers_loads_nvfp4_weight_only(tmp_path):
-    model = quantized_llama("w4a16_nvfp4")
+@pytest.mark.parametrize("preset", ["w4a16_nvfp4", "mxfp4_weights"])
+def test_transformers_loads_fp4_weight_only(preset, tmp_path):
+    model = quantized_llama(preset)
     qruntime.export(model, tmp_path)
-    loaded = _load(tmp_path, torch.bfloat16)
-    got = outputs(loaded, "llama")  # decompresses on the first forward (bf16 weights)
+    loaded = _load(tmp_path, torch.bfloat16)  # the FP4 decompressors produce bf16 on CPU
+    got = outputs(loaded, "llama")  # decompresses on the first forward
     # the decompressed weights are our fake-quantized weights rounded to bf16 (tested above):
     # run our model with exactly those weights in bf16 and expect the same logits
-    reference = copy.deepcopy(build("llama")).to(torch.bfloat16)
+    reference = build("llama").to(torch.bfloat16)
     with torch.no_grad():
         for name, module in _linears(model).items():
             weight = module.weight_quantizer(module.weight).to(torch.bfloat16)
@@ -176,7 +189,7 @@ def test_transformers_loads_nvfp4_weight_only(tmp_path):
     want = outputs(reference, "llama")
     # bf16 end to end: the two forwards round intermediate bf16 results at different points
     # (compressed-tensors' wrapped Linear), so logits (|x| < 0.5) may differ by a bf16 ulp or two
-    # (2^-9 each at that magnitude); the quantization itself moves them ~50x more
+    # (2^-9 each at that magnitude); the quantization itself moves them far more
     assert float((got.float() - want.float()).abs().max()) <= 2**-9
     float_model = build("llama").to(torch.bfloat16)
     assert float((outputs(float_model, "llama").float() - want.float()).abs().max()) > 2**-5

@@ -126,6 +126,29 @@ def test_config_and_tokenizer_are_copied(tmp_path):
     assert config["quantization_config"]["quant_method"] == "compressed-tensors"
 
 
+def _per_tensor_int8() -> dict:
+    cfg = copy.deepcopy(mc.INT8_DEFAULT_CFG)
+    for entry in cfg["quant_cfg"]:
+        if entry.get("quantizer_name") == "*weight_quantizer":
+            entry["cfg"]["axis"] = None
+    return cfg
+
+
+def test_mx_formats_in_modelopt_hf(tmp_path):
+    model = quantized(mc.MXFP4_DEFAULT_CFG)
+    qruntime.export(model, tmp_path, "modelopt-hf")
+    t = load_file(tmp_path / "model.safetensors")
+    w, s = t["model.layers.0.mlp.gate_proj.weight"], t["model.layers.0.mlp.gate_proj.weight_scale"]
+    assert (w.dtype, tuple(w.shape), s.dtype, tuple(s.shape)) == (
+        torch.uint8,
+        (64, 16),
+        torch.uint8,
+        (64, 1),
+    )
+    hf = json.loads((tmp_path / "hf_quant_config.json").read_text())["quantization"]
+    assert hf["quant_algo"] == "mxfp4" and "group_size" not in hf
+
+
 def _smoothquant_like(model):
     proj = model.model.layers[0].self_attn.o_proj
     proj.input_quantizer.pre_quant_scale = torch.full((32,), 0.5)
@@ -137,8 +160,8 @@ def _smoothquant_like(model):
     [
         (lambda: _smoothquant_like(quantized(mc.INT8_DEFAULT_CFG)), "compressed-tensors",
          r"model\.layers\.0\.self_attn\.o_proj\.input_quantizer: a pre_quant_scale"),
-        (lambda: quantized(mc.MXFP8_DEFAULT_CFG), "compressed-tensors",
-         r"q_proj\.weight_quantizer: format family 'mx'"),
+        (lambda: quantized(_per_tensor_int8()), "modelopt-hf",
+         r"q_proj\.weight_quantizer: INT8 tensor weights with int8 inputs match no Model"),
         (lambda: quantized(mc.FP8_DEFAULT_CFG, "gpt2"), "compressed-tensors",
          r"c_attn\.weight_quantizer: compressed-tensors compresses only Linear"),
         (lambda: quantized(mc.INT8_DEFAULT_CFG), "modelopt-hf", None),

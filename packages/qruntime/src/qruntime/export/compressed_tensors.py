@@ -45,6 +45,8 @@ def _weight_args(lin: LinearExport) -> dict[str, Any]:
     w = lin.weight
     if w.kind == "nvfp4":
         return _args(4, "float", "tensor_group", group_size=16, scale_dtype="torch.float8_e4m3fn")
+    if w.kind in ("mxfp4", "mxfp8"):
+        return _args(w.num_bits, "float", "group", group_size=32, scale_dtype="torch.uint8")
     kind = "int" if w.kind == "int" else "float"
     if w.strategy == "group":
         return _args(w.num_bits, kind, "group", group_size=w.group_size)
@@ -61,6 +63,9 @@ def _input_args(lin: LinearExport) -> dict[str, Any] | None:
         return _args(8, "float", "tensor")
     if a.kind == "fp8_token":
         return _args(8, "float", "token", dynamic=True)
+    if a.kind in ("mxfp4", "mxfp8"):
+        bits = 4 if a.kind == "mxfp4" else 8
+        return _args(bits, "float", "group", group_size=32, dynamic=True, scale_dtype="torch.uint8")
     return _args(4, "float", "tensor_group", group_size=16, dynamic="local",
                  scale_dtype="torch.float8_e4m3fn")  # fmt: skip
 
@@ -70,6 +75,10 @@ def _format(lin: LinearExport) -> str:
     w, a = lin.weight, lin.inputs
     if w.kind == "nvfp4":
         return "nvfp4-pack-quantized"
+    if w.kind == "mxfp4":
+        return "mxfp4-pack-quantized"
+    if w.kind == "mxfp8":
+        return "mxfp8-quantized"
     if w.kind == "int":
         if a is not None:
             return "int-quantized"
@@ -86,7 +95,13 @@ def _linear_tensors(lin: LinearExport, dtype: torch.dtype) -> dict[str, torch.Te
     p = lin.name
     out: dict[str, torch.Tensor] = {}
     fmt = _format(lin)
-    if fmt == "nvfp4-pack-quantized":
+    if fmt == "mxfp4-pack-quantized":
+        out[f"{p}.weight_packed"] = pack_fp4(w.codes)
+        out[f"{p}.weight_scale"] = w.scale.contiguous()
+    elif fmt == "mxfp8-quantized":
+        out[f"{p}.weight"] = w.codes
+        out[f"{p}.weight_scale"] = w.scale.contiguous()
+    elif fmt == "nvfp4-pack-quantized":
         assert w.global_scale is not None
         out[f"{p}.weight_packed"] = pack_fp4(w.codes)
         out[f"{p}.weight_scale"] = w.scale.contiguous()
@@ -130,8 +145,17 @@ def _check(lin: LinearExport) -> None:
             "format='modelopt-hf', which stores <module>.pre_quant_scale"
         )
     w = lin.weight
-    if w.kind == "int" and lin.inputs is not None and lin.inputs.kind == "nvfp4":
-        raise ExportError(f"{lin.name}.input_quantizer: NVFP4 inputs need NVFP4 weights")
+    a = lin.inputs.kind if lin.inputs is not None else None
+    if a in ("nvfp4", "mxfp4", "mxfp8") and w.kind != a:
+        raise ExportError(
+            f"{lin.name}.input_quantizer: {a.upper()} inputs with {w.kind.upper()} weights have "
+            f"no compressed-tensors compressor; use {a.upper()} weights"
+        )
+    if w.kind in ("mxfp4", "mxfp8") and a not in (None, w.kind):
+        raise ExportError(
+            f"{lin.name}.input_quantizer: {w.kind.upper()} weights with {a} inputs have no "
+            "compressed-tensors compressor; use the same MX inputs or none"
+        )
     if w.kind == "nvfp4" and lin.inputs is not None and lin.inputs.kind != "nvfp4":
         raise ExportError(
             f"{lin.name}.input_quantizer: NVFP4 weights with {lin.inputs.kind} inputs have no "

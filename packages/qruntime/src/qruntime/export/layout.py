@@ -29,7 +29,7 @@ _KV_QUANTIZERS = ("k_bmm_quantizer", "v_bmm_quantizer")
 class ActivationQuant:
     """An input quantizer: ``kind`` and its calibrated float32 ``amax`` (None when dynamic)."""
 
-    kind: Literal["int8", "fp8", "fp8_token", "nvfp4"]
+    kind: Literal["int8", "fp8", "fp8_token", "nvfp4", "mxfp4", "mxfp8"]
     amax: torch.Tensor | None
 
 
@@ -87,6 +87,8 @@ def _activation(name: str, q: TensorQuantizer) -> ActivationQuant:
         if amax is None:
             raise ExportError(f"{name}: NVFP4 inputs without a calibrated global amax; calibrate")
         return ActivationQuant("nvfp4", amax.amax().reshape(()))
+    if family == "mx" and spec.dynamic_block_size(2) == 32 and spec.num_bits in ((2, 1), (4, 3)):
+        return ActivationQuant("mxfp4" if spec.num_bits == (2, 1) else "mxfp8", None)
     if family == "fp" and spec.num_bits == (4, 3) and spec.strategy == "token" and spec.is_dynamic:
         return ActivationQuant("fp8_token", None)
     if spec.strategy == "tensor" and not spec.is_dynamic and amax is not None and amax.numel() == 1:

@@ -37,11 +37,16 @@ def _algo(lin: LinearExport) -> tuple[str, int | None]:
         return "FP8_PER_CHANNEL_PER_TOKEN", None
     if w.kind == "nvfp4" and akind in (None, "nvfp4"):
         return ("NVFP4" if akind else "W4A16_NVFP4"), 16
+    if w.kind == "mxfp4" and akind in (None, "mxfp4"):
+        return "mxfp4", None  # Model Optimizer writes it in lower case, without a group size
+    if w.kind == "mxfp8" and akind in (None, "mxfp8"):
+        return "MXFP8", 32
     raise ExportError(
         f"{lin.name}.weight_quantizer: {w.kind.upper()}{w.num_bits if w.kind == 'int' else ''} "
         f"{w.strategy} weights with {akind or 'unquantized'} inputs match no Model Optimizer "
         "quant_algo; expressible: INT8 per channel (+INT8 inputs), INT4 in groups, FP8 per "
-        "tensor (+FP8 inputs), FP8 per channel + dynamic per-token FP8, NVFP4 (+NVFP4 inputs)"
+        "tensor (+FP8 inputs), FP8 per channel + dynamic per-token FP8, NVFP4, MXFP4, MXFP8 "
+        "(each with its own inputs or none)"
     )
 
 
@@ -68,6 +73,10 @@ def _weight_tensors(lin: LinearExport, algo: str) -> dict[str, torch.Tensor]:
     if algo == "FP8_PER_CHANNEL_PER_TOKEN":
         s = amax.float().reshape(-1) / 448.0
         return {"weight": (weight / s[:, None]).to(torch.float8_e4m3fn), "weight_scale": s}
+    if algo == "mxfp4":
+        return {"weight": pack_fp4(w.codes), "weight_scale": w.scale.contiguous()}
+    if algo == "MXFP8":
+        return {"weight": w.codes, "weight_scale": w.scale.contiguous()}
     # NVFP4: the codes and E4M3 block scales of the fake quantization; weight_scale_2 = 1/t,
     # the reciprocal of compressed-tensors' global scale (t = 6 * 448 / amax).
     assert w.global_scale is not None
@@ -85,7 +94,7 @@ def _linear_tensors(lin: LinearExport, algo: str, dtype: torch.dtype) -> dict[st
         out[f"{lin.name}.bias"] = bias.detach()
     a = lin.inputs
     if a is not None and a.amax is not None:
-        bound = {"int8": 127.0, "fp8": 448.0, "nvfp4": 6.0 * 448.0}[a.kind]
+        bound = {"int8": 127.0, "fp8": 448.0, "nvfp4": 6.0 * 448.0}[a.kind]  # MX: dynamic
         out[f"{lin.name}.input_scale"] = (a.amax.float() / bound).reshape(())
     if lin.pre_quant_scale is not None:
         out[f"{lin.name}.pre_quant_scale"] = lin.pre_quant_scale.to(dtype).contiguous()

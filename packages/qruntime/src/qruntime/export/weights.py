@@ -22,7 +22,8 @@ from qruntime.export.errors import ExportError
 from qruntime.numerics.floats import cast_e4m3, round_to_table
 from qruntime.numerics.fp8 import e4m3_scales
 from qruntime.numerics.integer import int_range
-from qruntime.packing import fp4_codes, fp4_values
+from qruntime.numerics.mx import e8m0_scale
+from qruntime.packing import e8m0_decode, e8m0_encode, fp4_codes, fp4_values
 from qruntime.quantizer import TensorQuantizer
 
 __all__ = ["QuantizedWeight", "quantize_weight"]
@@ -41,7 +42,7 @@ class QuantizedWeight:
     that ``W' = e2m1 * scale / global_scale``. ``amax`` is the quantizer's (float32).
     """
 
-    kind: Literal["int", "fp8", "nvfp4"]
+    kind: Literal["int", "fp8", "nvfp4", "mxfp4", "mxfp8"]
     codes: torch.Tensor
     scale: torch.Tensor
     num_bits: int
@@ -56,6 +57,11 @@ class QuantizedWeight:
 
     def dequantize(self) -> torch.Tensor:
         """The float32 weight these codes and scales stand for."""
+        if self.kind in ("mxfp4", "mxfp8"):
+            vals = fp4_values(self.codes) if self.kind == "mxfp4" else self.codes.float()
+            out, n = vals.shape
+            blocks = vals.reshape(out, -1, 32) * e8m0_decode(self.scale).unsqueeze(-1)
+            return blocks.reshape(out, n)
         if self.kind == "nvfp4":
             assert self.global_scale is not None
             per_block = self.scale.to(torch.float32) / self.global_scale
@@ -218,6 +224,33 @@ def _nvfp4_weight(name, quantizer, weight) -> QuantizedWeight:
     )
 
 
+def _mx_weight(name, quantizer, weight) -> QuantizedWeight:
+    spec = quantizer.spec
+    bits = spec.num_bits
+    block = spec.dynamic_block_size(2)
+    kind = {(2, 1): "mxfp4", (4, 3): "mxfp8"}.get(bits)  # type: ignore[call-overload]
+    if kind is None or block != 32:
+        raise _fail(
+            name,
+            f"MX num_bits {bits!r} in blocks of {block}",
+            "checkpoints hold MXFP4 (E2M1) or MXFP8 (E4M3) in blocks of 32",
+        )
+    out, n = weight.shape
+    if n % 32:
+        raise _fail(name, f"{n} input features", "MX needs a multiple of 32")
+    w = weight.detach().to(torch.float32).reshape(out, n // 32, 32)
+    amax = torch.nan_to_num(w.abs(), nan=0.0).amax(dim=-1)
+    scale, unscale = e8m0_scale(amax, "E2M1" if kind == "mxfp4" else "E4M3")
+    scaled = w.abs() * scale.unsqueeze(-1)
+    mag = round_to_table(scaled, "E2M1") if kind == "mxfp4" else cast_e4m3(scaled)
+    values = torch.where(w > 0, mag, -mag).reshape(out, n)
+    codes = fp4_codes(values) if kind == "mxfp4" else values.to(torch.float8_e4m3fn)
+    nbits = 4 if kind == "mxfp4" else 8
+    return QuantizedWeight(
+        kind, codes, e8m0_encode(unscale), nbits, "group", 32, torch.empty(0), None, unscale
+    )
+
+
 def quantize_weight(name: str, weight: torch.Tensor, quantizer: TensorQuantizer) -> QuantizedWeight:
     """The real codes and scales of ``weight`` under ``quantizer`` (``name`` labels errors).
 
@@ -236,12 +269,10 @@ def quantize_weight(name: str, weight: torch.Tensor, quantizer: TensorQuantizer)
         result = _fp8_weight(name, quantizer, weight)
     elif family == "nvfp4":
         result = _nvfp4_weight(name, quantizer, weight)
+    elif family == "mx":
+        result = _mx_weight(name, quantizer, weight)
     else:
-        raise _fail(
-            name,
-            f"format family {family!r} (MX formats are not written by this exporter yet)",
-            "use INT4/INT8, FP8 or NVFP4",
-        )
+        raise _fail(name, f"format family {family!r}", "use INT4/INT8, FP8, NVFP4 or MX")
     _check_against_fake_quant(name, weight, quantizer, result)
     return result
 
@@ -263,7 +294,7 @@ def _check_against_fake_quant(name, weight, quantizer, result: QuantizedWeight) 
         mine = torch.div(result.codes.to(torch.float32), s)
         mine = torch.where(torch.isfinite(mine), mine, torch.zeros_like(mine))
     else:
-        mine = result.dequantize() if result.kind == "fp8" else _nvfp4_fake(result)
+        mine = result.dequantize() if result.kind != "nvfp4" else _nvfp4_fake(result)
     mine = mine.to(weight.dtype).to(torch.float32)
     if not torch.equal(mine, fake):
         bad = int((mine != fake).sum())
