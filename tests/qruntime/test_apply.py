@@ -149,6 +149,27 @@ def test_custom_backend_is_refused_untouched(model):
     assert same(before, fingerprint(model))
 
 
+@pytest.mark.parametrize("pattern", ["*lm_head.input_quantizer", "*mlp.0.output_quantizer"])
+def test_static_nvfp4_on_an_activation_is_refused_untouched(model, pattern):
+    """Static NVFP4 blocks are promoted only on weights; Model Optimizer raises
+    NotImplementedError at the first forward after calibrating such an activation."""
+    config = copy.deepcopy(INT8)
+    static_nvfp4 = {
+        "num_bits": (2, 1),
+        "block_sizes": {-1: 16, "type": "static", "scale_bits": (4, 3)},
+    }
+    config["quant_cfg"].append({"quantizer_name": pattern, "cfg": static_nvfp4})
+    before = fingerprint(model)
+    with pytest.raises(PlanMismatchError, match=r"static NVFP4 blocks .* quantize weights only"):
+        qruntime.apply_plan(model, plan_for(model, config), loop)
+    assert same(before, fingerprint(model))
+    weights_only = copy.deepcopy(INT8)
+    weights_only["quant_cfg"].append(
+        {"quantizer_name": "*mlp.2.weight_quantizer", "cfg": static_nvfp4}
+    )
+    qruntime.apply_plan(model, plan_for(model, weights_only), loop)  # a weight: accepted
+
+
 @pytest.mark.parametrize("k", [0, 1, 4, 8])
 def test_failure_at_the_kth_module_leaves_the_model_as_it_was(model, monkeypatch, k):
     plan = plan_for(model)

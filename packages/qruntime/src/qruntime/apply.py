@@ -130,6 +130,19 @@ def _check_unsigned_weight(name: str, spec: QuantizerSpec, weight: torch.Tensor)
         )
 
 
+def _check_static_nvfp4_on_weight(name: str, spec: Any, weight: Any) -> None:
+    """Static NVFP4 blocks are a weight format: Model Optimizer runs them only on weight
+    quantizers that max calibration promotes (per-block plus global amax); on an input, output
+    or attention quantizer it raises ``NotImplementedError`` at the first forward after
+    calibration, whatever the device."""
+    if weight is None and spec.family == "nvfp4" and spec.is_static_block:
+        raise PlanMismatchError(
+            f"{name}: static NVFP4 blocks (num_bits (2, 1), block type static) quantize weights "
+            "only; for activations use dynamic blocks (type: dynamic), as NVFP4_DEFAULT_CFG "
+            "does. Model Optimizer fails at the first forward. The model was not changed."
+        )
+
+
 def check_plan(model: nn.Module, plan: Plan) -> None:
     """Raise ``PlanMismatchError`` unless ``plan`` fits ``model`` and can run on it.
 
@@ -184,6 +197,7 @@ def check_plan(model: nn.Module, plan: Plan) -> None:
                 where = f"{name}[{index}]" if len(elements) > 1 else name
                 _check_format(where, attrs, spec)
                 _check_spec(where, spec, shape, cache)
+                _check_static_nvfp4_on_weight(where, spec, weight)
                 if index == 0 and spec.unsigned and weight is not None:
                     _check_unsigned_weight(where, spec, weight)
 
