@@ -33,7 +33,7 @@ import pytest
 import qruntime
 import torch
 import transformers
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from modelopt.torch.quantization.conversion import set_quantizer_by_cfg
 from modelopt.torch.quantization.nn import QuantModuleRegistry, SequentialQuantizer
@@ -466,7 +466,11 @@ def _parent_keys(name: str) -> list[str]:
     return sorted(
         k
         for k in model_keys(hf_models.build(name))
-        if not k.startswith("nn.") or k in ("nn.Linear", "nn.LayerNorm", "nn.Embedding")
+        if (not k.startswith("nn.") or k in ("nn.Linear", "nn.LayerNorm", "nn.Embedding"))
+        # selects the Conv1D modules here and nothing in Model Optimizer, a deliberate
+        # difference with its own tests; mapping it to exact names for Model Optimizer does
+        # not carry over to its weight check, which keys entries by pattern
+        and k != "Conv1D"
     )
 
 
@@ -542,8 +546,14 @@ def p_enabled(plan_states: dict) -> bool:
     return any(k.endswith("p_bmm_quantizer") and s["enable"] for k, s in plan_states.items())
 
 
+STATIC_NVFP4 = {"num_bits": (2, 1), "block_sizes": {-1: 16, "type": "static", "scale_bits": (4, 3)}}
+
+
 @settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(case=model_and_cfg(names=tuple(hf_models.HF_MODELS)))
+# found in CI: static NVFP4 reaches activations and attention operands, where Model Optimizer
+# raises at the first forward; qruntime refuses the plan
+@example(case=("llama", [{"quantizer_name": "*", "enable": False}, {"*": STATIC_NVFP4}]))
 def test_generated_configs_calibrate_like_model_optimizer(
     case, reference_fake_quant, hadamard_stand_in
 ):
