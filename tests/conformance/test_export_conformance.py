@@ -78,14 +78,19 @@ FORMATS = {
 }
 
 
-def quantized_llama(preset: str, *, ours: bool = True) -> torch.nn.Module:
-    model = build("llama")
-    cfg = copy.deepcopy(PRESETS[preset])
+#: GPT-2's MLP left unquantized: its Conv1D weights go back to the [in, out] layout on export.
+NO_MLP = copy.deepcopy(mc.INT8_DEFAULT_CFG)
+NO_MLP["quant_cfg"].append({"quantizer_name": "*mlp*", "enable": False})
+
+
+def quantized_llama(preset: str, *, ours: bool = True, name: str = "llama") -> torch.nn.Module:
+    model = build(name)
+    cfg = copy.deepcopy(NO_MLP if preset == "int8_no_mlp" else PRESETS[preset])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if ours:
-            return qruntime.quantize(model, cfg, forward_loop("llama"), lint="off")
-        return mtq.quantize(model, cfg, forward_loop("llama"))
+            return qruntime.quantize(model, cfg, forward_loop(name), lint="off")
+        return mtq.quantize(model, cfg, forward_loop(name))
 
 
 def _linears(model):
@@ -202,21 +207,32 @@ def _bytes(t: torch.Tensor) -> torch.Tensor:
 def _mo_export(model, path) -> dict[str, torch.Tensor]:
     from modelopt.torch.export import export_hf_checkpoint
 
-    model.config.architectures = ["LlamaForCausalLM"]
+    model.config.architectures = [type(model).__name__]  # None for a model built from a config
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         export_hf_checkpoint(model, export_dir=str(path))
     return load_file(path / "model.safetensors")
 
 
-@pytest.mark.parametrize("preset", ["int8", "int8_wo", "int4", "fp8_kv"])
-def test_modelopt_export_writes_the_same_tensors(preset, tmp_path):
-    theirs = _mo_export(quantized_llama(preset, ours=False), tmp_path / "mo")
-    qruntime.export(quantized_llama(preset), tmp_path / "ours", "modelopt-hf")
+@pytest.mark.parametrize(
+    ("name", "preset"),
+    [("llama", "int8"), ("llama", "int8_wo"), ("llama", "int4"), ("llama", "fp8_kv"),
+     ("gpt2", "int8"), ("gpt2", "fp8"), ("gpt2", "int8_no_mlp")],  # GPT-2: quantized Conv1D [out, in], plain [in, out]
+)  # fmt: skip
+def test_modelopt_export_writes_the_same_tensors(name, preset, tmp_path):
+    theirs = _mo_export(quantized_llama(preset, ours=False, name=name), tmp_path / "mo")
+    qruntime.export(quantized_llama(preset, name=name), tmp_path / "ours", "modelopt-hf")
     mine = load_file(tmp_path / "ours" / "model.safetensors")
-    mine.pop("lm_head.weight", None)  # tied to the embedding: Model Optimizer writes both
-    theirs.pop("lm_head.weight", None)
     assert sorted(mine) == sorted(theirs)
+    if preset == "int8_no_mlp":
+        # Deliberate difference: Model Optimizer writes an unquantized (but converted) Conv1D
+        # weight as [out, in], which GPT-2's Conv1D ([in, out]) cannot load; we transpose back
+        for layer in (0, 1):
+            for proj in ("c_fc", "c_proj"):
+                key = f"transformer.h.{layer}.mlp.{proj}.weight"
+                assert torch.equal(mine[key], theirs.pop(key).t())
+        assert mine["transformer.h.0.mlp.c_fc.weight"].shape == (32, 128)  # HF's [in, out]
+        assert tuple(build("gpt2").transformer.h[0].mlp.c_fc.weight.shape) == (32, 128)
     for key, value in theirs.items():
         assert mine[key].dtype == value.dtype, key
         assert mine[key].shape == value.shape, key
