@@ -18,6 +18,8 @@ from qruntime.calibrate import (
     unregister_algorithm,
 )
 from qruntime.calibrators import Calibrator
+from qruntime.compress import CompressionError, compress
+from qruntime.compress.load import CheckpointImportError, load_quantized
 from qruntime.config_lint import QConfigLintError, QConfigLintWarning
 from qruntime.export import ExportError, ExportResult, export
 from qruntime.inventory import inventory
@@ -36,6 +38,8 @@ __all__ = [
     "AlgorithmCapabilities",
     "CalibrationContext",
     "Calibrator",
+    "CheckpointImportError",
+    "CompressionError",
     "DistributedCalibrationError",
     "ExportError",
     "ExportResult",
@@ -52,10 +56,12 @@ __all__ = [
     "applied_plan",
     "apply_plan",
     "compile_for",
+    "compress",
     "current_plan",
     "export",
     "fake_quant",
     "inventory",
+    "load_quantized",
     "quantize",
     "quantizer_states",
     "register",
