@@ -63,6 +63,7 @@ PRESETS = {
     "mxfp4": mc.MXFP4_DEFAULT_CFG,
     "mxfp8": mc.MXFP8_DEFAULT_CFG,
     "mxfp4_weights": _weights_only(mc.MXFP4_DEFAULT_CFG),
+    "nvfp4_mse": mc.NVFP4_W4A4_WEIGHT_MSE_FP8_SWEEP_CFG,  # static NVFP4 block scales
 }
 FORMATS = {
     "int8": "int-quantized",
@@ -75,6 +76,7 @@ FORMATS = {
     "mxfp4": "mxfp4-pack-quantized",
     "mxfp8": "mxfp8-quantized",
     "mxfp4_weights": "mxfp4-pack-quantized",
+    "nvfp4_mse": "nvfp4-pack-quantized",
 }
 
 

@@ -23,6 +23,7 @@ from qruntime.numerics.floats import cast_e4m3, round_to_table
 from qruntime.numerics.fp8 import e4m3_scales
 from qruntime.numerics.integer import int_range
 from qruntime.numerics.mx import e8m0_scale
+from qruntime.numerics.nvfp4 import divide_as_cuda, nvfp4_static_block_scales
 from qruntime.packing import e8m0_decode, e8m0_encode, fp4_codes, fp4_values
 from qruntime.quantizer import TensorQuantizer
 
@@ -180,13 +181,10 @@ def _fp8_weight(name, quantizer, weight) -> QuantizedWeight:
 def _nvfp4_weight(name, quantizer, weight) -> QuantizedWeight:
     spec = quantizer.spec
     block = spec.dynamic_block_size(2)
-    if not spec.is_dynamic_block or block != 16:
-        raise _fail(
-            name,
-            f"NVFP4 with {'static' if spec.is_static_block else 'dynamic'} blocks of {block}",
-            "NVFP4 checkpoints hold dynamic blocks of 16 (static, MSE-searched block scales are "
-            "not written)",
-        )
+    if spec.is_static_block:
+        return _nvfp4_static_weight(name, quantizer, weight)
+    if block != 16:
+        raise _fail(name, f"NVFP4 in blocks of {block}", "NVFP4 checkpoints hold blocks of 16")
     amax = quantizer.amax
     if amax is None:
         raise _fail(name, "NVFP4 without a calibrated global amax", "calibrate it first")
@@ -221,6 +219,49 @@ def _nvfp4_weight(name, quantizer, weight) -> QuantizedWeight:
         amax.detach().float(),
         global_scale=t.to(torch.float32).reshape(1),
         fake_factor=unscale,
+    )
+
+
+def _nvfp4_static_weight(name, quantizer, weight) -> QuantizedWeight:
+    """Static NVFP4 (block amaxes from MSE / local-Hessian calibration): per block
+    ``sq = e4m3(s * G_scale) * G_inv`` (:func:`nvfp4_static_block_scales`); the E4M3 factor is
+    the block scale and ``G_scale`` (float32) the global divisor."""
+    spec = quantizer.spec
+    bs = spec.block_sizes or {}
+    if bs.get("four_over_six"):
+        raise _fail(name, "NVFP4 four-over-six", "no checkpoint format defines it")
+    out, n = weight.shape
+    axes = spec.block_axes
+    if set(axes) - {-1, 1} or axes.get(-1, axes.get(1)) != 16 or n % 16:
+        raise _fail(name, f"static NVFP4 blocks {dict(bs)}", "NVFP4 needs blocks of 16 per row")
+    amax = quantizer.amax
+    if amax is None or amax.numel() != out * n // 16:
+        raise _fail(name, "static NVFP4 without one amax per block", "calibrate it first")
+    block_amax = amax.detach().to(torch.float32).reshape(out, n // 16)
+    global_amax = quantizer.global_amax
+    sq = nvfp4_static_block_scales(block_amax, global_amax)
+    a = block_amax
+    g = a.abs().max() if global_amax is None else global_amax.to(torch.float32).reshape(())
+    g_scale, g_inv = e4m3_scales(divide_as_cuda(g.reshape(()), 6.0))
+    q8 = cast_e4m3(sq / g_inv)
+    if not torch.equal(q8 * g_inv, sq):
+        raise _fail(name, "static NVFP4 block scales off the E4M3 grid", "please report it")
+    zero = sq == 0
+    safe = torch.where(zero | ~torch.isfinite(sq), torch.ones_like(sq), sq)
+    w = weight.detach().to(torch.float32).reshape(out, n // 16, 16)
+    mag = round_to_table(w.abs() / safe.unsqueeze(-1), "E2M1")
+    mag = mag.masked_fill(zero.unsqueeze(-1), 0.0)
+    values = torch.where(w >= 0, mag, -mag).reshape(out, n)
+    return QuantizedWeight(
+        "nvfp4",
+        fp4_codes(values),
+        q8.to(torch.float8_e4m3fn),
+        4,
+        "group",
+        16,
+        a.amax().reshape(()),
+        global_scale=g_scale.reshape(1),
+        fake_factor=safe,
     )
 
 
