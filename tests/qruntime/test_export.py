@@ -194,6 +194,28 @@ def test_gpt2_conv1d_modelopt_hf_keeps_quantized_out_in_and_plain_in_out(tmp_pat
     assert t["transformer.h.0.attn.c_attn.weight"].dtype == torch.float8_e4m3fn
 
 
+@pytest.mark.parametrize(
+    "cfg",
+    [mc.INT8_DEFAULT_CFG, _group16(mc.INT4_BLOCKWISE_WEIGHT_ONLY_CFG), mc.FP8_DEFAULT_CFG,
+     mc.NVFP4_DEFAULT_CFG, mc.MXFP4_DEFAULT_CFG],
+    ids=["int8", "int4", "fp8", "nvfp4", "mxfp4"],
+)  # fmt: skip
+def test_a_compressed_model_exports_the_same_checkpoint(cfg, tmp_path):
+    model = quantized(cfg)
+    qruntime.export(model, tmp_path / "fake")
+    qruntime.compress(model, {"compress": {"*_proj.weight_quantizer": True}})
+    assert not any(k.endswith("q_proj.weight") for k in model.state_dict())  # really packed
+    qruntime.export(model, tmp_path / "packed")
+    fake = load_file(tmp_path / "fake" / "model.safetensors")
+    packed = load_file(tmp_path / "packed" / "model.safetensors")
+    assert fake.keys() == packed.keys()
+    for key, value in fake.items():
+        assert value.dtype == packed[key].dtype, key
+        assert torch.equal(
+            value.reshape(-1).view(torch.uint8), packed[key].reshape(-1).view(torch.uint8)
+        ), key
+
+
 def test_cli_export(tmp_path, capsys):
     from qruntime.cli import main
 

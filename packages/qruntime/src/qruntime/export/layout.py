@@ -14,9 +14,11 @@ from typing import Literal
 import torch
 from torch import nn
 
+from qruntime.compress.layer import PACKED_NAME, is_compressed, packed_weight
 from qruntime.export.errors import ExportError
-from qruntime.export.weights import QuantizedWeight, quantize_weight
+from qruntime.export.weights import QuantizedWeight, check_weight, nvfp4_from_codes, quantize_weight
 from qruntime.modules.convert import is_converted, original_class
+from qruntime.packing import unpack_fp4
 from qruntime.quantizer import SequentialQuantizer, TensorQuantizer
 
 __all__ = ["ActivationQuant", "KVScales", "LinearExport", "ModelExport", "read_model"]
@@ -198,7 +200,7 @@ def read_model(model: nn.Module) -> ModelExport:
                 f"{name}.weight_quantizer: a quantized {original_class(module).__name__} weight "
                 "is not written; only Linear and Conv1D weights are"
             )
-        qw = quantize_weight(f"{name}.weight_quantizer", weight, wq)
+        qw = _weight(f"{name}.weight_quantizer", module, weight, wq)
         inputs = _activation(f"{name}.input_quantizer", iq) if _enabled(iq) else None
         pqs = iq.pre_quant_scale if isinstance(iq, TensorQuantizer) else None
         out.linears[name] = LinearExport(
@@ -208,12 +210,50 @@ def read_model(model: nn.Module) -> ModelExport:
     return out
 
 
+def _weight(
+    name: str, module: nn.Module, weight: torch.Tensor, wq: TensorQuantizer
+) -> QuantizedWeight:
+    """Codes and scales of a layer's weight; a compressed layer's (``qruntime.compress``) come
+    from its packed form where re-deriving them from the decoded weight could change them
+    (NVFP4 block scales), else from the decoded weight, which is already fake-quantized."""
+    if not is_compressed(module):
+        return quantize_weight(name, weight, wq)
+    packed = packed_weight(module)
+    decoded = module.weight
+    if packed.kind == "nvfp4" and len(packed.shape) == 2 and packed.block == 16:
+        encoded = packed.encoded()
+        assert encoded.extra is not None
+        out, n = packed.shape
+        codes = unpack_fp4(encoded.codes).reshape(out, -1)[:, :n]
+        qw = nvfp4_from_codes(name, codes.contiguous(), encoded.scale, encoded.extra)
+        check_weight(name, qw, wq, decoded)
+        return qw
+    if packed.kind == "mx" and len(packed.shape) == 2 and packed.block == 32:
+        encoded = packed.encoded()
+        out, n = packed.shape
+        if encoded.num_bits == 4:
+            codes = unpack_fp4(encoded.codes).reshape(out, -1)[:, :n].contiguous()
+            kind = "mxfp4"
+        else:
+            codes = encoded.codes.reshape(out, -1)[:, :n].contiguous()
+            kind = "mxfp8"
+        scale = encoded.scale.reshape(out, -1)[:, : n // 32].contiguous()
+        bits = encoded.num_bits
+        qw = QuantizedWeight(kind, codes, scale, bits, "group", 32, torch.empty(0))
+        check_weight(name, qw, wq, decoded)
+        return qw
+    return quantize_weight(name, decoded, wq, reference=decoded)
+
+
 def _plain_tensors(
     model: nn.Module, quantizer_prefixes: list[str], out: ModelExport
 ) -> dict[str, torch.Tensor]:
     """The state_dict without quantizer buffers, quantized weights, or a second copy of a tied
     tensor; unquantized Conv1D weights back in Hugging Face's ``[in, out]`` layout."""
     quantized = {f"{n}.weight" for n in out.linears}
+    quantizer_prefixes = quantizer_prefixes + [
+        f"{n}.{PACKED_NAME}." for n, m in model.named_modules() if is_compressed(m)
+    ]
     conv1d_plain = {
         f"{n}.weight"
         for n, m in model.named_modules()

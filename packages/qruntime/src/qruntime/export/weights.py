@@ -292,11 +292,51 @@ def _mx_weight(name, quantizer, weight) -> QuantizedWeight:
     )
 
 
-def quantize_weight(name: str, weight: torch.Tensor, quantizer: TensorQuantizer) -> QuantizedWeight:
+def nvfp4_from_codes(
+    name: str, codes: torch.Tensor, block_scale: torch.Tensor, global_amax: torch.Tensor
+) -> QuantizedWeight:
+    """Dynamic NVFP4 from codes and E4M3 block scales already chosen (a compressed layer's packed
+    weight), with the fake quantization's block unscale ``f32(q8 / t)``, ``t = f32(6 / ga) * 448``
+    in double precision."""
+    ga = global_amax.detach().to(torch.float32).amax().reshape(())
+    out, n = codes.shape
+    q8 = block_scale.to(torch.float32).reshape(out, n // 16)
+    t = torch.div(torch.tensor(6.0), ga).to(torch.float64) * 448.0
+    unscale = (q8.to(torch.float64) / t).to(torch.float32)
+    unscale = torch.where(q8 == 0, torch.ones_like(unscale), unscale)
+    return QuantizedWeight(
+        "nvfp4",
+        codes,
+        q8.to(torch.float8_e4m3fn),
+        4,
+        "group",
+        16,
+        ga,
+        global_scale=t.to(torch.float32).reshape(1),
+        fake_factor=unscale,
+    )
+
+
+def check_weight(
+    name: str, result: QuantizedWeight, quantizer: TensorQuantizer, reference: torch.Tensor
+) -> None:
+    """Raise :class:`ExportError` unless ``result`` decodes, with the fake quantization's own
+    arithmetic, to ``reference`` bit for bit."""
+    _check_against_fake_quant(name, reference, quantizer, result, reference)
+
+
+def quantize_weight(
+    name: str,
+    weight: torch.Tensor,
+    quantizer: TensorQuantizer,
+    *,
+    reference: torch.Tensor | None = None,
+) -> QuantizedWeight:
     """The real codes and scales of ``weight`` under ``quantizer`` (``name`` labels errors).
 
     Raises :class:`ExportError` for a layout no checkpoint format stores, and when the codes do not
-    reproduce the quantizer's fake-quantized weight.
+    reproduce the quantizer's fake-quantized weight (or ``reference``, the weight a compressed
+    layer decodes to, which already is fake-quantized).
     """
     if weight.dim() != 2:
         raise _fail(name, f"a {weight.dim()}-D weight", "only 2-D [out, in] weights are written")
@@ -314,18 +354,23 @@ def quantize_weight(name: str, weight: torch.Tensor, quantizer: TensorQuantizer)
         result = _mx_weight(name, quantizer, weight)
     else:
         raise _fail(name, f"format family {family!r}", "use INT4/INT8, FP8, NVFP4 or MX")
-    _check_against_fake_quant(name, weight, quantizer, result)
+    _check_against_fake_quant(name, weight, quantizer, result, reference)
     return result
 
 
-def _check_against_fake_quant(name, weight, quantizer, result: QuantizedWeight) -> None:
+def _check_against_fake_quant(
+    name, weight, quantizer, result: QuantizedWeight, reference: torch.Tensor | None = None
+) -> None:
     """The codes must be the ones the fake quantization rounded to: decoding them with the fake
     quantization's own arithmetic (divide by ``qmax/amax`` for INT, multiply by the inverse
     scale for FP8 and NVFP4) must give its output bit for bit."""
     if quantizer.is_calibrating:
         raise _fail(name, "a quantizer still calibrating", "finish calibration first")
-    with torch.no_grad():
-        fake = quantizer(weight.detach()).to(torch.float32)
+    if reference is not None:
+        fake = reference.detach().to(torch.float32)
+    else:
+        with torch.no_grad():
+            fake = quantizer(weight.detach()).to(torch.float32)
     if result.kind == "int":
         s = result.fake_factor
         assert s is not None
