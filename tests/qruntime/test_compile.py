@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 
 # The Triton kernels run in Triton's CPU interpreter (set before triton is imported), as in
 # test_kernels.py: the custom-op path is exercised on CPU; a GPU run checks the real launches.
@@ -298,3 +299,27 @@ def test_in_place_ops_on_a_quantizer_output_train_in_eager_and_compiled():
         results.append(leaf.grad)
     assert torch.equal(results[0], results[1])
     assert (results[0] == 0).any() and (results[0] != 0).any()  # clipped and passed elements
+
+
+def test_cuda_without_triton_compiles_to_the_reference(monkeypatch):
+    """``backend="auto"`` on a (pretended) CUDA tensor without Triton: eager warns once and runs
+    the reference; traced, the same choice is made without the warning (a graph break)."""
+    from qruntime.kernels import dispatch
+
+    monkeypatch.setattr(dispatch, "_is_cuda", lambda x: True)
+    monkeypatch.setattr(dispatch, "triton_available", lambda: False)
+    dispatch.reset_warnings()
+    model = _quantized_linear("fp8")
+    x = _inputs(2, 5, 8)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    KERNEL_STATS.clear()
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        got = _step(compiled, x)
+    assert not [w for w in shown if "triton" in str(w.message)]  # none from the traced path
+    assert not KERNEL_STATS
+    with pytest.warns(RuntimeWarning, match="triton is not installed"):
+        expected = _step(model, x)
+    _assert_same(got, expected)
+    dispatch.reset_warnings()

@@ -68,8 +68,12 @@ _WARNED_NO_TRITON = False
 _WARNED_FORMATS: set[str] = set()
 
 
+@torch.compiler.assume_constant_result
 def triton_available() -> bool:
-    """Whether ``import triton`` works (cached; Triton is optional)."""
+    """Whether ``import triton`` works (cached; Triton is optional).
+
+    A constant for ``torch.compile``: evaluated once while tracing, never traced into (the
+    import would be a graph break)."""
     global _TRITON_OK
     if _TRITON_OK is None:
         try:
@@ -126,7 +130,8 @@ def choose_backend(x: torch.Tensor, backend: str) -> str:
     if not cuda:
         return "torch"
     if not triton_available():
-        if not _WARNED_NO_TRITON:
+        # Traced, no warning (a graph break); an eager forward (calibration) has shown it.
+        if not _WARNED_NO_TRITON and not torch.compiler.is_compiling():
             _WARNED_NO_TRITON = True
             warnings.warn(
                 "qruntime: triton is not installed; fake quantization of CUDA tensors uses the "
