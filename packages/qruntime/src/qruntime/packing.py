@@ -101,20 +101,37 @@ def unpack_int32(
     if len(shape) != 2 or packed_dim not in (0, 1):
         raise ValueError(f"unpack_int32 needs a 2-D shape and packed_dim 0 or 1, got {shape}")
     n = shape[packed_dim]
-    words = (packed.t() if packed_dim == 0 else packed).to(torch.int64) & 0xFFFFFFFF
+    words = packed.t() if packed_dim == 0 else packed
     n_rows, n_words = words.shape
     if n_words != math.ceil(n * num_bits / 32) or n_rows != shape[1 - packed_dim]:
         raise ValueError(
             f"{list(packed.shape)} int32 words do not hold a {list(shape)} tensor of "
             f"{num_bits}-bit values packed along dim {packed_dim}"
         )
-    shifts = torch.arange(32, device=words.device, dtype=torch.int64)
-    bits = ((words.unsqueeze(-1) >> shifts) & 1).reshape(n_rows, n_words * 32)
-    bits = bits[:, : n * num_bits].reshape(n_rows, n, num_bits)
-    weights = torch.arange(num_bits, device=words.device, dtype=torch.int64)
-    u = (bits << weights).sum(dim=-1) - (1 << (num_bits - 1))
-    q = u.to(torch.int8)
+    q = torch.empty(n_rows, n, dtype=torch.int8, device=words.device)
+    # rows in steps of about 64K values: the int64 temporaries stay small for large weights
+    step = max(1, (1 << 16) // max(1, n))
+    for i in range(0, n_rows, step):
+        q[i : i + step] = _unpack_rows(
+            words[i : i + step].to(torch.int64) & 0xFFFFFFFF, num_bits, n
+        )
     return (q.t() if packed_dim == 0 else q).contiguous()
+
+
+def _unpack_rows(words: torch.Tensor, num_bits: int, n: int) -> torch.Tensor:
+    """Signed codes of unsigned int64 ``words`` (a block of rows)."""
+    rows, n_words = words.shape
+    if 32 % num_bits == 0:  # whole values per word: one shift per slot
+        per_word = 32 // num_bits
+        shifts = torch.arange(per_word, device=words.device, dtype=torch.int64) * num_bits
+        u = ((words.unsqueeze(-1) >> shifts) & ((1 << num_bits) - 1)).reshape(rows, -1)[:, :n]
+    else:
+        shifts = torch.arange(32, device=words.device, dtype=torch.int64)
+        bits = ((words.unsqueeze(-1) >> shifts) & 1).reshape(rows, n_words * 32)
+        bits = bits[:, : n * num_bits].reshape(rows, n, num_bits)
+        weights = torch.arange(num_bits, device=words.device, dtype=torch.int64)
+        u = (bits << weights).sum(dim=-1)
+    return (u - (1 << (num_bits - 1))).to(torch.int8)
 
 
 def pack_int4_row_pairs(q: torch.Tensor) -> torch.Tensor:

@@ -54,27 +54,24 @@ def _decision(name: str, patterns: Mapping[str, bool]) -> bool | None:
 
 
 def _weight_quantizers(model: nn.Module) -> list[tuple[str, str, str]]:
-    """``(quantizer name, layer name, attribute)`` of every weight quantizer of a converted layer
-    (``weight_quantizer``, ``<w>_weight_quantizer``, ``<w>_weight_quantizers.<i>``)."""
+    """``(quantizer name, layer name, attribute)`` of every weight quantizer a converted layer
+    owns itself (``weight_quantizer``, ``<w>_weight_quantizer``, ``<w>_weight_quantizers.<i>``);
+    a layer's children (an attention module's projections) are layers of their own."""
     out = []
     for name, module in model.named_modules():
         if not is_converted(module) and not is_compressed(module):
             continue
-        for child, quantizer in module.named_modules():
-            if not child or WEIGHT_QUANTIZER not in child:
+        for child, sub in module._modules.items():
+            if WEIGHT_QUANTIZER not in child:
                 continue
-            if not isinstance(quantizer, (TensorQuantizer, SequentialQuantizer)):
-                continue
-            if isinstance(quantizer, TensorQuantizer) and quantizer in _elements(module, child):
-                continue  # an element of a sequential weight quantizer listed above
-            out.append((f"{name}.{child}" if name else child, name, child))
+            if isinstance(sub, nn.ModuleList) and child.endswith("_weight_quantizers"):
+                slots = [(f"{child}.{i}", q) for i, q in enumerate(sub)]
+            else:
+                slots = [(child, sub)]
+            for attribute, quantizer in slots:
+                if isinstance(quantizer, (TensorQuantizer, SequentialQuantizer)):
+                    out.append((f"{name}.{attribute}" if name else attribute, name, attribute))
     return out
-
-
-def _elements(module: nn.Module, child: str) -> list[nn.Module]:
-    parent = child.rpartition(".")[0]
-    owner = module.get_submodule(parent) if parent else None
-    return list(owner) if isinstance(owner, SequentialQuantizer) else []
 
 
 def selected_quantizers(

@@ -282,35 +282,64 @@ def _encode_mx(w: torch.Tensor, num_bits: object, block: int) -> Encoded:
 
 
 # ---------------------------------------------------------------------------------- decode
+#: Elements decoded per step: the float32 and index temporaries of a step stay near 1 MiB
+#: instead of several bytes per weight element (the decoded weight is the only full-size output).
+CHUNK_ELEMENTS = 1 << 16
+
+
+def _steps(rows: int, per_row: int) -> range:
+    return range(0, rows, max(1, CHUNK_ELEMENTS // max(1, per_row)))
+
+
 def decode(enc: Encoded) -> torch.Tensor:
     """The dequantized weight, in the original shape and dtype."""
     if enc.kind in ("int", "fp8"):
         return _decode_scaled(enc)
+    if enc.kind not in ("nvfp4", "mx"):
+        raise ValueError(f"unknown packed weight kind {enc.kind!r}")
+    n, block = enc.shape[-1], enc.block
+    width = _padded(n, block)
+    rows = enc.codes.shape[0]
+    out = torch.empty(rows, n, dtype=enc.dtype, device=enc.codes.device)
     if enc.kind == "nvfp4":
         assert enc.extra is not None
-        vals = packing.fp4_values(packing.unpack_fp4(enc.codes)).reshape(-1, enc.block)
-        _, _, unscale = _nvfp4_factors(enc.scale.reshape(-1, 1), None, enc.extra)
-        return _from_rows(vals * unscale, enc).to(enc.dtype)
-    if enc.kind == "mx":
-        if enc.num_bits == 4:
-            vals = packing.fp4_values(packing.unpack_fp4(enc.codes))
+        _, _, factors = _nvfp4_factors(enc.scale.reshape(rows, -1), None, enc.extra)
+    else:
+        factors = packing.e8m0_decode(enc.scale.reshape(rows, -1))
+    step = _steps(rows, width)
+    for i in step:
+        j = i + step.step
+        codes = enc.codes[i:j]
+        if enc.kind == "nvfp4" or enc.num_bits == 4:
+            vals = packing.fp4_values(packing.unpack_fp4(codes))
         else:
-            vals = enc.codes.to(torch.float32)
-        factor = packing.e8m0_decode(enc.scale.reshape(-1, 1))
-        return _from_rows(vals.reshape(-1, enc.block) * factor, enc).to(enc.dtype)
-    raise ValueError(f"unknown packed weight kind {enc.kind!r}")
+            vals = codes.to(torch.float32)
+        part = vals.reshape(-1, block) * factors[i:j].reshape(-1, 1)
+        out[i:j] = part.reshape(-1, width)[:, :n].to(enc.dtype)
+    return out.reshape(enc.shape)
 
 
 def _decode_scaled(enc: Encoded) -> torch.Tensor:
+    """INT: ``f32(q) / divisor``; FP8: ``f32(c) * multiplier``; row chunks of the working
+    layout (the static block view, or the weight), then the block view undone."""
     plan = static_block_plan(enc.shape, enc.block_sizes) if enc.block_sizes else None
     padded = plan.padded_shape if plan is not None else enc.shape
-    if enc.kind == "int":
-        codes = enc.codes
-        if enc.num_bits < 8:
-            codes = packing.unpack_int32(codes, enc.num_bits, (codes.shape[0], padded[-1]))
-        work = codes.reshape(plan.reshape if plan is not None else enc.shape)
-        y = (work.to(torch.float32) / enc.scale).to(enc.dtype)
-    else:
-        work = enc.codes.reshape(plan.reshape if plan is not None else enc.shape)
-        y = (work.to(torch.float32) * enc.scale).to(enc.dtype)
-    return plan.from_blocks(y) if plan is not None else y
+    codes = enc.codes
+    if enc.kind == "int" and enc.num_bits < 8:
+        codes = packing.unpack_int32(codes, enc.num_bits, (codes.shape[0], padded[-1]))
+    work = codes.reshape(plan.reshape if plan is not None else enc.shape)
+    if work.dim() == 0:
+        work = work.reshape(1)
+    out = torch.empty(work.shape, dtype=enc.dtype, device=work.device)
+    scale = enc.scale
+    rows = work.shape[0]
+    per_row = work[0].numel() if rows else 0
+    sliced = scale.dim() == work.dim() and scale.shape[0] == rows and rows > 1
+    step = _steps(rows, per_row)
+    for i in step:
+        j = i + step.step
+        s = scale[i:j] if sliced else scale
+        vals = work[i:j].to(torch.float32)
+        out[i:j] = (vals / s if enc.kind == "int" else vals * s).to(enc.dtype)
+    y = out.reshape(work.shape if enc.shape else ())
+    return plan.from_blocks(y) if plan is not None else y.reshape(enc.shape)
