@@ -232,3 +232,30 @@ def test_dtype_casts_leave_the_packed_tensors_alone():
     assert {k: v.dtype for k, v in packed.named_buffers()} == dtypes
     assert dtypes["codes"] == torch.float8_e4m3fn and dtypes["scale"] == torch.float32
     assert torch.equal(packed.dequantize(), before)
+
+
+def test_hugging_face_llama_with_kv_quantizers_compresses_its_projections_only():
+    """An HF attention module is converted too (k/v bmm quantizers); its projections are layers
+    of their own, so the attention module itself is neither packed nor refused."""
+    import copy
+    import sys
+    from pathlib import Path
+
+    import modelopt.torch.quantization.config as mc
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "conformance"))
+    from hf_models import build, forward_loop
+
+    cfg = copy.deepcopy(mc.FP8_DEFAULT_CFG)
+    cfg["quant_cfg"] = cfg["quant_cfg"] + copy.deepcopy(mc.FP8_KV_CFG["quant_cfg"])
+    model = qruntime.quantize(build("llama"), cfg, forward_loop("llama"), lint="off")
+    ids = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model(ids).logits
+    compress(model)
+    layers = compressed_layers(model)
+    assert "model.layers.0.self_attn.q_proj" in layers
+    assert not any(name.endswith("self_attn") for name in layers)
+    assert model.model.layers[0].self_attn.k_bmm_quantizer.amax is not None
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, ref)
