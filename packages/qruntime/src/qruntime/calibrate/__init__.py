@@ -13,6 +13,7 @@ from __future__ import annotations
 from qruntime.calibrate import awq as _awq  # noqa: F401  (registers the AWQ configs)
 from qruntime.calibrate import gptq as _gptq  # noqa: F401  (registers GPTQCalibConfig)
 from qruntime.calibrate import local_hessian as _local_hessian  # noqa: F401  (registers)
+from qruntime.calibrate import lsq as _lsq  # noqa: F401  (registers LSQConfig)
 from qruntime.calibrate import max as _max  # noqa: F401  (registers MaxCalibConfig)
 from qruntime.calibrate import mse as _mse  # noqa: F401  (registers MseCalibConfig)
 from qruntime.calibrate import nvfp4_act_headroom as _headroom  # noqa: F401  (registers)
