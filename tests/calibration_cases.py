@@ -69,6 +69,7 @@ BUILTIN_METHODS = [
     "awq_lite",
     "gptq",
     "local_hessian",
+    "lsq",
     "max",
     "mse",
     "nvfp4_act_headroom",
