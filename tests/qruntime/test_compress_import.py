@@ -208,3 +208,21 @@ def test_without_a_model_the_architecture_of_config_json_is_built(tmp_path):
     back = qruntime.load_quantized(tmp_path)
     assert type(back).__name__ == "LlamaForCausalLM"
     assert torch.equal(_logits(back), _logits(model))
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [_group16(mc.INT4_BLOCKWISE_WEIGHT_ONLY_CFG), FP8_KV, mc.NVFP4_DEFAULT_CFG],
+    ids=["int4-g16", "fp8-kv", "nvfp4"],
+)
+def test_export_of_a_compressed_model_writes_the_fake_quant_models_checkpoint(tmp_path, cfg):
+    """export reads a compressed layer's decoded weight (``module.weight``), which the weight
+    quantizer maps to itself: the checkpoint is the one the fake-quant model gives."""
+    model = _quantized(cfg)
+    qruntime.export(model, tmp_path / "fake")
+    qruntime.compress(model)
+    qruntime.export(model, tmp_path / "packed")
+    assert _same_tensors(
+        load_file(tmp_path / "fake" / "model.safetensors"),
+        load_file(tmp_path / "packed" / "model.safetensors"),
+    )
