@@ -20,8 +20,10 @@ import modelopt.torch.quantization.config as mc
 import pytest
 import qruntime
 import torch
+from compressed_tensors.compressors.mxfp4.base import MXFP4PackedCompressor
 from compressed_tensors.compressors.pack_quantized.base import PackedQuantizationCompressor
 from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+from compressed_tensors.quantization.utils.mxfp_utils import generate_mx_scales
 from qruntime import packing
 from qruntime.compress.load import CheckpointImportError, load_quantized
 from safetensors.torch import load_file, save_file
@@ -226,3 +228,47 @@ def test_export_of_a_compressed_model_writes_the_fake_quant_models_checkpoint(tm
         load_file(tmp_path / "fake" / "model.safetensors"),
         load_file(tmp_path / "packed" / "model.safetensors"),
     )
+
+
+def test_mxfp4_checkpoint_written_by_compressed_tensors(tmp_path):
+    """compressed-tensors' MXFP4 compressor (its own E8M0 exponent choice) writes the
+    checkpoint; our weights equal its decompression, and the imported dynamic MX quantizer maps
+    each decoded weight to itself."""
+    model = build("llama")
+    args = QuantizationArgs(
+        num_bits=4,
+        type="float",
+        symmetric=True,
+        strategy="group",
+        group_size=32,
+        scale_dtype=torch.uint8,
+    )
+    scheme = QuantizationScheme(targets=["Linear"], weights=args)
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    theirs = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear) or name == "lm_head":
+            continue
+        w = module.weight.detach()
+        scale = torch.exp2(generate_mx_scales(w.abs().reshape(w.shape[0], -1, 32).amax(-1)) - 127)
+        packed = MXFP4PackedCompressor.compress({"weight": w, "weight_scale": scale}, scheme)
+        del tensors[f"{name}.weight"]
+        tensors.update({f"{name}.{k}": v.contiguous() for k, v in packed.items()})
+        theirs[name] = MXFP4PackedCompressor.decompress(dict(packed), scheme)["weight"]
+    config = json.loads(model.config.to_json_string())
+    group = {**scheme.model_dump(mode="json"), "format": "mxfp4-pack-quantized"}
+    config["quantization_config"] = {
+        "quant_method": "compressed-tensors",
+        "format": "mxfp4-pack-quantized",
+        "quantization_status": "compressed",
+        "config_groups": {"group_0": group},
+        "ignore": ["lm_head"],
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    back = load_quantized(tmp_path, build("llama"))
+    assert theirs
+    for name, weight in theirs.items():
+        layer = back.get_submodule(name)
+        assert torch.equal(layer.weight.detach().to(weight.dtype), weight)
+        assert torch.equal(layer.weight_quantizer(layer.weight), layer.weight)
