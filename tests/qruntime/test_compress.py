@@ -206,7 +206,7 @@ def test_save_and_restore_carry_the_packed_weights(tmp_path):
     assert torch.equal(_run(fresh), ref)
 
 
-def test_restore_refuses_a_packed_layer_of_another_shape(tmp_path):
+def test_restore_refuses_a_packed_layer_of_another_dtype(tmp_path):
     from qconfig.errors import DocumentError
 
     model = _quantized("INT8_WEIGHT_ONLY_CFG", torch.float32)
