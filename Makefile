@@ -50,7 +50,7 @@ demo: setup
 		--config examples/configs/int8_default.yaml --kv-cache FP8_KV_CFG \
 		-o build/demo/int8_state.safetensors
 	$(VENV)/bin/qruntime export --state build/demo/int8_state.safetensors \
-		--format compressed-tensors -o build/demo/int8_compressed_tensors
+		--format compressed-tensors --drop-unexportable -o build/demo/int8_compressed_tensors
 	du -sh build/demo/int8_compressed_tensors
 
 schemas: setup

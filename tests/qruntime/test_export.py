@@ -170,11 +170,13 @@ def _smoothquant_like(model):
 )  # fmt: skip
 def test_inexpressible_states_raise_one_clear_error(make, fmt, message, tmp_path):
     model = make()
+    drop = model.config.model_type == "gpt2"  # its LayerNorm input quantizers (tested below)
     if message is None:
         qruntime.export(model, tmp_path, fmt)  # expressible: no error
         return
-    with pytest.raises(ExportError, match=message):
-        qruntime.export(model, tmp_path, fmt)
+    with pytest.raises(ExportError, match=message), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qruntime.export(model, tmp_path, fmt, drop_unexportable=drop)
     assert not (tmp_path / "model.safetensors").exists()  # nothing written
 
 
@@ -186,9 +188,26 @@ def test_modelopt_hf_stores_pre_quant_scale(tmp_path):
     assert "model.layers.0.self_attn.q_proj.pre_quant_scale" not in t
 
 
+def test_quantizers_without_a_checkpoint_field_raise_or_are_dropped_with_a_warning(tmp_path):
+    model = quantized(mc.FP8_DEFAULT_CFG, "gpt2")  # GPT-2's LayerNorms get input quantizers
+    with pytest.raises(
+        ExportError,
+        match=r"transformer\.h\.0\.ln_1\.input_quantizer: a quantizer "
+        r"on a LayerNorm has no checkpoint field.*drop_unexportable=True",
+    ):
+        qruntime.export(model, tmp_path / "a", "modelopt-hf")
+    assert not (tmp_path / "a" / "model.safetensors").exists()
+    with pytest.warns(UserWarning, match=r"ln_1\.input_quantizer: .*dropped"):
+        result = qruntime.export(model, tmp_path / "b", "modelopt-hf", drop_unexportable=True)
+    assert "transformer.h.0.ln_1.input_quantizer" in result.dropped
+    assert all(name.endswith("input_quantizer") and ".ln_" in name for name in result.dropped)
+
+
 def test_gpt2_conv1d_modelopt_hf_keeps_quantized_out_in_and_plain_in_out(tmp_path):
     model = quantized(mc.FP8_DEFAULT_CFG, "gpt2")
-    qruntime.export(model, tmp_path, "modelopt-hf")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qruntime.export(model, tmp_path, "modelopt-hf", drop_unexportable=True)
     t = load_file(tmp_path / "model.safetensors")
     assert t["transformer.h.0.attn.c_attn.weight"].shape == (96, 32)  # [out, in], quantized
     assert t["transformer.h.0.attn.c_attn.weight"].dtype == torch.float8_e4m3fn
@@ -235,3 +254,23 @@ def test_cli_export(tmp_path, capsys):
     direct = load_file(tmp_path / "direct" / "model.safetensors")
     assert mine.keys() == direct.keys()
     assert all(torch.equal(mine[k], direct[k]) for k in direct)
+
+
+def test_cli_export_unexportable_quantizers(tmp_path, capsys):
+    from qruntime.cli import main
+
+    model = quantized(mc.FP8_DEFAULT_CFG, "gpt2")
+    folder = tmp_path / "model"
+    float_model = build("gpt2")
+    float_model.config.architectures = ["GPT2LMHeadModel"]
+    float_model.save_pretrained(folder)
+    qruntime.save_state(model, tmp_path / "state.safetensors")
+    args = ["export", "--model", str(folder), "--state", str(tmp_path / "state.safetensors"),
+            "--format", "modelopt-hf", "-o", str(tmp_path / "out")]  # fmt: skip
+    assert main(args) == 1
+    assert "ln_1.input_quantizer: a quantizer on a LayerNorm" in capsys.readouterr().err
+    assert main([*args, "--drop-unexportable"]) == 0
+    captured = capsys.readouterr()
+    assert "left out 5 quantizers" in captured.err  # ln_1, ln_2 of two blocks and ln_f
+    assert captured.err.count("warning") == 1
+    assert "5 quantizers left out" in captured.out

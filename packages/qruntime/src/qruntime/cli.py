@@ -234,6 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-shard-size", metavar="SIZE", default="5GB", help="e.g. 5GB, 500MB (default: 5GB)"
     )
+    p.add_argument(
+        "--drop-unexportable",
+        action="store_true",
+        help="leave out (with a warning each) quantizers no checkpoint field holds, such as a "
+        "LayerNorm's input quantizer; by default they are an error",
+    )
 
     p = sub.add_parser(
         "manifest",
@@ -472,15 +478,34 @@ def _cmd_export(args: argparse.Namespace) -> int:
     float_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     restore_state(model, args.state)
     try:
-        result = export(model, args.output, args.format, max_shard_size=args.max_shard_size)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = export(
+                model,
+                args.output,
+                args.format,
+                max_shard_size=args.max_shard_size,
+                drop_unexportable=args.drop_unexportable,
+            )
     except ExportError as exc:
         print(f"qruntime export: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_FINDINGS
+    for w in caught:  # one summary line for the dropped quantizers instead of one line each
+        if not any(str(w.message).startswith(f"{name}:") for name in result.dropped):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if result.dropped:
+        shown = ", ".join(result.dropped[:3]) + (", ..." if len(result.dropped) > 3 else "")
+        print(
+            f"qruntime export: warning: left out {len(result.dropped)} quantizers that no "
+            f"checkpoint field holds ({shown}); the checkpoint computes without them",
+            file=sys.stderr,
+        )
     size = result.tensor_bytes
     print(
         f"wrote {result.format} checkpoint to {result.directory}: {result.quantized_linears} "
         f"quantized linears, tensors {size / 1e6:.2f} MB ({size / float_bytes:.3f}x of the "
         f"{float_bytes / 1e6:.2f} MB float checkpoint), {len(result.files)} files"
+        + (f"; {len(result.dropped)} quantizers left out" if result.dropped else "")
     )
     return EXIT_OK
 

@@ -52,6 +52,7 @@ class ExportResult:
     files: tuple[Path, ...]
     tensor_bytes: int
     quantized_linears: int
+    dropped: tuple[str, ...] = ()
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> Path:
@@ -99,6 +100,7 @@ def export(
     *,
     max_shard_size: int | str = "5GB",
     tokenizer: Any = None,
+    drop_unexportable: bool = False,
 ) -> ExportResult:
     """Write ``model`` (quantized with :func:`qruntime.quantize` or restored with
     :func:`qruntime.restore_state`) to ``directory`` as a ``format`` checkpoint.
@@ -108,13 +110,16 @@ def export(
     safetensors (sharded with an index above ``max_shard_size``) and the tokenizer: ``tokenizer``
     (an object with ``save_pretrained`` or a folder), else the tokenizer files of the folder the
     model was loaded from. Raises :class:`ExportError` for what ``format`` cannot express, before
-    anything is written.
+    anything is written. A quantizer that no checkpoint field holds (a LayerNorm's input
+    quantizer, an output or attention Q/P quantizer, a quantized embedding) raises too, unless
+    ``drop_unexportable``: then each one is left out with a warning (listed in
+    ``ExportResult.dropped``) and the checkpoint computes without it.
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
     parse_size(max_shard_size)
     config = _model_config(model)
-    info = read_model(model)
+    info = read_model(model, drop_unexportable=drop_unexportable)
     from qruntime import __version__
 
     producer = {"name": "qruntime", "version": __version__}
@@ -136,4 +141,4 @@ def export(
     files += write_safetensors(tensors, out, max_shard_size)
     files += _copy_tokenizer(model, tokenizer, out)
     size = sum(t.numel() * t.element_size() for t in tensors.values())
-    return ExportResult(out, format, tuple(files), size, len(info.linears))
+    return ExportResult(out, format, tuple(files), size, len(info.linears), tuple(info.dropped))

@@ -8,6 +8,7 @@ error must name the quantizer the same way. Format-specific limits live in the w
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -25,6 +26,7 @@ __all__ = ["ActivationQuant", "KVScales", "LinearExport", "ModelExport", "read_m
 
 _LINEAR_QUANTIZERS = ("weight_quantizer", "input_quantizer", "output_quantizer")
 _KV_QUANTIZERS = ("k_bmm_quantizer", "v_bmm_quantizer")
+_ATTENTION_QUANTIZERS = ("q_bmm_quantizer", "k_bmm_quantizer", "v_bmm_quantizer", "p_bmm_quantizer")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class ModelExport:
     unquantized: list[str] = field(default_factory=list)
     plain: dict[str, torch.Tensor] = field(default_factory=dict)
     dtype: torch.dtype = torch.float32
+    dropped: list[str] = field(default_factory=list)
 
 
 def _enabled(q: object) -> bool:
@@ -104,14 +107,32 @@ def _activation(name: str, q: TensorQuantizer) -> ActivationQuant:
     )
 
 
-def _kv(name: str, module: nn.Module) -> KVScales | None:
-    qs = {a: getattr(module, a, None) for a in ("q_bmm_quantizer", "p_bmm_quantizer")}
-    for attr, q in qs.items():
-        if _enabled(q):
+class _Policy:
+    """What to do with a quantizer no checkpoint field holds: raise (default), or, when the
+    caller asked to drop such quantizers, warn once per quantizer and go on without it."""
+
+    def __init__(self, drop: bool) -> None:
+        self.drop = drop
+        self.dropped: list[str] = []
+
+    def __call__(self, quantizer: str, message: str) -> None:
+        if not self.drop:
             raise ExportError(
-                f"{name}.{attr}: attention {attr[0]} quantization has no checkpoint field; "
-                "disable it (only K/V cache scales are written)"
+                f"{quantizer}: {message}; disable it, or pass drop_unexportable=True "
+                "(CLI --drop-unexportable) to write the checkpoint without it"
             )
+        self.dropped.append(quantizer)
+        warnings.warn(
+            f"{quantizer}: {message}; dropped: the checkpoint computes without it",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
+def _kv(name: str, module: nn.Module, policy: _Policy) -> KVScales | None:
+    for attr in ("q_bmm_quantizer", "p_bmm_quantizer"):
+        if _enabled(getattr(module, attr, None)):
+            policy(f"{name}.{attr}", f"attention {attr[0]} quantization has no checkpoint field")
     k, v = (getattr(module, a, None) for a in _KV_QUANTIZERS)
     if not (_enabled(k) or _enabled(v)):
         return None
@@ -128,15 +149,21 @@ def _kv(name: str, module: nn.Module) -> KVScales | None:
             and q.amax.numel() == 1
         )
         if not ok:
-            raise ExportError(
-                f"{name}.{attr}: KV-cache quantization other than calibrated per-tensor FP8 "
-                "(with both K and V enabled) is not expressible; use FP8_KV_CFG"
+            policy(
+                f"{name}.{attr}",
+                "KV-cache quantization other than calibrated per-tensor FP8 with both K and V "
+                "enabled (FP8_KV_CFG) has no checkpoint field",
             )
+            return None
         amaxes.append(q.amax.detach().float().reshape(()))
     return KVScales(*amaxes)
 
 
-def _check_linear_only(name: str, module: nn.Module) -> None:
+def _check_children(name: str, module: nn.Module, linear: bool, policy: _Policy) -> None:
+    """Every enabled quantizer of a module that is not a linear's weight/input, nor a K/V one,
+    has no checkpoint field (a LayerNorm's input quantizer, an embedding's weight quantizer, an
+    output quantizer)."""
+    kind = original_class(module).__name__
     for attr, child in module.named_children():
         if isinstance(child, SequentialQuantizer):
             raise ExportError(
@@ -150,17 +177,33 @@ def _check_linear_only(name: str, module: nn.Module) -> None:
                         f"{name}.{attr}.{i}: fused-expert quantizers are not written by this "
                         "exporter yet; exclude the experts (e.g. '*experts*': enable false)"
                     )
-        elif _enabled(child) and attr not in _LINEAR_QUANTIZERS + _KV_QUANTIZERS:
-            if attr not in ("q_bmm_quantizer", "p_bmm_quantizer"):
-                raise ExportError(
-                    f"{name}.{attr}: a quantizer on a {original_class(module).__name__} has "
-                    "no place in a checkpoint; only Linear/Conv1D weights, their inputs and "
-                    "K/V caches are written"
-                )
+            continue
+        if not _enabled(child) or attr in _ATTENTION_QUANTIZERS:
+            continue
+        if linear and attr in ("weight_quantizer", "input_quantizer"):
+            continue
+        if attr == "output_quantizer":
+            policy(f"{name}.{attr}", "output quantization has no checkpoint field")
+        else:
+            policy(
+                f"{name}.{attr}",
+                f"a quantizer on a {kind} has no checkpoint field (checkpoints quantize Linear "
+                "and Conv1D weights and inputs, and K/V caches)",
+            )
 
 
-def read_model(model: nn.Module) -> ModelExport:
-    """Read ``model`` (a qruntime-quantized model) into a :class:`ModelExport`."""
+def read_model(model: nn.Module, *, drop_unexportable: bool = False) -> ModelExport:
+    """Read ``model`` (a qruntime-quantized model) into a :class:`ModelExport`.
+
+    A quantizer no checkpoint field holds raises :class:`ExportError`; with
+    ``drop_unexportable`` it is left out with a warning instead (the checkpoint then computes
+    without it). A quantizer a field holds but in a layout the formats cannot express always
+    raises.
+    """
+    policy = _Policy(drop_unexportable)
+    owners: dict[int, list[str]] = {}
+    for pname, param in model.named_parameters(remove_duplicate=False):
+        owners.setdefault(id(param), []).append(pname)
     out = ModelExport()
     params = [p for p in model.parameters() if p.is_floating_point()]
     out.dtype = params[0].dtype if params else torch.float32
@@ -169,8 +212,9 @@ def read_model(model: nn.Module) -> ModelExport:
         if isinstance(module, (TensorQuantizer, SequentialQuantizer)):
             quantizer_prefixes.append(name + ".")
             continue
-        _check_linear_only(name, module)
-        kv = _kv(name, module)
+        linear = isinstance(module, nn.Linear) or _is_conv1d(module)
+        _check_children(name, module, linear, policy)
+        kv = _kv(name, module, policy)
         if kv is not None:
             out.kv[name] = kv
         wq = getattr(module, "weight_quantizer", None)
@@ -179,26 +223,25 @@ def read_model(model: nn.Module) -> ModelExport:
                 out.unquantized.append(name)
             continue
         weight = getattr(module, "weight", None)
-        linear = isinstance(module, nn.Linear) or _is_conv1d(module)
         iq = getattr(module, "input_quantizer", None)
-        oq = getattr(module, "output_quantizer", None)
-        if _enabled(oq):
-            raise ExportError(
-                f"{name}.output_quantizer: output quantization has no checkpoint field"
-            )
+        if not linear:
+            continue  # its enabled quantizers were reported above
         if not wq.is_enabled:
-            if _enabled(iq) and linear:
-                raise ExportError(
-                    f"{name}.input_quantizer: input quantization without weight quantization "
-                    "is not expressible; enable the weight quantizer or disable this one"
+            if _enabled(iq):
+                policy(
+                    f"{name}.input_quantizer",
+                    "input quantization without weight quantization has no checkpoint field",
                 )
-            if linear:
-                out.unquantized.append(name)
+            out.unquantized.append(name)
             continue
-        if not linear or not isinstance(weight, torch.Tensor):
+        if not isinstance(weight, torch.Tensor):
+            raise ExportError(f"{name}.weight_quantizer: the module has no weight tensor")
+        tied = [o for o in owners.get(id(weight), []) if o != f"{name}.weight"]
+        if tied:
             raise ExportError(
-                f"{name}.weight_quantizer: a quantized {original_class(module).__name__} weight "
-                "is not written; only Linear and Conv1D weights are"
+                f"{name}.weight_quantizer: the weight is tied to {tied[0]}, which a checkpoint "
+                "stores once: a quantized copy cannot be tied; disable this quantizer (as the "
+                "presets do for lm_head) or untie the weights before quantizing"
             )
         qw = _weight(f"{name}.weight_quantizer", module, weight, wq)
         inputs = _activation(f"{name}.input_quantizer", iq) if _enabled(iq) else None
@@ -207,6 +250,7 @@ def read_model(model: nn.Module) -> ModelExport:
             name, module, qw, inputs, None if pqs is None else pqs.detach(), _is_conv1d(module)
         )
     out.plain = _plain_tensors(model, quantizer_prefixes, out)
+    out.dropped = policy.dropped
     return out
 
 

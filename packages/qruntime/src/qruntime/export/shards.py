@@ -38,6 +38,20 @@ def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
+def _without_aliases(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each storage once (safetensors refuses shared memory): a tied tensor such as BERT's
+    ``cls.predictions.decoder.bias`` keeps its first name; Hugging Face re-ties it on load."""
+    seen: set[tuple[int, int, tuple[int, ...], torch.dtype]] = set()
+    out = {}
+    for key, t in tensors.items():
+        ident = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.dtype)
+        if t.numel() and ident in seen:
+            continue
+        seen.add(ident)
+        out[key] = t
+    return out
+
+
 def write_safetensors(
     tensors: dict[str, torch.Tensor], directory: Path, max_shard_size: int | str
 ) -> list[Path]:
@@ -47,6 +61,7 @@ def write_safetensors(
     from safetensors.torch import save_file
 
     limit = parse_size(max_shard_size)
+    tensors = _without_aliases(tensors)
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
     for key, tensor in tensors.items():
