@@ -203,6 +203,31 @@ def test_quantizers_without_a_checkpoint_field_raise_or_are_dropped_with_a_warni
     assert all(name.endswith("input_quantizer") and ".ln_" in name for name in result.dropped)
 
 
+def test_awq_pre_quant_scale_in_modelopt_hf_computes_our_layer_and_is_refused_by_ct(tmp_path):
+    model = quantized(_group16(mc.INT4_AWQ_CFG))  # awq_lite calibration
+    with pytest.raises(ExportError, match=r"q_proj\.input_quantizer: a pre_quant_scale"):
+        qruntime.export(model, tmp_path / "ct")
+    qruntime.export(model, tmp_path / "mo", "modelopt-hf")
+    t = load_file(tmp_path / "mo" / "model.safetensors")
+    hf = json.loads((tmp_path / "mo" / "hf_quant_config.json").read_text())["quantization"]
+    assert (hf["quant_algo"], hf["pre_quant_scale"], hf["has_zero_point"]) == (
+        "W4A16_AWQ",
+        True,
+        False,
+    )
+    x = torch.randn(3, 64, generator=torch.Generator().manual_seed(0))
+    for name in ("model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"):
+        module = model.get_submodule(name)
+        assert torch.equal(t[f"{name}.pre_quant_scale"], module.input_quantizer.pre_quant_scale)
+        # what an engine computes: (x * pre_quant_scale) @ (q * scale)^T
+        w = unpack_int4_row_pairs(t[f"{name}.weight"]).float()
+        w = w * t[f"{name}.weight_scale"].repeat_interleave(16, dim=1)
+        with torch.no_grad():
+            ours = module(x)
+        engine = (x * t[f"{name}.pre_quant_scale"]) @ w.T
+        assert float((engine - ours).abs().max()) <= 1e-6 * float(ours.abs().max())
+
+
 def test_gpt2_conv1d_modelopt_hf_keeps_quantized_out_in_and_plain_in_out(tmp_path):
     model = quantized(mc.FP8_DEFAULT_CFG, "gpt2")
     with warnings.catch_warnings():
