@@ -91,6 +91,9 @@ def test_modelopt_hf_int4_rows_and_nvfp4_global_scale_reciprocal(tmp_path):
     hf = json.loads((tmp_path / "int4" / "hf_quant_config.json").read_text())["quantization"]
     assert hf["quant_algo"] == "W4A16_AWQ" and hf["group_size"] == 16
     assert hf["exclude_modules"] == ["lm_head"]
+    whole = json.loads((tmp_path / "int4" / "hf_quant_config.json").read_text())
+    assert whole["producer"] == {"name": "modelopt", "version": "0.47.0"}  # what loaders check
+    assert whole["exported_by"]["name"] == "qruntime"
 
     nv = quantized(mc.NVFP4_DEFAULT_CFG)
     qruntime.export(nv, tmp_path / "nv_mo", "modelopt-hf")

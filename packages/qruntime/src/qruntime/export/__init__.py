@@ -23,9 +23,12 @@ from qruntime.export.layout import read_model
 from qruntime.export.modelopt_hf import modelopt_hf_checkpoint
 from qruntime.export.shards import parse_size, write_safetensors
 
-__all__ = ["FORMATS", "ExportError", "ExportResult", "export"]
+__all__ = ["FORMATS", "MODELOPT_LAYOUT_VERSION", "ExportError", "ExportResult", "export"]
 
 FORMATS = ("compressed-tensors", "modelopt-hf")
+
+#: The Model Optimizer release whose unified checkpoint layout ``"modelopt-hf"`` follows.
+MODELOPT_LAYOUT_VERSION = "0.47.0"
 
 #: Tokenizer files copied from the model's source folder when no tokenizer is passed.
 _TOKENIZER_FILES = (
@@ -122,12 +125,16 @@ def export(
     info = read_model(model, drop_unexportable=drop_unexportable)
     from qruntime import __version__
 
-    producer = {"name": "qruntime", "version": __version__}
+    # Consumers of the unified checkpoint identify it by producer name "modelopt" (some refuse
+    # any other); the version is that of the layout followed. The writer is recorded apart.
+    producer = {"name": "modelopt", "version": MODELOPT_LAYOUT_VERSION}
+    writer = {"name": "qruntime", "version": __version__}
     extra: dict[str, dict[str, Any]] = {}
     if format == "compressed-tensors":
         tensors, block = compressed_tensors_checkpoint(info)
     else:
         tensors, hf_quant, block = modelopt_hf_checkpoint(info, producer)
+        hf_quant["exported_by"] = writer
         extra["hf_quant_config.json"] = hf_quant
     config["quantization_config"] = block
 
