@@ -39,6 +39,7 @@ from modelopt.torch.quantization.conversion import set_quantizer_by_cfg
 from modelopt.torch.quantization.nn import QuantModuleRegistry, SequentialQuantizer
 from qconfig.compile import CompileError, compile_plan
 from qruntime.numerics.rotation import normalized_hadamard_transform
+from torch_swaps import torch_functions_restored
 
 PRESETS = sorted(
     n
@@ -525,7 +526,7 @@ def test_generated_config_plans_equal_model_optimizer(case):
 def outcome(run):
     """``run()``'s result, or the exception it raised."""
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), torch_functions_restored():
             warnings.simplefilter("ignore")
             return run()
     except Exception as exc:  # compared between the two sides
