@@ -12,6 +12,8 @@ their floors and all the autograd wiring stay Model Optimizer's.
 """
 
 import copy
+import sys
+import types
 import warnings
 
 import modelopt.torch.quantization as mtq
@@ -20,6 +22,7 @@ import oracle
 import pytest
 import torch
 import zoo
+from qruntime.numerics.rotation import normalized_hadamard_transform
 from qruntime.numerics.ste import fp4_cast_ste
 from qruntime.quantizer.learned import LearnedAmaxQuantizer
 
@@ -150,3 +153,24 @@ def test_modelopt_cannot_run_its_fp4_cast_on_cpu_without_triton(reference_fake_q
         ref = mtq.quantize(copy.deepcopy(model), cfg, zoo.forward_loop("llama"))
     with pytest.raises(RuntimeError, match="triton"):
         _loss(ref, "llama")
+
+
+@pytest.fixture
+def hadamard(monkeypatch):
+    """Model Optimizer rotates with the CUDA package ``fast_hadamard_transform``: on CPU it gets
+    qruntime's normalized transform (the rotation is then the same on both sides; what the LSQ
+    steps and gradients do around it stays Model Optimizer's)."""
+
+    def hadamard_transform(x, scale):
+        assert scale == x.shape[-1] ** -0.5
+        return normalized_hadamard_transform(x, block_size=x.shape[-1])
+
+    stand_in = types.ModuleType("fast_hadamard_transform")
+    stand_in.hadamard_transform = hadamard_transform
+    monkeypatch.setitem(sys.modules, "fast_hadamard_transform", stand_in)
+
+
+@pytest.mark.parametrize("rotate", [True, {"enable": True, "mode": "rotate_back"}], ids=repr)
+def test_rotated_weights_are_bit_exact(rotate, hadamard):
+    weight = {**INT4_B16, "rotate": rotate}
+    _compare("llama", _config(weight, {"scale_algorithm": {"method": "max"}, **LEARNABLE["both"]}))

@@ -27,6 +27,7 @@ from torch import nn
 
 from qruntime.numerics.blocks import StaticBlockPlan, static_block_plan
 from qruntime.numerics.lsq import lsq_block_scale, lsq_fake_quant, lsq_max_bound
+from qruntime.numerics.rotation import rotate as hadamard_rotate
 from qruntime.quantizer.tensor import TensorQuantizer
 
 __all__ = ["LearnedAmaxError", "LearnedAmaxQuantizer", "learnable_set"]
@@ -94,8 +95,6 @@ class LearnedAmaxQuantizer(TensorQuantizer):
         spec = quantizer.spec
         if not quantizer.is_static_block_quant:
             raise LearnedAmaxError(f"{name}: only static-block quantizers can learn their amax")
-        if spec.rotate.enable:
-            raise LearnedAmaxError(f"{name}: a rotated quantizer cannot learn its amax")
         axes = [k for k in (spec.block_sizes or {}) if isinstance(k, int)]
         if len(axes) != 1:
             raise LearnedAmaxError(
@@ -196,13 +195,17 @@ class LearnedAmaxQuantizer(TensorQuantizer):
         return pre, post
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``cast(w / s_pre) * s_post`` per block (module docstring); a disabled quantizer
+        """``cast(w / s_pre) * s_post`` per block (module docstring), between the
+        ``pre_quant_scale`` and rotation steps every quantizer runs; a disabled quantizer
         passes ``x`` through as any quantizer does."""
         if not self.is_enabled or x.numel() == 0:
             return super().forward(x)
         pqs = self.pre_quant_scale
         if pqs is not None:
             x = x * pqs
+        rotation = self.spec.rotate
+        if rotation.enable:
+            x = hadamard_rotate(x, rotation)
         plan = self._lsq_plan
         if plan is None or plan.shape != tuple(x.shape):
             block_sizes = self.spec.block_sizes or {}
@@ -217,7 +220,8 @@ class LearnedAmaxQuantizer(TensorQuantizer):
         blocks = plan.to_blocks(x).reshape(pre.numel(), -1)
         spec = self.spec
         y = lsq_fake_quant(blocks, pre, post, spec.num_bits, spec.unsigned, spec.narrow_range)
-        return plan.from_blocks(y.reshape(plan.reshape))
+        y = plan.from_blocks(y.reshape(plan.reshape))
+        return hadamard_rotate(y, rotation) if rotation.enable and rotation.rotate_back else y
 
     def extra_repr(self) -> str:
         if not self.is_enabled:
