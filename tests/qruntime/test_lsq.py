@@ -235,3 +235,29 @@ def test_layerwise_lsq_is_refused_before_the_model_is_touched():
         qruntime.quantize(model, cfg, lambda m: m(torch.ones(1, 4)))
     assert not any(n.endswith("quantizer") for n, _ in model.named_modules())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_refused_conversion_rolls_the_whole_model_back():
+    """The first layer converts, the second (blocks along dim 0) is refused: apply_plan puts
+    the model back as it was, the first layer included."""
+    model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = {
+        "quant_cfg": [
+            {"quantizer_name": "*", "enable": False},
+            {
+                "quantizer_name": "0.weight_quantizer",
+                "cfg": {"num_bits": 4, "block_sizes": {-1: 4, "type": "static"}},
+            },
+            {
+                "quantizer_name": "1.weight_quantizer",
+                "cfg": {"num_bits": 4, "block_sizes": {0: 4, "type": "static"}},
+            },
+        ],
+        "algorithm": {"method": "lsq", "scale_algorithm": {"method": "max"}},
+    }
+    with pytest.raises(LearnedAmaxError, match=r"1\.weight_quantizer.*last dim"):
+        qruntime.quantize(model, cfg, None)
+    assert [type(m) for m in model] == [nn.Linear, nn.Linear]
+    assert list(model.state_dict()) == list(before)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -96,6 +96,7 @@ def lsq_calibrate(ctx: CalibrationContext) -> None:
             tied_amax=config.tied_amax,
             quantize_pre_scale=config.quantize_pre_scale,
             dtype=pair.weight.dtype,
+            ndim=pair.weight.dim(),
         )
 
 

@@ -76,13 +76,16 @@ class LearnedAmaxQuantizer(TensorQuantizer):
         quantize_pre_scale: bool = True,
         quantize_scales: bool | None = None,
         dtype: torch.dtype | None = None,
+        ndim: int | None = None,
     ) -> LearnedAmaxQuantizer:
         """Turn ``quantizer`` (calibrated, static blocks along the last dim) into a learned-amax
         quantizer in place and return it.
 
         ``quantize_scales`` (default: the format's ``scale_bits`` are E4M3) FP8-quantizes the
         steps against ``global_amax``; ``quantize_pre_scale=False`` leaves the pre step
-        unquantized. ``dtype`` is the amaxes' dtype (the weight's, in ``lsq``).
+        unquantized. ``dtype`` is the amaxes' dtype (the weight's, in ``lsq``); ``ndim``, the
+        rank of the tensor it quantizes, lets a block axis other than the last be refused here
+        rather than at the first forward.
         """
         name = quantizer.__dict__.get("_qruntime_name") or "quantizer"
         if isinstance(quantizer, LearnedAmaxQuantizer):
@@ -96,7 +99,7 @@ class LearnedAmaxQuantizer(TensorQuantizer):
         if not quantizer.is_static_block_quant:
             raise LearnedAmaxError(f"{name}: only static-block quantizers can learn their amax")
         axes = [k for k in (spec.block_sizes or {}) if isinstance(k, int)]
-        if len(axes) != 1:
+        if len(axes) != 1 or (ndim is not None and axes[0] % ndim != ndim - 1):
             raise LearnedAmaxError(
                 f"{name}: learned amaxes need blocks along the last dim only; block_sizes="
                 f"{dict(spec.block_sizes or {})}"
