@@ -261,3 +261,40 @@ def test_a_refused_conversion_rolls_the_whole_model_back():
     assert [type(m) for m in model] == [nn.Linear, nn.Linear]
     assert list(model.state_dict()) == list(before)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("weight", ["int4", "nvfp4"])
+def test_learned_amax_model_compiles_as_one_graph_equal_to_eager(weight):
+    """docs/qat-and-compile.md: fullgraph, no breaks; output and gradients (weights and
+    learned amaxes) equal eager's with the aot_eager backend (the same aten ops)."""
+    torch._dynamo.reset()
+    fmt = {
+        "int4": {"num_bits": 4, "block_sizes": {-1: 16, "type": "static"}},
+        "nvfp4": {
+            "num_bits": (2, 1),
+            "block_sizes": {-1: 16, "type": "static", "scale_bits": (4, 3)},
+        },
+    }[weight]
+    torch.manual_seed(0)
+    cfg = {
+        "quant_cfg": [
+            {"quantizer_name": "*", "enable": False},
+            {"quantizer_name": "*weight_quantizer", "cfg": fmt},
+        ],
+        "algorithm": {"method": "lsq", "learnable_amax": ["pre", "post"]},
+    }
+    model = qruntime.quantize(nn.Sequential(nn.Linear(32, 16), nn.GELU(), nn.Linear(16, 4)), cfg)
+    x = torch.randn(3, 32)
+    assert torch._dynamo.explain(model)(x).graph_break_count == 0
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    results = []
+    for fn in (model, compiled):
+        model.zero_grad()
+        y = fn(x)
+        y.square().sum().backward()
+        results.append((y.detach(), [p.grad.clone() for p in model.parameters()]))
+    (y_eager, g_eager), (y_comp, g_comp) = results
+    assert torch.equal(y_comp, y_eager)
+    assert len(g_eager) == 8  # 2 layers x (weight, bias, amax_post, amax_pre)
+    for a, b in zip(g_comp, g_eager, strict=True):
+        assert torch.equal(a, b)
