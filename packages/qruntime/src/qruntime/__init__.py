@@ -28,6 +28,7 @@ from qruntime.numerics import fake_quant
 from qruntime.parallel import DistributedCalibrationError, ParallelState
 from qruntime.quantize import compile_for, quantize
 from qruntime.quantizer import HardDisabledTensorQuantizer, SequentialQuantizer, TensorQuantizer
+from qruntime.quantizer.learned import LearnedAmaxError
 from qruntime.sites import register, unregister
 from qruntime.state import current_plan, quantizer_states, restore_state, save_state
 from qruntime.summary import summary
@@ -44,6 +45,7 @@ __all__ = [
     "ExportError",
     "ExportResult",
     "HardDisabledTensorQuantizer",
+    "LearnedAmaxError",
     "ParallelState",
     "PlanMismatchError",
     "QConfigLintError",
