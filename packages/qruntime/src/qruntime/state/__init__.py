@@ -47,6 +47,7 @@ from qruntime.modules.low_rank import (
     promoted_weight_quantizer,
 )
 from qruntime.quantizer import SequentialQuantizer, TensorQuantizer, is_quantizer
+from qruntime.quantizer.learned import LearnedAmaxQuantizer
 from qruntime.state.calibrator_refs import restore_calibrators, split_calibrators
 from qruntime.state.checks import (
     BUFFER_NAMES,
@@ -144,10 +145,18 @@ def current_plan(model: nn.Module) -> Plan:
 def save_state(model: nn.Module, path: str | Path) -> None:
     """Write the quantizer state of ``model`` to ``path`` (safetensors + plan JSON metadata).
 
-    ``ValueError`` (nothing written) when a quantizer's ``calibrator`` is a constructor that a
-    file cannot describe: only a class importable by name, alone or as ``(class, args, kwargs)``
+    ``ValueError`` (nothing written) for a model whose quantizers learn their amax (``lsq``:
+    the file has no place for the learned pre/post amaxes yet), and when a quantizer's
+    ``calibrator`` is a constructor that a file cannot describe: only a class importable by name, alone or as ``(class, args, kwargs)``
     with arguments made of None, bools, numbers, strings, lists, tuples and dicts, is restored.
     """
+    learned = [name for name, m in model.named_modules() if isinstance(m, LearnedAmaxQuantizer)]
+    if learned:
+        raise ValueError(
+            f"{learned[0]} (and {len(learned) - 1} more) learns its amax (lsq): state files "
+            "do not carry learned amaxes yet; save the model's state_dict() instead. "
+            "Nothing was written."
+        )
     plan = current_plan(model)
     tensors: dict[str, torch.Tensor] = {}
     for name, module in model.named_modules():
