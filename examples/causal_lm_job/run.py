@@ -94,17 +94,12 @@ def run(
     model_label = str(model_dir)
 
     # 1. lint against the manifest of the model built on the meta device
-    with job.timed("lint"):  # building the meta-device model counts as part of linting
-        meta_model = meta_causal_lm(model_dir)
-    linted = job.lint(source, meta_model)
-    del meta_model
-    job.print_header(
-        model_label,
-        model_dir,
+    linted = job.lint_model(
+        source,
+        lambda: meta_causal_lm(model_dir),
+        (model_label, model_dir),
         config_label,
-        linted,
-        f"{len(calib_sentences)} calibration sentences ({display_path(calib_path)}), "
-        f"{len(eval_sentences)} held-out evaluation sentences ({display_path(eval_path)})",
+        (calib_path, len(calib_sentences), eval_path, len(eval_sentences)),
     )
     report = CausalLMReport(
         False, model_label, config_label, linted.diagnostics, seconds=job.seconds

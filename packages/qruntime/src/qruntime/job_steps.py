@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,6 +217,31 @@ class JobRun:
             manifest = inventory(meta_model, type(meta_model).__name__)
             diagnostics = lint(source, manifest, weight_check=weight_check_from_environment())
         return LintResult(manifest, params, list(diagnostics))
+
+    def lint_model(
+        self,
+        source: Any,
+        build_meta: Callable[[], nn.Module],
+        model: tuple[str, Path],
+        config_label: str,
+        data: tuple[Path, int, Path, int],
+    ) -> LintResult:
+        """Step 1 of every job: lint against the manifest of the model ``build_meta`` builds on
+        the meta device (building it counts as linting), then print what is run. ``model`` is
+        (label, folder); ``data`` is (calibration file, sentences, evaluation file, sentences)."""
+        with self.timed("lint"):
+            meta_model = build_meta()
+        linted = self.lint(source, meta_model)
+        del meta_model
+        calib_path, calib_count, eval_path, eval_count = data
+        self.print_header(
+            *model,
+            config_label,
+            linted,
+            f"{calib_count} calibration sentences ({display_path(calib_path)}), "
+            f"{eval_count} held-out evaluation sentences ({display_path(eval_path)})",
+        )
+        return linted
 
     def print_header(
         self, model_label: str, model_dir: Path, config_label: str, linted: LintResult, data: str
