@@ -302,3 +302,16 @@ def test_cli_export_unexportable_quantizers(tmp_path, capsys):
     assert "left out 5 quantizers" in captured.err  # ln_1, ln_2 of two blocks and ln_f
     assert captured.err.count("warning") == 1
     assert "5 quantizers left out" in captured.out
+
+
+def test_per_token_fp8_inputs_export_after_forwards(tmp_path):
+    """A forward rewrites a per-token quantizer's blocks into an axis; export reads the
+    configured attributes, so the inputs stay dynamic per-token FP8 (they read as an
+    inexpressible per-channel quantizer before)."""
+    model = quantized(mc.FP8_PER_CHANNEL_PER_TOKEN_CFG)
+    model(torch.randint(0, 128, (2, 8)))  # after calibration, another forward
+    qruntime.export(model, tmp_path / "out")
+    config = json.loads((tmp_path / "out" / "config.json").read_text())["quantization_config"]
+    (group,) = config["config_groups"].values()
+    assert group["input_activations"]["strategy"] == "token"
+    assert group["input_activations"]["dynamic"] is True

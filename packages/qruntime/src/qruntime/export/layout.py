@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+from qconfig.spec import resolve_spec
 from torch import nn
 
 from qruntime.compress.layer import PACKED_NAME, is_compressed, packed_weight
@@ -80,7 +81,9 @@ def _is_conv1d(module: nn.Module) -> bool:
 
 
 def _activation(name: str, q: TensorQuantizer) -> ActivationQuant:
-    spec = q.spec
+    # the configured attributes, not the runtime ones: a forward rewrites per-token blocks
+    # into an axis, which would read as per channel
+    spec = resolve_spec(q.config)
     amax = q.amax.detach().float() if q.amax is not None else None
     if spec.rotate.enable or spec.bias is not None or spec.unsigned:
         raise ExportError(
