@@ -109,15 +109,6 @@ def test_state_dict_round_trips_into_a_converted_model():
     assert b.weight_quantizer.amax_post.flatten().tolist() == [13.5]
 
 
-def test_save_state_refuses_learned_amaxes_and_writes_nothing(tmp_path):
-    """A state file has no place for the learned pre/post amaxes yet: refused up front rather
-    than a file restore_state cannot read."""
-    path = tmp_path / "lsq.qstate"
-    with pytest.raises(ValueError, match="learns its amax"):
-        qruntime.save_state(_int4(), path)
-    assert not path.exists()
-
-
 def test_fp8_quantized_steps_are_on_the_e4m3_grid_and_clipped_above_the_global_scale():
     amax = torch.tensor([[0.3], [5.0], [7.0]], requires_grad=True)
     global_amax = torch.tensor(6.0)

@@ -1,7 +1,7 @@
 """``summary(model_or_plan)``: a readable table of formats by counts, and why quantizers are off.
 
 For a plan the counts come from the compiled states; for a model from its live quantizers, with
-calibration status (a stored amax, dynamic, or constant) and, where the model was quantized by
+calibration status (a stored amax, learned by ``lsq``, dynamic, or constant) and, where the model was quantized by
 qruntime, the config entry responsible for each disabled quantizer (``plan.sources``).
 """
 
@@ -16,6 +16,7 @@ from torch import nn
 from qruntime.apply import applied_plan
 from qruntime.modules.low_rank import low_rank_rank
 from qruntime.quantizer import SequentialQuantizer, TensorQuantizer
+from qruntime.quantizer.learned import LearnedAmaxQuantizer
 
 __all__ = ["summary"]
 
@@ -47,7 +48,9 @@ def _calibration(q: nn.Module) -> str:
     status = []
     for leaf in leaves:
         assert isinstance(leaf, TensorQuantizer)
-        if leaf.uses_constant_amax:
+        if isinstance(leaf, LearnedAmaxQuantizer):  # no _amax: _amax_pre/_amax_post instead
+            status.append("learned")
+        elif leaf.uses_constant_amax:
             status.append("constant")
         elif leaf.is_mx_format:
             status.append("calibrated")  # MX scales are per block and need no amax

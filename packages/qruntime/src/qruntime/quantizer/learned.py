@@ -131,6 +131,27 @@ class LearnedAmaxQuantizer(TensorQuantizer):
             quantizer.set_amax_tensor("pre", start.clone(), learnable="pre" in learn)
         return quantizer
 
+    def revert(self) -> TensorQuantizer:
+        """Undo :meth:`convert` in place: the learned amaxes are dropped and the module is a
+        plain, uncalibrated ``TensorQuantizer`` again (same object, configuration, hooks).
+
+        Why: ``restore_state`` onto a model that was converted before must give the file's
+        state, which may have this quantizer learned differently or not at all."""
+        for attr in ("_amax_post", "_amax_pre"):
+            self._parameters.pop(attr, None)
+            self._buffers.pop(attr, None)
+        for attr in (
+            "_learnable_amax",
+            "_tied_amax",
+            "_quantize_scales",
+            "_quantize_pre_scale",
+            "_lsq_plan",
+            "_quant_max_bound",
+        ):
+            self.__dict__.pop(attr, None)
+        self.__class__ = TensorQuantizer  # type: ignore[assignment]
+        return self
+
     def set_amax_tensor(self, side: str, value: torch.Tensor, *, learnable: bool) -> None:
         """(Re)place the ``pre`` or ``post`` amax: a parameter when learnable, else a buffer."""
         if side not in _SIDES:

@@ -8,6 +8,9 @@ Optimizer's recorded quantizer state, docs/model-optimizer-rules.md, 'Save and r
 list of the tensors written (``tensors``) and, for calibrators given as a class or
 ``(class, args, kwargs)``, how to rebuild them (``calibrators``). After a calibration that
 rewrote weights (SmoothQuant), the weights travel too (``weights``, :mod:`qruntime.state.weights`).
+Quantizers whose amax ``lsq`` made learnable store ``_amax_post`` / ``_amax_pre`` (parameters
+or buffers) in place of ``_amax``, and ``learned`` says how to convert them again
+(:mod:`qruntime.state.learned`).
 
 ``restore_state`` applies that plan to a fresh model of the same architecture and loads the
 buffers, all-or-nothing; the restored model's outputs are bit-identical. A state file may have
@@ -21,7 +24,8 @@ finite, an amax not negative, and listed in ``tensors``. Each defect is one
 
 This module is the save/read/restore sequence; ``file`` opens the safetensors file and reads its
 metadata, ``checks`` checks its tensors against the plan and the model, ``calibrator_refs``
-writes and reads the ``calibrators`` metadata, ``weights`` the rewritten weights.
+writes and reads the ``calibrators`` metadata, ``weights`` the rewritten weights, ``learned``
+the learned-amax quantizers.
 """
 
 from __future__ import annotations
@@ -47,7 +51,6 @@ from qruntime.modules.low_rank import (
     promoted_weight_quantizer,
 )
 from qruntime.quantizer import SequentialQuantizer, TensorQuantizer, is_quantizer
-from qruntime.quantizer.learned import LearnedAmaxQuantizer
 from qruntime.state.calibrator_refs import restore_calibrators, split_calibrators
 from qruntime.state.checks import (
     BUFFER_NAMES,
@@ -66,6 +69,14 @@ from qruntime.state.compressed import (
     packed_tensors,
 )
 from qruntime.state.file import STATE_FORMAT, StateFile, state_metadata
+from qruntime.state.learned import (
+    LEARNED_KEY,
+    LearnedAmax,
+    learned_state,
+    read_learned,
+    rebuild_learned,
+    revert_learned,
+)
 from qruntime.state.weights import (
     check_weight_entries,
     listed_weights,
@@ -145,18 +156,12 @@ def current_plan(model: nn.Module) -> Plan:
 def save_state(model: nn.Module, path: str | Path) -> None:
     """Write the quantizer state of ``model`` to ``path`` (safetensors + plan JSON metadata).
 
-    ``ValueError`` (nothing written) for a model whose quantizers learn their amax (``lsq``:
-    the file has no place for the learned pre/post amaxes yet), and when a quantizer's
-    ``calibrator`` is a constructor that a file cannot describe: only a class importable by name, alone or as ``(class, args, kwargs)``
-    with arguments made of None, bools, numbers, strings, lists, tuples and dicts, is restored.
+    Learned amaxes (``lsq``) are stored with how to convert their quantizers again.
+    ``ValueError`` (nothing written) when a quantizer's ``calibrator`` is a constructor that a
+    file cannot describe: only a class importable by name, alone or as ``(class, args,
+    kwargs)`` with arguments made of None, bools, numbers, strings, lists, tuples and dicts,
+    is restored.
     """
-    learned = [name for name, m in model.named_modules() if isinstance(m, LearnedAmaxQuantizer)]
-    if learned:
-        raise ValueError(
-            f"{learned[0]} (and {len(learned) - 1} more) learns its amax (lsq): state files "
-            "do not carry learned amaxes yet; save the model's state_dict() instead. "
-            "Nothing was written."
-        )
     plan = current_plan(model)
     tensors: dict[str, torch.Tensor] = {}
     for name, module in model.named_modules():
@@ -167,6 +172,8 @@ def save_state(model: nn.Module, path: str | Path) -> None:
                 persistent = key not in module._non_persistent_buffers_set
                 if value is not None and (persistent or key in LOW_RANK_BUFFERS):
                     tensors[f"{name}.{key}"] = value.detach().cpu().contiguous().clone()
+    learned_tensors, learned = learned_state(model)  # parameters or buffers: all of them here
+    tensors.update(learned_tensors)
     plan, calibrators = split_calibrators(plan)
     metadata = {
         "format": STATE_FORMAT,
@@ -175,6 +182,8 @@ def save_state(model: nn.Module, path: str | Path) -> None:
     }
     if calibrators:
         metadata["calibrators"] = json.dumps(calibrators, separators=(",", ":"), sort_keys=True)
+    if learned is not None:
+        metadata[LEARNED_KEY] = learned
     weights = rewritten_weights(model)
     if weights:
         metadata["weights"] = json.dumps(sorted(weights), separators=(",", ":"))
@@ -221,10 +230,11 @@ def restore_state(model: nn.Module, path: str | Path) -> nn.Module:
         plan = _stored_plan(metadata, file)
         check_plan(model, plan)
         owners = tensor_owners(model, plan)
+        learned = read_learned(metadata, file, owners)
         stored_weights = listed_weights(metadata, file)
         layouts = listed_packed(metadata, file)
         not_quantizer = [*stored_weights, *packed_keys(handle, layouts)]
-        keys = check_header(handle, file, owners, not_quantizer)
+        keys = check_header(handle, file, owners, not_quantizer, learned)
         check_listing(file, metadata, keys)
         parameters = quantized_parameters(model) if stored_weights else {}
         check_weight_entries(handle, file, stored_weights, parameters)
@@ -233,8 +243,9 @@ def restore_state(model: nn.Module, path: str | Path) -> nn.Module:
         packed = check_packed(handle, file, layouts, model)
     snapshot = ModelSnapshot(model)
     try:
+        revert_learned(model)  # a model converted before gets the file's state, not a mix
         patch_model(model, plan)
-        _load_buffers(model, owners, tensors)
+        _load_buffers(model, owners, tensors, learned)
         apply_packed(model, layouts, packed)
         # resolved again: conversion may replace a parameter (Conv1D's transposed weight)
         parameters = quantized_parameters(model) if weights else {}
@@ -247,10 +258,14 @@ def restore_state(model: nn.Module, path: str | Path) -> nn.Module:
 
 
 def _load_buffers(
-    model: nn.Module, owners: dict[str, Owner], tensors: dict[str, torch.Tensor]
+    model: nn.Module,
+    owners: dict[str, Owner],
+    tensors: dict[str, torch.Tensor],
+    learned: dict[str, LearnedAmax],
 ) -> None:
     """Every quantizer of the plan gets the file's buffers and no others (a quantizer that was
-    calibrated before keeps nothing the file does not have)."""
+    calibrated before keeps nothing the file does not have); the learned ones are converted
+    last, once their other buffers (``_global_amax``) are in place."""
     device = next((t.device for t in model.parameters()), torch.device("cpu"))
     for owner in owners:
         quantizer = model.get_submodule(owner)
@@ -265,3 +280,4 @@ def _load_buffers(
             persistent = not promoted_weight_quantizer(quantizer)
             lora_a, lora_b = as_svd_layout(lora_a.to(device), lora_b.to(device))
             attach_low_rank(quantizer, lora_a, lora_b, persistent=persistent)
+    rebuild_learned(model, learned, owners, tensors, device)

@@ -9,7 +9,7 @@ listed in the metadata ``tensors``. The header is checked before any tensor is l
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,7 @@ from qruntime.modules.base import quantized_weight
 from qruntime.modules.low_rank import LORA_A, LORA_B, LOW_RANK_BUFFERS
 from qruntime.quantizer import TensorQuantizer
 from qruntime.state.file import metadata_json
+from qruntime.state.learned import LEARNED_TENSORS, LearnedAmax, check_learned_tensors
 
 __all__ = [
     "BUFFER_NAMES",
@@ -117,17 +118,33 @@ def _fail(file: str, key: str, message: str) -> DocumentError:
 
 
 def _check_entry(
-    file: str, key: str, shape: tuple[int, ...], dtype: str, owners: dict[str, Owner], cache: dict
+    file: str,
+    key: str,
+    shape: tuple[int, ...],
+    dtype: str,
+    owners: dict[str, Owner],
+    cache: dict,
+    learned: Mapping[str, LearnedAmax],
 ) -> None:
     """One tensor of the file, from its header only (nothing is loaded yet)."""
     owner_name, _, buffer = key.rpartition(".")
     owner = owners.get(owner_name)
     if owner is None:
         raise _fail(file, key, f"belongs to no quantizer of the plan ({owner_name!r} is not one)")
-    if buffer not in BUFFER_NAMES:
+    if buffer in LEARNED_TENSORS and owner_name not in learned:
         raise _fail(
-            file, key, f"unknown buffer {buffer!r}: a quantizer holds {', '.join(BUFFER_NAMES)}"
+            file,
+            key,
+            f"{owner_name} does not learn its amax (not in the metadata 'learned'): it has no "
+            f"{buffer}",
         )
+    if buffer == "_amax" and owner_name in learned:
+        raise _fail(
+            file, key, f"{owner_name} learns its amax: it holds _amax_post/_amax_pre, not _amax"
+        )
+    if buffer not in BUFFER_NAMES and buffer not in LEARNED_TENSORS:
+        names = ", ".join((*BUFFER_NAMES, *LEARNED_TENSORS))
+        raise _fail(file, key, f"unknown buffer {buffer!r}: a quantizer holds {names}")
     if owner.hard_disabled and not (buffer == "_amax" and owner.spec.constant_amax is not None):
         raise _fail(file, key, f"{owner_name} is hard-disabled and holds no tensors")
     if dtype not in _FLOAT_DTYPES:
@@ -162,6 +179,8 @@ def _check_role(file: str, key: str, owner: Owner, buffer: str) -> None:
 def _expected_shape(owner: Owner, buffer: str, cache: dict) -> tuple[int, ...] | None:
     if buffer in ("_amax", "_bias_value"):
         return _calibrated_shapes(owner, cache).get(buffer)
+    if buffer in LEARNED_TENSORS:  # each side starts as the calibrated _amax
+        return _calibrated_shapes(owner, cache).get("_amax")
     if buffer == "_global_amax":
         return ()
     return None  # _pre_quant_scale: checked against the weight by broadcasting
@@ -225,21 +244,28 @@ def check_listing(file: str, metadata: dict[str, str], keys: list[str]) -> None:
 
 
 def check_header(
-    handle: Any, file: str, owners: dict[str, Owner], weights: Iterable[str] = ()
+    handle: Any,
+    file: str,
+    owners: dict[str, Owner],
+    weights: Iterable[str] = (),
+    learned: Mapping[str, LearnedAmax] | None = None,
 ) -> list[str]:
     """Every quantizer tensor of the file, from the header (shapes and dtypes; nothing is
-    loaded); the names in ``weights`` are the stored weights, checked elsewhere."""
+    loaded); the names in ``weights`` are the stored weights, checked elsewhere; ``learned``
+    (the metadata's, :mod:`qruntime.state.learned`) the quantizers that learn their amax."""
+    learned = learned or {}
     cache: dict = {}
     keys = sorted(set(handle.keys()) - set(weights))
-    shapes = {}
+    shapes, dtypes = {}, {}
     for key in keys:
         part = handle.get_slice(key)
         shape, dtype = tuple(part.get_shape()), part.get_dtype()
-        _check_entry(file, key, shape, dtype, owners, cache)
+        _check_entry(file, key, shape, dtype, owners, cache, learned)
         if key.endswith("._pre_quant_scale"):
             _check_pre_quant_scale(file, key, shape, owners[key.rpartition(".")[0]])
-        shapes[key] = shape
+        shapes[key], dtypes[key] = shape, _FLOAT_DTYPES[dtype]
     _check_low_rank(file, shapes, owners)
+    check_learned_tensors(file, learned, owners, shapes, dtypes)
     return keys
 
 
