@@ -18,15 +18,18 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 __all__ = [
     "DistributedCalibrationError",
     "ParallelState",
     "control_ranks",
     "device_for",
+    "gathered",
     "group_ranks",
     "group_size",
     "resolve_parallel",
+    "sharded_parameters",
 ]
 
 
@@ -131,3 +134,34 @@ def device_for(group: Any) -> torch.device:
     if dist.get_backend(group) == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
+
+
+# ------------------------------------------------------------------------- sharded weights
+def _dtensor_class() -> type | None:
+    if not dist.is_available():
+        return None
+    from torch.distributed.tensor import DTensor
+
+    return DTensor
+
+
+def sharded_parameters(model: nn.Module) -> list[str]:
+    """The names of ``model``'s parameters held as DTensors (sharded by FSDP2's
+    ``fully_shard`` or laid out by DTensor tensor parallelism). Outside a forward pass such a
+    parameter holds only this process's slice, so a calibration that reads or writes weights
+    directly must gather it first or refuse the model."""
+    dtensor = _dtensor_class()
+    if dtensor is None:
+        return []
+    return [n for n, p in model.named_parameters() if isinstance(p, dtensor)]
+
+
+def gathered(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole of ``tensor``: a DTensor's ``full_tensor()`` (a collective over its device
+    mesh: every process of the mesh must gather the same tensors in the same order), any other
+    tensor as it is. Used for the weight pass of calibration, so a weight quantizer of a
+    sharded model sees the weight one process would see."""
+    dtensor = _dtensor_class()
+    if dtensor is not None and isinstance(tensor, dtensor):
+        return tensor.full_tensor()
+    return tensor

@@ -31,6 +31,7 @@ from qruntime.calibrate.sync import reduce_tensors, sync_amaxes
 from qruntime.calibrators import MaxCalibrator
 from qruntime.modules.base import QuantModule
 from qruntime.numerics.amax import amax_reduce
+from qruntime.parallel import gathered
 from qruntime.quantizer import SequentialQuantizer, TensorQuantizer
 
 __all__ = [
@@ -85,9 +86,15 @@ def enable_stats_collection(quantizers: Iterable[TensorQuantizer]) -> None:
 
 
 def feed_weights(pairs: Iterable[WeightPair]) -> None:
-    """Run every weight quantizer on its weight tensor (collected if it is collecting)."""
+    """Run every weight quantizer on its weight tensor (collected if it is collecting).
+
+    A weight sharded by FSDP2 (a DTensor parameter) is gathered first, one weight at a time
+    (:func:`qruntime.parallel.gathered`): its quantizer must see the whole weight, as on one
+    process — a per-channel or per-block amax of a slice would describe the wrong rows, and a
+    DTensor amax could not be reduced at the sync points. The forward loop needs no such step:
+    inside a forward pass FSDP2 has already put the gathered weights in place."""
     for pair in pairs:
-        pair.quantizer(pair.weight)
+        pair.quantizer(gathered(pair.weight))
 
 
 def stop_weight_collection(pairs: Iterable[WeightPair]) -> None:

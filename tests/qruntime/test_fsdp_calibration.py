@@ -1,0 +1,279 @@
+"""Calibrating and training a model already sharded with FSDP2 (``fully_shard``), 2 gloo CPU
+processes.
+
+Each process shards the float model, then ``qruntime.quantize`` calibrates it on the process's
+own batches (``max``: weight pass on the gathered weights, activation amaxes reduced over the
+data-parallel group). What must hold, checked against independent truth:
+
+* every amax equals, bit for bit, the amax of one process (this test process, no
+  torch.distributed) calibrating the unsharded model on the union of both processes' batches —
+  max of maxes is exact;
+* the sharded model calibrated after sharding and the model quantized first and sharded after
+  hold the same amaxes and give the same outputs, bit for bit, and train (QAT with the fake
+  quantizers in the loop) to the same parameters on every process, the loss falling;
+* algorithms that read weights outside a forward pass, write them or add parameters (``lsq``,
+  ``smoothquant``) are refused with an error saying to quantize before sharding, and the model
+  is left as it was.
+
+One spawn runs every scenario (process start-up dominates); a deadline kills any process that
+would hang.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+WORLD = 2
+STEPS = 10
+TIMEOUT_S = 20
+CONFIG = {
+    "quant_cfg": [
+        {"quantizer_name": "*", "enable": False},
+        {
+            "quantizer_name": "*weight_quantizer",
+            "cfg": {"num_bits": 4, "block_sizes": {-1: 8, "type": "static"}},
+        },
+        {"quantizer_name": "*input_quantizer", "cfg": {"num_bits": 8}},
+    ],
+    "algorithm": "max",
+}
+REFUSED = {
+    "lsq": {**CONFIG, "algorithm": {"method": "lsq", "scale_algorithm": {"method": "max"}}},
+    "smoothquant": {
+        "quant_cfg": [
+            {"quantizer_name": "*", "enable": False},
+            {"quantizer_name": "*weight_quantizer", "cfg": {"num_bits": 8, "axis": 0}},
+            {"quantizer_name": "*input_quantizer", "cfg": {"num_bits": 8}},
+        ],
+        "algorithm": {"method": "smoothquant", "alpha": 0.5},
+    },
+}
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1 = nn.Linear(16, 32)
+        self.fc2 = nn.Linear(32, 8)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def data(rank: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Rank ``rank``'s batches of a regression task a float teacher defines; the two ranks'
+    inputs have different ranges, so the data-parallel sync changes the activation amaxes."""
+    teacher = Net()
+    g = torch.Generator().manual_seed(100 + rank)
+    out = []
+    for _ in range(4):
+        x = torch.randn(16, 16, generator=g) * (1.0 + rank)
+        with torch.no_grad():
+            out.append((x, teacher(x) * 1.5))
+    return out
+
+
+PROBE = torch.linspace(-3.0, 3.0, 5 * 16).reshape(5, 16)
+
+
+def shard(model: nn.Module) -> nn.Module:
+    from torch.distributed.fsdp import fully_shard
+
+    fully_shard(model.fc1)
+    fully_shard(model.fc2)
+    fully_shard(model)
+    return model
+
+
+def amaxes(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.named_buffers() if "amax" in k}
+
+
+def full_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in model.state_dict().items():
+        full = getattr(value, "full_tensor", None)
+        out[key] = (full() if callable(full) else value).detach().clone()
+    return out
+
+
+def train(model: nn.Module, rank: int) -> list[float]:
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    batches = data(rank)
+    losses = []
+    for step in range(STEPS):
+        x, y = batches[step % len(batches)]
+        opt.zero_grad()
+        loss = (model(x) - y).square().mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def _calibrate(rank: int) -> dict:
+    import qruntime
+
+    batches = data(rank)
+
+    def loop(m):
+        return [m(x) for x, _ in batches]
+
+    first = shard(qruntime.quantize(Net(), CONFIG, loop))  # quantize, then shard
+    after = qruntime.quantize(shard(Net()), CONFIG, loop)  # shard, then quantize
+    kinds = {type(p).__name__ for p in after.parameters()}
+    with torch.no_grad():
+        outputs = {"first": first(PROBE), "after": after(PROBE)}
+    result = {"kinds": kinds, "amax": {"first": amaxes(first), "after": amaxes(after)}}
+    result["outputs"] = outputs
+    result["losses"] = {"first": train(first, rank), "after": train(after, rank)}
+    result["end"] = {"first": full_state(first), "after": full_state(after)}
+    return result
+
+
+def _refuse(rank: int) -> dict:
+    import qruntime
+
+    batches = data(rank)
+    out = {}
+    for name, config in REFUSED.items():
+        model = shard(Net())
+        before = full_state(model)
+        cls = type(model.fc1)
+        try:
+            qruntime.quantize(model, config, lambda m: [m(x) for x, _ in batches])
+            out[name] = {"error": None}
+        except Exception as exc:
+            out[name] = {"error": type(exc).__name__, "message": str(exc)}
+        unchanged = type(model.fc1) is cls and all(
+            torch.equal(v, before[k]) for k, v in full_state(model).items()
+        )
+        out[name]["unchanged"] = unchanged and set(full_state(model)) == set(before)
+    return out
+
+
+SCENARIOS = {"calibrate": _calibrate, "refuse": _refuse}
+
+
+def _worker(rank: int, init: str, out: str) -> None:
+    sys.path[:0] = [p for p in os.environ.get("QRUNTIME_TEST_PATH", "").split(os.pathsep) if p]
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=init, rank=rank, world_size=WORLD, timeout=timedelta(seconds=TIMEOUT_S)
+    )
+    for name, scenario in SCENARIOS.items():
+        try:
+            result = scenario(rank)
+        except Exception:
+            result = {"crash": traceback.format_exc()}
+        torch.save(result, Path(out) / f"{name}.{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fsdp")
+    os.environ["QRUNTIME_TEST_PATH"] = os.pathsep.join(sys.path)
+    ctx = mp.get_context("spawn")
+    init = f"file://{out / 'store'}"
+    procs = [ctx.Process(target=_worker, args=(r, init, str(out))) for r in range(WORLD)]
+    for p in procs:
+        p.start()
+    deadline = time.monotonic() + 90
+    for p in procs:
+        p.join(max(1.0, deadline - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join()
+    return out
+
+
+def _load(out: Path, name: str) -> list[dict]:
+    loaded = []
+    for rank in range(WORLD):
+        path = out / f"{name}.{rank}.pt"
+        assert path.exists(), f"rank {rank} wrote no result for {name}"
+        result = torch.load(path, weights_only=False)
+        assert "crash" not in result, result["crash"]
+        loaded.append(result)
+    return loaded
+
+
+def test_sharded_calibration_equals_one_process_on_the_union_of_the_data(results):
+    import qruntime
+
+    union = [batch for rank in range(WORLD) for batch in data(rank)]
+    reference = qruntime.quantize(Net(), CONFIG, lambda m: [m(x) for x, _ in union])
+    expected = amaxes(reference)
+    assert sorted(expected) == [
+        "fc1.input_quantizer._amax",
+        "fc1.weight_quantizer._amax",
+        "fc2.input_quantizer._amax",
+        "fc2.weight_quantizer._amax",
+    ]
+    # the union's activation amax is rank 1's (wider inputs): the sync did change rank 0's
+    alone = qruntime.quantize(Net(), CONFIG, lambda m: [m(x) for x, _ in data(0)])
+    assert not torch.equal(
+        amaxes(alone)["fc1.input_quantizer._amax"], expected["fc1.input_quantizer._amax"]
+    )
+    with torch.no_grad():
+        expected_out = reference(PROBE)
+    for run in _load(results, "calibrate"):
+        assert run["kinds"] == {"DTensor"}
+        got = run["amax"]["after"]
+        assert sorted(got) == sorted(expected)
+        for key, value in expected.items():
+            assert got[key].dtype == value.dtype, key
+            assert torch.equal(got[key], value), key
+        assert torch.equal(run["outputs"]["after"], expected_out)
+
+
+def test_calibrating_after_sharding_equals_quantizing_before(results):
+    for run in _load(results, "calibrate"):
+        first, after = run["amax"]["first"], run["amax"]["after"]
+        assert list(first) == list(after)
+        for key, value in first.items():
+            assert torch.equal(after[key], value), key
+        assert torch.equal(run["outputs"]["after"], run["outputs"]["first"])
+
+
+def test_qat_of_a_model_calibrated_after_sharding(results):
+    """The fake quantizers stay in the loop (STE to the weights); FSDP2 averages the gradients,
+    so both processes hold the same model, and it is the model quantize-then-shard trains to."""
+    runs = _load(results, "calibrate")
+    for run in runs:
+        losses = run["losses"]["after"]
+        assert sum(losses[-3:]) < 0.7 * sum(losses[:3]), losses
+        assert losses == run["losses"]["first"]
+        end = run["end"]
+        assert list(end["after"]) == list(end["first"])
+        for key, value in end["first"].items():
+            assert torch.equal(end["after"][key], value), key
+    start = full_state(Net())
+    for key, value in runs[0]["end"]["after"].items():
+        assert torch.equal(runs[1]["end"]["after"][key], value), key
+        if key in start:  # the weights did train
+            assert not torch.equal(value, start[key]), key
+
+
+@pytest.mark.parametrize("method", sorted(REFUSED))
+def test_weight_reading_algorithms_are_refused_on_a_sharded_model(results, method):
+    for run in _load(results, "refuse"):
+        outcome = run[method]
+        assert outcome["error"] == "UnsupportedAlgorithmError", outcome
+        assert f"'{method}'" in outcome["message"]
+        assert "Quantize before sharding" in outcome["message"]
+        assert outcome["unchanged"]
