@@ -12,7 +12,7 @@ data-parallel group). What must hold, checked against independent truth:
   hold the same amaxes and give the same outputs, bit for bit, and train (QAT with the fake
   quantizers in the loop) to the same parameters on every process, the loss falling;
 * algorithms that read weights outside a forward pass, write them or add parameters (``lsq``,
-  ``smoothquant``) are refused with an error saying to quantize before sharding, and the model
+  ``smoothquant``, ``awq_lite``, ``gptq``) are refused with an error saying to quantize before sharding, and the model
   is left as it was.
 
 One spawn runs every scenario (process start-up dominates); a deadline kills any process that
@@ -58,6 +58,8 @@ REFUSED = {
         ],
         "algorithm": {"method": "smoothquant", "alpha": 0.5},
     },
+    "awq_lite": {**CONFIG, "algorithm": {"method": "awq_lite"}},
+    "gptq": {**CONFIG, "algorithm": {"method": "gptq"}},
 }
 
 

@@ -36,9 +36,8 @@ from qruntime.calibrate.registry import (
     UnsupportedAlgorithmError,
     register_algorithm,
 )
-from qruntime.parallel import sharded_parameters
 
-__all__ = ["MAX_CAPABILITIES", "SHARED_PATTERNS", "check_sharded", "max_calibrate"]
+__all__ = ["MAX_CAPABILITIES", "SHARED_PATTERNS", "max_calibrate"]
 
 #: Max reads data when it has a forward loop but does not need one (weights only without).
 MAX_CAPABILITIES = AlgorithmCapabilities(sync_points=("amax", "global_amax"))
@@ -48,7 +47,7 @@ def max_calibrate(ctx: CalibrationContext) -> None:
     """Max calibration of every enabled quantizer of a converted model (module docstring)."""
     config = ctx.config
     assert isinstance(config, MaxCalibConfig)
-    check_sharded(ctx)
+    phases.check_sharded(ctx)
     quantizers = ctx.quantizers()
     pairs = ctx.weight_pairs()
     phases.enable_stats_collection(quantizers)
@@ -63,33 +62,6 @@ def max_calibrate(ctx: CalibrationContext) -> None:
     sync_moe_experts(ctx.model, config.sync_expert_weight_amax)
     phases.sync(ctx, "amax")
     phases.finalize(ctx, pairs, shared_patterns(config))
-
-
-def check_sharded(ctx: CalibrationContext) -> None:
-    """Refuse a model with FSDP2-sharded (DTensor) parameters unless every algorithm of the run
-    is ``max``.
-
-    ``max`` reads each weight once, gathered whole (:func:`phases.feed_weights`), and its
-    statistics are plain tensors afterwards. The other algorithms read weights outside a
-    forward pass (searches, Hessian updates, SmoothQuant and AWQ scales), write them in place
-    (FSDP2's gathered copy is freed, not written back, so a write would be lost) or add
-    parameters FSDP2 does not manage (``lsq``'s learned amaxes, SVDQuant's branch: their
-    gradients would not be averaged). They are refused here — before any weight is read or
-    written: every algorithm that feeds weights begins with a max pass — naming the fix.
-    """
-    sharded = sharded_parameters(ctx.model)
-    if not sharded:
-        return
-    configs = ctx.plan.algorithm if ctx.plan is not None else [ctx.config]
-    others = sorted({str(c.method) for c in configs} - {"max"})
-    if others:
-        raise UnsupportedAlgorithmError(
-            f"calibration method(s) {', '.join(repr(m) for m in others)} cannot run on a model "
-            f"whose parameters are sharded (FSDP2 fully_shard: {len(sharded)} DTensor "
-            f"parameter(s), e.g. {sharded[0]}); only 'max' calibrates a sharded model. Quantize "
-            "before sharding: qruntime.quantize(model, ...) first, then fully_shard the "
-            "quantized model. The model was not changed."
-        )
 
 
 def shared_patterns(config: MaxCalibConfig) -> list[str]:

@@ -31,12 +31,13 @@ from qruntime.calibrate.sync import reduce_tensors, sync_amaxes
 from qruntime.calibrators import MaxCalibrator
 from qruntime.modules.base import QuantModule
 from qruntime.numerics.amax import amax_reduce
-from qruntime.parallel import gathered
+from qruntime.parallel import gathered, sharded_parameters
 from qruntime.quantizer import SequentialQuantizer, TensorQuantizer
 
 __all__ = [
     "SHARED_PATTERNS",
     "SYNC_POINTS",
+    "check_sharded",
     "enable_stats_collection",
     "feed_weights",
     "finalize",
@@ -111,6 +112,37 @@ def stop_weight_collection(pairs: Iterable[WeightPair]) -> None:
                 q.disable_calib()
 
 
+def check_sharded(ctx: CalibrationContext) -> None:
+    """Refuse a model with FSDP2-sharded (DTensor) parameters unless every algorithm of the run
+    is ``max``.
+
+    ``max`` reads each weight once, gathered whole (:func:`feed_weights`), and its
+    statistics are plain tensors afterwards. The other algorithms read weights outside a
+    forward pass (searches, Hessian updates, SmoothQuant and AWQ scales), write them in place
+    (FSDP2's gathered copy is freed, not written back, so a write would be lost) or add
+    parameters FSDP2 does not manage (``lsq``'s learned amaxes, SVDQuant's branch: their
+    gradients would not be averaged). They are refused here, naming the fix, before any weight is
+    read or written: ``max_calibrate`` (the first step of every algorithm that feeds weights)
+    and :func:`statistics_pass` (AWQ's first pass) call this first.
+    """
+    sharded = sharded_parameters(ctx.model)
+    if not sharded:
+        return
+    # the registry imports this module (SYNC_POINTS): its error class is imported here
+    from qruntime.calibrate.registry import UnsupportedAlgorithmError
+
+    configs = ctx.plan.algorithm if ctx.plan is not None else [ctx.config]
+    others = sorted({str(c.method) for c in configs} - {"max"})
+    if others:
+        raise UnsupportedAlgorithmError(
+            f"calibration method(s) {', '.join(repr(m) for m in others)} cannot run on a model "
+            f"whose parameters are sharded (FSDP2 fully_shard: {len(sharded)} DTensor "
+            f"parameter(s), e.g. {sharded[0]}); only 'max' calibrates a sharded model. Quantize "
+            "before sharding: qruntime.quantize(model, ...) first, then fully_shard the "
+            "quantized model. The model was not changed."
+        )
+
+
 def needs_activation_forward(
     quantizers: Iterable[TensorQuantizer], pairs: Iterable[WeightPair]
 ) -> bool:
@@ -168,6 +200,7 @@ def statistics_pass(ctx: CalibrationContext) -> None:
     it collected, as a ``max`` calibration ends: the experts of a sparse MoE block share their
     input amaxes, then the ``"amax"`` sync point. Searches that patch layers (AWQ) run their own
     work in hooks during this pass; the quantizers they switched off take no part."""
+    check_sharded(ctx)
     quantizers = ctx.quantizers()
     enable_stats_collection(quantizers)
     run_forward_loop(ctx)
