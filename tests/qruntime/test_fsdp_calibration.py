@@ -275,7 +275,7 @@ def test_qat_of_a_model_calibrated_after_sharding(results):
 def test_weight_reading_algorithms_are_refused_on_a_sharded_model(results, method):
     for run in _load(results, "refuse"):
         outcome = run[method]
-        assert outcome["error"] == "UnsupportedAlgorithmError", outcome
+        assert outcome["error"] == "ShardedModelError", outcome
         assert f"'{method}'" in outcome["message"]
         assert "Quantize before sharding" in outcome["message"]
         assert outcome["unchanged"]

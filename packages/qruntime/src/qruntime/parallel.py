@@ -23,6 +23,7 @@ from torch import nn
 __all__ = [
     "DistributedCalibrationError",
     "ParallelState",
+    "ShardedModelError",
     "control_ranks",
     "device_for",
     "gathered",
@@ -36,6 +37,12 @@ __all__ = [
 class DistributedCalibrationError(RuntimeError):
     """Calibration failed on some process of the group (or a process stopped answering); every
     process raises it and every process's model is left as it was."""
+
+
+class ShardedModelError(ValueError):
+    """A calibration that cannot run on a model whose parameters are sharded (FSDP2
+    ``fully_shard``): only ``max`` can. Raised before any weight is read or written; the model
+    is left as it was. The fix is to quantize before sharding."""
 
 
 def _is_initialized() -> bool:

@@ -31,7 +31,7 @@ from qruntime.calibrate.sync import reduce_tensors, sync_amaxes
 from qruntime.calibrators import MaxCalibrator
 from qruntime.modules.base import QuantModule
 from qruntime.numerics.amax import amax_reduce
-from qruntime.parallel import gathered, sharded_parameters
+from qruntime.parallel import ShardedModelError, gathered, sharded_parameters
 from qruntime.quantizer import SequentialQuantizer, TensorQuantizer
 
 __all__ = [
@@ -113,8 +113,8 @@ def stop_weight_collection(pairs: Iterable[WeightPair]) -> None:
 
 
 def check_sharded(ctx: CalibrationContext) -> None:
-    """Refuse a model with FSDP2-sharded (DTensor) parameters unless every algorithm of the run
-    is ``max``.
+    """Refuse (:class:`~qruntime.parallel.ShardedModelError`) a model with FSDP2-sharded
+    (DTensor) parameters unless every algorithm of the run is ``max``.
 
     ``max`` reads each weight once, gathered whole (:func:`feed_weights`), and its
     statistics are plain tensors afterwards. The other algorithms read weights outside a
@@ -128,13 +128,10 @@ def check_sharded(ctx: CalibrationContext) -> None:
     sharded = sharded_parameters(ctx.model)
     if not sharded:
         return
-    # the registry imports this module (SYNC_POINTS): its error class is imported here
-    from qruntime.calibrate.registry import UnsupportedAlgorithmError
-
     configs = ctx.plan.algorithm if ctx.plan is not None else [ctx.config]
     others = sorted({str(c.method) for c in configs} - {"max"})
     if others:
-        raise UnsupportedAlgorithmError(
+        raise ShardedModelError(
             f"calibration method(s) {', '.join(repr(m) for m in others)} cannot run on a model "
             f"whose parameters are sharded (FSDP2 fully_shard: {len(sharded)} DTensor "
             f"parameter(s), e.g. {sharded[0]}); only 'max' calibrates a sharded model. Quantize "
