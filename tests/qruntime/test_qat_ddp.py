@@ -8,8 +8,7 @@ here: the loss falls on every process and the processes stay identical — every
 learned amaxes did move. The FSDP2 scenario (``fully_shard``) calibrates and quantizes first,
 then shards and trains: the learned amaxes become sharded DTensor parameters like the weights
 (checked), and the gathered model must again be identical on both processes. (Calibrating a
-model already sharded is not supported yet: the weight pass reads the DTensor shards;
-docs/qat.md.) One spawn runs every scenario
+model already sharded is tests/qruntime/test_fsdp_calibration.py.) One spawn runs every scenario
 (process start-up dominates); a deadline kills any process that would hang.
 """
 

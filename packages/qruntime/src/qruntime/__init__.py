@@ -25,7 +25,7 @@ from qruntime.export import ExportError, ExportResult, export
 from qruntime.inventory import inventory
 from qruntime.modules import QuantizerSlot, QuantModule
 from qruntime.numerics import fake_quant
-from qruntime.parallel import DistributedCalibrationError, ParallelState
+from qruntime.parallel import DistributedCalibrationError, ParallelState, ShardedModelError
 from qruntime.quantize import compile_for, quantize
 from qruntime.quantizer import HardDisabledTensorQuantizer, SequentialQuantizer, TensorQuantizer
 from qruntime.quantizer.learned import LearnedAmaxError
@@ -53,6 +53,7 @@ __all__ = [
     "QuantModule",
     "QuantizerSlot",
     "SequentialQuantizer",
+    "ShardedModelError",
     "TensorQuantizer",
     "UnsupportedAlgorithmError",
     "applied_plan",
