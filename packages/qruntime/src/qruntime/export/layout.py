@@ -18,6 +18,7 @@ from torch import nn
 
 from qruntime.compress.layer import PACKED_NAME, is_compressed, packed_weight
 from qruntime.export.errors import ExportError
+from qruntime.export.experts import expert_projections, is_fused_experts
 from qruntime.export.weights import QuantizedWeight, check_weight, nvfp4_from_codes, quantize_weight
 from qruntime.modules.convert import is_converted, original_class
 from qruntime.packing import unpack_fp4
@@ -49,6 +50,8 @@ class LinearExport:
     inputs: ActivationQuant | None
     pre_quant_scale: torch.Tensor | None
     conv1d: bool
+    #: The fused experts container this projection was split from (None for a real linear).
+    experts: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,10 @@ class ModelExport:
     plain: dict[str, torch.Tensor] = field(default_factory=dict)
     dtype: torch.dtype = torch.float32
     dropped: list[str] = field(default_factory=list)
+    #: Names of the fused experts containers split into per-expert linears.
+    experts: list[str] = field(default_factory=list)
+    #: ``config.model_type`` of a Hugging Face model (hub tensor names of fused experts).
+    model_type: str | None = None
 
 
 def _enabled(q: object) -> bool:
@@ -166,8 +173,13 @@ def _check_children(name: str, module: nn.Module, linear: bool, policy: _Policy)
     """Every enabled quantizer of a module that is not a linear's weight/input, nor a K/V one,
     has no checkpoint field (a LayerNorm's input quantizer, an embedding's weight quantizer, an
     output quantizer)."""
+    if isinstance(module, nn.ModuleList) and all(isinstance(q, TensorQuantizer) for q in module):
+        return  # a list of per-expert quantizers: its owner checks it
     kind = original_class(module).__name__
+    experts = is_fused_experts(module)
     for attr, child in module.named_children():
+        if experts and attr.endswith(("_input_quantizer", "_weight_quantizers")):
+            continue  # read by expert_projections
         if isinstance(child, SequentialQuantizer):
             raise ExportError(
                 f"{name}.{attr}: a SequentialQuantizer (e.g. W4A8's two-level weight "
@@ -210,6 +222,7 @@ def read_model(model: nn.Module, *, drop_unexportable: bool = False) -> ModelExp
     out = ModelExport()
     params = [p for p in model.parameters() if p.is_floating_point()]
     out.dtype = params[0].dtype if params else torch.float32
+    out.model_type = getattr(getattr(model, "config", None), "model_type", None)
     quantizer_prefixes: list[str] = []
     for name, module in model.named_modules():
         if isinstance(module, (TensorQuantizer, SequentialQuantizer)):
@@ -217,6 +230,18 @@ def read_model(model: nn.Module, *, drop_unexportable: bool = False) -> ModelExp
             continue
         linear = isinstance(module, nn.Linear) or _is_conv1d(module)
         _check_children(name, module, linear, policy)
+        if is_fused_experts(module):
+            for p in expert_projections(name, module):
+                iq = p.input_quantizer
+                inputs = _activation(p.input_name, iq) if _enabled(iq) else None
+                pqs = iq.pre_quant_scale
+                pqs = None if pqs is None else pqs.detach()
+                out.linears[p.name] = LinearExport(
+                    p.name, p.module, p.weight, inputs, pqs, False, name
+                )
+                if name not in out.experts:
+                    out.experts.append(name)
+            continue
         kv = _kv(name, module, policy)
         if kv is not None:
             out.kv[name] = kv
@@ -298,6 +323,9 @@ def _plain_tensors(
     """The state_dict without quantizer buffers, quantized weights, or a second copy of a tied
     tensor; unquantized Conv1D weights back in Hugging Face's ``[in, out]`` layout."""
     quantized = {f"{n}.weight" for n in out.linears}
+    for name in out.experts:
+        module = model.get_submodule(name)
+        quantized |= {f"{name}.{p}" for p in (module.first_projection, "down_proj")}
     quantizer_prefixes = quantizer_prefixes + [
         f"{n}.{PACKED_NAME}." for n, m in model.named_modules() if is_compressed(m)
     ]

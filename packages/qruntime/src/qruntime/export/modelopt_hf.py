@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from qruntime.export.errors import ExportError
+from qruntime.export.hub_names import hub_namer
 from qruntime.export.layout import LinearExport, ModelExport
 from qruntime.packing import pack_fp4, pack_int4_row_pairs
 
@@ -144,4 +145,29 @@ def modelopt_hf_checkpoint(
         config_block["group_size"] = quant["group_size"]
     if "quantized_layers" in quant:
         config_block["quantized_layers"] = layers
+    if info.experts:
+        tensors, hf_quant_config, config_block = _hub_names(
+            info, tensors, hf_quant_config, config_block
+        )
     return tensors, hf_quant_config, config_block
+
+
+def _hub_names(
+    info: ModelExport,
+    tensors: dict[str, torch.Tensor],
+    hf_quant_config: dict[str, Any],
+    config_block: dict[str, Any],
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """Tensor and module names of a model with split fused experts as the hub checkpoint
+    names them (``hub_names``), in the tensors and in both config blocks alike."""
+    name = hub_namer(info.model_type)
+    renamed = {name(k): v for k, v in tensors.items()}
+    if len(renamed) != len(tensors):
+        raise ExportError("renaming to the hub checkpoint's names made two tensor names equal")
+    for block in (hf_quant_config["quantization"], config_block):
+        for field in ("exclude_modules", "ignore"):
+            if field in block:
+                block[field] = sorted(name(m) for m in block[field])
+        if "quantized_layers" in block:
+            block["quantized_layers"] = {name(k): v for k, v in block["quantized_layers"].items()}
+    return renamed, hf_quant_config, config_block
