@@ -31,8 +31,8 @@ LEAVES = {"mixtral": ("w1", "w3", "w2"), "qwen3_moe": ("gate_proj", "up_proj", "
 HUB_MLP = {"mixtral": "block_sparse_moe", "qwen3_moe": "mlp"}
 
 
-def _quantized(name: str, preset: str, *, ours: bool) -> torch.nn.Module:
-    cfg = copy.deepcopy(PRESETS[preset])
+def _quantized(name: str, preset: str | dict, *, ours: bool) -> torch.nn.Module:
+    cfg = copy.deepcopy(PRESETS[preset] if isinstance(preset, str) else preset)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if ours:
@@ -137,3 +137,44 @@ def test_partly_quantized_experts_are_refused(tmp_path):
     model.model.layers[1].mlp.experts.down_proj_weight_quantizers[2].disable()
     with pytest.raises(qruntime.ExportError, match=r"down_proj_weight_quantizers\.2: disabled"):
         qruntime.export(model, tmp_path, "modelopt-hf")
+
+
+def _int4_blocks16() -> dict:
+    cfg = copy.deepcopy(mc.INT4_BLOCKWISE_WEIGHT_ONLY_CFG)
+    for entry in cfg["quant_cfg"]:
+        if entry.get("quantizer_name") == "*weight_quantizer":
+            entry["cfg"]["block_sizes"] = {-1: 16, "type": "static"}
+    return cfg
+
+
+def _signed_nibbles(packed: torch.Tensor) -> torch.Tensor:
+    """Rows ``2k`` (low nibble) and ``2k+1`` (high nibble) of Model Optimizer's INT4 bytes."""
+    low, high = (packed & 0xF).to(torch.int16), (packed >> 4).to(torch.int16)
+    rows = torch.stack([low, high], dim=1).reshape(-1, packed.shape[1])
+    return torch.where(rows > 7, rows - 16, rows).float()
+
+
+def test_int4_block_experts_decode_to_our_fake_quantized_experts(tmp_path):
+    """Model Optimizer 0.47.0's export of INT4-block fused experts fails on CPU (its AWQ
+    pre-processing calls ``len()`` on the experts container), so this is checked from first
+    principles: unpack the nibbles, multiply by the per-block ``weight_scale``."""
+    model = _quantized("mixtral", _int4_blocks16(), ours=True)
+    qruntime.export(model, tmp_path, "modelopt-hf")
+    written = load_file(tmp_path / "model.safetensors")
+    config = json.loads((tmp_path / "hf_quant_config.json").read_text())["quantization"]
+    assert (config["quant_algo"], config["group_size"]) == ("W4A16_AWQ", 16)
+    experts = model.model.layers[1].mlp.experts
+    hub = "model.layers.1.block_sparse_moe.experts"
+    for e in range(4):
+        with torch.no_grad():
+            gate_up = experts.gate_up_proj_weight_quantizers[e](experts.gate_up_proj[e])
+            down = experts.down_proj_weight_quantizers[e](experts.down_proj[e])
+        half = gate_up.shape[0] // 2
+        for leaf, fake in {"w1": gate_up[:half], "w3": gate_up[half:], "w2": down}.items():
+            codes = _signed_nibbles(written[f"{hub}.{e}.{leaf}.weight"])
+            scale = written[f"{hub}.{e}.{leaf}.weight_scale"]
+            assert scale.shape == (fake.shape[0], fake.shape[1] // 16)
+            got = codes * scale.repeat_interleave(16, dim=1)
+            ulp = 2 * torch.finfo(torch.float32).eps * fake.abs()
+            assert bool(((got - fake).abs() <= ulp).all()), (leaf, e)
+            assert f"{hub}.{e}.{leaf}.input_scale" not in written
