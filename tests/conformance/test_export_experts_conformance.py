@@ -155,9 +155,10 @@ def _signed_nibbles(packed: torch.Tensor) -> torch.Tensor:
 
 
 def test_int4_block_experts_decode_to_our_fake_quantized_experts(tmp_path):
-    """Model Optimizer 0.47.0's export of INT4-block fused experts fails on CPU (its AWQ
-    pre-processing calls ``len()`` on the experts container), so this is checked from first
-    principles: unpack the nibbles, multiply by the per-block ``weight_scale``."""
+    """Model Optimizer 0.47.0's export of INT4-block fused experts raises (its pre-export
+    resmoothing of INT4 experts lists them with ``len()`` of the fused container, which has
+    none), so this is checked from first principles: unpack the nibbles, multiply by the
+    per-block ``weight_scale``."""
     model = _quantized("mixtral", _int4_blocks16(), ours=True)
     qruntime.export(model, tmp_path, "modelopt-hf")
     written = load_file(tmp_path / "model.safetensors")
