@@ -5,14 +5,17 @@ Quantizers: ``<param>_weight_quantizer`` for every parameter whose name starts w
 ``range(num_layers * num_directions)`` and direction ``d``: ``layer_{k}{_reverse}_input_quantizer``
 and, with ``proj_size > 0``, ``proj_{k}{_reverse}_input_quantizer``.
 
-Forward: while the original ``forward`` runs, reading a weight parameter returns its quantized
-value, and the fused ``_VF.<mode>`` call is replaced by a Python loop over time steps that feeds
+Forward: the module's own forward does what torch's RNN/LSTM/GRU forward does (argument checks,
+packed and unbatched inputs, default and permuted hidden states) and, in place of the fused
+``_VF.<mode>`` call, runs a Python loop over time steps with the quantized weights that feeds
 every cell input *and hidden state* through the input quantizer of that layer — what Model
-Optimizer 0.47.0 computes (its ``VFRNNForward``), so outputs agree bit for bit. Layer ``i``,
-direction ``j`` uses the ``(i * num_directions + j)``-th input quantizer in creation order.
-A step whose input quantizer would change its shape (an amax or static bias with one value per
-row of the calibration batch, on a shorter step of a packed sequence) is refused with a
-``RuntimeError``; Model Optimizer's packed layer stops on a bare assertion there.
+Optimizer 0.47.0 computes (its ``VFRNNForward``, swapped into ``torch._VF`` during the call), so
+outputs agree bit for bit, without changing ``torch._VF`` for other threads and in a form that
+``torch.compile`` traces as one graph (given ``torch._dynamo.config.allow_rnn = True``).
+Layer ``i``, direction ``j`` uses the ``(i * num_directions + j)``-th input quantizer in creation
+order. A step whose input quantizer would change its shape (an amax or static bias with one
+value per row of the calibration batch, on a shorter step of a packed sequence) is refused with
+a ``RuntimeError``; Model Optimizer's packed layer stops on a bare assertion there.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torch
 import torch._VF as _VF
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence
 
 from qruntime.modules.base import INT8_PER_TENSOR, QuantizerSlot, QuantModule
 from qruntime.quantizer import SequentialQuantizer, TensorQuantizer
@@ -36,8 +40,6 @@ _CELLS: dict[str, Callable[..., Any]] = {
     "LSTM": _VF.lstm_cell,
     "GRU": _VF.gru_cell,
 }
-_LAYER_CALLS = {"RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu", "LSTM": "lstm", "GRU": "gru"}
-_MISSING = object()
 
 
 def _lstm_cell_with_projection(
@@ -159,66 +161,68 @@ def _run_packed_reverse(cell, x, hidden, weights, quantizer, proj, batch_sizes):
     return (state[0] if flat else state), torch.cat(outputs, 0)
 
 
-class _QuantizedRNNCall:
-    """Replacement for ``_VF.lstm``/``gru``/``rnn_*`` during one forward (both overloads)."""
+def _run_layers(
+    module: nn.RNNBase,
+    x: torch.Tensor,
+    hidden: Any,
+    weights: Sequence[torch.Tensor],
+    batch_sizes: list[int] | None,
+    inputs: Sequence[nn.Module],
+    projs: Sequence[nn.Module],
+) -> tuple[torch.Tensor, Any]:
+    """Every layer and direction as a quantized step loop; what ``_VF.<mode>`` would compute.
 
-    def __init__(self, module: nn.RNNBase, inputs: Sequence[nn.Module], projs: Sequence[nn.Module]):
-        self.module = module
-        self.inputs = inputs
-        self.projs = projs
+    ``x`` is time-major (or packed), ``hidden`` the stacked initial state (an ``(h, c)`` pair
+    for LSTM) and ``weights`` the quantized flat weights in ``_flat_weights_names`` order.
+    Returns the output and the stacked final state in the same form as ``hidden``.
+    """
+    directions = 2 if module.bidirectional else 1
+    is_lstm = module.mode == "LSTM"
+    has_proj = module.proj_size > 0
+    cell = _lstm_cell_with_projection if has_proj else _CELLS[module.mode]
+    per_layer = (4 if module.bias else 2) + int(has_proj)
+    per_cell = list(zip(*hidden, strict=True)) if is_lstm else hidden
+    all_hidden = []
+    for layer in range(module.num_layers):
+        outputs = []
+        for direction in range(directions):
+            k = layer * directions + direction
+            w = weights[k * per_layer : (k + 1) * per_layer]
+            proj = projs[k] if has_proj else None
+            if batch_sizes is None:
+                hx, out = _run_fixed(cell, x, per_cell[k], w, inputs[k], proj, direction == 1)
+            elif direction == 1:
+                hx, out = _run_packed_reverse(cell, x, per_cell[k], w, inputs[k], proj, batch_sizes)
+            else:
+                hx, out = _run_packed(cell, x, per_cell[k], w, inputs[k], proj, batch_sizes)
+            all_hidden.append(hx)
+            outputs.append(out)
+        x = torch.cat(outputs, -1)
+        if module.dropout != 0 and layer < module.num_layers - 1:
+            x = F.dropout(x, p=module.dropout, training=module.training, inplace=False)
+    if is_lstm:
+        h, c = zip(*all_hidden, strict=True)
+        return x, (torch.stack(h, 0), torch.stack(c, 0))
+    return x, torch.stack(all_hidden, 0)
 
-    def __call__(self, *args: Any) -> tuple[torch.Tensor, ...]:
-        m = self.module
-        if isinstance(args[3], bool):
-            x, hidden, flat_weights = args[0], args[1], args[2]
-            dropout, training = args[5], args[6]
-            batch_sizes = None
-        else:
-            x, batch_sizes, hidden, flat_weights = args[0], args[1], args[2], args[3]
-            dropout, training = args[6], args[7]
-        directions = 2 if m.bidirectional else 1
-        is_lstm = m.mode == "LSTM"
-        has_proj = m.proj_size > 0
-        cell = _lstm_cell_with_projection if has_proj else _CELLS[m.mode]
-        per_layer = (4 if m.bias else 2) + int(has_proj)
-        if is_lstm:
-            hidden = list(zip(*hidden, strict=True))
-        if m.batch_first and batch_sizes is None:
-            x = x.transpose(0, 1)
-        if batch_sizes is not None:
-            sizes = [int(s) for s in batch_sizes]
-        all_hidden = []
-        for layer in range(m.num_layers):
-            outputs = []
-            for direction in range(directions):
-                k = layer * directions + direction
-                weights = flat_weights[k * per_layer : (k + 1) * per_layer]
-                proj = self.projs[k] if has_proj else None
-                if batch_sizes is None:
-                    hx, out = _run_fixed(
-                        cell, x, hidden[k], weights, self.inputs[k], proj, direction == 1
-                    )
-                elif direction == 1:
-                    hx, out = _run_packed_reverse(
-                        cell, x, hidden[k], weights, self.inputs[k], proj, sizes
-                    )
-                else:
-                    hx, out = _run_packed(cell, x, hidden[k], weights, self.inputs[k], proj, sizes)
-                all_hidden.append(hx)
-                outputs.append(out)
-            x = torch.cat(outputs, -1)
-            if dropout != 0 and layer < m.num_layers - 1:
-                x = F.dropout(x, p=dropout, training=training, inplace=False)
-        if m.batch_first and batch_sizes is None:
-            x = x.transpose(0, 1)
-        if is_lstm:
-            h, c = zip(*all_hidden, strict=True)
-            return x, torch.stack(h, 0), torch.stack(c, 0)
-        return x, torch.stack(all_hidden, 0)
+
+def _permute(hidden: Any, permutation: torch.Tensor | None) -> Any:
+    """``hidden`` (a tensor or an LSTM pair) with its batch dimension reordered."""
+    if permutation is None:
+        return hidden
+    if isinstance(hidden, tuple):
+        return tuple(h.index_select(1, permutation) for h in hidden)
+    return hidden.index_select(1, permutation)
 
 
 class QuantRNN(QuantModule):
-    """RNN/LSTM/GRU with per-parameter weight quantizers and per-layer input quantizers."""
+    """RNN/LSTM/GRU with per-parameter weight quantizers and per-layer input quantizers.
+
+    ``forward`` is its own: torch's forward ends in the fused ``_VF.<mode>`` call, which has no
+    place for an input quantizer between time steps, and replacing ``_VF.<mode>`` around it (as
+    Model Optimizer does) changes a process-wide name that an RNN in another thread would see
+    and that ``torch.compile`` cannot trace without graph breaks.
+    """
 
     @classmethod
     def quantizer_slots(cls, module: nn.Module) -> list[QuantizerSlot]:
@@ -244,14 +248,6 @@ class QuantRNN(QuantModule):
         projs = [m for n, m in self._modules.items() if n.startswith("proj_")]
         return inputs, projs
 
-    def __getattr__(self, name: str) -> Any:
-        value = super().__getattr__(name)
-        if name.startswith("weight") and self.__dict__.get("_quantize_weight"):
-            quantizer = self._modules.get(f"{name}_weight_quantizer")
-            if quantizer is not None and isinstance(value, torch.Tensor):
-                return quantizer(value)
-        return value
-
     def iter_weights_for_calibration(
         self,
     ) -> Iterator[tuple[torch.Tensor, TensorQuantizer | SequentialQuantizer]]:
@@ -260,17 +256,80 @@ class QuantRNN(QuantModule):
             if name.startswith("weight") and weight is not None and quantizer is not None:
                 yield weight, quantizer  # type: ignore[misc]
 
-    def forward(self, input: Any, *args: Any, **kwargs: Any) -> Any:
-        call_name = _LAYER_CALLS[self.mode]
+    def _quantized_flat_weights(self) -> list[torch.Tensor]:
+        """The flat weight list of the fused call, each ``weight*`` through its quantizer.
+
+        The quantizers are called as often, and in the order, as under Model Optimizer, whose
+        forward quantizes on every attribute read: torch's forward reads the first weight twice
+        to detect replaced parameters, then every flat weight twice (``hasattr`` then
+        ``getattr``) to rebuild the list. Only the last value is used; the extra calls matter to
+        calibrators that count calls (a running-mean static bias, ``track_amax``).
+        """
+        flat = []
+        for index, name in enumerate(self._flat_weights_names):
+            value = getattr(self, name)
+            quantizer = self._modules.get(f"{name}_weight_quantizer")
+            if name.startswith("weight") and quantizer is not None:
+                for _ in range(4 if index == 0 else 2):
+                    quantized = quantizer(value)
+                value = quantized
+            flat.append(value)
+        return flat
+
+    def _initial_state(self, x: torch.Tensor, batch: int) -> Any:
+        """Zeros for every layer and direction (``h`` has the projected size under LSTM)."""
+        layers = self.num_layers * (2 if self.bidirectional else 1)
+        h_size = self.proj_size if self.proj_size > 0 else self.hidden_size
+        h = torch.zeros(layers, batch, h_size, dtype=x.dtype, device=x.device)
+        if self.mode != "LSTM":
+            return h
+        c = torch.zeros(layers, batch, self.hidden_size, dtype=x.dtype, device=x.device)
+        return (h, c)
+
+    def forward(self, input: Any, hx: Any = None) -> Any:
+        """torch's RNN/LSTM/GRU forward (same argument checks and result forms), with the
+        quantized step loop in place of the fused ``_VF.<mode>`` call."""
+        is_lstm = self.mode == "LSTM"
+        kind = {"LSTM": "LSTM", "GRU": "GRU"}.get(self.mode, "RNN")
+        packed = isinstance(input, PackedSequence)
+        if packed:
+            x, batch_sizes, sorted_indices, unsorted_indices = input
+            batched, batch_dim = True, 1
+            max_batch = int(batch_sizes[0])
+        else:
+            x, batch_sizes, sorted_indices, unsorted_indices = input, None, None, None
+            if x.dim() not in (2, 3):
+                raise ValueError(f"{kind}: Expected input to be 2D or 3D, got {x.dim()}D instead")
+            batched, batch_dim = x.dim() == 3, 0 if self.batch_first else 1
+            if not batched:
+                x = x.unsqueeze(batch_dim)
+            max_batch = x.size(batch_dim)
+        if hx is None:
+            hx = self._initial_state(x, max_batch)
+        else:
+            parts = hx if is_lstm else (hx,)
+            want = 3 if batched else 2
+            if not packed and any(h.dim() != want for h in parts):
+                dims = ", ".join(f"{h.dim()}-D" for h in parts)
+                raise RuntimeError(
+                    f"For {'batched 3-D' if batched else 'unbatched 2-D'} input, the hidden "
+                    f"state should also be {want}-D but got ({dims}) tensors"
+                )
+            if not batched:
+                parts = tuple(h.unsqueeze(1) for h in parts)
+            hx = _permute(tuple(parts) if is_lstm else parts[0], sorted_indices)
+        self.check_forward_args(x, hx, batch_sizes)
+        weights = self._quantized_flat_weights()
         inputs, projs = self._quantizer_lists()
-        previous = _VF.__dict__.get(call_name, _MISSING)
-        setattr(_VF, call_name, _QuantizedRNNCall(self, inputs, projs))  # type: ignore[arg-type]
-        self.__dict__["_quantize_weight"] = True
-        try:
-            return super().forward(input, *args, **kwargs)
-        finally:
-            self.__dict__["_quantize_weight"] = False
-            if previous is _MISSING:
-                delattr(_VF, call_name)
-            else:
-                setattr(_VF, call_name, previous)
+        sizes = None if batch_sizes is None else [int(s) for s in batch_sizes]
+        if self.batch_first and not packed:
+            x = x.transpose(0, 1)
+        output, hidden = _run_layers(self, x, hx, weights, sizes, inputs, projs)
+        if self.batch_first and not packed:
+            output = output.transpose(0, 1)
+        if packed:
+            output = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
+        elif not batched:
+            output = output.squeeze(batch_dim)
+            hidden = tuple(h.squeeze(1) for h in hidden) if is_lstm else hidden.squeeze(1)
+        return output, _permute(hidden, unsorted_indices)
