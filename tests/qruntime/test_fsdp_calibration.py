@@ -21,17 +21,11 @@ would hang.
 
 from __future__ import annotations
 
-import os
-import sys
-import time
-import traceback
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo_runs import load_results, run_scenarios
 from torch import nn
 
 WORLD = 2
@@ -169,49 +163,18 @@ def _refuse(rank: int) -> dict:
 SCENARIOS = {"calibrate": _calibrate, "refuse": _refuse}
 
 
-def _worker(rank: int, init: str, out: str) -> None:
-    sys.path[:0] = [p for p in os.environ.get("QRUNTIME_TEST_PATH", "").split(os.pathsep) if p]
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=init, rank=rank, world_size=WORLD, timeout=timedelta(seconds=TIMEOUT_S)
-    )
-    for name, scenario in SCENARIOS.items():
-        try:
-            result = scenario(rank)
-        except Exception:
-            result = {"crash": traceback.format_exc()}
-        torch.save(result, Path(out) / f"{name}.{rank}.pt")
-    dist.destroy_process_group()
+def _scenario(name: str, rank: int) -> dict:
+    return SCENARIOS[name](rank)
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("fsdp")
-    os.environ["QRUNTIME_TEST_PATH"] = os.pathsep.join(sys.path)
-    ctx = mp.get_context("spawn")
-    init = f"file://{out / 'store'}"
-    procs = [ctx.Process(target=_worker, args=(r, init, str(out))) for r in range(WORLD)]
-    for p in procs:
-        p.start()
-    deadline = time.monotonic() + 90
-    for p in procs:
-        p.join(max(1.0, deadline - time.monotonic()))
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-            p.join()
-    return out
+    return run_scenarios(_scenario, list(SCENARIOS), out, world=WORLD, timeout_s=TIMEOUT_S)
 
 
 def _load(out: Path, name: str) -> list[dict]:
-    loaded = []
-    for rank in range(WORLD):
-        path = out / f"{name}.{rank}.pt"
-        assert path.exists(), f"rank {rank} wrote no result for {name}"
-        result = torch.load(path, weights_only=False)
-        assert "crash" not in result, result["crash"]
-        loaded.append(result)
-    return loaded
+    return load_results(out, name, WORLD)
 
 
 def test_sharded_calibration_equals_one_process_on_the_union_of_the_data(results):

@@ -14,17 +14,11 @@ model already sharded is tests/qruntime/test_fsdp_calibration.py.) One spawn run
 
 from __future__ import annotations
 
-import os
-import sys
-import time
-import traceback
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo_runs import load_results, run_scenarios
 from torch import nn
 
 WORLD = 2
@@ -119,52 +113,14 @@ def _scenario(name: str, rank: int) -> dict:
     return {"start": start, "end": full_state(model), "losses": losses, "learned": learned}
 
 
-def _worker(rank: int, init: str, out: str, names: list[str]) -> None:
-    sys.path[:0] = [p for p in os.environ.get("QRUNTIME_TEST_PATH", "").split(os.pathsep) if p]
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=init, rank=rank, world_size=WORLD, timeout=timedelta(seconds=TIMEOUT_S)
-    )
-    for name in names:
-        try:
-            result = _scenario(name, rank)
-        except Exception:
-            result = {"crash": traceback.format_exc()}
-        torch.save(result, Path(out) / f"{name}.{rank}.pt")
-    dist.destroy_process_group()
-
-
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("qat")
-    os.environ["QRUNTIME_TEST_PATH"] = os.pathsep.join(sys.path)
-    ctx = mp.get_context("spawn")
-    init = f"file://{out / 'store'}"
-    procs = [
-        ctx.Process(target=_worker, args=(r, init, str(out), ["ddp", "fsdp2"]))
-        for r in range(WORLD)
-    ]
-    for p in procs:
-        p.start()
-    deadline = time.monotonic() + 90
-    for p in procs:
-        p.join(max(1.0, deadline - time.monotonic()))
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-            p.join()
-    return out
+    return run_scenarios(_scenario, ["ddp", "fsdp2"], out, world=WORLD, timeout_s=TIMEOUT_S)
 
 
 def _load(out: Path, name: str) -> list[dict]:
-    loaded = []
-    for rank in range(WORLD):
-        path = out / f"{name}.{rank}.pt"
-        assert path.exists(), f"rank {rank} wrote no result for {name}"
-        result = torch.load(path, weights_only=False)
-        assert "crash" not in result, result["crash"]
-        loaded.append(result)
-    return loaded
+    return load_results(out, name, WORLD)
 
 
 def _check(runs: list[dict]) -> None:
