@@ -355,6 +355,43 @@ def test_max_calibration_is_bit_exact(name, config_name, reference_fake_quant, h
     assert_same_calibration(name, model, ref, got)
 
 
+#: One model per provider family: attention (Llama), Conv1D (GPT-2), fused experts (Mixtral).
+EVERY_PRESET_MODELS = ["llama", "gpt2", "mixtral"]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("name", EVERY_PRESET_MODELS)
+def test_every_preset_calibrates_like_model_optimizer(
+    name, preset, reference_fake_quant, hadamard_stand_in
+):
+    """Every named preset with max calibration: where Model Optimizer quantizes and runs the
+    unseen batch, the same states, buffers, state_dict and logits; where it fails, qruntime
+    fails too. P quantization is switched off on both sides (a deliberate difference on these
+    models, pinned by the two softmax tests)."""
+    cfg = config(preset)
+    cfg["quant_cfg"].append(P_OFF)
+    model, loop = hf_models.build(name), hf_models.forward_loop(name)
+    ref = outcome(lambda: mtq.quantize(copy.deepcopy(model), copy.deepcopy(cfg), loop))
+    ref_out = ref if isinstance(ref, Exception) else outcome(lambda: hf_models.outputs(ref, name))
+    got = outcome(
+        lambda: qruntime.quantize(copy.deepcopy(model), copy.deepcopy(cfg), loop, lint="off")
+    )
+    got_out = got if isinstance(got, Exception) else outcome(lambda: hf_models.outputs(got, name))
+    if isinstance(ref_out, Exception):
+        assert isinstance(got_out, Exception), f"Model Optimizer failed: {ref_out!r}"
+        return
+    assert not isinstance(got_out, Exception), f"qruntime failed: {got_out!r}"
+    expected_states = oracle.quantizer_states(ref)
+    got_states = oracle.normalized_states(qruntime.quantizer_states(got))
+    assert got_states == expected_states, differing(expected_states, got_states)
+    oracle.assert_same_buffers(ref, got)
+    expected_dict, got_dict = ref.state_dict(), got.state_dict()
+    assert list(got_dict) == list(expected_dict)
+    for key, value in expected_dict.items():
+        assert got_dict[key].dtype == value.dtype and torch.equal(got_dict[key], value), key
+    assert torch.equal(got_out, ref_out)
+
+
 def test_softmax_quantization_on_eager_bert_is_bit_exact(reference_fake_quant):
     """FP8 q/k/v/p bmm quantizers with NVFP4 weights (NVFP4_FP8_MHA_CONFIG) on eager BERT, where
     Model Optimizer quantizes the softmax probabilities itself: P calibrated alike."""
