@@ -23,7 +23,7 @@ import pytest
 import qruntime
 import torch
 import zoo
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from qconfig import compile_plan, load_config
 from qconfig.attributes import QuantizerAttributeConfig
@@ -587,6 +587,17 @@ ATTRIBUTES = st.fixed_dictionaries(
 @pytest.mark.parametrize("name", [W, "features.conv.input_quantizer"])
 @settings(max_examples=60, deadline=None)
 @given(attributes=ATTRIBUTES)
+# found in CI: two block axes naming the same dim (-2 and 0 of a 2-d weight)
+@example(
+    attributes={
+        "num_bits": (4, 3),
+        "axis": None,
+        "block_sizes": {-2: 3, 0: 3},
+        "constant_amax": None,
+        "fake_quant": False,
+        "narrow_range": False,
+    }
+)
 def test_what_check_plan_lets_through_runs(name, attributes):
     """Property: a plan built in Python with any attribute values either is refused before the
     model is touched, naming the quantizer (PlanMismatchError; for an activation whose rank

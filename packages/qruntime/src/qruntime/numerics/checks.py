@@ -102,8 +102,16 @@ def check_layout(spec: QuantizerSpec, ndim: int) -> None:
     if spec.block_sizes is None:
         for axis in _axes(spec.axis):
             _check_dim("axis", axis, ndim)
+    seen: dict[int, Any] = {}
     for axis in spec.block_axes:
         _check_dim("block_sizes axis", axis, ndim)
+        dim = axis % ndim
+        if dim in seen:
+            raise ValueError(
+                f"block_sizes axes {seen[dim]} and {axis} are the same dim of a {ndim}-d tensor; "
+                "give each dim one block size"
+            )
+        seen[dim] = axis
 
 
 def _axes(axis: Any) -> tuple[Any, ...]:
