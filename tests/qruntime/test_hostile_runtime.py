@@ -585,7 +585,8 @@ ATTRIBUTES = st.fixed_dictionaries(
 
 
 @pytest.mark.parametrize("name", [W, "features.conv.input_quantizer"])
-@settings(max_examples=60, deadline=None)
+# derandomized: make test must give the same verdict on every run (the fuzz suite explores)
+@settings(max_examples=60, deadline=None, derandomize=True)
 @given(attributes=ATTRIBUTES)
 # found in CI: two block axes naming the same dim (-2 and 0 of a 2-d weight)
 @example(
