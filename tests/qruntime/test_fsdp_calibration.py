@@ -24,8 +24,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import sharded_training
 import torch
 from gloo_runs import load_results, run_scenarios
+from sharded_training import Net, full_state, shard, train
 from torch import nn
 
 WORLD = 2
@@ -57,66 +59,17 @@ REFUSED = {
 }
 
 
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.fc1 = nn.Linear(16, 32)
-        self.fc2 = nn.Linear(32, 8)
-
-    def forward(self, x):
-        return self.fc2(torch.relu(self.fc1(x)))
-
-
 def data(rank: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Rank ``rank``'s batches of a regression task a float teacher defines; the two ranks'
-    inputs have different ranges, so the data-parallel sync changes the activation amaxes."""
-    teacher = Net()
-    g = torch.Generator().manual_seed(100 + rank)
-    out = []
-    for _ in range(4):
-        x = torch.randn(16, 16, generator=g) * (1.0 + rank)
-        with torch.no_grad():
-            out.append((x, teacher(x) * 1.5))
-    return out
+    """This test's batches: the ranks' inputs have different ranges, so the data-parallel sync
+    changes the activation amaxes."""
+    return sharded_training.data(rank, spread=True)
 
 
 PROBE = torch.linspace(-3.0, 3.0, 5 * 16).reshape(5, 16)
 
 
-def shard(model: nn.Module) -> nn.Module:
-    from torch.distributed.fsdp import fully_shard
-
-    fully_shard(model.fc1)
-    fully_shard(model.fc2)
-    fully_shard(model)
-    return model
-
-
 def amaxes(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.named_buffers() if "amax" in k}
-
-
-def full_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    out = {}
-    for key, value in model.state_dict().items():
-        full = getattr(value, "full_tensor", None)
-        out[key] = (full() if callable(full) else value).detach().clone()
-    return out
-
-
-def train(model: nn.Module, rank: int) -> list[float]:
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    batches = data(rank)
-    losses = []
-    for step in range(STEPS):
-        x, y = batches[step % len(batches)]
-        opt.zero_grad()
-        loss = (model(x) - y).square().mean()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
 
 
 def _calibrate(rank: int) -> dict:
@@ -134,7 +87,10 @@ def _calibrate(rank: int) -> dict:
         outputs = {"first": first(PROBE), "after": after(PROBE)}
     result = {"kinds": kinds, "amax": {"first": amaxes(first), "after": amaxes(after)}}
     result["outputs"] = outputs
-    result["losses"] = {"first": train(first, rank), "after": train(after, rank)}
+    result["losses"] = {
+        "first": train(first, data(rank), STEPS),
+        "after": train(after, data(rank), STEPS),
+    }
     result["end"] = {"first": full_state(first), "after": full_state(after)}
     return result
 

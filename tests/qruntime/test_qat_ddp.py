@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from gloo_runs import load_results, run_scenarios
+from sharded_training import Net, data, full_state, shard, train
 from torch import nn
 
 WORLD = 2
@@ -37,56 +38,11 @@ CONFIG = {
 }
 
 
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.fc1 = nn.Linear(16, 32)
-        self.fc2 = nn.Linear(32, 8)
-
-    def forward(self, x):
-        return self.fc2(torch.relu(self.fc1(x)))
-
-
-def data(rank: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Rank ``rank``'s batches of a regression task a float teacher defines."""
-    teacher = Net()
-    g = torch.Generator().manual_seed(100 + rank)
-    out = []
-    for _ in range(4):
-        x = torch.randn(16, 16, generator=g)
-        with torch.no_grad():
-            out.append((x, teacher(x) * 1.5))
-    return out
-
-
 def quantized(rank: int) -> nn.Module:
     import qruntime
 
     batches = data(rank)
     return qruntime.quantize(Net(), CONFIG, lambda m: [m(x) for x, _ in batches])
-
-
-def train(model: nn.Module, rank: int) -> list[float]:
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    batches = data(rank)
-    losses = []
-    for step in range(STEPS):
-        x, y = batches[step % len(batches)]
-        opt.zero_grad()
-        loss = (model(x) - y).square().mean()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
-
-
-def full_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    out = {}
-    for key, value in model.state_dict().items():
-        full = getattr(value, "full_tensor", None)
-        out[key] = (full() if callable(full) else value).detach().clone()
-    return out
 
 
 def _scenario(name: str, rank: int) -> dict:
@@ -98,14 +54,9 @@ def _scenario(name: str, rank: int) -> dict:
     if name == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
-        losses = train(DistributedDataParallel(model), rank)
+        losses = train(DistributedDataParallel(model), data(rank), STEPS)
     elif name == "fsdp2":
-        from torch.distributed.fsdp import fully_shard
-
-        fully_shard(model.fc1)
-        fully_shard(model.fc2)
-        fully_shard(model)
-        losses = train(model, rank)
+        losses = train(shard(model), data(rank), STEPS)
         kinds = {type(p).__name__ for p in model.parameters()}
         assert kinds == {"DTensor"}, kinds
     else:
